@@ -1,0 +1,126 @@
+// The admin API on its own listener (loopback by default): liveness, readiness, routes,
+// services with endpoint health, runtime endpoint registration, reload, config dump.
+import Fastify, { LogController } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
+import type { AddressInfo } from 'node:net'
+import type { Gateway } from '../gateway/gateway.js'
+import { fastmeshError, type FastmeshError } from '../errors.js'
+
+export interface AdminServer {
+  readonly address: AddressInfo
+  close(): Promise<void>
+}
+
+const RegistrationBody = Type.Object({
+  id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  address: Type.String({ minLength: 1, maxLength: 255 }),
+  port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  weight: Type.Optional(Type.Integer({ minimum: 1 })),
+  tags: Type.Optional(Type.Array(Type.String())),
+  meta: Type.Optional(Type.Record(Type.String(), Type.String()))
+}, { additionalProperties: false })
+
+const ServiceParams = Type.Object({ service: Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$' }) })
+const EndpointParams = Type.Object({ service: Type.String(), id: Type.String() })
+
+function send (reply: import('fastify').FastifyReply, err: FastmeshError) {
+  return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, requestId: reply.request.id } })
+}
+
+export async function startAdmin (gateway: Gateway, listen: { address: string, port: number }): Promise<AdminServer> {
+  const app = Fastify({
+    loggerInstance: gateway.log.child({ component: 'admin' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false } }
+  })
+
+  app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, _request, reply) => {
+    if (error.validation !== undefined || (error.statusCode ?? 500) < 500) {
+      return send(reply, fastmeshError('ADMIN_BAD_REQUEST', [error.message]))
+    }
+    gateway.log.error({ err: error }, 'admin request failed')
+    return send(reply, fastmeshError('INTERNAL', [error.message]))
+  })
+  app.setNotFoundHandler((request, reply) => send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no admin resource ${request.method} ${request.url}`])))
+
+  app.get('/live', async () => ({ status: 'live' }))
+
+  app.get('/ready', async (_request, reply) => {
+    const ready = gateway.ready
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', version: gateway.version?.version ?? 0 })
+  })
+
+  app.get('/routes', async () => ({
+    version: gateway.version?.version,
+    // In the order they are tried.
+    routes: (gateway.version?.router.ordered ?? []).map((r) => ({
+      name: r.name,
+      precedence: r.precedence,
+      match: r.config.match ?? {},
+      destination: r.config.destination,
+      timeout: r.config.timeout,
+      plugins: r.config.plugins.map((p) => p.name)
+    }))
+  }))
+
+  app.get('/services', async () => ({
+    discovery: gateway.registry.kind,
+    services: gateway.registry.services().map((s) => ({
+      name: s.service,
+      stale: s.stale,
+      updatedAt: new Date(s.updatedAt).toISOString(),
+      healthy: s.endpoints.filter((e) => e.health === 'passing').length,
+      endpoints: s.endpoints.map((e) => ({
+        id: e.id,
+        address: e.address,
+        port: e.port,
+        weight: e.weight,
+        tags: e.tags,
+        meta: e.meta,
+        health: e.health,
+        ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
+        origin: e.origin
+      }))
+    }))
+  }))
+
+  app.get<{ Params: Static<typeof ServiceParams> }>('/services/:service', { schema: { params: ServiceParams } }, async (request, reply) => {
+    const s = gateway.registry.snapshot(request.params.service)
+    if (s === undefined) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no service "${request.params.service}"`]))
+    return { name: s.service, stale: s.stale, endpoints: s.endpoints }
+  })
+
+  app.post<{ Params: Static<typeof ServiceParams>, Body: Static<typeof RegistrationBody> }>('/services/:service/endpoints', {
+    schema: { params: ServiceParams, body: RegistrationBody }
+  }, async (request, reply) => {
+    const endpoint = gateway.registry.register(request.params.service, request.body)
+    return reply.code(201).send(endpoint)
+  })
+
+  app.delete<{ Params: Static<typeof EndpointParams> }>('/services/:service/endpoints/:id', { schema: { params: EndpointParams } }, async (request, reply) => {
+    const removed = gateway.registry.deregister(request.params.service, request.params.id)
+    if (!removed) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no endpoint "${request.params.id}" in service "${request.params.service}"`]))
+    return reply.code(204).send()
+  })
+
+  app.post('/reload', async (_request, reply) => {
+    const result = await gateway.reload('admin API')
+    if (!result.ok) {
+      const err = fastmeshError('ADMIN_RELOAD_FAILED', [result.error ?? 'unknown error'])
+      return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, requestId: reply.request.id }, problems: result.problems ?? [] })
+    }
+    return { status: 'reloaded', version: result.version }
+  })
+
+  app.get('/config', async () => ({ version: gateway.version?.version, source: gateway.version === undefined ? undefined : gateway['loaded'].source, config: gateway.config }))
+
+  try {
+    await app.listen({ host: listen.address, port: listen.port })
+  } catch (cause) {
+    throw fastmeshError('LISTEN', [`${listen.address}:${listen.port} (admin)`, (cause as Error).message], cause)
+  }
+  return {
+    address: app.server.address() as AddressInfo,
+    close: async () => { await app.close() }
+  }
+}

@@ -1,0 +1,98 @@
+// Reading a config file: parse (YAML or JSON), apply environment overrides, validate.
+import { readFile } from 'node:fs/promises'
+import { parseDocument } from 'yaml'
+import { fastmeshError } from '../errors.js'
+import { formatProblems, validateConfigDocument, type ConfigProblem, type FastmeshConfig } from './validate.js'
+
+export interface LoadedConfig {
+  readonly config: FastmeshConfig
+  /** Where it came from (a file path, or `kv:<key>` later). */
+  readonly source: string
+}
+
+export class ConfigError extends Error {
+  constructor (readonly code: string, message: string, readonly problems: readonly ConfigProblem[], options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'ConfigError'
+  }
+}
+
+/** Parses YAML (a superset of JSON); syntax errors name the line and column. */
+export function parseConfigText (text: string, source: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((e) => ({
+      path: '$',
+      message: e.message.split('\n')[0]!,
+      hint: e.linePos !== undefined ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : undefined
+    }))
+    const err = fastmeshError('CONFIG_PARSE', [source, problems.map((p) => `${p.message}${p.hint !== undefined ? ` (${p.hint})` : ''}`).join('; ')])
+    throw new ConfigError(err.code, err.message, problems, { cause: doc.errors[0] })
+  }
+  return doc.toJS()
+}
+
+/** Environment variables that override listener addresses and the log level. */
+export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = process.env): unknown {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return doc
+  const d = doc as Record<string, Record<string, unknown> | undefined>
+  const section = (key: string): Record<string, unknown> => {
+    const cur = d[key]
+    if (cur !== undefined && cur !== null && typeof cur === 'object' && !Array.isArray(cur)) return cur
+    const fresh: Record<string, unknown> = {}
+    d[key] = fresh
+    return fresh
+  }
+  const listener = (name: 'http' | 'admin', prefix: string) => {
+    const address = env[`${prefix}_ADDRESS`]
+    const port = env[`${prefix}_PORT`]
+    if (address === undefined && port === undefined) return
+    const listeners = section('listeners')
+    const l = (listeners[name] ??= { port: name === 'http' ? 8080 : 15000 }) as Record<string, unknown>
+    if (address !== undefined) l.address = address
+    // A non-numeric port stays a string so validation names the env var's path.
+    if (port !== undefined) l.port = /^[0-9]+$/.test(port) ? Number(port) : port
+  }
+  listener('http', 'FASTMESH_HTTP')
+  listener('admin', 'FASTMESH_ADMIN')
+  const level = env.FASTMESH_LOG_LEVEL
+  if (level !== undefined) {
+    const telemetry = section('telemetry')
+    const logging = (telemetry.logging ??= {}) as Record<string, unknown>
+    logging.level = level
+  }
+  return doc
+}
+
+function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}
+
+/** Validates a parsed document; throws ConfigError listing every problem. */
+export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const result = validateConfigDocument(applyEnvOverrides(doc, env))
+  if (result.config === undefined) {
+    const err = fastmeshError('CONFIG_INVALID', [source, formatProblems(result.problems)])
+    throw new ConfigError(err.code, err.message, result.problems)
+  }
+  return { config: deepFreeze(result.config), source }
+}
+
+export function loadConfigText (text: string, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  return checkConfig(parseConfigText(text, source), source, env)
+}
+
+export async function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (cause) {
+    const err = fastmeshError('CONFIG_READ', [path, (cause as Error).message])
+    throw new ConfigError(err.code, err.message, [{ path: '$', message: (cause as Error).message }], { cause })
+  }
+  return loadConfigText(text, path, env)
+}

@@ -1,0 +1,185 @@
+// The config schema: the single source of the config's TypeScript types, of its
+// validation (ajv) and of the reference doc docs/config.md (src/config/docs.ts).
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+const Duration = Type.String({
+  pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m|h)$',
+  description: 'A duration such as `250ms`, `5s`, `1m`.',
+  examples: ['5s']
+})
+
+const Port = Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one.' })
+const Host = Type.String({ minLength: 1, description: 'IP address or hostname to bind or connect to.' })
+
+function dur (value: string, description: string) {
+  return Type.String({ ...Duration, default: value, description })
+}
+
+/** A string from a fixed set; ajv reports the allowed values in one clear error. */
+function StringEnum<const T extends readonly string[]> (values: T, options: { default?: T[number], description?: string } = {}) {
+  return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options })
+}
+
+/** A section that may be left out: ajv fills it with `value`, then fills its own defaults. */
+function withDefault<T extends TSchema> (schema: T, value: unknown = {}): T {
+  return { ...schema, default: value }
+}
+
+function strict<T extends Record<string, TSchema>> (properties: T, options: { description?: string } = {}) {
+  return Type.Object(properties, { additionalProperties: false, ...options })
+}
+
+export const ListenerSchema = strict({
+  address: Type.String({ default: '127.0.0.1', description: 'Address to bind.' }),
+  port: Port
+}, { description: 'A TCP listener.' })
+
+const ServiceName = Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$', description: 'A service name as in the catalog.' })
+
+export const HealthCheckSchema = strict({
+  path: Type.String({ pattern: '^/', default: '/health', description: 'HTTP path probed with GET; 2xx and 3xx are healthy.' }),
+  interval: dur('5s', 'Time between probes of one endpoint.'),
+  timeout: dur('1s', 'A probe that takes longer fails.'),
+  healthyThreshold: Type.Integer({ minimum: 1, default: 1, description: 'Consecutive passing probes that bring an unhealthy endpoint back.' }),
+  unhealthyThreshold: Type.Integer({ minimum: 1, default: 2, description: 'Consecutive failing probes that take an endpoint out of rotation.' })
+}, { description: 'Active HTTP health check run by the gateway against every endpoint of the service.' })
+
+export const StaticEndpointSchema = strict({
+  id: Type.Optional(Type.String({ minLength: 1, description: 'Stable endpoint id; defaults to `address:port`.' })),
+  address: Host,
+  port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  weight: Type.Integer({ minimum: 1, default: 1, description: 'Relative weight for weighted balancing (later policies).' }),
+  tags: Type.Array(Type.String(), { default: [] }),
+  meta: Type.Record(Type.String(), Type.String(), { default: {} })
+})
+
+export const EmbeddedServiceSchema = strict({
+  endpoints: Type.Array(StaticEndpointSchema, { default: [], description: 'Endpoints known from config; more can be registered at run time through the admin API.' }),
+  healthCheck: Type.Optional(HealthCheckSchema)
+})
+
+export const EmbeddedDiscoverySchema = strict({
+  services: Type.Record(ServiceName, EmbeddedServiceSchema, { default: {}, description: 'Services of the embedded registry, by name.' })
+}, { description: 'The in-process registry: static endpoints plus runtime registrations, with active health checks.' })
+
+export const DiscoverySchema = strict({
+  embedded: withDefault(EmbeddedDiscoverySchema)
+}, { description: 'Where endpoints come from. `embedded` serves a one-machine mesh without Consul.' })
+
+export const ConnectionPoolSchema = strict({
+  connections: Type.Integer({ minimum: 1, default: 128, description: 'Maximum open connections to one endpoint.' }),
+  pipelining: Type.Integer({ minimum: 1, default: 1, description: 'Requests in flight per connection (HTTP/1.1 pipelining; 1 = off).' }),
+  connectTimeout: dur('2s', 'Time allowed to open a connection to an endpoint.'),
+  keepAliveTimeout: dur('30s', 'How long an idle upstream connection is kept.')
+}, { description: 'Upstream connection pool per endpoint.' })
+
+export const LoadBalancerSchema = strict({
+  policy: StringEnum(['round_robin'], { default: 'round_robin', description: 'Balancing algorithm over the healthy endpoints.' })
+})
+
+export const ServicePolicySchema = strict({
+  loadBalancer: withDefault(LoadBalancerSchema),
+  connectionPool: withDefault(ConnectionPoolSchema)
+}, { description: 'Traffic policy for one destination service (applies to every route that targets it).' })
+
+const NamedMatch = (what: string) => strict({
+  name: Type.String({ minLength: 1, description: `${what} name (headers are case-insensitive).` }),
+  exact: Type.Optional(Type.String()),
+  prefix: Type.Optional(Type.String()),
+  regex: Type.Optional(Type.String({ description: 'ECMAScript regular expression, anchored at both ends.' })),
+  present: Type.Optional(Type.Boolean({ description: '`true`: must be present; `false`: must be absent.' })),
+  invert: Type.Optional(Type.Boolean({ description: 'Match when the condition does not hold.' }))
+}, { description: `A ${what.toLowerCase()} condition: exactly one of exact, prefix, regex, present.` })
+
+export const PathMatchSchema = Type.Union([
+  strict({ exact: Type.String({ pattern: '^/' }) }),
+  strict({ prefix: Type.String({ pattern: '^/', description: 'Segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`.' }) }),
+  strict({ template: Type.String({ pattern: '^/', description: 'Path with `:name` parameters and an optional trailing `*`, e.g. `/users/:id/*`.' }) }),
+  strict({ regex: Type.String({ description: 'ECMAScript regular expression matched against the whole path; named groups become parameters.' }) })
+], { description: 'Exactly one of `exact`, `prefix`, `template`, `regex`.' })
+
+export const RouteMatchSchema = strict({
+  hosts: Type.Optional(Type.Array(Type.String({ pattern: '^(\\*\\.)?[a-zA-Z0-9.-]+(:[0-9]+)?$' }), { minItems: 1, description: 'Host names (port ignored); `*.example.com` matches one or more labels.' })),
+  path: Type.Optional(PathMatchSchema),
+  methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { minItems: 1, description: 'Upper-case HTTP methods.' })),
+  headers: Type.Optional(Type.Array(NamedMatch('Header'), { description: 'All must hold.' })),
+  query: Type.Optional(Type.Array(NamedMatch('Query parameter'), { description: 'All must hold.' }))
+}, { description: 'What a request must look like to take this route. Every given condition must hold; an empty match takes everything.' })
+
+export const DestinationSchema = strict({
+  service: ServiceName,
+  stripPrefix: Type.Optional(Type.Boolean({ description: 'Remove the matched `path.prefix` before forwarding.' })),
+  rewritePath: Type.Optional(Type.String({ pattern: '^/', description: 'Replace the path; `:name` is filled from template or regex parameters. The query string is kept.' })),
+  rewriteHost: Type.Optional(Type.String({ minLength: 1, description: 'Host header sent upstream (default: the client\'s Host).' }))
+}, { description: 'Where matching requests go.' })
+
+export const PluginRefSchema = strict({
+  name: Type.String({ minLength: 1, description: 'A built-in plugin (docs/plugins.md) or a key of `customPlugins`.' }),
+  options: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Validated against the plugin\'s own options schema.' }))
+})
+
+export const RouteSchema = strict({
+  name: Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]*$', description: 'Unique route name; used in logs and metrics.' }),
+  match: Type.Optional(RouteMatchSchema),
+  destination: DestinationSchema,
+  timeout: dur('15s', 'Time allowed for the upstream to start answering (response headers). 504 after it.'),
+  idleTimeout: dur('60s', 'Longest pause between body chunks from the upstream once it answered.'),
+  priority: Type.Optional(Type.Integer({ description: 'Overrides the automatic precedence: higher wins (default 0).' })),
+  plugins: Type.Array(PluginRefSchema, { default: [], description: 'Plugins run in this order for this route only.' })
+})
+
+export const CustomPluginSchema = strict({
+  module: Type.String({ minLength: 1, description: 'Path (relative to the config file) or package name of an ES module whose default export is a Fastify plugin.' })
+})
+
+export const LoggingSchema = strict({
+  level: StringEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { default: 'info', description: 'pino log level; env FASTMESH_LOG_LEVEL overrides.' }),
+  accessLog: Type.Boolean({ default: true, description: 'One structured line per request.' })
+})
+
+export const TelemetrySchema = strict({
+  logging: withDefault(LoggingSchema)
+})
+
+export const LimitsSchema = strict({
+  maxHeaderBytes: Type.Integer({ minimum: 1024, default: 16384, description: 'Largest request header section accepted (431 beyond).' }),
+  keepAliveTimeout: dur('72s', 'Idle time before a client connection is closed.'),
+  requestTimeout: dur('5m', 'Longest time to receive a whole request from a client (0s: none).'),
+  drainTimeout: dur('30s', 'On reload or shutdown, how long in-flight requests may take to finish.')
+})
+
+export const GatewaySchema = strict({
+  name: Type.String({ minLength: 1, default: 'fastmesh', description: 'This gateway\'s name (logs, registration).' }),
+  mode: StringEnum(['edge', 'node'], { default: 'edge', description: '`edge`: north-south gateway; `node`: node-local gateway.' }),
+  trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' })
+})
+
+export const ListenersSchema = strict({
+  http: withDefault({ ...ListenerSchema, description: 'Edge listener for client traffic. Env FASTMESH_HTTP_ADDRESS / FASTMESH_HTTP_PORT override.' }, { port: 8080 }),
+  admin: withDefault({ ...ListenerSchema, description: 'Admin API (keep it on loopback). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT override.' }, { port: 15000 })
+})
+
+export const MeshSchema = strict({
+  mtls: StringEnum(['off', 'permissive', 'strict'], { default: 'off', description: 'mTLS between gateways (node mode; a later release).' })
+})
+
+export const ConfigSchema = strict({
+  gateway: withDefault(GatewaySchema),
+  listeners: withDefault(ListenersSchema),
+  limits: withDefault(LimitsSchema),
+  discovery: withDefault(DiscoverySchema),
+  services: Type.Record(ServiceName, ServicePolicySchema, { default: {}, description: 'Per-service traffic policy, by service name.' }),
+  routes: Type.Array(RouteSchema, { default: [], description: 'The routing table; see docs/routing.md for precedence.' }),
+  customPlugins: Type.Record(Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_-]*$' }), CustomPluginSchema, { default: {}, description: 'Your own Fastify plugins, by the name routes use.' }),
+  mesh: withDefault(MeshSchema),
+  telemetry: withDefault(TelemetrySchema)
+}, { description: 'A fastmesh gateway configuration.' })
+
+export type FastmeshConfigInput = Static<typeof ConfigSchema>
+export type RouteConfig = Static<typeof RouteSchema>
+export type RouteMatchConfig = Static<typeof RouteMatchSchema>
+export type PathMatchConfig = Static<typeof PathMatchSchema>
+export type HealthCheckConfig = Static<typeof HealthCheckSchema>
+export type StaticEndpointConfig = Static<typeof StaticEndpointSchema>
+export type ServicePolicyConfig = Static<typeof ServicePolicySchema>
+export type PluginRefConfig = Static<typeof PluginRefSchema>

@@ -1,0 +1,94 @@
+// The one error catalogue: every error fastmesh raises or answers with has a stable
+// FASTMESH_ERR_* code, an HTTP status where it reaches a client, and a line for docs/errors.md.
+import createError from '@fastify/error'
+
+export interface CatalogueEntry {
+  readonly code: string
+  readonly statusCode: number
+  /** util.format template; %s are filled from the constructor arguments. */
+  readonly message: string
+  /** One sentence for docs/errors.md: when it happens and what to do. */
+  readonly description: string
+}
+
+function entry<C extends string> (code: C, statusCode: number, message: string, description: string) {
+  return { code, statusCode, message, description } as const
+}
+
+/** Kept in step with docs/errors.md by test/unit/errors.test.ts. */
+export const catalogue = {
+  NO_ROUTE: entry('FASTMESH_ERR_NO_ROUTE', 404, 'No route matches %s %s (host %s)',
+    'No configured route matched the request\'s host, path, method, headers and query. Check `GET /routes` on the admin listener.'),
+  NO_HEALTHY_ENDPOINT: entry('FASTMESH_ERR_NO_HEALTHY_ENDPOINT', 503, 'Service "%s" has no healthy endpoint',
+    'The destination service is known but none of its endpoints is passing its health checks. Check `GET /services` on the admin listener.'),
+  UPSTREAM_FAILURE: entry('FASTMESH_ERR_UPSTREAM_FAILURE', 502, 'Upstream %s of service "%s" failed: %s',
+    'The gateway could not connect to the chosen endpoint, or it answered with something that is not valid HTTP.'),
+  UPSTREAM_TIMEOUT: entry('FASTMESH_ERR_UPSTREAM_TIMEOUT', 504, 'Upstream %s of service "%s" did not answer within %s ms',
+    'The endpoint did not send response headers within the route\'s `timeout`.'),
+  REQUEST_HEADERS_TOO_LARGE: entry('FASTMESH_ERR_REQUEST_HEADERS_TOO_LARGE', 431, 'Request headers exceed %s bytes',
+    'The request\'s header section is larger than `limits.maxHeaderBytes`.'),
+  BAD_REQUEST: entry('FASTMESH_ERR_BAD_REQUEST', 400, 'Malformed request: %s',
+    'The request is not valid HTTP/1.1 (or its path cannot be normalised).'),
+  SHUTTING_DOWN: entry('FASTMESH_ERR_SHUTTING_DOWN', 503, 'The gateway is shutting down',
+    'The gateway is draining before exit; clients should retry on another replica.'),
+  INTERNAL: entry('FASTMESH_ERR_INTERNAL', 500, 'Internal gateway error: %s',
+    'A bug in fastmesh or in a route plugin. The access log and error log carry the request id.'),
+  CONFIG_READ: entry('FASTMESH_ERR_CONFIG_READ', 500, 'Cannot read config %s: %s',
+    'The config file does not exist or is not readable.'),
+  CONFIG_PARSE: entry('FASTMESH_ERR_CONFIG_PARSE', 500, 'Config %s is not valid YAML/JSON: %s',
+    'The config file is not well-formed. The message names the line and column.'),
+  CONFIG_INVALID: entry('FASTMESH_ERR_CONFIG_INVALID', 500, 'Config %s is invalid:\n%s',
+    'The config document does not match the schema (docs/config.md) or refers to something that does not exist. Each problem is listed with its JSON path and a hint.'),
+  PLUGIN_UNKNOWN: entry('FASTMESH_ERR_PLUGIN_UNKNOWN', 500, 'Unknown plugin "%s" at %s',
+    'A route names a plugin that is neither built in nor declared under `customPlugins`.'),
+  PLUGIN_LOAD: entry('FASTMESH_ERR_PLUGIN_LOAD', 500, 'Cannot load plugin "%s" from %s: %s',
+    'A custom plugin module could not be imported or does not export a Fastify plugin.'),
+  ADMIN_BAD_REQUEST: entry('FASTMESH_ERR_ADMIN_BAD_REQUEST', 400, 'Invalid admin request: %s',
+    'An admin API call had a missing or malformed field; the message names it.'),
+  ADMIN_NOT_FOUND: entry('FASTMESH_ERR_ADMIN_NOT_FOUND', 404, '%s',
+    'The admin API has no such service, endpoint or resource.'),
+  ADMIN_RELOAD_FAILED: entry('FASTMESH_ERR_ADMIN_RELOAD_FAILED', 409, 'Reload refused, the running config stays: %s',
+    'A reload was asked for but the new config is invalid; the previous version keeps serving.'),
+  LISTEN: entry('FASTMESH_ERR_LISTEN', 500, 'Cannot listen on %s: %s',
+    'A listener address is in use or not permitted.'),
+  CLI_USAGE: entry('FASTMESH_ERR_CLI_USAGE', 400, '%s',
+    'The command line is wrong; `fastmesh --help` shows the usage.')
+} as const
+
+export type ErrorKey = keyof typeof catalogue
+export type FastmeshErrorCode = (typeof catalogue)[ErrorKey]['code']
+
+export interface FastmeshError extends Error {
+  code: FastmeshErrorCode
+  statusCode: number
+}
+
+const constructors = new Map<ErrorKey, createError.FastifyErrorConstructor>()
+for (const [key, e] of Object.entries(catalogue)) {
+  constructors.set(key as ErrorKey, createError(e.code, e.message, e.statusCode))
+}
+
+/** Makes the catalogue's error `key`; `cause` keeps the underlying error for logs. */
+export function fastmeshError (key: ErrorKey, args: unknown[] = [], cause?: unknown): FastmeshError {
+  const Ctor = constructors.get(key)!
+  const err = new Ctor(...args) as unknown as FastmeshError
+  if (cause !== undefined) (err as Error & { cause?: unknown }).cause = cause
+  return err
+}
+
+export function isFastmeshError (err: unknown): err is FastmeshError {
+  const code = err instanceof Error ? (err as { code?: unknown }).code : undefined
+  return typeof code === 'string' && code.startsWith('FASTMESH_ERR_')
+}
+
+/** What an error response needs: ours, or a plugin's own (e.g. 429 from a rate limiter). */
+export interface ResponseError {
+  readonly statusCode: number
+  readonly code: string
+  readonly message: string
+}
+
+/** The small JSON body every gateway-made error response carries. */
+export function errorBody (err: ResponseError, requestId: string): string {
+  return JSON.stringify({ error: { code: err.code, message: err.message, requestId } })
+}

@@ -1,0 +1,26 @@
+// Loggers: pino writing asynchronously to stdout, so no request waits on a write.
+import pino, { type Logger } from 'pino'
+
+export type { Logger }
+
+export interface LoggerOptions {
+  level: string
+  /** Synchronous output (tests and CLI one-shots); the gateway itself uses async. */
+  sync?: boolean
+  destination?: pino.DestinationStream
+}
+
+export function createLogger (opts: LoggerOptions): Logger {
+  const destination = opts.destination ?? pino.destination({ dest: 1, sync: opts.sync ?? false, minLength: opts.sync === true ? 0 : 4096 })
+  return pino({
+    level: opts.level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) }
+  }, destination)
+}
+
+/** Writes out buffered log lines (before exit). */
+export function flushLogger (log: Logger): void {
+  try { log.flush() } catch { /* destination already closed */ }
+}

@@ -1,0 +1,76 @@
+// Endpoint layer: one undici Pool per endpoint address, shared by every config version
+// and reused across discovery changes; a pool is closed (after its in-flight requests)
+// only when no service uses its address any more.
+import { Pool } from 'undici'
+import type { Endpoint } from '../discovery/types.js'
+
+export interface PoolSettings {
+  readonly connections: number
+  readonly pipelining: number
+  readonly connectTimeoutMs: number
+  readonly keepAliveTimeoutMs: number
+}
+
+export interface EndpointTarget {
+  readonly endpoint: Endpoint
+  readonly pool: Pool
+  /** `address:port`, for logs and errors. */
+  readonly label: string
+}
+
+function settingsKey (s: PoolSettings): string {
+  return `${s.connections}/${s.pipelining}/${s.connectTimeoutMs}/${s.keepAliveTimeoutMs}`
+}
+
+export function endpointOrigin (address: string, port: number): string {
+  return address.includes(':') ? `http://[${address}]:${port}` : `http://${address}:${port}`
+}
+
+export class EndpointPools {
+  private readonly pools = new Map<string, { pool: Pool, users: Set<object> }>()
+
+  /** The pool for `endpoint` under `settings`, registered as used by `user`. */
+  acquire (endpoint: Endpoint, settings: PoolSettings, user: object): Pool {
+    const origin = endpointOrigin(endpoint.address, endpoint.port)
+    const key = `${origin}|${settingsKey(settings)}`
+    let entry = this.pools.get(key)
+    if (entry === undefined) {
+      entry = {
+        pool: new Pool(origin, {
+          connections: settings.connections,
+          pipelining: settings.pipelining,
+          connect: { timeout: settings.connectTimeoutMs, noDelay: true },
+          keepAliveTimeout: settings.keepAliveTimeoutMs,
+          keepAliveMaxTimeout: Math.max(settings.keepAliveTimeoutMs, 600_000)
+        }),
+        users: new Set()
+      }
+      this.pools.set(key, entry)
+    }
+    entry.users.add(user)
+    return entry.pool
+  }
+
+  /** `user` now uses exactly the pools in `inUse`; pools nobody uses close gracefully. */
+  retainOnly (user: object, inUse: ReadonlySet<Pool>): void {
+    for (const [key, entry] of this.pools) {
+      if (inUse.has(entry.pool) || !entry.users.has(user)) continue
+      entry.users.delete(user)
+      if (entry.users.size === 0) {
+        this.pools.delete(key)
+        // close() lets requests in flight finish; new ones never reach this pool again.
+        entry.pool.close().catch(() => {})
+      }
+    }
+  }
+
+  get size (): number {
+    return this.pools.size
+  }
+
+  async close (): Promise<void> {
+    const all = [...this.pools.values()]
+    this.pools.clear()
+    await Promise.all(all.map(async (e) => { await e.pool.close().catch(() => {}) }))
+  }
+}
