@@ -5,8 +5,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { RoutePluginDefinition } from '../types.js'
 
 const HeaderEdits = Type.Object({
-  set: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.String(), { default: {}, description: 'Replace (or create) these headers.' }),
-  add: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.String(), { default: {}, description: 'Append a value, keeping existing ones.' }),
+  set: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.String(), { default: {}, additionalProperties: false, description: 'Replace (or create) these headers.' }),
+  add: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.String(), { default: {}, additionalProperties: false, description: 'Append a value, keeping existing ones.' }),
   remove: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Drop these headers.' })
 }, { additionalProperties: false, default: {} })
 

@@ -64,10 +64,12 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   }))
 
   app.get('/services', async () => ({
-    discovery: gateway.registry.kind,
-    services: gateway.registry.services().map((s) => ({
+    discovery: gateway.discovery.kind,
+    services: gateway.discovery.services().map((s) => ({
       name: s.service,
+      ...(s.datacenter !== undefined ? { datacenter: s.datacenter } : {}),
       stale: s.stale,
+      ...(s.error !== undefined ? { error: s.error } : {}),
       updatedAt: new Date(s.updatedAt).toISOString(),
       healthy: s.endpoints.filter((e) => e.health === 'passing').length,
       endpoints: s.endpoints.map((e) => ({
@@ -79,13 +81,14 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
         meta: e.meta,
         health: e.health,
         ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
-        origin: e.origin
+        origin: e.origin,
+        ...(e.node !== undefined ? { node: e.node } : {})
       }))
     }))
   }))
 
   app.get<{ Params: Static<typeof ServiceParams> }>('/services/:service', { schema: { params: ServiceParams } }, async (request, reply) => {
-    const s = gateway.registry.snapshot(request.params.service)
+    const s = gateway.discovery.snapshot(request.params.service)
     if (s === undefined) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no service "${request.params.service}"`]))
     return { name: s.service, stale: s.stale, endpoints: s.endpoints }
   })

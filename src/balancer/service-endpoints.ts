@@ -1,32 +1,72 @@
-// Service layer: the healthy endpoints of one destination service, kept current from
-// discovery, each with its endpoint pool, and the balancing choice among them.
+// Service layer: the usable endpoints of one destination service (a subset of it, in one
+// datacenter), kept current from discovery, each with its endpoint pool, and the
+// balancing choice among them.
 import type { Pool } from 'undici'
-import type { Discovery, ServiceSnapshot } from '../discovery/types.js'
+import type { Discovery, Endpoint, ServiceSnapshot } from '../discovery/types.js'
 import type { EndpointPools, EndpointTarget, PoolSettings } from '../upstream/endpoint-pool.js'
 
+export interface ServiceSelector {
+  readonly service: string
+  readonly datacenter?: string
+  readonly subset?: { readonly tags: readonly string[], readonly meta: Readonly<Record<string, string>> }
+}
+
+export function selectorKey (s: ServiceSelector): string {
+  return JSON.stringify([s.service, s.datacenter ?? null, s.subset?.tags ?? [], s.subset?.meta ?? {}])
+}
+
+function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
+  if (subset === undefined) return true
+  for (const t of subset.tags) if (!e.tags.includes(t)) return false
+  for (const [k, v] of Object.entries(subset.meta)) if (e.meta[k] !== v) return false
+  return true
+}
+
+interface WeightedTarget extends EndpointTarget {
+  current: number
+}
+
 export class ServiceEndpoints {
-  /** Passing endpoints, in a stable order, ready for the balancer. */
-  private targets: EndpointTarget[] = []
+  /** Usable endpoints in a stable order, ready for the balancer. */
+  private targets: WeightedTarget[] = []
+  private weighted = false
+  private totalWeight = 0
   private next = 0
   private snapshot: ServiceSnapshot | undefined
   private readonly unwatch: () => void
 
   constructor (
-    readonly service: string,
-    discovery: Discovery,
+    readonly selector: ServiceSelector,
+    private readonly discovery: Discovery,
     private readonly pools: EndpointPools,
     private settings: PoolSettings
   ) {
-    this.unwatch = discovery.watch(service, (s) => { this.update(s) })
+    this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, selector.datacenter !== undefined ? { datacenter: selector.datacenter } : {})
   }
 
-  /** Round robin over passing endpoints; undefined when none is passing. */
+  get service (): string {
+    return this.selector.service
+  }
+
+  /**
+   * Round robin over usable endpoints, weighted (smooth, as nginx does) when weights
+   * differ; undefined when none is usable.
+   */
   pick (): EndpointTarget | undefined {
     const targets = this.targets
     const n = targets.length
     if (n === 0) return undefined
-    if (this.next >= n) this.next = 0
-    return targets[this.next++]
+    if (!this.weighted) {
+      if (this.next >= n) this.next = 0
+      return targets[this.next++]
+    }
+    let best = targets[0]!
+    for (const t of targets) {
+      t.current += t.endpoint.weight
+      if (t.current > best.current) best = t
+    }
+    best.current -= this.totalWeight
+    return best
   }
 
   get healthyCount (): number {
@@ -52,15 +92,19 @@ export class ServiceEndpoints {
 
   private update (snapshot: ServiceSnapshot): void {
     this.snapshot = snapshot
-    const targets: EndpointTarget[] = []
+    const targets: WeightedTarget[] = []
     const inUse = new Set<Pool>()
+    let total = 0
     for (const endpoint of snapshot.endpoints) {
-      if (endpoint.health !== 'passing') continue
+      if (!this.discovery.isUsable(endpoint) || !inSubset(endpoint, this.selector.subset)) continue
       const pool = this.pools.acquire(endpoint, this.settings, this)
       inUse.add(pool)
-      targets.push({ endpoint, pool, label: `${endpoint.address}:${endpoint.port}` })
+      targets.push({ endpoint, pool, label: `${endpoint.address}:${endpoint.port}`, current: 0 })
+      total += endpoint.weight
     }
     this.targets = targets
+    this.totalWeight = total
+    this.weighted = targets.some((t) => t.endpoint.weight !== targets[0]!.endpoint.weight)
     this.pools.retainOnly(this, inUse)
   }
 }

@@ -1,10 +1,10 @@
-// The services that routes point at, kept across config versions: a reload reuses each
-// service's endpoint set and pools; services no route needs any more are released.
+// The destination services that routes point at, kept across config versions: a reload
+// reuses each service's endpoint set and pools; those no route needs any more are released.
 import type { Discovery } from '../discovery/types.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { EndpointPools, type PoolSettings } from '../upstream/endpoint-pool.js'
-import { ServiceEndpoints } from './service-endpoints.js'
+import { ServiceEndpoints, selectorKey, type ServiceSelector } from './service-endpoints.js'
 
 export function poolSettingsFor (config: FastmeshConfig, service: string): PoolSettings {
   const p = config.services[service]?.connectionPool
@@ -16,40 +16,50 @@ export function poolSettingsFor (config: FastmeshConfig, service: string): PoolS
   }
 }
 
+export function selectorFor (config: FastmeshConfig, service: string): ServiceSelector {
+  const policy = config.services[service]
+  return {
+    service,
+    ...(policy?.datacenter !== undefined ? { datacenter: policy.datacenter } : {}),
+    ...(policy?.subset !== undefined ? { subset: policy.subset } : {})
+  }
+}
+
 export class ServiceTable {
-  private readonly byName = new Map<string, ServiceEndpoints>()
+  private readonly byKey = new Map<string, ServiceEndpoints>()
   readonly pools = new EndpointPools()
 
-  constructor (private readonly discovery: Discovery) {}
+  constructor (readonly discovery: Discovery) {}
 
-  /** The endpoint set of `service`, created on first use. */
-  get (service: string, settings: PoolSettings): ServiceEndpoints {
-    let s = this.byName.get(service)
+  /** The endpoint set for `selector`, created on first use. Returns it with its key. */
+  get (selector: ServiceSelector, settings: PoolSettings): { key: string, endpoints: ServiceEndpoints } {
+    const key = selectorKey(selector)
+    let s = this.byKey.get(key)
     if (s === undefined) {
-      s = new ServiceEndpoints(service, this.discovery, this.pools, settings)
-      this.byName.set(service, s)
+      s = new ServiceEndpoints(selector, this.discovery, this.pools, settings)
+      this.byKey.set(key, s)
     } else {
       s.setPoolSettings(settings)
     }
-    return s
+    return { key, endpoints: s }
   }
 
-  /** After a swap: drop services the live version no longer routes to. */
-  retain (services: ReadonlySet<string>): void {
-    for (const [name, s] of this.byName) {
-      if (services.has(name)) continue
+  /** After a swap: drop endpoint sets the live version no longer routes to. */
+  retain (keys: ReadonlySet<string>): void {
+    for (const [key, s] of this.byKey) {
+      if (keys.has(key)) continue
       s.close()
-      this.byName.delete(name)
+      this.byKey.delete(key)
     }
   }
 
   all (): ServiceEndpoints[] {
-    return [...this.byName.values()]
+    return [...this.byKey.values()]
   }
 
   async close (): Promise<void> {
-    for (const s of this.byName.values()) s.close()
-    this.byName.clear()
+    for (const s of this.byKey.values()) s.close()
+    this.byKey.clear()
     await this.pools.close()
   }
 }

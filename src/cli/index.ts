@@ -9,18 +9,31 @@ import { ConfigError, loadConfigFile, parseConfigText, checkConfig } from '../co
 
 import { createLogger } from '../telemetry/logger.js'
 import { Gateway } from '../gateway/gateway.js'
+import { KvConfigSource } from '../config/kv-source.js'
+import { Cancellable, ConsulClient, resolveConsul } from '../discovery/consul/client.js'
+import { deregisterService, registerService } from '../discovery/consul/registration.js'
 import { startSampleService, type SampleService } from '../demo/sample-service.js'
 
 const USAGE = `fastmesh — a service mesh whose data plane is a Fastify gateway
 
 Usage:
   fastmesh start --config FILE       run a gateway (reloads on file change and SIGHUP)
+  fastmesh start --kv KEY [--kv-shared KEY] [--config BASE] [--consul ADDR]
+                                     run with config from Consul KV (shared key merged under KEY)
   fastmesh validate FILE             check a config: prints "ok" or every problem (exit 2)
   fastmesh demo                      run the demo mesh (edge + sample services, no Consul)
+  fastmesh register --name N --port P [--id ID] [--address A] [--tag T]... [--meta k=v]...
+                    [--check-http URL | --check-tcp HOST:PORT | --check-ttl 10s]
+                    [--interval 10s] [--timeout 2s] [--deregister-after 1m] [--consul ADDR]
+  fastmesh deregister ID [--consul ADDR]
+  fastmesh config push FILE [--key K] [--consul ADDR]   validate, then write to Consul KV
+  fastmesh config get [--key K] [--consul ADDR]         print a KV config
   fastmesh --help
 
 Environment: FASTMESH_HTTP_ADDRESS, FASTMESH_HTTP_PORT, FASTMESH_ADMIN_ADDRESS,
-FASTMESH_ADMIN_PORT, FASTMESH_LOG_LEVEL override the config file.`
+FASTMESH_ADMIN_PORT, FASTMESH_LOG_LEVEL override the config file. CONSUL_HTTP_ADDR and
+CONSUL_HTTP_TOKEN are the Consul defaults, as for Consul's own tools. The default KV key
+is fastmesh/config/<gateway.name>.`
 
 class UsageError extends Error {}
 
@@ -38,6 +51,8 @@ async function validate (args: string[]): Promise<void> {
     process.stdout.write('ok\n')
   } catch (err) {
     if (err instanceof ConfigError) {
+      // An unreadable file has no JSON path to point at: say so in one line.
+      if (err.code === 'FASTMESH_ERR_CONFIG_READ') fail(`${err.code}: ${err.message}`, 2)
       const lines = err.problems.map((p) => `${file}: ${p.path}: ${p.message}${p.hint !== undefined ? `\n    hint: ${p.hint}` : ''}`)
       fail(`${err.code}: ${lines.length} problem${lines.length === 1 ? '' : 's'} in ${file}\n${lines.join('\n')}`, 2)
     }
@@ -46,11 +61,43 @@ async function validate (args: string[]): Promise<void> {
 }
 
 async function start (args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, mode: { type: 'string' } } })
-  if (values.config === undefined) throw new UsageError('start needs --config FILE')
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', short: 'c' },
+      mode: { type: 'string' },
+      kv: { type: 'string' },
+      'kv-shared': { type: 'string' },
+      consul: { type: 'string' }
+    }
+  })
+  if (values.config === undefined && values.kv === undefined) throw new UsageError('start needs --config FILE or --kv KEY')
+  if (values['kv-shared'] !== undefined && values.kv === undefined) throw new UsageError('--kv-shared needs --kv')
   let loaded
+  let kv: KvConfigSource | undefined
+  const early = createLogger({ level: process.env.FASTMESH_LOG_LEVEL ?? 'info' })
   try {
-    loaded = await loadConfigFile(values.config)
+    if (values.kv !== undefined) {
+      const base = values.config !== undefined ? parseConfigText(await readFileOrFail(values.config), values.config) : undefined
+      const baseConsul = (base as { discovery?: { consul?: { address?: string, token?: string } } } | undefined)?.discovery?.consul
+      const client = new ConsulClient(resolveConsul({ ...baseConsul, ...(values.consul !== undefined ? { address: values.consul } : {}) }))
+      let gateway: Gateway | undefined
+      kv = new KvConfigSource({
+        client,
+        keys: [...(values['kv-shared'] !== undefined ? [values['kv-shared']] : []), values.kv],
+        base,
+        log: early.child({ component: 'kv' }),
+        onDocument: (doc, source) => { void gateway?.applyDocument(doc, source, 'consul kv change') },
+        onInvalid: (err) => { gateway?.refuse(err, 'consul kv change') }
+      })
+      loaded = checkConfig(await kv.initial(), kv.source)
+      const log = createLogger({ level: loaded.config.telemetry.logging.level })
+      gateway = new Gateway({ loaded, log, watch: false, handleSignals: true, kv })
+      await gateway.start()
+      kv.watch()
+      return
+    }
+    loaded = await loadConfigFile(values.config!)
   } catch (err) {
     if (err instanceof ConfigError) fail(`${err.message}`, 2)
     throw err
@@ -61,6 +108,140 @@ async function start (args: string[]): Promise<void> {
   const log = createLogger({ level: loaded.config.telemetry.logging.level })
   const gateway = new Gateway({ loaded, log, watch: true, handleSignals: true })
   await gateway.start()
+}
+
+async function readFileOrFail (file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8')
+  } catch (err) {
+    fail(`FASTMESH_ERR_CONFIG_READ: cannot read ${file}: ${(err as Error).message}`, 2)
+  }
+}
+
+function consulFrom (address: string | undefined): ConsulClient {
+  try {
+    return new ConsulClient(resolveConsul(address !== undefined ? { address } : {}))
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+const DURATION = /^[0-9]+(ms|s|m|h)$/
+
+async function register (args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      name: { type: 'string' },
+      id: { type: 'string' },
+      address: { type: 'string' },
+      port: { type: 'string' },
+      tag: { type: 'string', multiple: true },
+      meta: { type: 'string', multiple: true },
+      'check-http': { type: 'string' },
+      'check-tcp': { type: 'string' },
+      'check-ttl': { type: 'string' },
+      interval: { type: 'string' },
+      timeout: { type: 'string' },
+      'deregister-after': { type: 'string' },
+      consul: { type: 'string' }
+    }
+  })
+  if (values.name === undefined || !/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/.test(values.name)) throw new UsageError('--name is required: letters, digits, _ . - (at most 63)')
+  const port = Number(values.port)
+  if (values.port === undefined || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number 1-65535, got ${values.port ?? 'nothing'}`)
+  const meta: Record<string, string> = {}
+  for (const kv of values.meta ?? []) {
+    const eq = kv.indexOf('=')
+    if (eq <= 0) throw new UsageError(`--meta takes key=value, got "${kv}"`)
+    meta[kv.slice(0, eq)] = kv.slice(eq + 1)
+  }
+  const kinds = (['check-http', 'check-tcp', 'check-ttl'] as const).filter((k) => values[k] !== undefined)
+  if (kinds.length > 1) throw new UsageError(`give at most one of --check-http, --check-tcp, --check-ttl (got ${kinds.map((k) => '--' + k).join(', ')})`)
+  for (const k of ['check-ttl', 'interval', 'timeout', 'deregister-after'] as const) {
+    const v = values[k]
+    if (v !== undefined && !DURATION.test(v)) throw new UsageError(`--${k} takes a duration like 10s, got "${v}"`)
+  }
+  if (values['check-http'] !== undefined && !/^https?:\/\//.test(values['check-http'])) throw new UsageError(`--check-http takes a URL, got "${values['check-http']}"`)
+  if (values['check-tcp'] !== undefined && !/^[^:]+:[0-9]+$/.test(values['check-tcp'])) throw new UsageError(`--check-tcp takes host:port, got "${values['check-tcp']}"`)
+  if (kinds.length === 0 && (values.interval !== undefined || values.timeout !== undefined || values['deregister-after'] !== undefined)) throw new UsageError('--interval, --timeout and --deregister-after need a check (--check-http, --check-tcp or --check-ttl)')
+  const client = consulFrom(values.consul)
+  const check = kinds.length === 0
+    ? undefined
+    : {
+        ...(values['check-http'] !== undefined ? { http: values['check-http'] } : {}),
+        ...(values['check-tcp'] !== undefined ? { tcp: values['check-tcp'] } : {}),
+        ...(values['check-ttl'] !== undefined ? { ttl: values['check-ttl'] } : {}),
+        ...(values.interval !== undefined ? { interval: values.interval } : {}),
+        ...(values.timeout !== undefined ? { timeout: values.timeout } : {}),
+        ...(values['deregister-after'] !== undefined ? { deregisterCriticalServiceAfter: values['deregister-after'] } : {})
+      }
+  try {
+    const id = await registerService(client, {
+      name: values.name,
+      ...(values.id !== undefined ? { id: values.id } : {}),
+      address: values.address ?? '127.0.0.1',
+      port,
+      tags: values.tag ?? [],
+      meta,
+      ...(check !== undefined ? { check } : {})
+    })
+    process.stdout.write(`registered ${id} in ${client.settings.url}\n`)
+  } finally {
+    client.close()
+  }
+}
+
+async function deregister (args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { consul: { type: 'string' } } })
+  if (positionals.length !== 1) throw new UsageError('deregister takes exactly one service ID')
+  const client = consulFrom(values.consul)
+  try {
+    await deregisterService(client, positionals[0]!)
+    process.stdout.write(`deregistered ${positionals[0]} from ${client.settings.url}\n`)
+  } finally {
+    client.close()
+  }
+}
+
+async function configCommand (args: string[]): Promise<void> {
+  const [sub, ...rest] = args
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { key: { type: 'string' }, consul: { type: 'string' } } })
+  if (sub === 'push') {
+    if (positionals.length !== 1) throw new UsageError('config push takes exactly one FILE')
+    const file = positionals[0]!
+    let loaded
+    try {
+      loaded = await loadConfigFile(file, {})
+    } catch (err) {
+      if (err instanceof ConfigError) fail(`${err.message}\nnothing was written`, 2)
+      throw err
+    }
+    const key = values.key ?? `fastmesh/config/${loaded.config.gateway.name}`
+    const client = consulFrom(values.consul)
+    try {
+      const ok = await client.consul.kv.set(key, await readFile(file, 'utf8'))
+      if (ok !== true) throw new Error(`Consul refused the write of ${key}`)
+      process.stdout.write(`pushed ${file} to ${key} in ${client.settings.url}\n`)
+    } finally {
+      client.close()
+    }
+    return
+  }
+  if (sub === 'get') {
+    if (positionals.length !== 0) throw new UsageError('config get takes no positional arguments')
+    const key = values.key ?? 'fastmesh/config/fastmesh'
+    const client = consulFrom(values.consul)
+    try {
+      const r = await client.kvGet(key, 0n, '1s', new Cancellable())
+      if (r.data === undefined || r.data.Value === null) fail(`no value at ${key} in ${client.settings.url}`, 1)
+      process.stdout.write(r.data.Value.endsWith('\n') ? r.data.Value : r.data.Value + '\n')
+    } finally {
+      client.close()
+    }
+    return
+  }
+  throw new UsageError(`config takes push or get, got ${sub === undefined ? 'nothing' : `"${sub}"`}`)
 }
 
 /** The demo config ships in the package: config/demo.yaml beside dist/. */
@@ -125,6 +306,9 @@ async function main (argv: string[]): Promise<void> {
     case 'start': return await start(rest)
     case 'validate': return await validate(rest)
     case 'demo': return await demo(rest)
+    case 'register': return await register(rest)
+    case 'deregister': return await deregister(rest)
+    case 'config': return await configCommand(rest)
     case undefined:
     case '-h':
     case '--help':
@@ -137,7 +321,8 @@ async function main (argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+  const code = (err as { code?: string }).code
+  if (err instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     fail(`FASTMESH_ERR_CLI_USAGE: ${(err as Error).message}\n\n${USAGE}`, 2)
   }
   fail(`${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}`, 1)

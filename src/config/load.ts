@@ -23,7 +23,8 @@ export function parseConfigText (text: string, source: string): unknown {
   if (doc.errors.length > 0) {
     const problems = doc.errors.map((e) => ({
       path: '$',
-      message: e.message.split('\n')[0]!,
+      // The position goes in the hint; yaml appends it (and a code excerpt) to the message.
+      message: e.message.split('\n')[0]!.replace(/ at line [0-9]+, column [0-9]+:?$/, ''),
       hint: e.linePos !== undefined ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : undefined
     }))
     const err = fastmeshError('CONFIG_PARSE', [source, problems.map((p) => `${p.message}${p.hint !== undefined ? ` (${p.hint})` : ''}`).join('; ')])

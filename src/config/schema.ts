@@ -1,8 +1,9 @@
 // The config schema: the single source of the config's TypeScript types, of its
 // validation (ajv) and of the reference doc docs/config.md (src/config/docs.ts).
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static, type TSchema, type TString } from '@sinclair/typebox'
 
-const Duration = Type.String({
+/** Durations: the docs show keys of this pattern as type `duration`. */
+export const Duration = Type.String({
   pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m|h)$',
   description: 'A duration such as `250ms`, `5s`, `1m`.',
   examples: ['5s']
@@ -23,6 +24,14 @@ function StringEnum<const T extends readonly string[]> (values: T, options: { de
 /** A section that may be left out: ajv fills it with `value`, then fills its own defaults. */
 function withDefault<T extends TSchema> (schema: T, value: unknown = {}): T {
   return { ...schema, default: value }
+}
+
+/**
+ * A map keyed by names matching `key`'s pattern. A key that does not match is an error
+ * (TypeBox's pattern-keyed records would otherwise let it through unvalidated).
+ */
+function NamedRecord<K extends TString, V extends TSchema> (key: K, value: V, options: { default?: unknown, description?: string } = {}) {
+  return Type.Record(key, value, { ...options, additionalProperties: false })
 }
 
 function strict<T extends Record<string, TSchema>> (properties: T, options: { description?: string } = {}) {
@@ -59,12 +68,42 @@ export const EmbeddedServiceSchema = strict({
 })
 
 export const EmbeddedDiscoverySchema = strict({
-  services: Type.Record(ServiceName, EmbeddedServiceSchema, { default: {}, description: 'Services of the embedded registry, by name.' })
+  services: NamedRecord(ServiceName, EmbeddedServiceSchema, { default: {}, description: 'Services of the embedded registry, by name.' })
 }, { description: 'The in-process registry: static endpoints plus runtime registrations, with active health checks.' })
 
+export const ConsulCheckSchema = strict({
+  http: Type.Optional(Type.String({ pattern: '^https?://', description: 'URL Consul probes with GET (2xx passing, 429 warning).' })),
+  tcp: Type.Optional(Type.String({ pattern: '^[^:]+:[0-9]+$', description: '`host:port` Consul connects to.' })),
+  ttl: Type.Optional({ ...Duration, description: 'TTL check: the service must report in within this time.' }),
+  interval: dur('10s', 'Time between probes (http, tcp).'),
+  timeout: dur('2s', 'A probe that takes longer fails.'),
+  deregisterCriticalServiceAfter: Type.Optional({ ...Duration, description: 'Consul removes the instance after it has been critical this long.' })
+}, { description: 'A Consul health check: exactly one of `http`, `tcp`, `ttl`.' })
+
+export const ConsulRegistrationSchema = strict({
+  name: ServiceName,
+  id: Type.Optional(Type.String({ minLength: 1, description: 'Instance id; defaults to `name-address-port`.' })),
+  address: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  tags: Type.Array(Type.String(), { default: [] }),
+  meta: Type.Record(Type.String(), Type.String(), { default: {} }),
+  check: Type.Optional(ConsulCheckSchema)
+}, { description: 'A local service this gateway registers in Consul at start and deregisters on graceful shutdown.' })
+
+export const ConsulDiscoverySchema = strict({
+  address: Type.Optional(Type.String({ minLength: 1, description: 'Agent address `host:port` or URL. Default: env CONSUL_HTTP_ADDR, else 127.0.0.1:8500.' })),
+  token: Type.Optional(Type.String({ description: 'ACL token. Default: env CONSUL_HTTP_TOKEN.' })),
+  datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Datacenter to ask (default: the agent\'s).' })),
+  includeWarning: Type.Boolean({ default: false, description: 'Also send traffic to instances whose worst check is `warning`.' }),
+  wait: dur('30s', 'Longest wait of one blocking query.'),
+  registerSelf: Type.Boolean({ default: true, description: 'Register this gateway (name, role, admin address) with a check on its admin `/ready`.' }),
+  register: Type.Array(ConsulRegistrationSchema, { default: [], description: 'Local services to register at start and deregister on shutdown.' })
+}, { description: 'Consul as the catalog: services not declared under `embedded` are watched in Consul.' })
+
 export const DiscoverySchema = strict({
-  embedded: withDefault(EmbeddedDiscoverySchema)
-}, { description: 'Where endpoints come from. `embedded` serves a one-machine mesh without Consul.' })
+  embedded: withDefault(EmbeddedDiscoverySchema),
+  consul: Type.Optional(ConsulDiscoverySchema)
+}, { description: 'Where endpoints come from. `embedded` serves a one-machine mesh without Consul; with `consul`, every service not declared under `embedded` comes from the Consul catalog.' })
 
 export const ConnectionPoolSchema = strict({
   connections: Type.Integer({ minimum: 1, default: 128, description: 'Maximum open connections to one endpoint.' }),
@@ -74,10 +113,17 @@ export const ConnectionPoolSchema = strict({
 }, { description: 'Upstream connection pool per endpoint.' })
 
 export const LoadBalancerSchema = strict({
-  policy: StringEnum(['round_robin'], { default: 'round_robin', description: 'Balancing algorithm over the healthy endpoints.' })
+  policy: StringEnum(['round_robin'], { default: 'round_robin', description: 'Balancing algorithm over the healthy endpoints; round robin is weighted by endpoint weight (Consul `Weights`).' })
 })
 
+export const SubsetSchema = strict({
+  tags: Type.Array(Type.String(), { default: [], description: 'Only endpoints carrying every one of these tags.' }),
+  meta: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Only endpoints whose meta has all these values.' })
+}, { description: 'Restricts the service to a subset of its endpoints.' })
+
 export const ServicePolicySchema = strict({
+  datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Ask this Consul datacenter for the service\'s endpoints.' })),
+  subset: Type.Optional(SubsetSchema),
   loadBalancer: withDefault(LoadBalancerSchema),
   connectionPool: withDefault(ConnectionPoolSchema)
 }, { description: 'Traffic policy for one destination service (applies to every route that targets it).' })
@@ -99,7 +145,7 @@ export const PathMatchSchema = Type.Union([
 ], { description: 'Exactly one of `exact`, `prefix`, `template`, `regex`.' })
 
 export const RouteMatchSchema = strict({
-  hosts: Type.Optional(Type.Array(Type.String({ pattern: '^(\\*\\.)?[a-zA-Z0-9.-]+(:[0-9]+)?$' }), { minItems: 1, description: 'Host names (port ignored); `*.example.com` matches one or more labels.' })),
+  hosts: Type.Optional(Type.Array(Type.String({ pattern: '^((\\*\\.)?[a-zA-Z0-9.-]+|\\[[0-9a-fA-F:.]+\\])(:[0-9]+)?$' }), { minItems: 1, description: 'Host names or `[IPv6]` literals (port ignored); `*.example.com` matches one or more labels.' })),
   path: Type.Optional(PathMatchSchema),
   methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { minItems: 1, description: 'Upper-case HTTP methods.' })),
   headers: Type.Optional(Type.Array(NamedMatch('Header'), { description: 'All must hold.' })),
@@ -168,9 +214,9 @@ export const ConfigSchema = strict({
   listeners: withDefault(ListenersSchema),
   limits: withDefault(LimitsSchema),
   discovery: withDefault(DiscoverySchema),
-  services: Type.Record(ServiceName, ServicePolicySchema, { default: {}, description: 'Per-service traffic policy, by service name.' }),
+  services: NamedRecord(ServiceName, ServicePolicySchema, { default: {}, description: 'Per-service traffic policy, by service name.' }),
   routes: Type.Array(RouteSchema, { default: [], description: 'The routing table; see docs/routing.md for precedence.' }),
-  customPlugins: Type.Record(Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_-]*$' }), CustomPluginSchema, { default: {}, description: 'Your own Fastify plugins, by the name routes use.' }),
+  customPlugins: NamedRecord(Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_-]*$' }), CustomPluginSchema, { default: {}, description: 'Your own Fastify plugins, by the name routes use.' }),
   mesh: withDefault(MeshSchema),
   telemetry: withDefault(TelemetrySchema)
 }, { description: 'A fastmesh gateway configuration.' })

@@ -45,14 +45,71 @@ function describeValue (v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`
 }
 
-/** One problem per ajv error, with unions collapsed into a single readable line. */
+type ParentSchema = {
+  description?: string
+  properties?: Record<string, unknown>
+  patternProperties?: Record<string, unknown>
+  anyOf?: Array<{ properties?: Record<string, unknown> }>
+} | undefined
+
+function isMapping (v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+/** `inner` is `outer` or a path below it (`/routes/1` is not below `/routes/10`). */
+function within (inner: string, outer: string): boolean {
+  return inner === outer || inner.startsWith(outer + '/')
+}
+
+interface UnionFailure {
+  readonly instancePath: string
+  /** Schema path of the anyOf with a trailing `/`: branch errors start with it. */
+  readonly branches: string
+  /** The one branch the value was meant for (its keys belong to that branch only), if any. */
+  readonly chosen: number | undefined
+}
+
+/** The branch of an object union that `data`'s keys point at, when exactly one fits. */
+function chosenBranch (e: ErrorObject): number | undefined {
+  const branches = (e.parentSchema as ParentSchema)?.anyOf ?? []
+  if (!isMapping(e.data)) return undefined
+  const given = Object.keys(e.data)
+  if (given.length === 0) return undefined
+  const fits = branches.flatMap((b, i) => b.properties !== undefined && given.every((k) => k in b.properties!) ? [i] : [])
+  return fits.length === 1 ? fits[0] : undefined
+}
+
+/**
+ * One problem per ajv error. A union (anyOf) gives one readable problem: the errors of the
+ * branch its keys select (`{ prefix: 5 }` → `prefix` must be a string), or else one line
+ * about the union itself (two keys given, an unknown key, not an object).
+ */
 function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
-  // An anyOf failure at a path explains itself better than each branch's failure below it.
-  const unionPaths = errors.filter((e) => e.keyword === 'anyOf').map((e) => ({ instancePath: e.instancePath, schemaPath: e.schemaPath.replace(/\/anyOf$/, '/anyOf/') }))
+  const unions: UnionFailure[] = errors.filter((e) => e.keyword === 'anyOf').map((e) => ({
+    instancePath: e.instancePath,
+    branches: e.schemaPath + '/',
+    chosen: chosenBranch(e)
+  }))
+  const unionOf = (e: ErrorObject): UnionFailure | undefined => unions.find((u) => e.schemaPath.startsWith(u.branches) && within(e.instancePath, u.instancePath))
+  // A misspelt required key shows up twice (unknown key + missing key); keep the unknown key,
+  // whose hint names the missing one.
+  const explained = new Set<string>()
+  for (const e of errors) {
+    if (e.keyword !== 'additionalProperties') continue
+    const allowed = Object.keys((e.parentSchema as ParentSchema)?.properties ?? {})
+    const guess = didYouMean((e.params as { additionalProperty: string }).additionalProperty, allowed)
+    if (guess !== undefined) explained.add(`${e.instancePath}\n${guess}`)
+  }
   const problems: ConfigProblem[] = []
   const seen = new Set<string>()
   for (const e of errors) {
-    if (e.keyword !== 'anyOf' && unionPaths.some((u) => e.schemaPath.startsWith(u.schemaPath) && e.instancePath.startsWith(u.instancePath))) continue
+    if (e.keyword === 'anyOf') {
+      if (unions.find((u) => u.instancePath === e.instancePath && u.branches === e.schemaPath + '/')?.chosen !== undefined) continue
+    } else {
+      const u = unionOf(e)
+      if (u !== undefined && (u.chosen === undefined || !e.schemaPath.startsWith(`${u.branches}${u.chosen}/`))) continue
+    }
+    if (e.keyword === 'required' && explained.has(`${e.instancePath}\n${(e.params as { missingProperty: string }).missingProperty}`)) continue
     const p = problemFor(e)
     const key = `${p.path}\n${p.message}`
     if (seen.has(key)) continue
@@ -63,10 +120,15 @@ function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
 }
 
 function problemFor (e: ErrorObject): ConfigProblem {
-  const parent = e.parentSchema as { description?: string, properties?: Record<string, unknown>, anyOf?: Array<{ properties?: Record<string, unknown> }> } | undefined
+  const parent = e.parentSchema as ParentSchema
   switch (e.keyword) {
     case 'additionalProperties': {
       const key = (e.params as { additionalProperty: string }).additionalProperty
+      const keyPatterns = Object.keys(parent?.patternProperties ?? {})
+      if (parent?.properties === undefined && keyPatterns.length > 0) {
+        // A map (Type.Record) whose key is not a valid name.
+        return { path: jsonPath(e.instancePath, key), message: `"${key}" is not a valid name here`, hint: `names must match ${keyPatterns.join(' or ')}` }
+      }
       const allowed = Object.keys(parent?.properties ?? {})
       const guess = didYouMean(key, allowed)
       return {
@@ -87,20 +149,28 @@ function problemFor (e: ErrorObject): ConfigProblem {
       return {
         path: jsonPath(e.instancePath),
         message: `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${describeValue(e.data)}`,
-        ...(guess !== undefined ? { hint: `did you mean "${guess}"?` } : {})
+        hint: guess !== undefined ? `did you mean "${guess}"?` : describe(parent)
       }
     }
     case 'pattern':
       return { path: jsonPath(e.instancePath), message: `${describeValue(e.data)} does not match ${(e.params as { pattern: string }).pattern}`, hint: describe(parent) }
     case 'anyOf': {
+      // Reached only when no single branch is meant (see schemaProblems).
       const keys = (parent?.anyOf ?? []).flatMap((b) => Object.keys(b.properties ?? {}))
-      const given = e.data !== null && typeof e.data === 'object' && !Array.isArray(e.data) ? Object.keys(e.data) : []
-      const wrong = given.filter((k) => !keys.includes(k))
-      const guess = wrong.length > 0 ? didYouMean(wrong[0]!, keys) : undefined
+      const oneOf = `one of the keys ${keys.join(', ')}`
+      if (!isMapping(e.data)) {
+        return { path: jsonPath(e.instancePath), message: `must be a mapping with ${oneOf}, got ${describeValue(e.data)}`, hint: describe(parent) }
+      }
+      const given = Object.keys(e.data)
+      const wrong = given.find((k) => !keys.includes(k))
+      if (wrong !== undefined) {
+        const guess = didYouMean(wrong, keys)
+        return { path: jsonPath(e.instancePath, wrong), message: `unknown key "${wrong}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `allowed keys: ${keys.join(', ')}` }
+      }
       return {
         path: jsonPath(e.instancePath),
-        message: given.length > 1 ? `has ${given.map((k) => `"${k}"`).join(' and ')}; give exactly one` : `is not valid: ${parent?.description ?? 'no alternative matches'}`,
-        hint: guess !== undefined ? `unknown key "${wrong[0]}"; did you mean "${guess}"?` : (parent?.description ?? `expected one of the keys ${keys.join(', ')}`)
+        message: given.length === 0 ? `is empty; give ${oneOf}` : `has ${given.map((k) => `"${k}"`).join(' and ')}; give exactly one`,
+        hint: describe(parent)
       }
     }
     default:
@@ -122,21 +192,28 @@ function regexProblem (source: string, path: string): ConfigProblem | undefined 
   }
 }
 
-/** Checks that need the whole document: unique names, references that resolve, regexes that compile. */
-function semanticProblems (config: FastmeshConfig, customPluginNames: readonly string[]): ConfigProblem[] {
+/**
+ * Checks that need the whole document: unique names, references that resolve, regexes that
+ * compile. `clean(instancePath)` says whether that part passed the schema; parts that did not
+ * are skipped (their schema problems are reported), so every problem shows up in one run.
+ */
+function semanticProblems (config: FastmeshConfig, customPluginNames: readonly string[], clean: (instancePath: string) => boolean = () => true): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   const routeNames = new Map<string, number>()
-  const embedded = config.discovery.embedded.services
+  const discoveryClean = clean('/discovery')
+  const embedded = discoveryClean ? config.discovery.embedded.services : {}
   const knownServices = Object.keys(embedded)
+  const pluginsClean = clean('/customPlugins')
   const plugins = [...builtinPluginNames, ...customPluginNames]
-  config.routes.forEach((route, i) => {
+  ;(Array.isArray(config.routes) ? config.routes : []).forEach((route, i) => {
+    if (!clean(`/routes/${i}`)) return
     const at = `$.routes[${i}]`
     const first = routeNames.get(route.name)
     if (first !== undefined) problems.push({ path: `${at}.name`, message: `duplicate route name "${route.name}"`, hint: `already used by $.routes[${first}]; route names must be unique` })
     else routeNames.set(route.name, i)
 
     const service = route.destination.service
-    if (!knownServices.includes(service)) {
+    if (discoveryClean && config.discovery.consul === undefined && !knownServices.includes(service)) {
       const guess = didYouMean(service, knownServices)
       problems.push({
         path: `${at}.destination.service`,
@@ -186,7 +263,7 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
       if (builtin !== undefined) {
         ref.options ??= {}
         problems.push(...pluginOptionProblems(builtin.name, builtin.optionsSchema, ref.options, `${at}.plugins[${j}].options`))
-      } else if (!plugins.includes(ref.name)) {
+      } else if (pluginsClean && !plugins.includes(ref.name)) {
         const guess = didYouMean(ref.name, plugins)
         problems.push({ path: `${at}.plugins[${j}].name`, message: `unknown plugin "${ref.name}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `built in: ${builtinPluginNames.join(', ')}; declare your own under customPlugins` })
       }
@@ -196,10 +273,16 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
     const ids = new Set<string>()
     svc.endpoints.forEach((ep, j) => {
       const id = ep.id ?? `${ep.address}:${ep.port}`
-      if (ids.has(id)) problems.push({ path: `$.discovery.embedded.services[${JSON.stringify(name)}].endpoints[${j}]`, message: `duplicate endpoint "${id}"`, hint: 'each endpoint of a service needs its own address:port or id' })
+      if (ids.has(id)) problems.push({ path: jsonPath(`/discovery/embedded/services/${name}/endpoints/${j}`), message: `duplicate endpoint "${id}"`, hint: 'each endpoint of a service needs its own address:port or id' })
       ids.add(id)
     })
   }
+  ;(discoveryClean ? config.discovery.consul?.register : undefined)?.forEach((reg, i) => {
+    const c = reg.check
+    if (c === undefined) return
+    const kinds = (['http', 'tcp', 'ttl'] as const).filter((k) => c[k] !== undefined)
+    if (kinds.length !== 1) problems.push({ path: `$.discovery.consul.register[${i}].check`, message: kinds.length === 0 ? 'has no check kind' : `has ${kinds.join(' and ')}; give exactly one`, hint: 'one of http, tcp, ttl' })
+  })
   return problems
 }
 
@@ -234,7 +317,12 @@ export function validateConfigDocument (doc: unknown): ValidationResult {
     return { problems: [{ path: '$', message: `must be a mapping, got ${describeValue(doc)}`, hint: 'a config file is a YAML/JSON object with keys like routes, discovery' }] }
   }
   if (!validateSchema(doc)) {
-    return { problems: schemaProblems(validateSchema.errors ?? []) }
+    // Report the schema's problems and those of the parts that passed it, all in one go.
+    const errors = validateSchema.errors ?? []
+    const clean = (at: string) => !errors.some((e) => within(e.instancePath, at))
+    const declared = (doc as { customPlugins?: unknown }).customPlugins
+    const custom = isMapping(declared) ? Object.keys(declared) : []
+    return { problems: [...schemaProblems(errors), ...semanticProblems(doc as FastmeshConfig, custom, clean)] }
   }
   const config = doc
   const problems = semanticProblems(config, Object.keys(config.customPlugins))

@@ -17,6 +17,8 @@ export interface Endpoint {
   readonly healthDetail?: string
   /** Where it came from: `config`, `admin`, `consul`. */
   readonly origin: string
+  /** The catalog node it runs on, when known. */
+  readonly node?: string
 }
 
 export interface ServiceSnapshot {
@@ -26,6 +28,14 @@ export interface ServiceSnapshot {
   /** True while the source cannot be reached and these are the last known endpoints. */
   readonly stale: boolean
   readonly updatedAt: number
+  /** The last error talking to the source, while stale. */
+  readonly error?: string
+  readonly datacenter?: string
+}
+
+export interface WatchOptions {
+  /** Ask another datacenter (Consul); ignored by the embedded registry. */
+  readonly datacenter?: string
 }
 
 export type SnapshotListener = (snapshot: ServiceSnapshot) => void
@@ -36,8 +46,10 @@ export interface Discovery {
    * Calls `listener` with the current snapshot (when known) and on every change after.
    * Returns the function that stops watching.
    */
-  watch(service: string, listener: SnapshotListener): () => void
-  snapshot(service: string): ServiceSnapshot | undefined
+  watch(service: string, listener: SnapshotListener, options?: WatchOptions): () => void
+  snapshot(service: string, options?: WatchOptions): ServiceSnapshot | undefined
+  /** Whether traffic may go to this endpoint (passing; for Consul optionally warning too). */
+  isUsable(endpoint: Endpoint): boolean
   /** Every service this discovery knows or watches, for the admin API. */
   services(): ServiceSnapshot[]
   close(): Promise<void>

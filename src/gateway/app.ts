@@ -16,8 +16,7 @@ import { Router, type RouteMatch } from './router.js'
 import { writeError } from './respond.js'
 import { forward } from '../upstream/proxy.js'
 import type { ServiceTable } from '../balancer/service-table.js'
-import { poolSettingsFor } from '../balancer/service-table.js'
-import type { ServiceEndpoints } from '../balancer/service-endpoints.js'
+import { poolSettingsFor, selectorFor } from '../balancer/service-table.js'
 import type { RequestRecorder } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'
 import { builtinPlugins, type RoutePluginDefinition, type UpstreamHeadersEditor } from '../../plugins/index.js'
@@ -52,6 +51,7 @@ export interface GatewayVersion {
   readonly version: number
   readonly config: FastmeshConfig
   readonly router: Router
+  /** Keys of the endpoint sets this version routes to (ServiceTable keys). */
   readonly services: ReadonlySet<string>
   /** Handles a request from a listener (`proto` is what the client spoke). */
   handle(req: IncomingMessage, res: ServerResponse): void
@@ -192,8 +192,8 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   for (const matcher of router.ordered) {
     const route = matcher.config
     const service = route.destination.service
-    referenced.add(service)
-    const endpoints: ServiceEndpoints = services.get(service, poolSettingsFor(config, service))
+    const { key, endpoints } = services.get(selectorFor(config, service), poolSettingsFor(config, service))
+    referenced.add(key)
     const headersTimeoutMs = durationMs(route.timeout)
     const bodyTimeoutMs = durationMs(route.idleTimeout)
     const rewriteHost = route.destination.rewriteHost

@@ -9,13 +9,19 @@ import type { Logger } from 'pino'
 import { buildGatewayVersion, type GatewayVersion } from './app.js'
 import { ServiceTable } from '../balancer/service-table.js'
 import { EmbeddedRegistry } from '../discovery/embedded/registry.js'
-import { ConfigError, loadConfigFile, type LoadedConfig } from '../config/load.js'
+import { ConfigError, checkConfig, loadConfigFile, type LoadedConfig } from '../config/load.js'
+import type { KvConfigSource } from '../config/kv-source.js'
 import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log.js'
 import { errorBody, fastmeshError } from '../errors.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
+import type { Discovery } from '../discovery/types.js'
+import { CompositeDiscovery } from '../discovery/composite.js'
+import { ConsulClient, resolveConsul } from '../discovery/consul/client.js'
+import { ConsulDiscovery } from '../discovery/consul/discovery.js'
+import { deregisterService, registerService, type ServiceRegistration } from '../discovery/consul/registration.js'
 
 export interface GatewayOptions {
   readonly loaded: LoadedConfig
@@ -24,6 +30,8 @@ export interface GatewayOptions {
   readonly watch?: boolean
   /** Register SIGHUP/SIGTERM/SIGINT handlers (the CLI does; tests do not). */
   readonly handleSignals?: boolean
+  /** Config from Consul KV instead of (or over) the file: reloads re-read it. */
+  readonly kv?: KvConfigSource
 }
 
 export interface ReloadResult {
@@ -36,7 +44,12 @@ export interface ReloadResult {
 export class Gateway {
   readonly log: Logger
   readonly registry: EmbeddedRegistry
+  readonly discovery: Discovery
+  readonly consul: ConsulClient | undefined
   readonly services: ServiceTable
+  /** Consul service ids this gateway registered and removes on shutdown. */
+  private readonly registered = new Set<string>()
+  private registrationTimer: NodeJS.Timeout | undefined
   private current: GatewayVersion | undefined
   private loaded: LoadedConfig
   private versionCounter = 0
@@ -53,7 +66,20 @@ export class Gateway {
     this.log = options.log
     this.loaded = options.loaded
     this.registry = new EmbeddedRegistry(this.log.child({ component: 'discovery' }))
-    this.services = new ServiceTable(this.registry)
+    const consul = this.loaded.config.discovery.consul
+    if (consul !== undefined) {
+      this.consul = new ConsulClient(resolveConsul(consul))
+      this.discovery = new CompositeDiscovery(this.registry, new ConsulDiscovery({
+        client: this.consul,
+        log: this.log.child({ component: 'consul' }),
+        includeWarning: consul.includeWarning,
+        wait: consul.wait
+      }))
+    } else {
+      this.consul = undefined
+      this.discovery = new CompositeDiscovery(this.registry, undefined)
+    }
+    this.services = new ServiceTable(this.discovery)
     this.recorder = accessLogRecorder(this.log, this.loaded.config.telemetry.logging.accessLog)
   }
 
@@ -107,6 +133,7 @@ export class Gateway {
       this.watcher = new ConfigWatcher(this.loaded.source, () => { void this.reload('file change') }, this.log)
     }
     if (this.options.handleSignals === true) this.installSignalHandlers()
+    await this.registerInConsul()
     this.log.info({ http: this.httpAddress, admin: this.adminAddress, version: this.current.version, routes: config.routes.length }, 'fastmesh gateway listening')
   }
 
@@ -123,10 +150,30 @@ export class Gateway {
     return await this.reloading
   }
 
+  /** Validates and applies a parsed document (Consul KV); refused like a bad file. */
+  async applyDocument (doc: unknown, source: string, reason: string): Promise<ReloadResult> {
+    this.reloading = this.reloading.then(async () => {
+      let loaded: LoadedConfig
+      try {
+        loaded = checkConfig(doc, source)
+      } catch (err) {
+        return this.refused(err, reason)
+      }
+      return await this.swapTo(loaded, reason)
+    })
+    return await this.reloading
+  }
+
+  /** Counts and logs a config that was refused before it reached the gateway (unparseable KV value). */
+  refuse (err: unknown, reason: string): ReloadResult {
+    return this.refused(err, reason)
+  }
+
   private async reloadNow (reason: string): Promise<ReloadResult> {
     let loaded: LoadedConfig
     try {
-      loaded = await loadConfigFile(this.loaded.source)
+      const kv = this.options.kv
+      loaded = kv !== undefined ? checkConfig(await kv.initial(), kv.source) : await loadConfigFile(this.loaded.source)
     } catch (err) {
       return this.refused(err, reason)
     }
@@ -144,6 +191,9 @@ export class Gateway {
     }
     const listenerChanged = JSON.stringify(loaded.config.listeners) !== JSON.stringify(this.loaded.config.listeners)
     if (listenerChanged) this.log.warn({ reason }, 'listener addresses changed in config; they take effect on restart')
+    if (JSON.stringify(loaded.config.discovery.consul) !== JSON.stringify(this.loaded.config.discovery.consul)) {
+      this.log.warn({ reason }, 'discovery.consul changed in config; it takes effect on restart')
+    }
     this.registry.applyConfig(loaded.config.discovery.embedded.services)
     const old = this.current
     this.current = next
@@ -203,6 +253,7 @@ export class Gateway {
     if (this.draining) return
     this.draining = true
     this.watcher?.close()
+    await this.options.kv?.close()
     const server = this.httpServer
     if (server !== undefined) {
       const closed = new Promise<void>((r) => { server.close(() => { r() }) })
@@ -213,11 +264,66 @@ export class Gateway {
       await closed
     }
     await Promise.all(this.retiring)
+    await this.deregisterFromConsul()
     await this.current?.close()
     await this.admin?.close()
     await this.services.close()
-    await this.registry.close()
+    await this.discovery.close()
     this.log.info('fastmesh gateway stopped')
+  }
+
+  /** What this gateway registers in Consul: its configured local services and itself. */
+  private registrations (): ServiceRegistration[] {
+    const c = this.loaded.config
+    const consul = c.discovery.consul
+    if (consul === undefined) return []
+    const regs: ServiceRegistration[] = [...consul.register]
+    if (consul.registerSelf) {
+      const http = this.httpAddress
+      const admin = this.adminAddress
+      const adminHost = admin.address === '0.0.0.0' || admin.address === '::' ? '127.0.0.1' : admin.address
+      regs.push({
+        name: c.gateway.name,
+        id: `${c.gateway.name}-${http.address}-${http.port}`,
+        address: http.address,
+        port: http.port,
+        tags: ['fastmesh', c.gateway.mode],
+        meta: { role: c.gateway.mode, admin: `${adminHost}:${admin.port}` },
+        check: { http: `http://${adminHost.includes(':') ? `[${adminHost}]` : adminHost}:${admin.port}/ready`, interval: '5s', timeout: '2s', deregisterCriticalServiceAfter: '10m' }
+      })
+    }
+    return regs
+  }
+
+  /** Registers in the background until it works: Consul being down must not stop traffic. */
+  private async registerInConsul (attempt = 1): Promise<void> {
+    const client = this.consul
+    if (client === undefined || this.draining) return
+    const pending = this.registrations()
+    try {
+      for (const r of pending) this.registered.add(await registerService(client, r))
+      if (pending.length > 0) this.log.info({ services: [...this.registered] }, 'registered in Consul')
+    } catch (err) {
+      const retryIn = Math.min(30_000, 500 * 2 ** attempt)
+      this.log.warn({ err: (err as Error).message, retryIn }, 'Consul registration failed; retrying')
+      this.registrationTimer = setTimeout(() => { void this.registerInConsul(attempt + 1) }, retryIn)
+      this.registrationTimer.unref()
+    }
+  }
+
+  private async deregisterFromConsul (): Promise<void> {
+    clearTimeout(this.registrationTimer)
+    const client = this.consul
+    if (client === undefined) return
+    for (const id of this.registered) {
+      try {
+        await deregisterService(client, id)
+      } catch (err) {
+        this.log.warn({ id, err: (err as Error).message }, 'Consul deregistration failed')
+      }
+    }
+    if (this.registered.size > 0) this.log.info({ services: [...this.registered] }, 'deregistered from Consul')
+    this.registered.clear()
   }
 
   private installSignalHandlers (): void {

@@ -17,6 +17,7 @@ export function compileTemplate (template: string): CompiledTemplate {
   let source = '^'
   let literalLength = 0
   segments.forEach((segment, i) => {
+    if (segment === '' && i !== segments.length - 1) throw new Error(`"${template}" has an empty segment ("//"), which a normalised path never has`)
     if (segment === '*') {
       if (i !== segments.length - 1) throw new Error(`"*" must be the last segment of "${template}"`)
       params.push('*')

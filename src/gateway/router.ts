@@ -50,7 +50,7 @@ function hostTest (hosts: readonly string[]): { test: (host: string) => boolean,
   const exact = new Set<string>()
   const suffixes: string[] = []
   for (const h of hosts) {
-    const name = h.toLowerCase().replace(/:[0-9]+$/, '')
+    const name = h.toLowerCase().replace(/:[0-9]+$/, '').replace(/\.$/, '')
     if (name.startsWith('*.')) suffixes.push(name.slice(1))
     else exact.add(name)
   }
@@ -129,7 +129,9 @@ export function normalizePath (raw: string): string | undefined {
   // Fast path: nothing to normalise in the common case.
   if (raw.indexOf('/.') === -1 && raw.indexOf('//') === -1 && raw.indexOf('%2') === -1 && raw.indexOf('\\') === -1) return raw
   try {
-    const url = new URL(raw.replace(/\/{2,}/g, '/'), 'http://x')
+    // Backslashes first: the URL parser reads them as `/`, and a leading `/\` would be taken
+    // for an authority (`/\evil/admin` → host `evil`, path `/admin`), silently dropping a segment.
+    const url = new URL(raw.replace(/\\/g, '/').replace(/\/{2,}/g, '/'), 'http://x')
     return url.pathname
   } catch {
     return undefined
@@ -226,7 +228,7 @@ export class Router {
   }
 }
 
-/** Host header without port, lower-cased (`[::1]:80` → `[::1]`). */
+/** Host header without port or trailing dot, lower-cased (`[::1]:80` → `[::1]`). */
 export function hostOf (hostHeader: string | undefined): string {
   if (hostHeader === undefined) return ''
   let h = hostHeader
@@ -237,5 +239,7 @@ export function hostOf (hostHeader: string | undefined): string {
     const colon = h.indexOf(':')
     if (colon !== -1) h = h.slice(0, colon)
   }
+  // `example.com.` (fully qualified) is the same host as `example.com`.
+  if (h.length > 1 && h.charCodeAt(h.length - 1) === 46 /* . */) h = h.slice(0, -1)
   return h.toLowerCase()
 }

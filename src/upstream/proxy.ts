@@ -245,7 +245,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
 /** Sends the request to `target` and streams the answer back on `res`. */
 export function forward (req: IncomingMessage, res: ServerResponse, headers: IncomingHttpHeaders, target: EndpointTarget, ctx: ForwardContext): void {
-  const isUpgrade = headers.upgrade !== undefined && req.method === 'GET'
+  // Only a request the listener took as an upgrade (Connection: upgrade) is tunnelled; a bare
+  // Upgrade header on an ordinary request is hop-by-hop and dropped like the others.
+  const isUpgrade = (req as IncomingMessage & { upgrade?: boolean }).upgrade === true && headers.upgrade !== undefined && req.method === 'GET'
   const handler = new ForwardHandler(req, res, target, ctx)
   const opts: Dispatcher.DispatchOptions = {
     path: ctx.path,

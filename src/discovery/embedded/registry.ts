@@ -65,6 +65,7 @@ export class EmbeddedRegistry implements Discovery {
   // Probes use their own small agent so they never compete with traffic pools.
   private readonly probeAgent = new Agent({ connections: 2, keepAliveTimeout: 10_000, connect: { timeout: 2_000 } })
   private closed = false
+  private declared = new Set<string>()
 
   constructor (private readonly log: Logger) {
     this.events.setMaxListeners(0)
@@ -72,6 +73,7 @@ export class EmbeddedRegistry implements Discovery {
 
   /** Makes the config's services and static endpoints current; runtime registrations stay. */
   applyConfig (services: Readonly<Record<string, EmbeddedServiceInput>>): void {
+    this.declared = new Set(Object.keys(services))
     for (const [name, input] of Object.entries(services)) {
       const svc = this.service(name)
       const check = checkSettings(input.healthCheck)
@@ -130,6 +132,16 @@ export class EmbeddedRegistry implements Discovery {
     this.removeEndpoint(svc, id)
     this.publish(svc)
     return true
+  }
+
+  isUsable (endpoint: Endpoint): boolean {
+    return endpoint.health === 'passing'
+  }
+
+  /** Whether the registry serves `service` (declared in config or registered at run time). */
+  has (service: string): boolean {
+    const svc = this.servicesByName.get(service)
+    return svc !== undefined && (svc.endpoints.size > 0 || this.declared.has(service))
   }
 
   watch (service: string, listener: SnapshotListener): () => void {

@@ -1,0 +1,22 @@
+// Closed-loop load with autocannon, in its own process so it never shares an event loop
+// with the harness. Prints one JSON line: { requests, durationS, errors, non2xx }.
+//   node dist/bench/autocannon-child.js --url URL --connections 50 --duration 8
+import { parseArgs } from 'node:util'
+import autocannon from 'autocannon'
+
+const { values } = parseArgs({ options: { url: { type: 'string' }, connections: { type: 'string' }, duration: { type: 'string' } } })
+
+const result = await autocannon({
+  url: values.url!,
+  connections: Number(values.connections),
+  duration: Number(values.duration),
+  pipelining: 1,
+  timeout: 10
+})
+process.stdout.write(JSON.stringify({
+  // Completed requests (2xx and others); errors are counted apart.
+  requests: result.requests.total,
+  durationS: result.duration,
+  errors: result.errors + result.timeouts,
+  non2xx: result.non2xx
+}) + '\n')

@@ -1,0 +1,120 @@
+// Child processes of the harness: every component (upstream, proxies, load generators)
+// runs in its own process, is tracked here by PID, and is stopped by that PID only.
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
+import { openSync, closeSync } from 'node:fs'
+import { request } from 'undici'
+
+export interface Child {
+  readonly name: string
+  readonly pid: number
+  readonly proc: ChildProcess
+  /** Resolves with the exit code (or signal name) when the process has ended. */
+  readonly exited: Promise<number | string>
+  /** Captured stdout, when spawned with `capture: true`. */
+  stdout (): string
+  stderr (): string
+}
+
+const live = new Set<Child>()
+
+export interface SpawnOptions {
+  readonly args?: readonly string[]
+  readonly env?: NodeJS.ProcessEnv
+  readonly cwd?: string
+  /** Keep stdout/stderr in memory (load generators print their results there). */
+  readonly capture?: boolean
+  /** Send stdout and stderr to this file instead (the gateway's logs). */
+  readonly logFile?: string
+}
+
+export function spawnChild (name: string, command: string, opts: SpawnOptions = {}): Child {
+  let fd: number | undefined
+  let stdio: StdioOptions
+  if (opts.logFile !== undefined) {
+    fd = openSync(opts.logFile, 'w')
+    stdio = ['ignore', fd, fd]
+  } else if (opts.capture === true) {
+    stdio = ['ignore', 'pipe', 'pipe']
+  } else {
+    stdio = ['ignore', 'ignore', 'inherit']
+  }
+  const proc = spawn(command, opts.args ?? [], { stdio, env: opts.env ?? process.env, cwd: opts.cwd })
+  if (fd !== undefined) closeSync(fd)
+  if (proc.pid === undefined) throw new Error(`could not start ${name} (${command})`)
+  const out: Buffer[] = []
+  const err: Buffer[] = []
+  proc.stdout?.on('data', (b: Buffer) => { out.push(b) })
+  proc.stderr?.on('data', (b: Buffer) => { err.push(b) })
+  const exited = new Promise<number | string>((resolve) => {
+    proc.once('error', () => { resolve('spawn-error') })
+    proc.once('exit', (code, signal) => { resolve(code ?? signal ?? 'unknown') })
+  })
+  const child: Child = {
+    name,
+    pid: proc.pid,
+    proc,
+    exited,
+    stdout: () => Buffer.concat(out).toString('utf8'),
+    stderr: () => Buffer.concat(err).toString('utf8')
+  }
+  live.add(child)
+  void exited.then(() => { live.delete(child) })
+  return child
+}
+
+function running (c: Child): boolean {
+  return c.proc.exitCode === null && c.proc.signalCode === null
+}
+
+/** SIGTERM by PID, SIGKILL by PID after `graceMs`; resolves once the process is gone. */
+export async function stopChild (c: Child, graceMs = 10_000): Promise<void> {
+  if (!running(c)) return
+  try { process.kill(c.pid, 'SIGTERM') } catch { /* already gone */ }
+  const timer = new Promise<'timeout'>((resolve) => { setTimeout(() => { resolve('timeout') }, graceMs).unref() })
+  if (await Promise.race([c.exited, timer]) === 'timeout' && running(c)) {
+    try { process.kill(c.pid, 'SIGKILL') } catch { /* already gone */ }
+    await Promise.race([c.exited, new Promise((resolve) => { setTimeout(resolve, 2000).unref() })])
+  }
+}
+
+export async function stopAllChildren (): Promise<void> {
+  await Promise.all([...live].map(async (c) => { await stopChild(c, 5000) }))
+}
+
+/** Last resort on exit: no await possible, so SIGKILL whatever is left, by PID. */
+export function killAllChildrenNow (): void {
+  for (const c of live) if (running(c)) { try { process.kill(c.pid, 'SIGKILL') } catch { /* gone */ } }
+}
+
+/** A free loopback TCP port (bound, read, released). */
+export async function freePort (): Promise<number> {
+  const srv = createServer()
+  srv.listen(0, '127.0.0.1')
+  await once(srv, 'listening')
+  const addr = srv.address()
+  const port = typeof addr === 'object' && addr !== null ? addr.port : 0
+  await new Promise<void>((resolve) => { srv.close(() => { resolve() }) })
+  if (port === 0) throw new Error('could not find a free port')
+  return port
+}
+
+/** Polls `url` until it answers `status`; fails after `timeoutMs` or when `child` dies. */
+export async function waitForHttp (url: string, child: Child, timeoutMs = 20_000, status = 200): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last = 'no answer'
+  while (Date.now() < deadline) {
+    if (!running(child)) throw new Error(`${child.name} (pid ${child.pid}) exited before it was ready: ${await child.exited}`)
+    try {
+      const res = await request(url, { headersTimeout: 1000, bodyTimeout: 1000, reset: true })
+      await res.body.dump()
+      if (res.statusCode === status) return
+      last = `status ${res.statusCode}`
+    } catch (err) {
+      last = (err as Error).message
+    }
+    await new Promise((resolve) => { setTimeout(resolve, 100) })
+  }
+  throw new Error(`${child.name} (pid ${child.pid}) not ready at ${url} after ${timeoutMs} ms: ${last}`)
+}

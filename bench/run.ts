@@ -1,0 +1,329 @@
+// `npm run bench`: direct vs the Node ceiling vs the fastmesh edge, on loopback, in one run.
+// Each round measures every scenario once (fresh proxy process each time): a closed-loop
+// run for req/s and the proxy's CPU per request and RSS, then a paced open-loop run for
+// latency. Reported figures are medians over rounds. A benchmark, not a test: no assertions.
+//
+//   node dist/bench/run.js [--duration 8] [--warmup 2] [--rounds 3] [--connections 50]
+//     [--rate 2000] [--paced-duration S] [--tool wrk|autocannon] [--wrk-threads 1]
+//     [--scenarios direct,node_ceiling,edge] [--pool-connections 128] [--out FILE]
+// Every flag also reads from the environment: BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, ...
+import { parseArgs } from 'node:util'
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir, cpus, release } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { freePort, killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
+import { closedLoop, pacedLoad, pickLoadTool, type ClosedResult, type LoadTool, type PacedResult } from './load.js'
+import { cpuMicros, rssMb, clockTicks } from './procstat.js'
+import { SCENARIOS, type BenchContext, type ScenarioDefinition } from './scenarios.js'
+
+const FLAGS = {
+  duration: { env: 'BENCH_DURATION', default: '8', help: 'seconds of each closed-loop measurement' },
+  warmup: { env: 'BENCH_WARMUP', default: '2', help: 'seconds of closed-loop warm-up before it (not counted)' },
+  rounds: { env: 'BENCH_ROUNDS', default: '3', help: 'rounds; each measures every scenario once' },
+  connections: { env: 'BENCH_CONNECTIONS', default: '50', help: 'closed-loop client connections' },
+  rate: { env: 'BENCH_RATE', default: '2000', help: 'paced (open-loop) request rate, req/s' },
+  'paced-duration': { env: 'BENCH_PACED_DURATION', default: '', help: 'seconds of each paced run (default: --duration)' },
+  tool: { env: 'BENCH_TOOL', default: '', help: 'closed-loop tool: wrk or autocannon (default: wrk if installed)' },
+  'wrk-threads': { env: 'BENCH_WRK_THREADS', default: '1', help: 'wrk threads' },
+  scenarios: { env: 'BENCH_SCENARIOS', default: SCENARIOS.map((s) => s.name).join(','), help: 'scenarios to run, comma-separated' },
+  'pool-connections': { env: 'BENCH_POOL_CONNECTIONS', default: '128', help: 'upstream connections per endpoint in every proxy' },
+  out: { env: 'BENCH_OUT', default: '', help: 'JSON output (default bench/results/latest.json)' }
+} as const
+type Flag = keyof typeof FLAGS
+
+interface Options {
+  durationS: number
+  warmupS: number
+  rounds: number
+  connections: number
+  rate: number
+  pacedDurationS: number
+  tool: string | undefined
+  wrkThreads: number
+  scenarios: ScenarioDefinition[]
+  poolConnections: number
+  out: string
+}
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
+
+function usage (): string {
+  return 'Usage: node dist/bench/run.js [flags]\n' + Object.entries(FLAGS)
+    .map(([k, f]) => `  --${k.padEnd(18)} ${f.help} (env ${f.env}${f.default !== '' ? `, default ${f.default}` : ''})`).join('\n')
+}
+
+function parseOptions (argv: string[]): Options {
+  if (argv.includes('--help') || argv.includes('-h')) { console.log(usage()); process.exit(0) }
+  const spec: Record<string, { type: 'string' }> = Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }]))
+  const values = parseArgs({ args: argv, options: spec, allowPositionals: false }).values as Partial<Record<Flag, string>>
+  const raw = (k: Flag): string => values[k] ?? process.env[FLAGS[k].env] ?? FLAGS[k].default
+  const num = (k: Flag, min: number, integer = true): number => {
+    const n = Number(raw(k))
+    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) throw new Error(`--${k} must be ${integer ? 'an integer' : 'a number'} ≥ ${min} (got "${raw(k)}")\n${usage()}`)
+    return n
+  }
+  const names = raw('scenarios').split(',').map((s) => s.trim()).filter((s) => s !== '')
+  const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n))
+  if (unknown.length > 0 || names.length === 0) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; known: ${SCENARIOS.map((s) => s.name).join(', ')}`)
+  const tool = raw('tool')
+  if (tool !== '' && tool !== 'wrk' && tool !== 'autocannon') throw new Error(`--tool must be wrk or autocannon (got "${tool}")`)
+  const durationS = num('duration', 1)
+  return {
+    durationS,
+    warmupS: num('warmup', 0),
+    rounds: num('rounds', 1),
+    connections: num('connections', 1),
+    rate: num('rate', 1, false),
+    pacedDurationS: raw('paced-duration') === '' ? durationS : num('paced-duration', 1),
+    tool: tool === '' ? undefined : tool,
+    wrkThreads: num('wrk-threads', 1),
+    // Definition order, whatever order the flag lists them in: baselines run first.
+    scenarios: SCENARIOS.filter((s) => names.includes(s.name)),
+    poolConnections: num('pool-connections', 1),
+    out: raw('out') !== '' ? raw('out') : join(repoRoot, 'bench/results/latest.json')
+  }
+}
+
+/** One scenario measured once. */
+interface Measurement {
+  round: number
+  rps: number
+  requests: number
+  errors: number
+  non2xx: number
+  cpu_us_per_req?: number
+  rss_mb?: number
+  upstream_cpu_us_per_req?: number
+  p50_ms: number
+  p90_ms: number
+  p99_ms: number
+  p999_ms: number
+  paced_achieved_rps: number
+  paced_errors: number
+  /** p99 counted from each request's scheduled send time (client delays included). */
+  paced_scheduled_p99_ms: number
+  paced_cpu_us_per_req?: number
+  facts?: Record<string, unknown>
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => { setTimeout(resolve, ms) }) }
+
+function perRequest (before: number | undefined, after: number | undefined, requests: number): number | undefined {
+  return before === undefined || after === undefined || requests <= 0 ? undefined : (after - before) / requests
+}
+
+async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, tool: LoadTool): Promise<Measurement> {
+  const running = await def.start(ctx)
+  let closed: ClosedResult
+  let paced: PacedResult
+  let cpu: number | undefined
+  let upstreamCpu: number | undefined
+  let rss: number | undefined
+  let pacedCpu: number | undefined
+  try {
+    const load = { tool, url: running.url, connections: o.connections, wrkThreads: o.wrkThreads }
+    if (o.warmupS > 0) await closedLoop({ ...load, durationS: o.warmupS })
+    const c0 = cpuMicros(running.measuredPid)
+    const u0 = cpuMicros(ctx.upstreamPid)
+    closed = await closedLoop({ ...load, durationS: o.durationS })
+    cpu = perRequest(c0, cpuMicros(running.measuredPid), closed.requests)
+    upstreamCpu = perRequest(u0, cpuMicros(ctx.upstreamPid), closed.requests)
+    rss = rssMb(running.measuredPid)
+    await sleep(500)
+    const p0 = cpuMicros(running.measuredPid)
+    paced = await pacedLoad({ url: running.url, rate: o.rate, durationS: o.pacedDurationS, warmupS: 1, connections: 64 })
+    // Includes the paced warm-up second: CPU per request at a moderate, steady rate.
+    pacedCpu = perRequest(p0, cpuMicros(running.measuredPid), paced.completed)
+  } finally {
+    await running.stop()
+  }
+  const facts = await running.afterStop?.()
+  return {
+    round: ctx.round,
+    rps: closed.rps,
+    requests: closed.requests,
+    errors: closed.errors,
+    non2xx: closed.non2xx,
+    ...(cpu !== undefined ? { cpu_us_per_req: cpu } : {}),
+    ...(rss !== undefined ? { rss_mb: rss } : {}),
+    ...(upstreamCpu !== undefined && running.measuredPid !== ctx.upstreamPid ? { upstream_cpu_us_per_req: upstreamCpu } : {}),
+    p50_ms: paced.latencyMs.p50,
+    p90_ms: paced.latencyMs.p90,
+    p99_ms: paced.latencyMs.p99,
+    p999_ms: paced.latencyMs.p999,
+    paced_achieved_rps: paced.achievedRate,
+    paced_errors: paced.errors + paced.non2xx + paced.lost,
+    paced_scheduled_p99_ms: paced.scheduledLatencyMs.p99,
+    ...(pacedCpu !== undefined ? { paced_cpu_us_per_req: pacedCpu } : {}),
+    ...(facts !== undefined ? { facts } : {})
+  }
+}
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+const round = (x: number, digits: number): number => Number(x.toFixed(digits))
+
+type Summary = Record<string, number | Measurement[] | string>
+
+function summarise (defs: ScenarioDefinition[], results: Map<string, Measurement[]>): Record<string, Summary> {
+  const out: Record<string, Summary> = {}
+  const med = (name: string, key: keyof Measurement): number | undefined => {
+    const xs = (results.get(name) ?? []).map((m) => m[key]).filter((v): v is number => typeof v === 'number')
+    return xs.length === 0 ? undefined : median(xs)
+  }
+  for (const def of defs) {
+    const s: Summary = { description: def.description }
+    const put = (key: string, v: number | undefined, digits: number): void => { if (v !== undefined) s[key] = round(v, digits) }
+    put('rps', med(def.name, 'rps'), 0)
+    put('p50_ms', med(def.name, 'p50_ms'), 3)
+    put('p99_ms', med(def.name, 'p99_ms'), 3)
+    put('cpu_us_per_req', med(def.name, 'cpu_us_per_req'), 1)
+    put('rss_mb', med(def.name, 'rss_mb'), 1)
+    for (const base of def.compareTo) {
+      const b = med(base, 'rps')
+      const mine = med(def.name, 'rps')
+      if (b !== undefined && mine !== undefined) s[`ratio_to_${base}`] = round(mine / b, 3)
+    }
+    if (def.name !== 'direct') {
+      const d50 = med('direct', 'p50_ms')
+      const d99 = med('direct', 'p99_ms')
+      const m50 = med(def.name, 'p50_ms')
+      const m99 = med(def.name, 'p99_ms')
+      if (d50 !== undefined && m50 !== undefined) s.added_p50_ms = round(m50 - d50, 3)
+      if (d99 !== undefined && m99 !== undefined) s.added_p99_ms = round(m99 - d99, 3)
+    }
+    put('p90_ms', med(def.name, 'p90_ms'), 3)
+    put('p999_ms', med(def.name, 'p999_ms'), 3)
+    put('paced_cpu_us_per_req', med(def.name, 'paced_cpu_us_per_req'), 1)
+    put('upstream_cpu_us_per_req', med(def.name, 'upstream_cpu_us_per_req'), 1)
+    s.rounds = (results.get(def.name) ?? []).map((m) => ({
+      ...m,
+      rps: round(m.rps, 0),
+      p50_ms: round(m.p50_ms, 3),
+      p90_ms: round(m.p90_ms, 3),
+      p99_ms: round(m.p99_ms, 3),
+      p999_ms: round(m.p999_ms, 3),
+      paced_achieved_rps: round(m.paced_achieved_rps, 0),
+      paced_scheduled_p99_ms: round(m.paced_scheduled_p99_ms, 3),
+      ...(m.cpu_us_per_req !== undefined ? { cpu_us_per_req: round(m.cpu_us_per_req, 1) } : {}),
+      ...(m.rss_mb !== undefined ? { rss_mb: round(m.rss_mb, 1) } : {}),
+      ...(m.upstream_cpu_us_per_req !== undefined ? { upstream_cpu_us_per_req: round(m.upstream_cpu_us_per_req, 1) } : {}),
+      ...(m.paced_cpu_us_per_req !== undefined ? { paced_cpu_us_per_req: round(m.paced_cpu_us_per_req, 1) } : {})
+    }))
+    out[def.name] = s
+  }
+  return out
+}
+
+function table (summary: Record<string, Summary>): string {
+  const cols: Array<[string, (s: Summary) => string]> = [
+    ['scenario', () => ''],
+    ['req/s', (s) => fmt(s.rps, 0)],
+    ['×direct', (s) => fmt(s.ratio_to_direct, 2)],
+    ['×ceiling', (s) => fmt(s.ratio_to_node_ceiling, 2)],
+    ['p50 ms', (s) => fmt(s.p50_ms, 3)],
+    ['p99 ms', (s) => fmt(s.p99_ms, 3)],
+    ['+p50 ms', (s) => fmt(s.added_p50_ms, 3)],
+    ['+p99 ms', (s) => fmt(s.added_p99_ms, 3)],
+    ['CPU µs/req', (s) => fmt(s.cpu_us_per_req, 1)],
+    ['RSS MB', (s) => fmt(s.rss_mb, 1)]
+  ]
+  const rows = Object.entries(summary).map(([name, s]) => cols.map(([, f], i) => i === 0 ? name : f(s)))
+  const widths = cols.map(([h], i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: string[]): string => cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join('  ')
+  return [line(cols.map(([h]) => h)), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}
+
+function fmt (v: unknown, digits: number): string {
+  return typeof v === 'number' ? v.toFixed(digits) : '—'
+}
+
+let workDir: string | undefined
+
+async function main (): Promise<void> {
+  const o = parseOptions(process.argv.slice(2))
+  const tool = pickLoadTool(o.tool)
+  const cpuList = cpus()
+  console.log(`fastmesh bench: ${o.scenarios.map((s) => s.name).join(', ')} × ${o.rounds} round(s); closed loop ${tool} -c${o.connections} ${o.durationS}s (+${o.warmupS}s warm-up); paced ${o.rate} req/s for ${o.pacedDurationS}s`)
+  console.log(`machine: ${cpuList.length} × ${cpuList[0]?.model ?? '?'}, node ${process.version}; CPU from /proc at ${clockTicks()} ticks/s`)
+  if (cpuList.length < 4) console.log(`note: load generator, proxy and upstream share ${cpuList.length} CPU(s); absolute figures are for this machine only`)
+
+  workDir = await mkdtemp(join(tmpdir(), 'fastmesh-bench-'))
+  let upstream: Child | undefined
+  try {
+    const port = await freePort()
+    upstream = spawnChild('upstream', process.execPath, { args: [fileURLToPath(new URL('./upstream.js', import.meta.url)), '--port', String(port)] })
+    await waitForHttp(`http://127.0.0.1:${port}/`, upstream)
+
+    const results = new Map<string, Measurement[]>(o.scenarios.map((s) => [s.name, []]))
+    for (let r = 1; r <= o.rounds; r++) {
+      for (const def of o.scenarios) {
+        const ctx: BenchContext = { upstreamPorts: [port], upstreamPid: upstream.pid, workDir, poolConnections: o.poolConnections, round: r }
+        const m = await measure(def, ctx, o, tool)
+        results.get(def.name)!.push(m)
+        const warn = m.errors + m.non2xx + m.paced_errors > 0 ? `  !! errors: closed ${m.errors} + non-2xx ${m.non2xx}, paced ${m.paced_errors}` : ''
+        const facts = m.facts !== undefined ? `  ${JSON.stringify(m.facts)}` : ''
+        console.log(`[round ${r}/${o.rounds}] ${def.name.padEnd(12)} ${m.rps.toFixed(0).padStart(6)} req/s  cpu ${fmt(m.cpu_us_per_req, 1)} µs/req  rss ${fmt(m.rss_mb, 1)} MB | paced ${m.paced_achieved_rps.toFixed(0)}/s p50 ${m.p50_ms.toFixed(3)} p99 ${m.p99_ms.toFixed(3)} ms${warn}${facts}`)
+      }
+    }
+
+    const scenarios = summarise(o.scenarios, results)
+    const report = {
+      scenarios,
+      machine: {
+        cpus: cpuList.length,
+        model: cpuList[0]?.model ?? 'unknown',
+        node: process.version,
+        kernel: release(),
+        load_tool: tool,
+        date: new Date().toISOString()
+      },
+      options: {
+        duration_s: o.durationS,
+        warmup_s: o.warmupS,
+        rounds: o.rounds,
+        connections: o.connections,
+        wrk_threads: tool === 'wrk' ? o.wrkThreads : undefined,
+        paced_rate: o.rate,
+        paced_duration_s: o.pacedDurationS,
+        pool_connections: o.poolConnections,
+        aggregate: 'median of rounds',
+        latency: 'paced open loop (exponential gaps), undici keep-alive Pool, send to end of response',
+        cpu_rss_process: 'the proxy process; the upstream for direct'
+      }
+    }
+    await mkdir(dirname(o.out), { recursive: true })
+    await writeFile(o.out, JSON.stringify(report, null, 2) + '\n')
+    console.log(`\nmedians of ${o.rounds} round(s); load tool: ${tool}; latency: paced ${o.rate} req/s; CPU and RSS of the proxy (of the upstream for direct)\n`)
+    console.log(table(scenarios))
+    console.log(`\nwritten: ${relative(process.cwd(), o.out) || o.out}`)
+  } finally {
+    if (upstream !== undefined) await stopChild(upstream)
+    await stopAllChildren()
+    await rm(workDir, { recursive: true, force: true })
+  }
+}
+
+let interrupted = false
+const onSignal = (signal: NodeJS.Signals): void => {
+  if (interrupted) return
+  interrupted = true
+  console.error(`\n${signal}: stopping child processes`)
+  void stopAllChildren()
+    .then(async () => { if (workDir !== undefined) await rm(workDir, { recursive: true, force: true }) })
+    .finally(() => process.exit(130))
+}
+process.once('SIGINT', onSignal)
+process.once('SIGTERM', onSignal)
+process.once('exit', killAllChildrenNow)
+
+main().then(() => process.exit(0), async (err: unknown) => {
+  console.error(`bench failed: ${(err as Error).stack ?? String(err)}`)
+  await stopAllChildren()
+  process.exit(1)
+})

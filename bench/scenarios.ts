@@ -1,0 +1,133 @@
+// The benchmark scenarios, as data: each starts its system under test (in child processes)
+// and says which URL to load and which process's CPU and memory to report. A new scenario
+// (node_to_node_mtls, ...) is one more entry in SCENARIOS.
+import { writeFile, rm, stat } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import { freePort, spawnChild, stopChild, waitForHttp } from './children.js'
+import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE } from './edge-config.js'
+
+/** What the harness sets up once for every scenario. */
+export interface BenchContext {
+  /** The fixed-response upstream(s); the first is the one `direct` loads. */
+  readonly upstreamPorts: readonly number[]
+  readonly upstreamPid: number
+  /** A scratch directory for generated configs and logs, removed at the end. */
+  readonly workDir: string
+  /** Upstream connections per endpoint for every proxy. */
+  readonly poolConnections: number
+  /** Round number (1-based), for file names. */
+  readonly round: number
+}
+
+export interface RunningScenario {
+  /** The URL the load generators hit. */
+  readonly url: string
+  /** The process whose CPU time and RSS are reported (the proxy; the upstream for direct). */
+  readonly measuredPid: number
+  stop(): Promise<void>
+  /** Facts gathered once stopped (e.g. access-log lines the gateway wrote and flushed). */
+  afterStop?(): Promise<Record<string, unknown>>
+}
+
+export interface ScenarioDefinition {
+  readonly name: string
+  readonly description: string
+  /** Scenarios whose req/s this one is given as a ratio of (`ratio_to_<name>`). */
+  readonly compareTo: readonly string[]
+  start(ctx: BenchContext): Promise<RunningScenario>
+}
+
+const dist = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
+
+/** Counts access-log lines, and those of `route`, in a gateway log file (streamed). */
+async function accessLogCounts (file: string, route: string): Promise<{ accessLines: number, routeLines: number, logBytes: number }> {
+  const size = (await stat(file)).size
+  const needle = '"log":"access"'
+  const routeNeedle = `"route":"${route}"`
+  let accessLines = 0
+  let routeLines = 0
+  let carry = ''
+  for await (const chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
+    const lines = (carry + (chunk as string)).split('\n')
+    carry = lines.pop() ?? ''
+    for (const l of lines) {
+      if (!l.includes(needle)) continue
+      accessLines++
+      if (l.includes(routeNeedle)) routeLines++
+    }
+  }
+  return { accessLines, routeLines, logBytes: size }
+}
+
+export const SCENARIOS: readonly ScenarioDefinition[] = [
+  {
+    name: 'direct',
+    description: 'load generator → upstream',
+    compareTo: [],
+    async start (ctx) {
+      return { url: `http://127.0.0.1:${ctx.upstreamPorts[0]}/shop/products/42?view=full`, measuredPid: ctx.upstreamPid, async stop () {} }
+    }
+  },
+  {
+    name: 'node_ceiling',
+    description: 'load generator → node:http + undici Pool proxy (bench/node-ceiling.ts) → upstream',
+    compareTo: ['direct'],
+    async start (ctx) {
+      const port = await freePort()
+      const child = spawnChild('node ceiling proxy', process.execPath, {
+        args: [dist('./node-ceiling.js'), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)]
+      })
+      const url = `http://127.0.0.1:${port}${EDGE_BENCH_PATH}`
+      try {
+        await waitForHttp(url, child)
+      } catch (err) {
+        await stopChild(child)
+        throw err
+      }
+      return { url, measuredPid: child.pid, async stop () { await stopChild(child) } }
+    }
+  },
+  {
+    name: 'edge',
+    description: `load generator → fastmesh edge (14 routes, access log on, route "${EDGE_BENCH_ROUTE}") → upstream`,
+    compareTo: ['direct', 'node_ceiling'],
+    async start (ctx) {
+      const httpPort = await freePort()
+      const adminPort = await freePort()
+      const configFile = join(ctx.workDir, 'edge.yaml')
+      const logFile = join(ctx.workDir, `edge-round${ctx.round}.log`)
+      await writeFile(configFile, edgeConfigYaml({ upstreamPorts: ctx.upstreamPorts, httpPort, adminPort, poolConnections: ctx.poolConnections }))
+      const child = spawnChild('fastmesh edge', process.execPath, {
+        args: [dist('../src/cli/index.js'), 'start', '--config', configFile],
+        env: { ...process.env, FASTMESH_HTTP_PORT: String(httpPort), FASTMESH_ADMIN_PORT: String(adminPort) },
+        logFile
+      })
+      const url = `http://127.0.0.1:${httpPort}${EDGE_BENCH_PATH}`
+      let position = ''
+      try {
+        await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, child)
+        await waitForHttp(url, child)
+        const res = await request(`http://127.0.0.1:${adminPort}/routes`)
+        const { routes } = await res.body.json() as { routes: Array<{ name: string }> }
+        position = `#${routes.findIndex((r) => r.name === EDGE_BENCH_ROUTE) + 1} of ${routes.length} in match order`
+      } catch (err) {
+        await stopChild(child)
+        throw new Error(`${(err as Error).message} (gateway log: ${logFile})`)
+      }
+      return {
+        url,
+        measuredPid: child.pid,
+        async stop () { await stopChild(child) },
+        async afterStop () {
+          const counts = await accessLogCounts(logFile, EDGE_BENCH_ROUTE)
+          // Large (a line per request): counted, not kept.
+          await rm(logFile, { force: true })
+          return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts }
+        }
+      }
+    }
+  }
+]

@@ -1,0 +1,125 @@
+// A typed face over the `consul` npm client: connection settings like Consul's own tools
+// (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN), and blocking reads that also return X-Consul-Index.
+//
+// The client's own `Watch` is not used for discovery: it has no jitter on its backoff, no
+// floor on the loop rate, and treats an index of 0 as an error instead of resetting to 1.
+import { EventEmitter } from 'node:events'
+import Consul from 'consul'
+
+export interface ConsulSettings {
+  /** `host:port` or `http(s)://host:port`. */
+  readonly address: string
+  readonly token?: string
+  readonly datacenter?: string
+}
+
+export interface ResolvedConsul {
+  readonly host: string
+  readonly port: number
+  readonly secure: boolean
+  readonly token: string | undefined
+  readonly datacenter: string | undefined
+  /** `http://host:port`, for logs and the admin API. */
+  readonly url: string
+}
+
+/** Explicit settings win, then CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN, then 127.0.0.1:8500. */
+export function resolveConsul (settings: Partial<ConsulSettings> = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConsul {
+  let raw = settings.address ?? env.CONSUL_HTTP_ADDR ?? '127.0.0.1:8500'
+  let secure = env.CONSUL_HTTP_SSL === 'true'
+  const scheme = /^(https?):\/\//.exec(raw)
+  if (scheme !== null) {
+    secure = scheme[1] === 'https'
+    raw = raw.slice(scheme[0].length)
+  }
+  raw = raw.replace(/\/+$/, '')
+  const m = /^(\[[^\]]+\]|[^:]+)(?::([0-9]+))?$/.exec(raw)
+  if (m === null) throw new Error(`invalid Consul address "${settings.address ?? env.CONSUL_HTTP_ADDR}": expected host:port`)
+  const host = m[1]!.replace(/^\[|\]$/g, '')
+  const port = m[2] !== undefined ? Number(m[2]) : 8500
+  const token = settings.token ?? (env.CONSUL_HTTP_TOKEN !== undefined && env.CONSUL_HTTP_TOKEN !== '' ? env.CONSUL_HTTP_TOKEN : undefined)
+  return { host, port, secure, token, datacenter: settings.datacenter, url: `${secure ? 'https' : 'http'}://${m[1]}:${port}` }
+}
+
+export interface BlockingResult<T> {
+  readonly index: bigint
+  readonly data: T
+}
+
+/** Raw shape the client returns when asked for the response too. */
+type WithResponse<T> = [{ headers: Record<string, string | undefined>, statusCode: number }, T]
+
+/** A request that can be cancelled: the client aborts it when its ctx emits `cancel`. */
+export class Cancellable extends EventEmitter {
+  readonly includeResponse = true
+  cancel (): void { this.emit('cancel') }
+}
+
+export class ConsulClient {
+  readonly consul: Consul
+  readonly settings: ResolvedConsul
+
+  constructor (settings: ResolvedConsul) {
+    this.settings = settings
+    this.consul = new Consul({
+      host: settings.host,
+      port: settings.port,
+      secure: settings.secure,
+      ...(settings.token !== undefined ? { defaults: { token: settings.token } } : {})
+    })
+  }
+
+  /** GET /v1/health/service/:service, blocking on `index` for up to `wait`. */
+  async healthService (service: string, index: bigint, wait: string, datacenter: string | undefined, ctx: Cancellable): Promise<BlockingResult<ConsulHealthEntry[]>> {
+    const opts = {
+      service,
+      index: index.toString(),
+      wait,
+      // A little over `wait`: Consul adds up to wait/16 of jitter itself.
+      timeout: waitMs(wait) + Math.max(waitMs(wait) / 8, 1000),
+      ctx,
+      ...(datacenter !== undefined ? { dc: datacenter } : {})
+    }
+    const [res, data] = await (this.consul.health.service as unknown as (o: typeof opts) => Promise<WithResponse<ConsulHealthEntry[]>>)(opts)
+    return { index: parseIndex(res.headers['x-consul-index']), data: data ?? [] }
+  }
+
+  /** GET /v1/kv/:key (one key), blocking; `data` undefined when the key does not exist. */
+  async kvGet (key: string, index: bigint, wait: string, ctx: Cancellable): Promise<BlockingResult<{ Value: string | null, ModifyIndex: number } | undefined>> {
+    const opts = { key, index: index.toString(), wait, timeout: waitMs(wait) + Math.max(waitMs(wait) / 8, 1000), ctx }
+    const [res, data] = await (this.consul.kv.get as unknown as (o: typeof opts) => Promise<WithResponse<{ Value: string | null, ModifyIndex: number } | undefined>>)(opts)
+    return { index: parseIndex(res.headers['x-consul-index']), data }
+  }
+
+  close (): void {
+    this.consul.destroy()
+  }
+}
+
+function parseIndex (value: string | undefined): bigint {
+  if (value === undefined || !/^[0-9]+$/.test(value)) return 0n
+  return BigInt(value)
+}
+
+export function waitMs (wait: string): number {
+  const m = /^([0-9]+)(ms|s|m)$/.exec(wait)
+  if (m === null) return 30_000
+  return Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : 60_000)
+}
+
+/** One entry of /v1/health/service: a service instance on a node, with its checks. */
+export interface ConsulHealthEntry {
+  Node: { Node: string, Address: string, Datacenter?: string, Meta?: Record<string, string> | null }
+  Service: {
+    ID: string
+    Service: string
+    Address: string
+    Port: number
+    Tags: string[] | null
+    Meta: Record<string, string> | null
+    Weights?: { Passing: number, Warning: number } | null
+    Kind?: string
+    Proxy?: { DestinationServiceName?: string } | null
+  }
+  Checks: Array<{ CheckID: string, Status: 'passing' | 'warning' | 'critical' | 'maintenance', Output?: string, Name?: string }>
+}

@@ -1,0 +1,289 @@
+// A real Consul agent for tests: `consul agent -dev` (in-memory server with Connect enabled)
+// on free loopback ports, one per test file or suite. See DESIGN.md, "Real components".
+//
+//   const agent = await startConsul()
+//   t.after(() => agent.stop())
+//   await consulApi(agent, 'PUT', '/v1/agent/service/register', { Name: 'web', Port: 8080 })
+//
+// The binary comes from .tools/bin/consul (installed by `npm run setup`) or `consul` on
+// PATH. When neither exists, startConsul throws: a test that needs Consul fails, it does not
+// skip. Agents that are still running when the test process exits (a crashed test, SIGINT,
+// SIGTERM) are killed; only a SIGKILL of the test process itself can leave one behind.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import fs from 'node:fs'
+import net from 'node:net'
+import dgram from 'node:dgram'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+/** dist/test/helpers/consul.js → the project root is three levels up. */
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+const LOCAL_CONSUL = path.join(PROJECT_ROOT, '.tools', 'bin', 'consul')
+
+export interface ConsulPorts {
+  http: number
+  dns: number
+  serfLan: number
+  serfWan: number
+  server: number
+}
+
+export interface ConsulAgent {
+  /** '127.0.0.1:PORT' of the HTTP API, as Consul clients take it. */
+  httpAddr: string
+  /** 'http://127.0.0.1:PORT' */
+  url: string
+  pid: number
+  ports: ConsulPorts
+  /** The binary that runs. */
+  bin: string
+  /** What the agent has printed so far (the most recent part when it is long). */
+  output(): string
+  /** SIGTERM, then SIGKILL after the stop timeout; resolves once the process is gone. Idempotent. */
+  stop(): Promise<void>
+}
+
+export interface StartConsulOptions {
+  /** How long to wait for a leader and the Connect CA. Default 30 s. */
+  readyTimeoutMs?: number
+  /** How long stop() waits after SIGTERM before SIGKILL. Default 5 s. */
+  stopTimeoutMs?: number
+  /** Fixed ports (to restart an agent on the address a gateway already uses); default: free ones. */
+  ports?: ConsulPorts
+  /** Extra `consul agent` arguments, e.g. ['-hcl', 'connect { enabled = true }']. */
+  args?: string[]
+}
+
+/** The Consul binary the tests use, or an error that says how to install it. */
+export function findConsul(): string {
+  if (isExecutable(LOCAL_CONSUL)) return LOCAL_CONSUL
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir && isExecutable(path.join(dir, 'consul'))) return path.join(dir, 'consul')
+  }
+  throw new Error(
+    `Consul is not installed: neither ${LOCAL_CONSUL} nor \`consul\` on PATH exists. ` +
+    'Run `npm run setup` to install it (on Debian it fetches the bullseye `consul` package into .tools/; ' +
+    'elsewhere it says where to get Consul >= 1.8).'
+  )
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch {
+    return false
+  }
+}
+
+// --- free ports ------------------------------------------------------------------------
+
+/**
+ * `count` distinct loopback ports that are free for TCP and UDP (DNS and serf use both),
+ * found by binding port-0 sockets and closing them again. Another process could take a port
+ * before Consul binds it; that race is small and accepted.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const held: Array<net.Server | dgram.Socket> = []
+  const ports: number[] = []
+  try {
+    for (let attempts = 0; ports.length < count; attempts++) {
+      if (attempts > count * 20) throw new Error(`could not find ${count} free loopback ports`)
+      const server = net.createServer()
+      server.listen(0, '127.0.0.1')
+      await once(server, 'listening')
+      held.push(server)
+      const port = (server.address() as net.AddressInfo).port
+      const udp = dgram.createSocket('udp4')
+      try {
+        await new Promise<void>((resolve, reject) => {
+          udp.once('error', reject)
+          udp.bind(port, '127.0.0.1', () => { udp.off('error', reject); resolve() })
+        })
+      } catch {
+        udp.close()
+        continue // taken for UDP: keep the TCP socket held so it is not picked again
+      }
+      held.push(udp)
+      ports.push(port)
+    }
+    return ports
+  } finally {
+    await Promise.all(held.map((s) => new Promise<void>((resolve) => {
+      if (s instanceof net.Server) s.close(() => resolve())
+      else s.close(() => resolve())
+    })))
+  }
+}
+
+// --- cleanup of agents that outlive their test ----------------------------------------------
+
+const running = new Set<ChildProcess>()
+let exitHooksInstalled = false
+
+function killAllNow(): void {
+  for (const child of running) {
+    try { child.kill('SIGKILL') } catch { /* already gone */ }
+  }
+  running.clear()
+}
+
+function installExitHooks(): void {
+  if (exitHooksInstalled) return
+  exitHooksInstalled = true
+  // 'exit' covers normal ends, uncaught exceptions and process.exit(); signals do not emit
+  // 'exit', so kill the agents there too and then die of the same signal as before.
+  process.on('exit', killAllNow)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      killAllNow()
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    })
+  }
+}
+
+// --- the agent ---------------------------------------------------------------------------
+
+const OUTPUT_LIMIT = 256 * 1024
+
+export async function startConsul(options: StartConsulOptions = {}): Promise<ConsulAgent> {
+  const readyTimeoutMs = options.readyTimeoutMs ?? 30_000
+  const stopTimeoutMs = options.stopTimeoutMs ?? 5_000
+  const bin = findConsul()
+  const ports: ConsulPorts = options.ports ?? await (async () => {
+    const [http, dns, serfLan, serfWan, server] = await freePorts(5) as [number, number, number, number, number]
+    return { http, dns, serfLan, serfWan, server }
+  })()
+  const { http, dns, serfLan, serfWan, server } = ports
+  const args = [
+    'agent', '-dev', // in-memory server, Connect enabled with the built-in CA; no data dir needed
+    '-bind', '127.0.0.1',
+    '-client', '127.0.0.1',
+    '-http-port', String(http),
+    '-dns-port', String(dns),
+    '-serf-lan-port', String(serfLan),
+    '-serf-wan-port', String(serfWan),
+    '-server-port', String(server),
+    '-grpc-port=-1', // off
+    '-node', `fastmesh-test-${http}`,
+    '-hcl', 'disable_update_check = true',
+    ...(options.args ?? []),
+  ]
+
+  installExitHooks()
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  const append = (chunk: Buffer): void => {
+    output += chunk.toString('utf8')
+    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT)
+  }
+  child.stdout?.on('data', append)
+  child.stderr?.on('data', append)
+
+  let exited: { code: number | null, signal: NodeJS.Signals | null } | null = null
+  const exitPromise = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = { code, signal }
+      running.delete(child)
+      resolve()
+    })
+  })
+  const spawnError = await new Promise<Error | null>((resolve) => {
+    child.once('spawn', () => resolve(null))
+    child.once('error', (err) => resolve(err))
+  })
+  if (spawnError || child.pid === undefined) {
+    throw new Error(`could not start ${bin}: ${spawnError?.message ?? 'no pid'}`)
+  }
+  running.add(child)
+  const pid = child.pid
+
+  const url = `http://127.0.0.1:${http}`
+  let stopping: Promise<void> | null = null
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (exited) return
+      child.kill('SIGTERM')
+      const timer = setTimeout(() => { if (!exited) child.kill('SIGKILL') }, stopTimeoutMs)
+      await exitPromise
+      clearTimeout(timer)
+    })()
+    return stopping
+  }
+  const agent: ConsulAgent = { httpAddr: `127.0.0.1:${http}`, url, pid, ports, bin, output: () => output, stop }
+
+  const fail = async (why: string): Promise<never> => {
+    await stop()
+    throw new Error(`consul agent (pid ${pid}, ${bin} ${args.join(' ')}) ${why}\n--- agent output ---\n${output.slice(-8000)}`)
+  }
+
+  // Ready = a leader is elected and the Connect CA has a root.
+  const deadline = Date.now() + readyTimeoutMs
+  let waitingFor = 'a leader (GET /v1/status/leader)'
+  for (;;) {
+    if (exited) {
+      const { code, signal } = exited as { code: number | null, signal: NodeJS.Signals | null }
+      return fail(`exited (${signal ?? `code ${code}`}) before it was ready`)
+    }
+    if (Date.now() > deadline) return fail(`was not ready after ${readyTimeoutMs} ms: no ${waitingFor}`)
+    try {
+      const leader = await getJson(`${url}/v1/status/leader`)
+      if (typeof leader === 'string' && leader !== '') {
+        waitingFor = 'Connect CA root (GET /v1/connect/ca/roots)'
+        const roots = await getJson(`${url}/v1/connect/ca/roots`) as { Roots?: unknown[] } | null
+        if (Array.isArray(roots?.Roots) && roots.Roots.length > 0) return agent
+      }
+    } catch {
+      // not listening yet, or no leader yet (500)
+    }
+    await sleep(50)
+  }
+}
+
+async function getJson(url: string): Promise<unknown> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+  if (!res.ok) throw new Error(`${res.status}`)
+  return res.json()
+}
+
+/**
+ * One call to the agent's HTTP API; the parsed JSON response (null for an empty body).
+ * Throws with the status and body when the response is not 2xx.
+ */
+export async function consulApi<T = unknown>(
+  agent: Pick<ConsulAgent, 'url'>, method: string, apiPath: string, body?: unknown
+): Promise<T> {
+  const res = await fetch(`${agent.url}${apiPath}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  })
+  const text = await res.text()
+  if (!res.ok) throw new Error(`Consul ${method} ${apiPath}: HTTP ${res.status}: ${text.trim()}`)
+  return (text.trim() === '' ? null : JSON.parse(text)) as T
+}
+
+/** Polls `probe` until it returns a value other than undefined/false/null, or throws after timeoutMs. */
+export async function waitFor<T>(
+  what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, intervalMs = 100
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
+  for (;;) {
+    try {
+      const value = await probe()
+      if (value !== undefined && value !== null && value !== false) return value
+    } catch (err) {
+      lastError = err
+    }
+    if (Date.now() > deadline) {
+      const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : ''
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`)
+    }
+    await sleep(intervalMs)
+  }
+}

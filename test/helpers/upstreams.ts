@@ -1,0 +1,90 @@
+// Upstream servers for gateway tests: real node:http servers on 127.0.0.1 port 0,
+// closed when the test ends; and config builders that point services at them.
+import type { TestContext } from 'node:test'
+import { createServer, type IncomingHttpHeaders, type RequestListener, type Server } from 'node:http'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { startSampleService, type SampleService } from '../../src/demo/sample-service.js'
+import { defer } from './gateway.js'
+
+export interface Upstream {
+  readonly server: Server
+  readonly port: number
+}
+
+/** An HTTP server on loopback port 0 with `handler`, closed (connections too) after the test. */
+export async function startUpstream (t: TestContext, handler: RequestListener): Promise<Upstream> {
+  const server = createServer(handler)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => { resolve() })
+  })
+  defer(t, async () => {
+    server.closeAllConnections()
+    await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  })
+  return { server, port: (server.address() as AddressInfo).port }
+}
+
+/** What an echo upstream saw, and answers with as JSON. */
+export interface EchoRecord {
+  readonly service: string
+  readonly method: string
+  readonly url: string
+  readonly headers: IncomingHttpHeaders
+  readonly bodyBytes: number
+}
+
+export interface EchoUpstream extends Upstream {
+  readonly name: string
+  readonly seen: EchoRecord[]
+}
+
+/** Answers every request with 200 and an EchoRecord (header `x-served-by: name`). */
+export async function startEcho (t: TestContext, name: string, extraHeaders: Record<string, string> = {}): Promise<EchoUpstream> {
+  const seen: EchoRecord[] = []
+  const up = await startUpstream(t, (req, res) => {
+    let bodyBytes = 0
+    req.on('data', (c: Buffer) => { bodyBytes += c.length })
+    req.on('end', () => {
+      const record: EchoRecord = { service: name, method: req.method ?? '', url: req.url ?? '', headers: req.headers, bodyBytes }
+      seen.push(record)
+      const body = JSON.stringify(record)
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-served-by': name, ...extraHeaders })
+      res.end(body)
+    })
+  })
+  return { ...up, name, seen }
+}
+
+/** The demo's sample service on loopback port 0, closed after the test. */
+export async function startSample (t: TestContext, name: string, instance: string): Promise<SampleService> {
+  const s = await startSampleService(name, instance, 0)
+  defer(t, async () => { await s.close() })
+  return s
+}
+
+/** A loopback port that nothing listens on (bound, then released). */
+export async function unusedPort (): Promise<number> {
+  const server = createNetServer()
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', () => { resolve() }) })
+  const { port } = server.address() as AddressInfo
+  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  return port
+}
+
+/** `discovery.embedded.services` entries: each service's endpoints are `name-1`, `name-2`, ... */
+export function embeddedServices (ports: Record<string, ReadonlyArray<number | { port: number }>>, healthCheck?: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [name, list] of Object.entries(ports)) {
+    out[name] = {
+      endpoints: list.map((p, i) => ({ id: `${name}-${i + 1}`, address: '127.0.0.1', port: typeof p === 'number' ? p : p.port })),
+      ...(healthCheck !== undefined ? { healthCheck } : {})
+    }
+  }
+  return out
+}
+
+/** A config document with the given services (by port or upstream) and routes. */
+export function meshConfig (ports: Record<string, ReadonlyArray<number | { port: number }>>, routes: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { discovery: { embedded: { services: embeddedServices(ports) } }, routes, ...extra }
+}

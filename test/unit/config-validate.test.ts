@@ -1,0 +1,407 @@
+// Config validation: every problem reported at once, each with its exact JSON path and a hint.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { checkConfig, ConfigError, loadConfigText, type LoadedConfig } from '../../src/config/load.js'
+import { validateConfigDocument, type ConfigProblem } from '../../src/config/validate.js'
+
+/** A valid document with two services; tests add or break one thing. */
+function base (extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    discovery: {
+      embedded: {
+        services: {
+          users: { endpoints: [{ address: '127.0.0.1', port: 9301 }] },
+          orders: { endpoints: [{ address: '127.0.0.1', port: 9201 }] }
+        }
+      }
+    },
+    ...extra
+  }
+}
+
+function route (name: string, more: Record<string, unknown> = {}): Record<string, unknown> {
+  return { name, destination: { service: 'users' }, ...more }
+}
+
+function problems (doc: unknown): readonly ConfigProblem[] {
+  return validateConfigDocument(structuredClone(doc)).problems
+}
+
+function paths (doc: unknown): string[] {
+  return problems(doc).map((p) => p.path)
+}
+
+/** The single problem a document has; fails when there are none or several. */
+function onlyProblem (doc: unknown): ConfigProblem {
+  const ps = problems(doc)
+  assert.equal(ps.length, 1, `expected exactly one problem, got:\n${ps.map((p) => `${p.path}: ${p.message}`).join('\n')}`)
+  return ps[0]!
+}
+
+function load (doc: unknown, env: NodeJS.ProcessEnv = {}): LoadedConfig {
+  return checkConfig(structuredClone(doc), 'test.yaml', env)
+}
+
+test('a valid document has no problems and gives a config', () => {
+  const result = validateConfigDocument(base({ routes: [route('users')] }))
+  assert.deepEqual(result.problems, [])
+  assert.ok(result.config)
+})
+
+test('a document that is not a mapping is one problem at $', () => {
+  for (const doc of [null, 3, 'routes', []]) {
+    const p = onlyProblem(doc)
+    assert.equal(p.path, '$')
+    assert.match(p.message, /must be a mapping/)
+  }
+})
+
+test('malformed YAML names the line and column', () => {
+  const text = 'gateway:\n  name: x\nroutes: [1, 2\nlisteners: {}\n'
+  assert.throws(() => loadConfigText(text, 'bad.yaml', {}), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.equal(err.code, 'FASTMESH_ERR_CONFIG_PARSE')
+    assert.match(err.message, /bad\.yaml/)
+    assert.match(err.message, /line 4, column 1/)
+    assert.equal(err.problems[0]!.hint, 'line 4, column 1')
+    assert.doesNotMatch(err.problems[0]!.message, /line 4/, 'the position is in the hint, not repeated in the message')
+    assert.ok(err.cause !== undefined, 'keeps the YAML error as cause')
+    return true
+  })
+})
+
+test('duplicate YAML keys are a parse error with their position', () => {
+  assert.throws(() => loadConfigText('gateway: {}\ngateway: {}\n', 'dup.yaml', {}), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.equal(err.code, 'FASTMESH_ERR_CONFIG_PARSE')
+    assert.match(err.problems[0]!.message, /unique/)
+    assert.equal(err.problems[0]!.hint, 'line 2, column 1')
+    return true
+  })
+})
+
+test('unknown top-level key: path and did-you-mean', () => {
+  const p = onlyProblem(base({ rouets: [] }))
+  assert.equal(p.path, '$.rouets')
+  assert.equal(p.message, 'unknown key "rouets"')
+  assert.equal(p.hint, 'did you mean "routes"?')
+})
+
+test('misspelt required key in a route is one problem: destinaton → destination', () => {
+  const p = onlyProblem(base({ routes: [{ name: 'a', destinaton: { service: 'users' } }] }))
+  assert.equal(p.path, '$.routes[0].destinaton')
+  assert.equal(p.hint, 'did you mean "destination"?')
+})
+
+test('unknown key two levels down: destination.stripPrefx', () => {
+  const p = onlyProblem(base({ routes: [route('a', { destination: { service: 'users', stripPrefx: true } })] }))
+  assert.equal(p.path, '$.routes[0].destination.stripPrefx')
+  assert.equal(p.hint, 'did you mean "stripPrefix"?')
+})
+
+test('unknown key deep inside a map and an array: endpoints[0].adress', () => {
+  const doc = base()
+  const services = (doc.discovery as { embedded: { services: Record<string, unknown> } }).embedded.services
+  services.users = { endpoints: [{ adress: '127.0.0.1', port: 1 }] }
+  const p = onlyProblem(doc)
+  assert.equal(p.path, '$.discovery.embedded.services.users.endpoints[0].adress')
+  assert.equal(p.hint, 'did you mean "address"?')
+})
+
+test('unknown key with nothing close lists the allowed keys', () => {
+  const p = onlyProblem(base({ gateway: { zzzzzzzz: 1 } }))
+  assert.equal(p.path, '$.gateway.zzzzzzzz')
+  assert.match(p.hint ?? '', /allowed keys: name, mode, trustForwardedHeaders/)
+})
+
+test('a port given as a string is a type error at the port', () => {
+  const p = onlyProblem(base({ listeners: { http: { port: '8080' } } }))
+  assert.equal(p.path, '$.listeners.http.port')
+  assert.equal(p.message, 'must be integer, got string "8080"')
+})
+
+test('a port out of range names the range', () => {
+  const p = onlyProblem(base({ listeners: { admin: { port: 70000 } } }))
+  assert.equal(p.path, '$.listeners.admin.port')
+  assert.match(p.message, /65535/)
+})
+
+test('routes given as a mapping is a type error at $.routes', () => {
+  const p = onlyProblem(base({ routes: { users: route('users') } }))
+  assert.equal(p.path, '$.routes')
+  assert.equal(p.message, 'must be array, got an object')
+})
+
+test('enum error lists the values and guesses: gateway.mode "edgee"', () => {
+  const p = onlyProblem(base({ gateway: { mode: 'edgee' } }))
+  assert.equal(p.path, '$.gateway.mode')
+  assert.equal(p.message, 'must be one of "edge", "node", got string "edgee"')
+  assert.equal(p.hint, 'did you mean "edge"?')
+})
+
+test('a duration without a unit is a pattern error at the key', () => {
+  const p = onlyProblem(base({ routes: [route('a', { timeout: '15' })] }))
+  assert.equal(p.path, '$.routes[0].timeout')
+  assert.match(p.message, /does not match/)
+})
+
+test('match.path with two keys: one problem at match.path', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { prefix: '/a', exact: '/a' } } })] }))
+  assert.equal(p.path, '$.routes[0].match.path')
+  assert.equal(p.message, 'has "prefix" and "exact"; give exactly one')
+})
+
+test('match.path with an unknown key: path to the key and did-you-mean', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { prefx: '/a' } } })] }))
+  assert.equal(p.path, '$.routes[0].match.path.prefx')
+  assert.equal(p.message, 'unknown key "prefx"')
+  assert.equal(p.hint, 'did you mean "prefix"?')
+})
+
+test('match.path with one right key and a wrong value reports that value, not the union', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { prefix: 'api' } } })] }))
+  assert.equal(p.path, '$.routes[0].match.path.prefix')
+  assert.match(p.message, /"api" does not match \^\//)
+})
+
+test('match.path given as a string or empty mapping names the four keys', () => {
+  const s = onlyProblem(base({ routes: [route('a', { match: { path: '/api' } })] }))
+  assert.equal(s.path, '$.routes[0].match.path')
+  assert.match(s.message, /must be a mapping with one of the keys exact, prefix, template, regex/)
+  const e = onlyProblem(base({ routes: [route('a', { match: { path: {} } })] }))
+  assert.equal(e.path, '$.routes[0].match.path')
+  assert.match(e.message, /is empty/)
+})
+
+test('union errors of one route do not hide or leak into another route (routes[1] vs routes[10])', () => {
+  const routes = Array.from({ length: 11 }, (_, i) => route(`r${i}`, { match: { path: { prefix: `/r${i}` } } }))
+  routes[1] = route('r1', { match: { path: { prefix: 'no-slash' } } })
+  routes[10] = route('r10', { match: { path: { prefix: '/x', exact: '/x' } } })
+  assert.deepEqual(paths(base({ routes })), ['$.routes[1].match.path.prefix', '$.routes[10].match.path'])
+})
+
+test('duplicate route names: the second is reported, naming the first', () => {
+  const p = onlyProblem(base({ routes: [route('users'), route('users')] }))
+  assert.equal(p.path, '$.routes[1].name')
+  assert.equal(p.message, 'duplicate route name "users"')
+  assert.match(p.hint ?? '', /\$\.routes\[0\]/)
+})
+
+test('a route to an unknown service: did-you-mean among the declared services', () => {
+  const p = onlyProblem(base({ routes: [route('a', { destination: { service: 'user' } })] }))
+  assert.equal(p.path, '$.routes[0].destination.service')
+  assert.equal(p.message, 'unknown service "user"')
+  assert.equal(p.hint, 'did you mean "users"?')
+})
+
+test('a route to an unknown service with nothing close lists the known ones', () => {
+  const p = onlyProblem(base({ routes: [route('a', { destination: { service: 'billing' } })] }))
+  assert.match(p.hint ?? '', /known: users, orders/)
+})
+
+test('an invalid path regex is reported at match.path.regex', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { regex: '/(a' } } })] }))
+  assert.equal(p.path, '$.routes[0].match.path.regex')
+  assert.match(p.message, /^invalid regular expression/)
+})
+
+test('an invalid header regex is reported at the header condition', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { headers: [{ name: 'x', regex: '[' }] } })] }))
+  assert.equal(p.path, '$.routes[0].match.headers[0].regex')
+})
+
+test('a bad template is reported at match.path.template', () => {
+  for (const template of ['/a/:id/:id', '/a/*/b', '/a/x:y', '/a//b']) {
+    const p = onlyProblem(base({ routes: [route('a', { match: { path: { template } } })] }))
+    assert.equal(p.path, '$.routes[0].match.path.template', template)
+  }
+})
+
+test('stripPrefix without a path prefix is reported at destination.stripPrefix', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { exact: '/a' } }, destination: { service: 'users', stripPrefix: true } })] }))
+  assert.equal(p.path, '$.routes[0].destination.stripPrefix')
+  assert.equal(p.message, 'needs match.path.prefix')
+})
+
+test('stripPrefix with rewritePath is reported at destination', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { prefix: '/a' } }, destination: { service: 'users', stripPrefix: true, rewritePath: '/b' } })] }))
+  assert.equal(p.path, '$.routes[0].destination')
+})
+
+test('rewritePath naming a parameter the path does not capture', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { path: { template: '/users/:id' } }, destination: { service: 'users', rewritePath: '/v1/:user' } })] }))
+  assert.equal(p.path, '$.routes[0].destination.rewritePath')
+  assert.equal(p.message, 'parameter ":user" is not captured by match.path')
+  assert.equal(p.hint, 'captured: :id')
+})
+
+test('rewritePath may use regex named groups', () => {
+  assert.deepEqual(problems(base({ routes: [route('a', { match: { path: { regex: '/u/(?<id>[0-9]+)' } }, destination: { service: 'users', rewritePath: '/v1/:id' } })] })), [])
+})
+
+test('a header condition with two conditions, and one with none', () => {
+  const doc = base({ routes: [route('a', { match: { headers: [{ name: 'x', exact: '1', prefix: '1' }, { name: 'y' }] } })] })
+  const ps = problems(doc)
+  assert.deepEqual(ps.map((p) => p.path), ['$.routes[0].match.headers[0]', '$.routes[0].match.headers[1]'])
+  assert.equal(ps[0]!.message, 'has exact and prefix; give exactly one')
+  assert.equal(ps[1]!.message, 'has no condition')
+})
+
+test('a query condition with two conditions is reported at match.query[i]', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { query: [{ name: 'q', present: true, regex: 'x' }] } })] }))
+  assert.equal(p.path, '$.routes[0].match.query[0]')
+})
+
+test('an unknown plugin name: did-you-mean among built-in and custom plugins', () => {
+  const p = onlyProblem(base({ routes: [route('a', { plugins: [{ name: 'header' }] })] }))
+  assert.equal(p.path, '$.routes[0].plugins[0].name')
+  assert.equal(p.message, 'unknown plugin "header"')
+  assert.equal(p.hint, 'did you mean "headers"?')
+  const custom = base({ customPlugins: { 'rate-limit': { module: './rl.js' } }, routes: [route('a', { plugins: [{ name: 'rate-limt' }] })] })
+  assert.equal(onlyProblem(custom).hint, 'did you mean "rate-limit"?')
+})
+
+test('a custom plugin declared under customPlugins is accepted', () => {
+  assert.deepEqual(problems(base({ customPlugins: { audit: { module: './audit.js' } }, routes: [route('a', { plugins: [{ name: 'audit' }] })] })), [])
+})
+
+test('invalid options of a built-in plugin: the path points into the options', () => {
+  const typo = onlyProblem(base({ routes: [route('a', { plugins: [{ name: 'headers', options: { requst: {} } }] })] }))
+  assert.equal(typo.path, '$.routes[0].plugins[0].options.requst')
+  assert.equal(typo.hint, 'did you mean "request"?')
+  const type = onlyProblem(base({ routes: [route('a', { plugins: [{ name: 'headers', options: { response: { set: { 'x-a': 5 } } } }] })] }))
+  assert.equal(type.path, '$.routes[0].plugins[0].options.response.set["x-a"]')
+  assert.match(type.message, /must be string/)
+})
+
+test('a header name that is not a token is reported, not silently ignored (regression: pattern-keyed records)', () => {
+  const p = onlyProblem(base({ routes: [route('a', { plugins: [{ name: 'headers', options: { request: { set: { 'bad header': 'v' } } } }] })] }))
+  assert.equal(p.path, '$.routes[0].plugins[0].options.request.set["bad header"]')
+  assert.match(p.message, /not a valid name/)
+})
+
+test('a service name that is not valid is reported, not left unchecked (regression: pattern-keyed records)', () => {
+  const doc = base()
+  const services = (doc.discovery as { embedded: { services: Record<string, unknown> } }).embedded.services
+  services['bad name!'] = { endpoints: 'not an array' }
+  const p = onlyProblem(doc)
+  assert.equal(p.path, '$.discovery.embedded.services["bad name!"]')
+  assert.match(p.hint ?? '', /names must match/)
+})
+
+test('duplicate endpoints of one service are reported at the second', () => {
+  const doc = base()
+  const services = (doc.discovery as { embedded: { services: Record<string, unknown> } }).embedded.services
+  services.users = { endpoints: [{ address: '127.0.0.1', port: 1 }, { address: '127.0.0.1', port: 1 }] }
+  assert.equal(onlyProblem(doc).path, '$.discovery.embedded.services.users.endpoints[1]')
+})
+
+test('hosts accept names, wildcards, ports and [IPv6] literals', () => {
+  assert.deepEqual(problems(base({ routes: [route('a', { match: { hosts: ['api.example.com', '*.example.com', 'x.test:8080', '[::1]', '[::1]:8080'] } })] })), [])
+  assert.deepEqual(paths(base({ routes: [route('a', { match: { hosts: ['a b', 'ok.test'] } })] })), ['$.routes[0].match.hosts[0]'])
+})
+
+test('three independent mistakes give three problems, each at its path', () => {
+  const doc = base({
+    gateway: { mode: 'edgee' },
+    listeners: { http: { port: 'eighty' } },
+    routes: [route('a', { destination: { service: 'users', stripPrefx: true } })]
+  })
+  assert.deepEqual(paths(doc), ['$.gateway.mode', '$.listeners.http.port', '$.routes[0].destination.stripPrefx'])
+})
+
+test('schema and cross-reference mistakes are reported in the same run', () => {
+  const doc = base({
+    gateway: { mode: 'edgee' },
+    routes: [
+      route('a', { destination: { service: 'user' } }),
+      route('b', { match: { path: { regex: '(' } } }),
+      route('c', { destinaton: { service: 'users' } })
+    ]
+  })
+  assert.deepEqual(paths(doc).sort(), [
+    '$.gateway.mode',
+    '$.routes[0].destination.service',
+    '$.routes[1].match.path.regex',
+    '$.routes[2].destinaton'
+  ])
+})
+
+test('env overrides listener addresses, ports and the log level', () => {
+  const { config } = load(base(), {
+    FASTMESH_HTTP_PORT: '9999',
+    FASTMESH_HTTP_ADDRESS: '0.0.0.0',
+    FASTMESH_ADMIN_PORT: '0',
+    FASTMESH_ADMIN_ADDRESS: '::1',
+    FASTMESH_LOG_LEVEL: 'debug'
+  })
+  assert.deepEqual(config.listeners.http, { address: '0.0.0.0', port: 9999 })
+  assert.deepEqual(config.listeners.admin, { address: '::1', port: 0 })
+  assert.equal(config.telemetry.logging.level, 'debug')
+})
+
+test('env overrides win over the file and keep the file\'s other listener keys', () => {
+  const { config } = load(base({ listeners: { http: { address: '10.0.0.1', port: 80 } } }), { FASTMESH_HTTP_PORT: '81' })
+  assert.deepEqual(config.listeners.http, { address: '10.0.0.1', port: 81 })
+})
+
+test('a non-numeric FASTMESH_HTTP_PORT is a problem at $.listeners.http.port', () => {
+  assert.throws(() => load(base(), { FASTMESH_HTTP_PORT: 'http' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.equal(err.code, 'FASTMESH_ERR_CONFIG_INVALID')
+    assert.deepEqual(err.problems.map((p) => p.path), ['$.listeners.http.port'])
+    return true
+  })
+})
+
+test('an invalid FASTMESH_LOG_LEVEL is an enum problem', () => {
+  assert.throws(() => load(base(), { FASTMESH_LOG_LEVEL: 'verbose' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.deepEqual(err.problems.map((p) => p.path), ['$.telemetry.logging.level'])
+    return true
+  })
+})
+
+test('defaults are filled', () => {
+  const { config } = load(base({ routes: [route('a', { match: { path: { prefix: '/a' } } })] }))
+  const r = config.routes[0]!
+  assert.equal(r.timeout, '15s')
+  assert.equal(r.idleTimeout, '60s')
+  assert.deepEqual(r.plugins, [])
+  assert.deepEqual(config.listeners.http, { address: '127.0.0.1', port: 8080 })
+  assert.deepEqual(config.listeners.admin, { address: '127.0.0.1', port: 15000 })
+  assert.equal(config.gateway.mode, 'edge')
+  assert.equal(config.gateway.name, 'fastmesh')
+  assert.equal(config.limits.maxHeaderBytes, 16384)
+  assert.equal(config.telemetry.logging.level, 'info')
+  assert.equal(config.mesh.mtls, 'off')
+  assert.deepEqual(config.discovery.embedded.services.users!.endpoints[0], { address: '127.0.0.1', port: 9301, weight: 1, tags: [], meta: {} })
+})
+
+test('built-in plugin options get their defaults', () => {
+  const { config } = load(base({ routes: [route('a', { plugins: [{ name: 'headers', options: { request: { set: { 'x-a': '1' } } } }] })] }))
+  assert.deepEqual(config.routes[0]!.plugins[0]!.options, {
+    request: { set: { 'x-a': '1' }, add: {}, remove: [] },
+    response: { set: {}, add: {}, remove: [] }
+  })
+})
+
+test('the loaded config is deeply frozen', () => {
+  const { config } = load(base({ routes: [route('a', { match: { path: { prefix: '/a' } } })] }))
+  assert.ok(Object.isFrozen(config))
+  assert.ok(Object.isFrozen(config.routes))
+  assert.ok(Object.isFrozen(config.routes[0]!.match!.path))
+  assert.ok(Object.isFrozen(config.discovery.embedded.services.users!.endpoints[0]))
+  assert.throws(() => { (config.gateway as { name: string }).name = 'x' }, TypeError)
+})
+
+test('checkConfig throws one ConfigError listing every problem in its message', () => {
+  assert.throws(() => load(base({ gateway: { mode: 'x' }, routes: [route('a', { destination: { service: 'nope' } })] })), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.equal(err.code, 'FASTMESH_ERR_CONFIG_INVALID')
+    assert.equal(err.problems.length, 2)
+    assert.match(err.message, /\$\.gateway\.mode/)
+    assert.match(err.message, /\$\.routes\[0\]\.destination\.service/)
+    return true
+  })
+})
