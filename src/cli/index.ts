@@ -1,18 +1,24 @@
 #!/usr/bin/env node
-// The fastmesh command line: start | validate | demo. Exit codes: 0 ok, 1 runtime
-// failure, 2 bad input (usage or invalid config).
+// The fastmesh command line: start | validate | demo | register | deregister | config.
+// Exit codes: 0 ok, 1 runtime failure, 2 bad input (usage or invalid config).
+// Heavy modules are imported by the command that needs them, so `validate` and `--help` start fast.
 import { parseArgs } from 'node:util'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { dirname, resolve } from 'node:path'
 import { ConfigError, loadConfigFile, parseConfigText, checkConfig } from '../config/load.js'
+import type { Gateway as GatewayType } from '../gateway/gateway.js'
+import type { SampleService } from '../demo/sample-service.js'
+import type { ConsulClient } from '../discovery/consul/client.js'
 
-import { createLogger } from '../telemetry/logger.js'
-import { Gateway } from '../gateway/gateway.js'
-import { KvConfigSource } from '../config/kv-source.js'
-import { Cancellable, ConsulClient, resolveConsul } from '../discovery/consul/client.js'
-import { deregisterService, registerService } from '../discovery/consul/registration.js'
-import { startSampleService, type SampleService } from '../demo/sample-service.js'
+const lazy = {
+  gateway: async () => await import('../gateway/gateway.js'),
+  logger: async () => await import('../telemetry/logger.js'),
+  kv: async () => await import('../config/kv-source.js'),
+  consul: async () => await import('../discovery/consul/client.js'),
+  registration: async () => await import('../discovery/consul/registration.js'),
+  demo: async () => await import('../demo/sample-service.js')
+}
 
 const USAGE = `fastmesh — a service mesh whose data plane is a Fastify gateway
 
@@ -74,26 +80,29 @@ async function start (args: string[]): Promise<void> {
   if (values.config === undefined && values.kv === undefined) throw new UsageError('start needs --config FILE or --kv KEY')
   if (values['kv-shared'] !== undefined && values.kv === undefined) throw new UsageError('--kv-shared needs --kv')
   let loaded
-  let kv: KvConfigSource | undefined
+  const { Gateway } = await lazy.gateway()
+  const { createLogger } = await lazy.logger()
   const early = createLogger({ level: process.env.FASTMESH_LOG_LEVEL ?? 'info' })
   try {
     if (values.kv !== undefined) {
       const base = values.config !== undefined ? parseConfigText(await readFileOrFail(values.config), values.config) : undefined
       const baseConsul = (base as { discovery?: { consul?: { address?: string, token?: string } } } | undefined)?.discovery?.consul
+      const { ConsulClient, resolveConsul } = await lazy.consul()
+      const { KvConfigSource } = await lazy.kv()
       const client = new ConsulClient(resolveConsul({ ...baseConsul, ...(values.consul !== undefined ? { address: values.consul } : {}) }))
-      let gateway: Gateway | undefined
-      kv = new KvConfigSource({
+      const current: { gateway?: GatewayType } = {}
+      const kv = new KvConfigSource({
         client,
         keys: [...(values['kv-shared'] !== undefined ? [values['kv-shared']] : []), values.kv],
         base,
         log: early.child({ component: 'kv' }),
-        onDocument: (doc, source) => { void gateway?.applyDocument(doc, source, 'consul kv change') },
-        onInvalid: (err) => { gateway?.refuse(err, 'consul kv change') }
+        onDocument: (doc, source) => { void current.gateway?.applyDocument(doc, source, 'consul kv change') },
+        onInvalid: (err) => { current.gateway?.refuse(err, 'consul kv change') }
       })
       loaded = checkConfig(await kv.initial(), kv.source)
       const log = createLogger({ level: loaded.config.telemetry.logging.level })
-      gateway = new Gateway({ loaded, log, watch: false, handleSignals: true, kv })
-      await gateway.start()
+      current.gateway = new Gateway({ loaded, log, watch: false, handleSignals: true, kv })
+      await current.gateway.start()
       kv.watch()
       return
     }
@@ -118,7 +127,8 @@ async function readFileOrFail (file: string): Promise<string> {
   }
 }
 
-function consulFrom (address: string | undefined): ConsulClient {
+async function consulFrom (address: string | undefined): Promise<ConsulClient> {
+  const { ConsulClient, resolveConsul } = await lazy.consul()
   try {
     return new ConsulClient(resolveConsul(address !== undefined ? { address } : {}))
   } catch (err) {
@@ -165,7 +175,7 @@ async function register (args: string[]): Promise<void> {
   if (values['check-http'] !== undefined && !/^https?:\/\//.test(values['check-http'])) throw new UsageError(`--check-http takes a URL, got "${values['check-http']}"`)
   if (values['check-tcp'] !== undefined && !/^[^:]+:[0-9]+$/.test(values['check-tcp'])) throw new UsageError(`--check-tcp takes host:port, got "${values['check-tcp']}"`)
   if (kinds.length === 0 && (values.interval !== undefined || values.timeout !== undefined || values['deregister-after'] !== undefined)) throw new UsageError('--interval, --timeout and --deregister-after need a check (--check-http, --check-tcp or --check-ttl)')
-  const client = consulFrom(values.consul)
+  const client = await consulFrom(values.consul)
   const check = kinds.length === 0
     ? undefined
     : {
@@ -176,6 +186,7 @@ async function register (args: string[]): Promise<void> {
         ...(values.timeout !== undefined ? { timeout: values.timeout } : {}),
         ...(values['deregister-after'] !== undefined ? { deregisterCriticalServiceAfter: values['deregister-after'] } : {})
       }
+  const { registerService } = await lazy.registration()
   try {
     const id = await registerService(client, {
       name: values.name,
@@ -195,7 +206,8 @@ async function register (args: string[]): Promise<void> {
 async function deregister (args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { consul: { type: 'string' } } })
   if (positionals.length !== 1) throw new UsageError('deregister takes exactly one service ID')
-  const client = consulFrom(values.consul)
+  const client = await consulFrom(values.consul)
+  const { deregisterService } = await lazy.registration()
   try {
     await deregisterService(client, positionals[0]!)
     process.stdout.write(`deregistered ${positionals[0]} from ${client.settings.url}\n`)
@@ -218,7 +230,7 @@ async function configCommand (args: string[]): Promise<void> {
       throw err
     }
     const key = values.key ?? `fastmesh/config/${loaded.config.gateway.name}`
-    const client = consulFrom(values.consul)
+    const client = await consulFrom(values.consul)
     try {
       const ok = await client.consul.kv.set(key, await readFile(file, 'utf8'))
       if (ok !== true) throw new Error(`Consul refused the write of ${key}`)
@@ -231,8 +243,9 @@ async function configCommand (args: string[]): Promise<void> {
   if (sub === 'get') {
     if (positionals.length !== 0) throw new UsageError('config get takes no positional arguments')
     const key = values.key ?? 'fastmesh/config/fastmesh'
-    const client = consulFrom(values.consul)
+    const client = await consulFrom(values.consul)
     try {
+      const { Cancellable } = await lazy.consul()
       const r = await client.kvGet(key, 0n, '1s', new Cancellable())
       if (r.data === undefined || r.data.Value === null) fail(`no value at ${key} in ${client.settings.url}`, 1)
       process.stdout.write(r.data.Value.endsWith('\n') ? r.data.Value : r.data.Value + '\n')
@@ -260,6 +273,9 @@ async function demo (args: string[]): Promise<void> {
   let nextPort = process.env.FASTMESH_DEMO_BASE_PORT !== undefined ? Number(process.env.FASTMESH_DEMO_BASE_PORT) : undefined
   if (nextPort !== undefined && !(Number.isInteger(nextPort) && nextPort > 0 && nextPort < 65000)) throw new UsageError('FASTMESH_DEMO_BASE_PORT must be a port number')
   const samples: SampleService[] = []
+  const { startSampleService } = await lazy.demo()
+  const { Gateway } = await lazy.gateway()
+  const { createLogger } = await lazy.logger()
   for (const [name, svc] of Object.entries(doc.discovery?.embedded?.services ?? {})) {
     for (const ep of svc.endpoints ?? []) {
       if (nextPort !== undefined) ep.port = nextPort++

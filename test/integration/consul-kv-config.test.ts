@@ -59,17 +59,18 @@ describe('config from Consul KV', () => {
     const logs = new LogCapture()
     const log = createLogger({ level: 'info', destination: logs })
     const client = new ConsulClient(resolveConsul({ address: agent.httpAddr }))
-    let gateway: Gateway | undefined
+    const current: { gateway?: Gateway } = {}
     const kv = new KvConfigSource({
       client,
       keys: [shared, key],
       log,
       wait: '5s',
-      onDocument: (d, source) => { void gateway?.applyDocument(d, source, 'consul kv change') },
-      onInvalid: (err) => { gateway?.refuse(err, 'consul kv change') }
+      onDocument: (d, source) => { void current.gateway?.applyDocument(d, source, 'consul kv change') },
+      onInvalid: (err) => { current.gateway?.refuse(err, 'consul kv change') }
     })
     const loaded = checkConfig(await kv.initial(), kv.source)
-    gateway = new Gateway({ loaded, log, kv })
+    const gateway = new Gateway({ loaded, log, kv })
+    current.gateway = gateway
     await gateway.start()
     kv.watch()
     t.after(async () => { await gateway.stop() })
