@@ -3,14 +3,16 @@
 // run for req/s and the proxy's CPU per request and RSS, then a paced open-loop run for
 // latency. Reported figures are medians over rounds. A benchmark, not a test: no assertions.
 //
-//   node dist/bench/run.js [--duration 8] [--warmup 2] [--rounds 3] [--connections 50]
+//   node dist/bench/run.js [--duration 8] [--warmup 3] [--rounds 3] [--connections 50]
 //     [--rate 2000] [--paced-duration S] [--tool wrk|autocannon] [--wrk-threads 1]
 //     [--scenarios direct,node_ceiling,edge] [--pool-connections 128] [--out FILE]
+//     [--cpu-prof DIR]            (--help lists them all)
 // Every flag also reads from the environment: BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, ...
+// Quick smoke run: node dist/bench/run.js --duration 2 --rounds 1
 import { parseArgs } from 'node:util'
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, cpus, release } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort, killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
 import { closedLoop, pacedLoad, pickLoadTool, type ClosedResult, type LoadTool, type PacedResult } from './load.js'
@@ -19,7 +21,7 @@ import { SCENARIOS, type BenchContext, type ScenarioDefinition } from './scenari
 
 const FLAGS = {
   duration: { env: 'BENCH_DURATION', default: '8', help: 'seconds of each closed-loop measurement' },
-  warmup: { env: 'BENCH_WARMUP', default: '2', help: 'seconds of closed-loop warm-up before it (not counted)' },
+  warmup: { env: 'BENCH_WARMUP', default: '3', help: 'seconds of closed-loop warm-up before it (not counted)' },
   rounds: { env: 'BENCH_ROUNDS', default: '3', help: 'rounds; each measures every scenario once' },
   connections: { env: 'BENCH_CONNECTIONS', default: '50', help: 'closed-loop client connections' },
   rate: { env: 'BENCH_RATE', default: '2000', help: 'paced (open-loop) request rate, req/s' },
@@ -28,7 +30,8 @@ const FLAGS = {
   'wrk-threads': { env: 'BENCH_WRK_THREADS', default: '1', help: 'wrk threads' },
   scenarios: { env: 'BENCH_SCENARIOS', default: SCENARIOS.map((s) => s.name).join(','), help: 'scenarios to run, comma-separated' },
   'pool-connections': { env: 'BENCH_POOL_CONNECTIONS', default: '128', help: 'upstream connections per endpoint in every proxy' },
-  out: { env: 'BENCH_OUT', default: '', help: 'JSON output (default bench/results/latest.json)' }
+  out: { env: 'BENCH_OUT', default: '', help: 'JSON output (default bench/results/latest.json)' },
+  'cpu-prof': { env: 'BENCH_CPU_PROF', default: '', help: 'DIR: run the proxies under node --cpu-prof, profiles to DIR (figures then include profiler overhead)' }
 } as const
 type Flag = keyof typeof FLAGS
 
@@ -44,6 +47,7 @@ interface Options {
   scenarios: ScenarioDefinition[]
   poolConnections: number
   out: string
+  cpuProfDir: string | undefined
 }
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
@@ -81,7 +85,8 @@ function parseOptions (argv: string[]): Options {
     // Definition order, whatever order the flag lists them in: baselines run first.
     scenarios: SCENARIOS.filter((s) => names.includes(s.name)),
     poolConnections: num('pool-connections', 1),
-    out: raw('out') !== '' ? raw('out') : join(repoRoot, 'bench/results/latest.json')
+    out: raw('out') !== '' ? raw('out') : join(repoRoot, 'bench/results/latest.json'),
+    cpuProfDir: raw('cpu-prof') !== '' ? resolve(raw('cpu-prof')) : undefined
   }
 }
 
@@ -253,6 +258,7 @@ async function main (): Promise<void> {
   console.log(`machine: ${cpuList.length} × ${cpuList[0]?.model ?? '?'}, node ${process.version}; CPU from /proc at ${clockTicks()} ticks/s`)
   if (cpuList.length < 4) console.log(`note: load generator, proxy and upstream share ${cpuList.length} CPU(s); absolute figures are for this machine only`)
 
+  if (o.cpuProfDir !== undefined) await mkdir(o.cpuProfDir, { recursive: true })
   workDir = await mkdtemp(join(tmpdir(), 'fastmesh-bench-'))
   let upstream: Child | undefined
   try {
@@ -263,7 +269,15 @@ async function main (): Promise<void> {
     const results = new Map<string, Measurement[]>(o.scenarios.map((s) => [s.name, []]))
     for (let r = 1; r <= o.rounds; r++) {
       for (const def of o.scenarios) {
-        const ctx: BenchContext = { upstreamPorts: [port], upstreamPid: upstream.pid, workDir, poolConnections: o.poolConnections, round: r }
+        const profDir = o.cpuProfDir
+        const ctx: BenchContext = {
+          upstreamPorts: [port],
+          upstreamPid: upstream.pid,
+          workDir,
+          poolConnections: o.poolConnections,
+          round: r,
+          nodeArgs: (name) => profDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${name}-round${r}.cpuprofile`]
+        }
         const m = await measure(def, ctx, o, tool)
         results.get(def.name)!.push(m)
         const warn = m.errors + m.non2xx + m.paced_errors > 0 ? `  !! errors: closed ${m.errors} + non-2xx ${m.non2xx}, paced ${m.paced_errors}` : ''
@@ -294,14 +308,17 @@ async function main (): Promise<void> {
         pool_connections: o.poolConnections,
         aggregate: 'median of rounds',
         latency: 'paced open loop (exponential gaps), undici keep-alive Pool, send to end of response',
-        cpu_rss_process: 'the proxy process; the upstream for direct'
+        cpu_rss_process: 'the proxy process; the upstream for direct',
+        cpu_profiled: o.cpuProfDir !== undefined
       }
     }
     await mkdir(dirname(o.out), { recursive: true })
     await writeFile(o.out, JSON.stringify(report, null, 2) + '\n')
     console.log(`\nmedians of ${o.rounds} round(s); load tool: ${tool}; latency: paced ${o.rate} req/s; CPU and RSS of the proxy (of the upstream for direct)\n`)
     console.log(table(scenarios))
-    console.log(`\nwritten: ${relative(process.cwd(), o.out) || o.out}`)
+    const shown = relative(process.cwd(), o.out)
+    console.log(`\nwritten: ${shown.startsWith('..') ? o.out : shown}`)
+    if (o.cpuProfDir !== undefined) console.log(`CPU profiles in ${o.cpuProfDir} (figures above include profiler overhead); summarise one with: node dist/bench/profile-summary.js FILE`)
   } finally {
     if (upstream !== undefined) await stopChild(upstream)
     await stopAllChildren()

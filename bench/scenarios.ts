@@ -20,6 +20,8 @@ export interface BenchContext {
   readonly poolConnections: number
   /** Round number (1-based), for file names. */
   readonly round: number
+  /** Extra node flags for the proxy processes of scenario `name` (e.g. --cpu-prof). */
+  nodeArgs(name: string): string[]
 }
 
 export interface RunningScenario {
@@ -78,7 +80,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     async start (ctx) {
       const port = await freePort()
       const child = spawnChild('node ceiling proxy', process.execPath, {
-        args: [dist('./node-ceiling.js'), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)]
+        args: [...ctx.nodeArgs('node_ceiling'), dist('./node-ceiling.js'), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)]
       })
       const url = `http://127.0.0.1:${port}${EDGE_BENCH_PATH}`
       try {
@@ -101,7 +103,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
       const logFile = join(ctx.workDir, `edge-round${ctx.round}.log`)
       await writeFile(configFile, edgeConfigYaml({ upstreamPorts: ctx.upstreamPorts, httpPort, adminPort, poolConnections: ctx.poolConnections }))
       const child = spawnChild('fastmesh edge', process.execPath, {
-        args: [dist('../src/cli/index.js'), 'start', '--config', configFile],
+        args: [...ctx.nodeArgs('edge'), dist('../src/cli/index.js'), 'start', '--config', configFile],
         env: { ...process.env, FASTMESH_HTTP_PORT: String(httpPort), FASTMESH_ADMIN_PORT: String(adminPort) },
         logFile
       })

@@ -51,8 +51,22 @@ export const catalogue = {
     'A reload was asked for but the new config is invalid; the previous version keeps serving.'),
   LISTEN: entry('FASTMESH_ERR_LISTEN', 500, 'Cannot listen on %s: %s',
     'A listener address is in use or not permitted.'),
+  IDENTITY_UNAVAILABLE: entry('FASTMESH_ERR_IDENTITY_UNAVAILABLE', 503, 'No certificate for %s from the %s identity provider: %s',
+    'The gateway has no leaf certificate (or CA roots) for an identity it needs; with Consul, check the agent and Connect.'),
+  FORBIDDEN: entry('FASTMESH_ERR_FORBIDDEN', 403, '%s may not call %s: %s',
+    'Authorization (Consul intentions or `mesh.authorization.rules`) denied the caller\'s verified identity.'),
+  UNKNOWN_LOCAL_SERVICE: entry('FASTMESH_ERR_UNKNOWN_LOCAL_SERVICE', 421, 'This node gateway does not serve "%s"',
+    'An inbound mesh call named (by SNI) a service that is not among this node\'s `localServices`.'),
   CLI_USAGE: entry('FASTMESH_ERR_CLI_USAGE', 400, '%s',
-    'The command line is wrong; `fastmesh --help` shows the usage.')
+    'The command line is wrong; `fastmesh --help` shows the usage.'),
+  IDENTITY_MISSING: entry('FASTMESH_ERR_IDENTITY_MISSING', 500, 'Identity file %s is missing; create it with `%s`',
+    'A certificate or key the gateway needs is not in the certs directory (or did not appear within the start timeout); the message gives the `fastmesh certs` command that writes it.'),
+  IDENTITY_INVALID: entry('FASTMESH_ERR_IDENTITY_INVALID', 500, 'Identity file %s is refused: %s',
+    'A certificate or key is unreadable, does not match its key, names another service in its SPIFFE ID or does not chain to a trusted root; a running gateway keeps the previous one.'),
+  IDENTITY_BAD_NAME: entry('FASTMESH_ERR_IDENTITY_BAD_NAME', 400, 'Invalid %s "%s": %s',
+    'A service name, datacenter or trust domain given to `fastmesh certs` cannot appear in a certificate or file name.'),
+  IDENTITY_CA_EXISTS: entry('FASTMESH_ERR_IDENTITY_CA_EXISTS', 500, 'A CA already exists in %s; pass --force to replace it',
+    '`fastmesh certs init` refuses to overwrite a CA; with `--force` the old CA certificate is kept under `roots/` so its leaves keep verifying until reissued.')
 } as const
 
 export type ErrorKey = keyof typeof catalogue

@@ -115,6 +115,29 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     return { status: 'reloaded', version: result.version }
   })
 
+  app.get('/certs', async () => {
+    const identity = gateway.identity
+    if (identity === undefined) return { mtls: gateway.config.mesh.mtls, provider: null, roots: [], leaves: [] }
+    const now = Date.now()
+    const days = (d: Date | undefined) => d === undefined ? null : Math.floor((d.getTime() - now) / 86_400_000 * 10) / 10
+    const services = [gateway.selfIdentity, ...gateway.config.localServices.map((s) => s.name)]
+    const roots = identity.roots()
+    return {
+      mtls: gateway.config.mesh.mtls,
+      provider: identity.kind,
+      trustDomain: roots.trustDomain,
+      roots: { count: roots.rootsPem.length, notAfter: roots.notAfter?.toISOString() ?? null, daysLeft: days(roots.notAfter) },
+      leaves: services.map((service) => {
+        const leaf = identity.leaf(service)
+        return leaf === undefined
+          ? { service, missing: true }
+          : { service, spiffeId: leaf.spiffeId, serial: leaf.serial, notBefore: leaf.notBefore.toISOString(), notAfter: leaf.notAfter.toISOString(), daysLeft: days(leaf.notAfter) }
+      })
+    }
+  })
+
+  app.get('/authz', async () => ({ decisions: gateway.meshContext?.authorizer.countRows() ?? [] }))
+
   app.get('/config', async () => ({ version: gateway.version?.version, source: gateway.version === undefined ? undefined : gateway['loaded'].source, config: gateway.config }))
 
   try {

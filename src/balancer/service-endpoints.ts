@@ -3,16 +3,18 @@
 // balancing choice among them.
 import type { Pool } from 'undici'
 import type { Discovery, Endpoint, ServiceSnapshot } from '../discovery/types.js'
-import type { EndpointPools, EndpointTarget, PoolSettings } from '../upstream/endpoint-pool.js'
+import type { EndpointPools, EndpointTarget, MeshConnection, PoolSettings } from '../upstream/endpoint-pool.js'
 
 export interface ServiceSelector {
   readonly service: string
+  /** Through the mesh: to the service's node gateways over mTLS, as this caller identity. */
+  readonly meshCaller?: string
   readonly datacenter?: string
   readonly subset?: { readonly tags: readonly string[], readonly meta: Readonly<Record<string, string>> }
 }
 
 export function selectorKey (s: ServiceSelector): string {
-  return JSON.stringify([s.service, s.datacenter ?? null, s.subset?.tags ?? [], s.subset?.meta ?? {}])
+  return JSON.stringify([s.service, s.meshCaller ?? null, s.datacenter ?? null, s.subset?.tags ?? [], s.subset?.meta ?? {}])
 }
 
 function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
@@ -39,9 +41,13 @@ export class ServiceEndpoints {
     readonly selector: ServiceSelector,
     private readonly discovery: Discovery,
     private readonly pools: EndpointPools,
-    private settings: PoolSettings
+    private settings: PoolSettings,
+    private readonly meshConnector?: (caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector']
   ) {
-    this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, selector.datacenter !== undefined ? { datacenter: selector.datacenter } : {})
+    this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, {
+      ...(selector.datacenter !== undefined ? { datacenter: selector.datacenter } : {}),
+      ...(selector.meshCaller !== undefined ? { connect: true } : {})
+    })
   }
 
   get service (): string {
@@ -97,7 +103,11 @@ export class ServiceEndpoints {
     let total = 0
     for (const endpoint of snapshot.endpoints) {
       if (!this.discovery.isUsable(endpoint) || !inSubset(endpoint, this.selector.subset)) continue
-      const pool = this.pools.acquire(endpoint, this.settings, this)
+      const caller = this.selector.meshCaller
+      const mesh = caller !== undefined && this.meshConnector !== undefined
+        ? { caller, destination: this.selector.service, connector: this.meshConnector(caller, this.selector.service, this.settings.connectTimeoutMs) }
+        : undefined
+      const pool = this.pools.acquire(endpoint, this.settings, this, mesh)
       inUse.add(pool)
       targets.push({ endpoint, pool, label: `${endpoint.address}:${endpoint.port}`, current: 0 })
       total += endpoint.weight

@@ -3,7 +3,7 @@
 import type { Discovery } from '../discovery/types.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
-import { EndpointPools, type PoolSettings } from '../upstream/endpoint-pool.js'
+import { EndpointPools, type MeshConnection, type PoolSettings } from '../upstream/endpoint-pool.js'
 import { ServiceEndpoints, selectorKey, type ServiceSelector } from './service-endpoints.js'
 
 export function poolSettingsFor (config: FastmeshConfig, service: string): PoolSettings {
@@ -16,10 +16,11 @@ export function poolSettingsFor (config: FastmeshConfig, service: string): PoolS
   }
 }
 
-export function selectorFor (config: FastmeshConfig, service: string): ServiceSelector {
+export function selectorFor (config: FastmeshConfig, service: string, meshCaller?: string): ServiceSelector {
   const policy = config.services[service]
   return {
     service,
+    ...(meshCaller !== undefined ? { meshCaller } : {}),
     ...(policy?.datacenter !== undefined ? { datacenter: policy.datacenter } : {}),
     ...(policy?.subset !== undefined ? { subset: policy.subset } : {})
   }
@@ -29,6 +30,9 @@ export class ServiceTable {
   private readonly byKey = new Map<string, ServiceEndpoints>()
   readonly pools = new EndpointPools()
 
+  /** Set when the mesh is on: builds the mTLS connector of a pool. */
+  meshConnector: ((caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector']) | undefined
+
   constructor (readonly discovery: Discovery) {}
 
   /** The endpoint set for `selector`, created on first use. Returns it with its key. */
@@ -36,7 +40,7 @@ export class ServiceTable {
     const key = selectorKey(selector)
     let s = this.byKey.get(key)
     if (s === undefined) {
-      s = new ServiceEndpoints(selector, this.discovery, this.pools, settings)
+      s = new ServiceEndpoints(selector, this.discovery, this.pools, settings, this.meshConnector)
       this.byKey.set(key, s)
     } else {
       s.setPoolSettings(settings)

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The fastmesh command line: start | validate | demo | register | deregister | config.
+// The fastmesh command line: start | validate | demo | register | deregister | config | certs.
 // Exit codes: 0 ok, 1 runtime failure, 2 bad input (usage or invalid config).
 // Heavy modules are imported by the command that needs them, so `validate` and `--help` start fast.
 import { parseArgs } from 'node:util'
@@ -17,7 +17,8 @@ const lazy = {
   kv: async () => await import('../config/kv-source.js'),
   consul: async () => await import('../discovery/consul/client.js'),
   registration: async () => await import('../discovery/consul/registration.js'),
-  demo: async () => await import('../demo/sample-service.js')
+  demo: async () => await import('../demo/sample-service.js'),
+  localCa: async () => await import('../identity/local-ca.js')
 }
 
 const USAGE = `fastmesh — a service mesh whose data plane is a Fastify gateway
@@ -34,6 +35,12 @@ Usage:
   fastmesh deregister ID [--consul ADDR]
   fastmesh config push FILE [--key K] [--consul ADDR]   validate, then write to Consul KV
   fastmesh config get [--key K] [--consul ADDR]         print a KV config
+  fastmesh certs init --dir DIR [--trust-domain TD] [--dc DC] [--days N] [--force]
+                                     create a local CA (ca.pem, ca-key.pem); --force replaces
+                                     one, keeping the old CA cert under DIR/roots/
+  fastmesh certs issue --dir DIR --service NAME [--dc DC] [--hours N]
+                                     issue (or reissue) NAME.pem + NAME-key.pem, 72 h by default
+  fastmesh certs show --dir DIR      list the CA and leaves: SPIFFE ID, expiry, days left
   fastmesh --help
 
 Environment: FASTMESH_HTTP_ADDRESS, FASTMESH_HTTP_PORT, FASTMESH_ADMIN_ADDRESS,
@@ -257,6 +264,99 @@ async function configCommand (args: string[]): Promise<void> {
   throw new UsageError(`config takes push or get, got ${sub === undefined ? 'nothing' : `"${sub}"`}`)
 }
 
+function positiveNumber (flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!(Number.isFinite(n) && n > 0)) throw new UsageError(`--${flag} takes a positive number, got "${value}"`)
+  return n
+}
+
+function daysLeft (notAfter: Date): string {
+  const days = (notAfter.getTime() - Date.now()) / 86_400_000
+  return days <= 0 ? 'expired' : days.toFixed(days < 1 ? 2 : 1)
+}
+
+async function certsCommand (args: string[]): Promise<void> {
+  const [sub, ...rest] = args
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      dir: { type: 'string' },
+      'trust-domain': { type: 'string' },
+      dc: { type: 'string' },
+      days: { type: 'string' },
+      force: { type: 'boolean' },
+      service: { type: 'string' },
+      hours: { type: 'string' }
+    }
+  })
+  if (sub !== 'init' && sub !== 'issue' && sub !== 'show') throw new UsageError(`certs takes init, issue or show, got ${sub === undefined ? 'nothing' : `"${sub}"`}`)
+  if (positionals.length !== 0) throw new UsageError(`certs ${sub} takes no positional arguments, got "${positionals[0]}"`)
+  if (values.dir === undefined || values.dir === '') throw new UsageError(`certs ${sub} needs --dir DIR`)
+  const allowed: Record<typeof sub, readonly string[]> = {
+    init: ['dir', 'trust-domain', 'dc', 'days', 'force'],
+    issue: ['dir', 'service', 'dc', 'hours'],
+    show: ['dir']
+  }
+  for (const [k, v] of Object.entries(values)) {
+    if (v !== undefined && !allowed[sub].includes(k)) throw new UsageError(`certs ${sub} does not take --${k}`)
+  }
+  const dir = values.dir
+  const ca = await lazy.localCa()
+  try {
+    if (sub === 'init') {
+      const days = positiveNumber('days', values.days)
+      const made = await ca.createLocalCa(dir, {
+        ...(values['trust-domain'] !== undefined ? { trustDomain: values['trust-domain'] } : {}),
+        ...(values.dc !== undefined ? { datacenter: values.dc } : {}),
+        ...(days !== undefined ? { validityDays: days } : {}),
+        force: values.force === true
+      })
+      process.stdout.write(`wrote ${made.certFile} (CA for spiffe://${made.trustDomain}, default datacenter ${made.datacenter}, serial ${made.serial}, expires ${made.notAfter.toISOString()})\n`)
+      process.stdout.write(`wrote ${made.keyFile} (mode 0600)\n`)
+      if (made.previousRootFile !== undefined) {
+        process.stdout.write(`kept the previous CA certificate as ${made.previousRootFile}: it stays trusted until you remove it, after reissuing every leaf\n`)
+      }
+      return
+    }
+    if (sub === 'issue') {
+      if (values.service === undefined) throw new UsageError('certs issue needs --service NAME')
+      const hours = positiveNumber('hours', values.hours)
+      const leaf = await ca.issueLeaf(dir, values.service, {
+        ...(values.dc !== undefined ? { datacenter: values.dc } : {}),
+        ...(hours !== undefined ? { validityHours: hours } : {})
+      })
+      process.stdout.write(`wrote ${leaf.certFile} (${leaf.spiffeId}, serial ${leaf.serial}, expires ${leaf.notAfter.toISOString()})\n`)
+      process.stdout.write(`wrote ${leaf.keyFile} (mode 0600)\n`)
+      return
+    }
+    let listed
+    try {
+      listed = await ca.listCertificates(dir)
+    } catch (err) {
+      fail(`cannot read ${dir}: ${(err as Error).message}`, 1)
+    }
+    if (listed.length === 0) {
+      process.stdout.write(`no certificates in ${dir}; create a CA with \`fastmesh certs init --dir ${dir}\`\n`)
+      return
+    }
+    const rows = listed.map((c) => [
+      c.kind === 'leaf' ? c.service ?? '' : c.kind === 'ca' ? '(ca)' : '(root)',
+      c.spiffeId ?? '-',
+      c.notAfter?.toISOString() ?? '-',
+      c.notAfter !== undefined ? daysLeft(c.notAfter) : '-',
+      c.problem ?? ''
+    ])
+    const header = ['SERVICE', 'SPIFFE ID', 'NOT AFTER', 'DAYS LEFT', 'PROBLEM']
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+    for (const r of [header, ...rows]) process.stdout.write(r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd() + '\n')
+  } catch (err) {
+    if ((err as { code?: string }).code === 'FASTMESH_ERR_IDENTITY_BAD_NAME') throw new UsageError((err as Error).message)
+    throw err
+  }
+}
+
 /** The demo config ships in the package: config/demo.yaml beside dist/. */
 function demoConfigPath (): string {
   const here = dirname(fileURLToPath(import.meta.url))
@@ -325,6 +425,7 @@ async function main (argv: string[]): Promise<void> {
     case 'register': return await register(rest)
     case 'deregister': return await deregister(rest)
     case 'config': return await configCommand(rest)
+    case 'certs': return await certsCommand(rest)
     case undefined:
     case '-h':
     case '--help':

@@ -44,18 +44,21 @@ export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = proces
     d[key] = fresh
     return fresh
   }
-  const listener = (name: 'http' | 'admin', prefix: string) => {
+  const defaultPorts = { http: 8080, admin: 15000, outbound: 15001, inbound: 15443 }
+  const listener = (name: keyof typeof defaultPorts, prefix: string) => {
     const address = env[`${prefix}_ADDRESS`]
     const port = env[`${prefix}_PORT`]
     if (address === undefined && port === undefined) return
     const listeners = section('listeners')
-    const l = (listeners[name] ??= { port: name === 'http' ? 8080 : 15000 }) as Record<string, unknown>
+    const l = (listeners[name] ??= { port: defaultPorts[name] }) as Record<string, unknown>
     if (address !== undefined) l.address = address
     // A non-numeric port stays a string so validation names the env var's path.
     if (port !== undefined) l.port = /^[0-9]+$/.test(port) ? Number(port) : port
   }
   listener('http', 'FASTMESH_HTTP')
   listener('admin', 'FASTMESH_ADMIN')
+  listener('outbound', 'FASTMESH_OUTBOUND')
+  listener('inbound', 'FASTMESH_INBOUND')
   const level = env.FASTMESH_LOG_LEVEL
   if (level !== undefined) {
     const telemetry = section('telemetry')

@@ -200,14 +200,60 @@ export const GatewaySchema = strict({
   trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' })
 })
 
+export const InboundListenerSchema = strict({
+  address: Type.String({ default: '0.0.0.0', description: 'Address to bind.' }),
+  port: Port,
+  advertiseAddress: Type.Optional(Type.String({ minLength: 1, description: 'Address other gateways use to reach this listener (registered in Consul). Default: the bind address, or the first non-loopback IPv4 address when binding all addresses.' }))
+}, { description: 'Node mode: the mTLS listener other gateways call (client certificate required in `strict`).' })
+
 export const ListenersSchema = strict({
   http: withDefault({ ...ListenerSchema, description: 'Edge listener for client traffic. Env FASTMESH_HTTP_ADDRESS / FASTMESH_HTTP_PORT override.' }, { port: 8080 }),
-  admin: withDefault({ ...ListenerSchema, description: 'Admin API (keep it on loopback). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT override.' }, { port: 15000 })
+  admin: withDefault({ ...ListenerSchema, description: 'Admin API (keep it on loopback). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT override.' }, { port: 15000 }),
+  outbound: withDefault({ ...ListenerSchema, description: 'Node mode: where local apps send plain HTTP; the destination is the Host header (`orders`, `orders.mesh`) or an absolute-form URI (HTTP_PROXY). Env FASTMESH_OUTBOUND_PORT overrides.' }, { port: 15001 }),
+  inbound: withDefault(InboundListenerSchema, { port: 15443 })
 })
 
-export const MeshSchema = strict({
-  mtls: StringEnum(['off', 'permissive', 'strict'], { default: 'off', description: 'mTLS between gateways (node mode; a later release).' })
+export const AuthorizationRuleSchema = strict({
+  source: Type.String({ minLength: 1, description: 'Calling service (from its verified identity), or `*`.' }),
+  destination: Type.String({ minLength: 1, description: 'Called service, or `*`.' }),
+  action: StringEnum(['allow', 'deny']),
+  pathPrefixes: Type.Optional(Type.Array(Type.String({ pattern: '^/' }), { minItems: 1, description: 'L7: the rule applies only to these path prefixes.' })),
+  methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { minItems: 1, description: 'L7: the rule applies only to these methods.' }))
+}, { description: 'An authorization rule. The most specific rule that applies wins: exact source and destination over wildcards, L7 conditions over none, then deny over allow.' })
+
+export const AuthorizationSchema = strict({
+  provider: StringEnum(['consul', 'rules'], { default: 'consul', description: '`consul`: rules first, then Consul intentions (`/v1/agent/connect/authorize`); `rules`: only the rules below, then `defaultAction`.' }),
+  defaultAction: StringEnum(['allow', 'deny'], { default: 'deny', description: 'What `rules` decides when no rule applies.' }),
+  cacheTtl: dur('1s', 'How long a Consul authorization answer is reused.'),
+  rules: Type.Array(AuthorizationRuleSchema, { default: [] })
 })
+
+export const IdentitySchema = strict({
+  provider: StringEnum(['consul', 'files'], { default: 'consul', description: '`consul`: leaves and roots from the Connect CA; `files`: a CA directory made by `fastmesh certs`.' }),
+  dir: Type.Optional(Type.String({ minLength: 1, description: 'For `files`: the directory with ca.pem and <service>.pem / <service>-key.pem (relative to the config file).' }))
+})
+
+export const UpstreamBindingSchema = strict({
+  service: ServiceName,
+  port: Type.Integer({ minimum: 1, maximum: 65535, description: 'Local port the app calls; calls carry the local service\'s identity.' }),
+  address: Type.String({ default: '127.0.0.1' })
+}, { description: 'A per-upstream listener (Consul Connect\'s upstreams model).' })
+
+export const LocalServiceSchema = strict({
+  name: ServiceName,
+  address: Type.String({ default: '127.0.0.1', description: 'Where the local instance listens.' }),
+  port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  tags: Type.Array(Type.String(), { default: [] }),
+  meta: Type.Record(Type.String(), Type.String(), { default: {} }),
+  check: Type.Optional(ConsulCheckSchema),
+  upstreams: Type.Array(UpstreamBindingSchema, { default: [] })
+}, { description: 'Node mode: an app instance on this host. It is registered in Consul with a connect-proxy pointing at this gateway\'s inbound listener.' })
+
+export const MeshSchema = strict({
+  mtls: StringEnum(['off', 'permissive', 'strict'], { default: 'off', description: '`strict`: gateways talk mTLS only; `permissive`: the inbound listener also takes plaintext (migration; plaintext calls skip authorization); `off`: no mesh, endpoints are called directly.' }),
+  identity: withDefault(IdentitySchema),
+  authorization: withDefault(AuthorizationSchema)
+}, { description: 'East-west: identities, mTLS between gateways, authorization of callers.' })
 
 export const ConfigSchema = strict({
   gateway: withDefault(GatewaySchema),
@@ -218,6 +264,7 @@ export const ConfigSchema = strict({
   routes: Type.Array(RouteSchema, { default: [], description: 'The routing table; see docs/routing.md for precedence.' }),
   customPlugins: NamedRecord(Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_-]*$' }), CustomPluginSchema, { default: {}, description: 'Your own Fastify plugins, by the name routes use.' }),
   mesh: withDefault(MeshSchema),
+  localServices: Type.Array(LocalServiceSchema, { default: [], description: 'Node mode: the apps on this host this gateway fronts.' }),
   telemetry: withDefault(TelemetrySchema)
 }, { description: 'A fastmesh gateway configuration.' })
 

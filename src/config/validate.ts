@@ -75,7 +75,7 @@ function chosenBranch (e: ErrorObject): number | undefined {
   if (!isMapping(e.data)) return undefined
   const given = Object.keys(e.data)
   if (given.length === 0) return undefined
-  const fits = branches.flatMap((b, i) => b.properties !== undefined && given.every((k) => k in b.properties!) ? [i] : [])
+  const fits = branches.flatMap((b, i) => b.properties !== undefined && given.every((k) => Object.hasOwn(b.properties!, k)) ? [i] : [])
   return fits.length === 1 ? fits[0] : undefined
 }
 

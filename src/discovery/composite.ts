@@ -10,16 +10,19 @@ export class CompositeDiscovery implements Discovery {
     this.kind = consul === undefined ? 'embedded' : 'embedded+consul'
   }
 
-  private sourceOf (service: string): Discovery {
-    return this.consul === undefined || this.embedded.has(service) ? this.embedded : this.consul
+  private sourceOf (service: string, options: WatchOptions | undefined): Discovery {
+    if (this.consul === undefined) return this.embedded
+    // Mesh gateways in front of a service are only known to Consul.
+    if (options?.connect === true) return this.consul
+    return this.embedded.has(service) ? this.embedded : this.consul
   }
 
   watch (service: string, listener: SnapshotListener, options?: WatchOptions): () => void {
-    return this.sourceOf(service).watch(service, listener, options)
+    return this.sourceOf(service, options).watch(service, listener, options)
   }
 
   snapshot (service: string, options?: WatchOptions): ServiceSnapshot | undefined {
-    return this.sourceOf(service).snapshot(service, options)
+    return this.sourceOf(service, options).snapshot(service, options)
   }
 
   isUsable (endpoint: Endpoint): boolean {

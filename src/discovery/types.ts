@@ -36,6 +36,8 @@ export interface ServiceSnapshot {
 export interface WatchOptions {
   /** Ask another datacenter (Consul); ignored by the embedded registry. */
   readonly datacenter?: string
+  /** The mesh gateways (connect-proxies) in front of the service instead of its instances (Consul). */
+  readonly connect?: boolean
 }
 
 export type SnapshotListener = (snapshot: ServiceSnapshot) => void

@@ -12,9 +12,13 @@ import type { FastmeshConfig } from '../config/validate.js'
 import { pluginOptionProblems, formatProblems } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { fastmeshError, isFastmeshError, type ResponseError } from '../errors.js'
-import { Router, type RouteMatch } from './router.js'
+import { Router, hostOf, type CompiledRouteMatcher, type RouteMatch } from './router.js'
 import { writeError } from './respond.js'
-import { forward } from '../upstream/proxy.js'
+import { forward, type ForwardContext } from '../upstream/proxy.js'
+import type { EndpointTarget } from '../upstream/endpoint-pool.js'
+import type { MeshTls } from '../identity/mesh-tls.js'
+import type { Authorizer } from '../identity/authorization.js'
+import type { RouteConfig } from '../config/schema.js'
 import type { ServiceTable } from '../balancer/service-table.js'
 import { poolSettingsFor, selectorFor } from '../balancer/service-table.js'
 import type { RequestRecorder } from '../telemetry/access-log.js'
@@ -23,11 +27,55 @@ import { builtinPlugins, type RoutePluginDefinition, type UpstreamHeadersEditor 
 
 const kMatch = Symbol('fastmesh.match')
 const kStart = Symbol('fastmesh.start')
+const kEntry = Symbol('fastmesh.entry')
+
+/**
+ * Which listener a request came in on, set by the listener before the version sees it.
+ * No entry: the edge listener (config routes only).
+ */
+export type Entry =
+  /** Node mode, shared outbound port: config routes, then the destination named by Host. */
+  | { readonly kind: 'outbound' }
+  /** Node mode, a per-upstream listener: always `service`, as `caller`. */
+  | { readonly kind: 'upstream', readonly caller: string, readonly service: string }
+  /** Node mode, the inbound listener: for local `service`; `peer` is the verified caller (mTLS). */
+  | { readonly kind: 'inbound', readonly service: string, readonly peer: { readonly service: string, readonly uri: string } | undefined }
 
 interface GatewayRequest extends IncomingMessage {
   [kMatch]?: RouteMatch | null
   [kStart]?: bigint
+  [kEntry]?: Entry
   upgradeHead?: Buffer
+}
+
+/** Marks the listener a request came in on (before `handle`). */
+export function tagEntry (req: IncomingMessage, entry: Entry): void {
+  (req as GatewayRequest)[kEntry] = entry
+}
+
+export const upstreamRouteName = (caller: string, service: string): string => `upstream:${caller}:${service}`
+export const inboundRouteName = (service: string): string => `inbound:${service}`
+const BY_HOST_ROUTE = 'outbound:by-host'
+const SERVICE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/
+
+/** The mesh parts a version needs when mTLS is on. */
+export interface MeshContext {
+  readonly mtls: 'strict' | 'permissive'
+  readonly tls: MeshTls
+  readonly authorizer: Authorizer
+  /** Identity of calls from the edge and from the node's shared outbound port. */
+  readonly selfIdentity: string
+}
+
+/** A route the gateway makes itself (per-upstream, inbound, by-host), with default timeouts. */
+function syntheticRoute (name: string, service: string): { matcher: CompiledRouteMatcher, config: RouteConfig } {
+  const config: RouteConfig = { name, destination: { service }, timeout: '15s', idleTimeout: '60s', plugins: [] }
+  return { config, matcher: { name, config, index: -1, precedence: [], rewrite: (m) => m.path } }
+}
+
+function syntheticMatch (matcher: CompiledRouteMatcher, url: string): RouteMatch {
+  const q = url.indexOf('?')
+  return { route: matcher, params: undefined, path: q === -1 ? url : url.slice(0, q), search: q === -1 ? '' : url.slice(q) }
 }
 
 declare module 'fastify' {
@@ -44,6 +92,8 @@ export interface BuildOptions {
   readonly log: Logger
   readonly recorder: RequestRecorder
   readonly version: number
+  /** Present when mesh.mtls is not `off`. */
+  readonly mesh?: MeshContext
 }
 
 /** One compiled, ready config version. */
@@ -87,7 +137,19 @@ async function loadCustomPlugin (name: string, module: string, baseDir: string):
   }
 }
 
+const timeoutCache = new WeakMap<RouteConfig, { headersTimeoutMs: number, bodyTimeoutMs: number }>()
+function timeouts (route: RouteConfig): { headersTimeoutMs: number, bodyTimeoutMs: number } {
+  let t = timeoutCache.get(route)
+  if (t === undefined) {
+    t = { headersTimeoutMs: durationMs(route.timeout), bodyTimeoutMs: durationMs(route.idleTimeout) }
+    timeoutCache.set(route, t)
+  }
+  return t
+}
+
 export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayVersion> {
+  // Owns this version's pools to local instances (inbound), released when it closes.
+  const localPoolsUser = {}
   const { config, services, log, recorder } = opts
   const router = new Router(config.routes)
 
@@ -100,6 +162,9 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   }))
   if (problems.length > 0) throw fastmeshError('CONFIG_INVALID', ['plugin options', formatProblems(problems)])
 
+  const mesh = opts.mesh
+  const fixedRoutes = new Map<string, CompiledRouteMatcher>()
+  const byHost = syntheticRoute(BY_HOST_ROUTE, '(from Host)')
   let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
   const app = Fastify<Server, IncomingMessage, ServerResponse>({
     loggerInstance: log.child({ version: opts.version }),
@@ -130,7 +195,17 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
           }
         },
         deriveConstraint (req: GatewayRequest) {
+          const entry = req[kEntry]
+          if (entry !== undefined && entry.kind !== 'outbound') {
+            const synthetic = fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service))
+            req[kMatch] = synthetic === undefined ? undefined : syntheticMatch(synthetic, req.url ?? '/')
+            return synthetic?.name as string
+          }
           const m = router.match(req.method ?? 'GET', req.headers.host, req.url ?? '/', req.headers)
+          if (m === undefined && entry?.kind === 'outbound') {
+            req[kMatch] = syntheticMatch(byHost.matcher, req.url ?? '/')
+            return BY_HOST_ROUTE
+          }
           req[kMatch] = m
           return m?.route.name as string
         },
@@ -167,9 +242,12 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
 
   app.setNotFoundHandler((request, reply) => {
     const raw = request.raw as GatewayRequest
-    const err = raw[kMatch] === null
-      ? fastmeshError('BAD_REQUEST', [`path of ${raw.url} cannot be normalised`])
-      : fastmeshError('NO_ROUTE', [raw.method, raw.url, raw.headers.host ?? '-'])
+    const entry = raw[kEntry]
+    const err = entry?.kind === 'inbound'
+      ? fastmeshError('UNKNOWN_LOCAL_SERVICE', [entry.service])
+      : raw[kMatch] === null
+        ? fastmeshError('BAD_REQUEST', [`path of ${raw.url} cannot be normalised`])
+        : fastmeshError('NO_ROUTE', [raw.method, raw.url, raw.headers.host ?? '-'])
     respondError(request, reply, err)
   })
 
@@ -189,56 +267,115 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
 
   const trustForwarded = config.gateway.trustForwardedHeaders
   const referenced = new Set<string>()
-  for (const matcher of router.ordered) {
+
+  /** Sends the matched request to a target, or answers 503 when there is none. */
+  const proxyTo = (request: FastifyRequest, reply: FastifyReply, matcher: CompiledRouteMatcher, service: string, target: EndpointTarget | undefined, extra: Partial<ForwardContext> = {}): void => {
     const route = matcher.config
-    const service = route.destination.service
-    const { key, endpoints } = services.get(selectorFor(config, service), poolSettingsFor(config, service))
-    referenced.add(key)
-    const headersTimeoutMs = durationMs(route.timeout)
-    const bodyTimeoutMs = durationMs(route.idleTimeout)
-    const rewriteHost = route.destination.rewriteHost
-
-    const proxyHandler = (request: FastifyRequest, reply: FastifyReply): void => {
-      const raw = request.raw as GatewayRequest
-      const match = raw[kMatch]!
-      const target = endpoints.pick()
-      if (target === undefined) {
-        respondError(request, reply, fastmeshError('NO_HEALTHY_ENDPOINT', [service]), route.name, service)
-        return
-      }
-      reply.hijack()
-      const replyHeaders = reply.getHeaders()
-      forward(raw, reply.raw, request.headers, target, {
-        requestId: request.id,
-        route: route.name,
-        service,
-        path: matcher.rewrite(match) + match.search,
-        headersTimeoutMs,
-        bodyTimeoutMs,
-        rewriteHost,
-        trustForwarded,
-        proto: 'http',
-        start: raw[kStart] ?? process.hrtime.bigint(),
-        recorder,
-        editors: reply.upstreamHeaderEditors,
-        replyHeaders: Object.keys(replyHeaders).length > 0 ? replyHeaders : null
-      })
+    if (target === undefined) {
+      respondError(request, reply, fastmeshError('NO_HEALTHY_ENDPOINT', [service]), route.name, service)
+      return
     }
+    const raw = request.raw as GatewayRequest
+    const match = raw[kMatch]!
+    reply.hijack()
+    const replyHeaders = reply.getHeaders()
+    const { headersTimeoutMs, bodyTimeoutMs } = timeouts(route)
+    forward(raw, reply.raw, request.headers, target, {
+      requestId: request.id,
+      route: route.name,
+      service,
+      path: matcher.rewrite(match) + match.search,
+      headersTimeoutMs,
+      bodyTimeoutMs,
+      rewriteHost: route.destination.rewriteHost,
+      trustForwarded,
+      proto: 'http',
+      start: raw[kStart] ?? process.hrtime.bigint(),
+      recorder,
+      editors: reply.upstreamHeaderEditors,
+      replyHeaders: Object.keys(replyHeaders).length > 0 ? replyHeaders : null,
+      ...extra
+    })
+  }
 
+  /** One route: its own encapsulated context, its plugins in order, then the handler. */
+  const registerRoute = async (name: string, plugins: RouteConfig['plugins'], handler: (request: FastifyRequest, reply: FastifyReply) => void | Promise<void>): Promise<void> => {
     await app.register(async (scope) => {
-      for (const ref of route.plugins) {
+      for (const ref of plugins) {
         const def = builtinPlugins.get(ref.name) ?? custom.get(ref.name)!
         // skip-override: the plugin's hooks and decorators land in this route's context,
         // which stays encapsulated from every other route.
         await scope.register(fp(def.plugin), { ...(ref.options ?? {}) })
       }
-      scope.route({
-        method: scope.supportedMethods,
-        url: '*',
-        constraints: { fastmeshRoute: route.name },
-        handler: proxyHandler
-      })
+      scope.route({ method: scope.supportedMethods, url: '*', constraints: { fastmeshRoute: name }, handler })
     })
+  }
+
+  // Config routes (edge listener, node shared outbound port). With the mesh on they reach
+  // the destination's node gateways over mTLS as this gateway's own identity.
+  for (const matcher of router.ordered) {
+    const route = matcher.config
+    const service = route.destination.service
+    const { key, endpoints } = services.get(selectorFor(config, service, mesh?.selfIdentity), poolSettingsFor(config, service))
+    referenced.add(key)
+    await registerRoute(route.name, route.plugins, (request, reply) => { proxyTo(request, reply, matcher, service, endpoints.pick()) })
+  }
+
+  if (config.gateway.mode === 'node') {
+    // Shared outbound port, no config route matched: the Host header names the service.
+    const byHostServices = new Map<string, ReturnType<ServiceTable['get']>['endpoints']>()
+    await registerRoute(BY_HOST_ROUTE, [], (request, reply) => {
+      let host = hostOf(request.headers.host)
+      if (host.endsWith('.mesh')) host = host.slice(0, -5)
+      if (!SERVICE_NAME.test(host)) {
+        respondError(request, reply, fastmeshError('NO_ROUTE', [request.method, request.url, request.headers.host ?? '-']))
+        return
+      }
+      let endpoints = byHostServices.get(host)
+      if (endpoints === undefined) {
+        endpoints = services.get(selectorFor(config, host, mesh?.selfIdentity), poolSettingsFor(config, host)).endpoints
+        byHostServices.set(host, endpoints)
+      }
+      proxyTo(request, reply, byHost.matcher, host, endpoints.pick())
+    })
+
+    for (const local of config.localServices) {
+      // Per-upstream listeners: the call carries the local service's identity.
+      for (const up of local.upstreams) {
+        const synthetic = syntheticRoute(upstreamRouteName(local.name, up.service), up.service)
+        fixedRoutes.set(synthetic.matcher.name, synthetic.matcher)
+        const { key, endpoints } = services.get(selectorFor(config, up.service, mesh !== undefined ? local.name : undefined), poolSettingsFor(config, up.service))
+        referenced.add(key)
+        await registerRoute(synthetic.matcher.name, [], (request, reply) => { proxyTo(request, reply, synthetic.matcher, up.service, endpoints.pick()) })
+      }
+      if (mesh === undefined) continue
+      // Inbound: authorize the verified caller, then hand the call to the local instance.
+      const synthetic = syntheticRoute(inboundRouteName(local.name), local.name)
+      fixedRoutes.set(synthetic.matcher.name, synthetic.matcher)
+      const endpoint = { id: `local:${local.name}`, service: local.name, address: local.address, port: local.port, weight: 1, tags: local.tags, meta: local.meta, health: 'passing' as const, origin: 'local' }
+      const target: EndpointTarget = { endpoint, pool: services.pools.acquire(endpoint, poolSettingsFor(config, local.name), localPoolsUser), label: `${local.address}:${local.port}` }
+      await registerRoute(synthetic.matcher.name, [], async (request, reply) => {
+        const entry = (request.raw as GatewayRequest)[kEntry]
+        const peer = entry?.kind === 'inbound' ? entry.peer : undefined
+        if (peer !== undefined) {
+          const decision = await mesh.authorizer.authorize({ source: peer.service, sourceUri: peer.uri, destination: local.name, method: request.method, path: (request.raw as GatewayRequest)[kMatch]?.path ?? '/' })
+          if (!decision.allowed) {
+            respondError(request, reply, fastmeshError('FORBIDDEN', [peer.service, local.name, decision.reason]), synthetic.matcher.name, local.name)
+            return
+          }
+        } else if (mesh.mtls === 'strict') {
+          // Unreachable with a verified handshake; kept so a listener bug cannot open the door.
+          respondError(request, reply, fastmeshError('FORBIDDEN', ['an unauthenticated caller', local.name, 'mTLS is strict']), synthetic.matcher.name, local.name)
+          return
+        }
+        proxyTo(request, reply, synthetic.matcher, local.name, target, {
+          // The calling gateway is authenticated: keep the forwarding headers it set.
+          trustForwarded: true,
+          proto: 'https',
+          clientCert: peer?.uri
+        })
+      })
+    }
   }
 
   await app.ready()
@@ -274,6 +411,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     },
     async close () {
       await app.close()
+      services.pools.retainOnly(localPoolsUser, new Set())
     }
   }
 }

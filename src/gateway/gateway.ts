@@ -1,12 +1,15 @@
 // The running gateway: long-lived listeners, discovery and upstream state, and the
 // current config version, which a reload replaces atomically while the old one drains.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
-import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
+import type { Server as NetServer, AddressInfo } from 'node:net'
+import { networkInterfaces } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { buildGatewayVersion, type GatewayVersion } from './app.js'
+import { buildGatewayVersion, type GatewayVersion, type MeshContext } from './app.js'
+import { bind, httpListener, inboundListener, type InboundListener, type ListenerLimits } from './listeners.js'
+import type { IdentityProvider } from '../identity/types.js'
+import { ConsulIdentityProvider } from '../identity/consul-provider.js'
+import { MeshTls } from '../identity/mesh-tls.js'
+import { Authorizer } from '../identity/authorization.js'
 import { ServiceTable } from '../balancer/service-table.js'
 import { EmbeddedRegistry } from '../discovery/embedded/registry.js'
 import { ConfigError, checkConfig, loadConfigFile, type LoadedConfig } from '../config/load.js'
@@ -14,14 +17,14 @@ import type { KvConfigSource } from '../config/kv-source.js'
 import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log.js'
-import { errorBody, fastmeshError } from '../errors.js'
+import { fastmeshError } from '../errors.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import type { Discovery } from '../discovery/types.js'
 import { CompositeDiscovery } from '../discovery/composite.js'
 import { ConsulClient, resolveConsul } from '../discovery/consul/client.js'
 import { ConsulDiscovery } from '../discovery/consul/discovery.js'
-import { deregisterService, registerService, type ServiceRegistration } from '../discovery/consul/registration.js'
+import { deregisterService, registerConnectProxy, registerService } from '../discovery/consul/registration.js'
 
 export interface GatewayOptions {
   readonly loaded: LoadedConfig
@@ -53,7 +56,11 @@ export class Gateway {
   private current: GatewayVersion | undefined
   private loaded: LoadedConfig
   private versionCounter = 0
-  private httpServer: Server | undefined
+  /** Every listening socket but admin: edge http, or node outbound, per-upstream and inbound. */
+  private readonly servers = new Map<string, NetServer>()
+  private inbound: InboundListener | undefined
+  private mesh: MeshContext | undefined
+  identity: IdentityProvider | undefined
   private admin: AdminServer | undefined
   private watcher: ConfigWatcher | undefined
   private recorder: RequestRecorder
@@ -92,12 +99,26 @@ export class Gateway {
   }
 
   get ready (): boolean {
-    return this.current !== undefined && this.httpServer?.listening === true && !this.draining
+    return this.current !== undefined && this.servers.size > 0 && [...this.servers.values()].every((s) => s.listening) && !this.draining
   }
 
-  /** Where the HTTP listener is bound (after start). */
+  /** Where the client-facing listener is bound: edge http, or the node's shared outbound port. */
   get httpAddress (): AddressInfo {
-    return this.httpServer!.address() as AddressInfo
+    return (this.servers.get('http') ?? this.servers.get('outbound'))!.address() as AddressInfo
+  }
+
+  /** Where a named listener is bound (`http`, `outbound`, `inbound`, `upstream:<caller>:<service>`). */
+  listenerAddress (name: string): AddressInfo | undefined {
+    return this.servers.get(name)?.address() as AddressInfo | undefined
+  }
+
+  get meshContext (): MeshContext | undefined {
+    return this.mesh
+  }
+
+  /** The identity of calls from the edge or the node's shared outbound port. */
+  get selfIdentity (): string {
+    return this.loaded.config.gateway.name
   }
 
   get adminAddress (): AddressInfo {
@@ -107,34 +128,81 @@ export class Gateway {
   async start (): Promise<void> {
     const config = this.loaded.config
     this.registry.applyConfig(config.discovery.embedded.services)
+    if (config.mesh.mtls !== 'off') await this.startMesh()
     this.current = await this.build(this.loaded)
-    const limits = config.limits
-    const server = createServer({
-      maxHeaderSize: limits.maxHeaderBytes,
-      keepAliveTimeout: durationMs(limits.keepAliveTimeout),
-      requestTimeout: durationMs(limits.requestTimeout),
-      // The version handles requests; the listener only hands them over.
-      noDelay: true
-    }, (req: IncomingMessage, res: ServerResponse) => { this.current!.handle(req, res) })
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { this.current!.upgrade(req, socket, head) })
-    server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-      if (!socket.writable) { socket.destroy(); return }
-      const e = err.code === 'HPE_HEADER_OVERFLOW'
-        ? fastmeshError('REQUEST_HEADERS_TOO_LARGE', [limits.maxHeaderBytes])
-        : fastmeshError('BAD_REQUEST', [err.code ?? err.message])
-      const body = errorBody(e, '-')
-      socket.end(`HTTP/1.1 ${e.statusCode} ${e.statusCode === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
-    })
-    const listen = config.listeners.http
-    await this.bind(server, listen.address, listen.port)
-    this.httpServer = server
+    const limits: ListenerLimits = {
+      maxHeaderBytes: config.limits.maxHeaderBytes,
+      keepAliveTimeoutMs: durationMs(config.limits.keepAliveTimeout),
+      requestTimeoutMs: durationMs(config.limits.requestTimeout)
+    }
+    const current = (): GatewayVersion => this.current!
+    const l = config.listeners
+    if (config.gateway.mode === 'edge') {
+      await this.listen('http', httpListener(limits, current, undefined), l.http.address, l.http.port)
+    } else {
+      await this.listen('outbound', httpListener(limits, current, { kind: 'outbound' }), l.outbound.address, l.outbound.port)
+      for (const local of config.localServices) {
+        for (const up of local.upstreams) {
+          await this.listen(`upstream:${local.name}:${up.service}`, httpListener(limits, current, { kind: 'upstream', caller: local.name, service: up.service }), up.address, up.port)
+        }
+      }
+      if (this.mesh !== undefined) {
+        this.inbound = inboundListener({ limits, tls: this.mesh.tls, selfIdentity: this.selfIdentity, mtls: this.mesh.mtls }, current)
+        const inbound = this.inbound
+        // Rotated roots or a new gateway leaf apply to the default context of new connections.
+        this.identity!.onChange((c) => {
+          if (c.kind === 'roots' || c.service === this.selfIdentity) {
+            try { inbound.refreshDefaultContext() } catch (err) { this.log.error({ err }, 'refreshing the inbound TLS context failed') }
+          }
+        })
+        await this.listen('inbound', this.inbound.server, l.inbound.address, l.inbound.port)
+      }
+    }
     this.admin = await startAdmin(this, config.listeners.admin)
     if (this.options.watch === true && !this.loaded.source.startsWith('kv:')) {
       this.watcher = new ConfigWatcher(this.loaded.source, () => { void this.reload('file change') }, this.log)
     }
     if (this.options.handleSignals === true) this.installSignalHandlers()
     await this.registerInConsul()
-    this.log.info({ http: this.httpAddress, admin: this.adminAddress, version: this.current.version, routes: config.routes.length }, 'fastmesh gateway listening')
+    const listeners = Object.fromEntries([...this.servers].map(([name, s]) => [name, s.address()]))
+    this.log.info({ mode: config.gateway.mode, listeners, admin: this.adminAddress, mtls: config.mesh.mtls, version: this.current.version, routes: config.routes.length }, 'fastmesh gateway listening')
+  }
+
+  /** Identity, TLS contexts and authorization; leaves for the gateway and each local service. */
+  private async startMesh (): Promise<void> {
+    const config = this.loaded.config
+    const mesh = config.mesh
+    const log = this.log.child({ component: 'identity' })
+    if (mesh.identity.provider === 'consul') {
+      if (this.consul === undefined) throw fastmeshError('IDENTITY_UNAVAILABLE', [this.selfIdentity, 'consul', 'mesh.identity.provider is consul but discovery.consul is not configured'])
+      this.identity = new ConsulIdentityProvider(this.consul, log)
+    } else {
+      const dir = mesh.identity.dir
+      if (dir === undefined) throw fastmeshError('IDENTITY_UNAVAILABLE', [this.selfIdentity, 'files', 'mesh.identity.dir is required with provider files'])
+      const { FilesIdentityProvider } = await import('../identity/files-provider.js')
+      this.identity = new FilesIdentityProvider({ dir: this.loaded.source.startsWith('kv:') ? resolve(dir) : resolve(dirname(resolve(this.loaded.source)), dir), log })
+    }
+    await this.identity.start([this.selfIdentity, ...config.localServices.map((s) => s.name)])
+    const tls = new MeshTls(this.identity, log)
+    this.services.meshConnector = (caller, destination, connectTimeoutMs) => tls.connector(caller, destination, connectTimeoutMs)
+    this.mesh = {
+      mtls: mesh.mtls as 'strict' | 'permissive',
+      tls,
+      selfIdentity: this.selfIdentity,
+      authorizer: new Authorizer({
+        rules: mesh.authorization.rules,
+        provider: mesh.authorization.provider,
+        defaultAction: mesh.authorization.defaultAction,
+        cacheTtlMs: durationMs(mesh.authorization.cacheTtl),
+        consul: this.consul,
+        log: this.log.child({ component: 'authorization' })
+      })
+    }
+  }
+
+  private async listen (name: string, server: NetServer, address: string, port: number): Promise<void> {
+    await bind(server, address, port, name)
+    this.servers.set(name, server)
   }
 
   /** Reloads from the config file; the running version stays when anything is wrong. */
@@ -223,7 +291,8 @@ export class Gateway {
       log: this.log,
       // Read through `this` so a reload's access-log setting applies to every version.
       recorder: { record: (r) => { this.recorder.record(r) } },
-      version
+      version,
+      ...(this.mesh !== undefined ? { mesh: this.mesh } : {})
     })
   }
 
@@ -239,58 +308,76 @@ export class Gateway {
     void p.finally(() => this.retiring.delete(p))
   }
 
-  private async bind (server: Server, address: string, port: number): Promise<void> {
-    server.listen(port, address)
-    try {
-      await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err })])
-    } catch (cause) {
-      throw fastmeshError('LISTEN', [`${address}:${port}`, (cause as Error).message], cause)
-    }
-  }
-
   /** Graceful stop: refuse new connections, drain in-flight requests, close everything. */
   async stop (): Promise<void> {
     if (this.draining) return
     this.draining = true
     this.watcher?.close()
     await this.options.kv?.close()
-    const server = this.httpServer
-    if (server !== undefined) {
-      const closed = new Promise<void>((r) => { server.close(() => { r() }) })
-      server.closeIdleConnections()
-      const deadline = Date.now() + durationMs(this.loaded.config.limits.drainTimeout)
-      while ((this.current?.inFlight ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-      server.closeAllConnections()
-      await closed
-    }
+    const servers = [...this.servers.values()]
+    const closed = servers.map(async (server) => { await new Promise<void>((r) => { server.close(() => { r() }) }) })
+    for (const server of servers) (server as NetServer & { closeIdleConnections?: () => void }).closeIdleConnections?.()
+    const deadline = Date.now() + durationMs(this.loaded.config.limits.drainTimeout)
+    while ((this.current?.inFlight ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    for (const server of servers) (server as NetServer & { closeAllConnections?: () => void }).closeAllConnections?.()
+    this.inbound?.closeAllConnections()
+    await Promise.all(closed)
     await Promise.all(this.retiring)
     await this.deregisterFromConsul()
     await this.current?.close()
     await this.admin?.close()
     await this.services.close()
     await this.discovery.close()
+    this.mesh?.tls.close()
+    await this.identity?.close()
     this.log.info('fastmesh gateway stopped')
   }
 
-  /** What this gateway registers in Consul: its configured local services and itself. */
-  private registrations (): ServiceRegistration[] {
+  /** The address other gateways use for the inbound listener. */
+  private advertiseAddress (): string {
+    const inbound = this.loaded.config.listeners.inbound
+    if (inbound.advertiseAddress !== undefined) return inbound.advertiseAddress
+    if (inbound.address !== '0.0.0.0' && inbound.address !== '::') return inbound.address
+    for (const addrs of Object.values(networkInterfaces())) {
+      for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
+    }
+    return '127.0.0.1'
+  }
+
+  /** What this gateway registers in Consul: configured services, local services with their proxies, itself. */
+  private registrations (): Array<() => Promise<string>> {
     const c = this.loaded.config
     const consul = c.discovery.consul
-    if (consul === undefined) return []
-    const regs: ServiceRegistration[] = [...consul.register]
+    const client = this.consul
+    if (consul === undefined || client === undefined) return []
+    const regs: Array<() => Promise<string>> = consul.register.map((r) => async () => await registerService(client, r))
+    const node = c.gateway.mode === 'node'
+    const inbound = this.servers.get('inbound')?.address() as AddressInfo | undefined
+    const advertise = this.advertiseAddress()
+    for (const local of node ? c.localServices : []) {
+      const id = `${local.name}-${c.gateway.name}`
+      regs.push(async () => await registerService(client, { name: local.name, id, address: local.address, port: local.port, tags: local.tags, meta: { ...local.meta, gateway: c.gateway.name }, ...(local.check !== undefined ? { check: local.check } : {}) }))
+      if (inbound !== undefined) {
+        regs.push(async () => await registerConnectProxy(client, { destination: local.name, destinationId: id, address: advertise, port: inbound.port, localAddress: local.address, localPort: local.port, gateway: c.gateway.name }))
+      }
+    }
     if (consul.registerSelf) {
-      const http = this.httpAddress
       const admin = this.adminAddress
       const adminHost = admin.address === '0.0.0.0' || admin.address === '::' ? '127.0.0.1' : admin.address
-      regs.push({
+      // Node gateways are reached on their inbound listener; the edge on its http listener.
+      const self = node && inbound !== undefined ? { address: advertise, port: inbound.port } : { address: this.httpAddress.address, port: this.httpAddress.port }
+      const check = node && inbound !== undefined
+        ? { tcp: `${advertise}:${inbound.port}`, interval: '5s', timeout: '2s', deregisterCriticalServiceAfter: '10m' }
+        : { http: `http://${adminHost.includes(':') ? `[${adminHost}]` : adminHost}:${admin.port}/ready`, interval: '5s', timeout: '2s', deregisterCriticalServiceAfter: '10m' }
+      regs.push(async () => await registerService(client, {
         name: c.gateway.name,
-        id: `${c.gateway.name}-${http.address}-${http.port}`,
-        address: http.address,
-        port: http.port,
+        id: `${c.gateway.name}-${self.address}-${self.port}`,
+        address: self.address,
+        port: self.port,
         tags: ['fastmesh', c.gateway.mode],
         meta: { role: c.gateway.mode, admin: `${adminHost}:${admin.port}` },
-        check: { http: `http://${adminHost.includes(':') ? `[${adminHost}]` : adminHost}:${admin.port}/ready`, interval: '5s', timeout: '2s', deregisterCriticalServiceAfter: '10m' }
-      })
+        check
+      }))
     }
     return regs
   }
@@ -301,7 +388,7 @@ export class Gateway {
     if (client === undefined || this.draining) return
     const pending = this.registrations()
     try {
-      for (const r of pending) this.registered.add(await registerService(client, r))
+      for (const register of pending) this.registered.add(await register())
       if (pending.length > 0) this.log.info({ services: [...this.registered] }, 'registered in Consul')
     } catch (err) {
       const retryIn = Math.min(30_000, 500 * 2 ** attempt)

@@ -1,8 +1,15 @@
 // Endpoint layer: one undici Pool per endpoint address, shared by every config version
 // and reused across discovery changes; a pool is closed (after its in-flight requests)
 // only when no service uses its address any more.
-import { Pool } from 'undici'
+import { Pool, type buildConnector } from 'undici'
 import type { Endpoint } from '../discovery/types.js'
+
+/** mTLS towards a mesh gateway: who calls, which service the far side must prove to be. */
+export interface MeshConnection {
+  readonly caller: string
+  readonly destination: string
+  readonly connector: buildConnector.connector
+}
 
 export interface PoolSettings {
   readonly connections: number
@@ -30,16 +37,16 @@ export class EndpointPools {
   private readonly pools = new Map<string, { pool: Pool, users: Set<object> }>()
 
   /** The pool for `endpoint` under `settings`, registered as used by `user`. */
-  acquire (endpoint: Endpoint, settings: PoolSettings, user: object): Pool {
+  acquire (endpoint: Endpoint, settings: PoolSettings, user: object, mesh?: MeshConnection): Pool {
     const origin = endpointOrigin(endpoint.address, endpoint.port)
-    const key = `${origin}|${settingsKey(settings)}`
+    const key = `${origin}|${settingsKey(settings)}${mesh !== undefined ? `|mtls:${mesh.caller}>${mesh.destination}` : ''}`
     let entry = this.pools.get(key)
     if (entry === undefined) {
       entry = {
         pool: new Pool(origin, {
           connections: settings.connections,
           pipelining: settings.pipelining,
-          connect: { timeout: settings.connectTimeoutMs, noDelay: true },
+          connect: mesh !== undefined ? mesh.connector : { timeout: settings.connectTimeoutMs, noDelay: true },
           keepAliveTimeout: settings.keepAliveTimeoutMs,
           keepAliveMaxTimeout: Math.max(settings.keepAliveTimeoutMs, 600_000)
         }),

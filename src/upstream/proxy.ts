@@ -44,6 +44,8 @@ export interface ForwardContext {
   readonly editors: UpstreamHeadersEditor[] | null
   /** Headers that plugins set on the Fastify reply; they win over the upstream's. */
   readonly replyHeaders: Record<string, unknown> | null
+  /** Inbound mesh calls: the caller's verified SPIFFE ID, sent as X-Forwarded-Client-Cert. */
+  readonly clientCert?: string | undefined
 }
 
 function connectionTokens (value: string | string[] | undefined): string[] | undefined {
@@ -75,7 +77,8 @@ export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingH
       out.push('host', ctx.rewriteHost ?? (value as string))
       continue
     }
-    if (name === 'x-request-id') continue
+    // Identity headers are only ever set by us, from a verified certificate.
+    if (name === 'x-request-id' || name === 'x-forwarded-client-cert') continue
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
   }
@@ -86,6 +89,7 @@ export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingH
   const host = xfh ?? headers.host
   if (host !== undefined) out.push('x-forwarded-host', host)
   out.push('x-request-id', ctx.requestId)
+  if (ctx.clientCert !== undefined) out.push('x-forwarded-client-cert', `URI=${ctx.clientCert}`)
   return out
 }
 

@@ -192,7 +192,7 @@ test('the request body is streamed upstream unchanged (POST with content-length 
   assert.equal(chunked.bodyBytes, 1234)
 })
 
-test('regression: a request with an Upgrade header but no "Connection: upgrade" is forwarded as a plain request, never tunnelled', async (t) => {
+test('regression: a request with an Upgrade header but no "Connection: upgrade" is forwarded as a plain request, never tunnelled', { timeout: 10_000 }, async (t) => {
   // Before the fix, any GET carrying Upgrade was sent upstream as an upgrade request: an
   // upstream that accepts it would have taken over a client connection that never asked.
   let upgradeAttempts = 0

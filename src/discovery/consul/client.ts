@@ -5,6 +5,7 @@
 // floor on the loop rate, and treats an index of 0 as an error instead of resetting to 1.
 import { EventEmitter } from 'node:events'
 import Consul from 'consul'
+import { Agent, request } from 'undici'
 
 export interface ConsulSettings {
   /** `host:port` or `http(s)://host:port`. */
@@ -58,6 +59,9 @@ export class Cancellable extends EventEmitter {
 export class ConsulClient {
   readonly consul: Consul
   readonly settings: ResolvedConsul
+  // The consul npm client has no Connect endpoints (health/connect, ca/leaf, ca/roots,
+  // authorize) and cannot register `Kind: connect-proxy`; those go through undici here.
+  private readonly http = new Agent({ connections: 64, keepAliveTimeout: 60_000 })
 
   constructor (settings: ResolvedConsul) {
     this.settings = settings
@@ -91,8 +95,47 @@ export class ConsulClient {
     return { index: parseIndex(res.headers['x-consul-index']), data }
   }
 
+  /**
+   * One call to the agent's HTTP API (JSON in and out). With `index`/`wait` it is a blocking
+   * query; the result carries X-Consul-Index. Non-2xx answers throw with status and body.
+   */
+  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable } = {}): Promise<BlockingResult<T>> {
+    const q = new URLSearchParams(opts.query)
+    if (opts.index !== undefined) q.set('index', opts.index.toString())
+    if (opts.wait !== undefined) q.set('wait', opts.wait)
+    if (this.settings.datacenter !== undefined && !q.has('dc') && method === 'GET') q.set('dc', this.settings.datacenter)
+    const qs = q.toString()
+    const controller = new AbortController()
+    const onCancel = (): void => { controller.abort(new Error('cancelled')) }
+    opts.ctx?.once('cancel', onCancel)
+    const timeoutMs = opts.wait !== undefined ? waitMs(opts.wait) + Math.max(waitMs(opts.wait) / 8, 1000) : 10_000
+    const timer = setTimeout(() => { controller.abort(new Error(`Consul ${method} ${path} timed out after ${timeoutMs} ms`)) }, timeoutMs)
+    try {
+      const res = await request(`${this.settings.url}/v1${path}${qs !== '' ? `?${qs}` : ''}`, {
+        method,
+        dispatcher: this.http,
+        signal: controller.signal,
+        headers: {
+          ...(this.settings.token !== undefined ? { 'x-consul-token': this.settings.token } : {}),
+          ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {})
+        },
+        ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {})
+      })
+      const text = await res.body.text()
+      if (res.statusCode < 200 || res.statusCode >= 300) {
+        throw Object.assign(new Error(`Consul ${method} ${path}: HTTP ${res.statusCode}: ${text.trim().slice(0, 300)}`), { statusCode: res.statusCode })
+      }
+      const index = res.headers['x-consul-index']
+      return { index: parseIndex(typeof index === 'string' ? index : undefined), data: (text === '' ? null : JSON.parse(text)) as T }
+    } finally {
+      clearTimeout(timer)
+      opts.ctx?.off('cancel', onCancel)
+    }
+  }
+
   close (): void {
     this.consul.destroy()
+    void this.http.close()
   }
 }
 

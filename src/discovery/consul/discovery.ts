@@ -66,6 +66,10 @@ export function endpointsFromHealth (service: string, entries: readonly ConsulHe
   }).sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 }
 
+function watchKey (service: string, datacenter: string | undefined, connect: boolean): string {
+  return `${connect ? 'connect:' : ''}${service}${datacenter !== undefined ? `@${datacenter}` : ''}`
+}
+
 function sameEndpoints (a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
   return a.length === b.length && JSON.stringify(a) === JSON.stringify(b)
 }
@@ -84,7 +88,7 @@ export class ConsulDiscovery implements Discovery {
   }
 
   watch (service: string, listener: SnapshotListener, options: WatchOptions = {}): () => void {
-    const w = this.watchFor(service, options.datacenter ?? this.opts.client.settings.datacenter)
+    const w = this.watchFor(service, options.datacenter ?? this.opts.client.settings.datacenter, options.connect === true)
     w.listeners++
     this.events.on(w.key, listener)
     if (w.snapshot !== undefined) listener(w.snapshot)
@@ -99,7 +103,7 @@ export class ConsulDiscovery implements Discovery {
 
   snapshot (service: string, options: WatchOptions = {}): ServiceSnapshot | undefined {
     const dc = options.datacenter ?? this.opts.client.settings.datacenter
-    return this.watches.get(dc !== undefined ? `${service}@${dc}` : service)?.snapshot
+    return this.watches.get(watchKey(service, dc, options.connect === true))?.snapshot
   }
 
   services (): ServiceSnapshot[] {
@@ -114,8 +118,8 @@ export class ConsulDiscovery implements Discovery {
     this.opts.client.close()
   }
 
-  private watchFor (service: string, datacenter: string | undefined): ServiceWatch {
-    const key = datacenter !== undefined ? `${service}@${datacenter}` : service
+  private watchFor (service: string, datacenter: string | undefined, connect: boolean): ServiceWatch {
+    const key = watchKey(service, datacenter, connect)
     const existing = this.watches.get(key)
     if (existing !== undefined) return existing
     const log = this.opts.log
@@ -128,7 +132,9 @@ export class ConsulDiscovery implements Discovery {
       listeners: 0,
       loop: new BlockingLoop<ConsulHealthEntry[]>({
         makeContext: () => new Cancellable(),
-        fetch: async (index, ctx) => await this.opts.client.healthService(service, index, this.opts.wait, datacenter, ctx),
+        fetch: async (index, ctx) => connect
+          ? await this.opts.client.agentRequest<ConsulHealthEntry[]>('GET', `/health/connect/${encodeURIComponent(service)}`, { index, wait: this.opts.wait, ctx, ...(datacenter !== undefined ? { query: { dc: datacenter } } : {}) }).then((r) => ({ index: r.index, data: r.data ?? [] }))
+          : await this.opts.client.healthService(service, index, this.opts.wait, datacenter, ctx),
         minIntervalMs: this.opts.minIntervalMs ?? 100,
         backoffMaxMs: this.opts.backoffMaxMs ?? 30_000,
         onChange: (entries) => {

@@ -58,3 +58,49 @@ export async function registerService (client: ConsulClient, r: ServiceRegistrat
 export async function deregisterService (client: ConsulClient, id: string): Promise<void> {
   await client.consul.agent.service.deregister(id)
 }
+
+export interface ConnectProxyRegistration {
+  /** The local service this gateway fronts. */
+  readonly destination: string
+  readonly destinationId: string
+  /** This gateway's inbound (mTLS) listener, as other gateways reach it. */
+  readonly address: string
+  readonly port: number
+  readonly localAddress: string
+  readonly localPort: number
+  readonly gateway: string
+}
+
+/**
+ * Registers this node gateway as the Connect proxy of a local service, so that
+ * /v1/health/connect/<service> lists it. The consul client cannot send `Kind`, hence the
+ * raw agent call; its TCP check follows the inbound listener.
+ */
+export async function registerConnectProxy (client: ConsulClient, p: ConnectProxyRegistration): Promise<string> {
+  const id = `${p.destinationId}-fastmesh-proxy`
+  await client.agentRequest('PUT', '/agent/service/register', {
+    body: {
+      Kind: 'connect-proxy',
+      ID: id,
+      Name: `${p.destination}-fastmesh-proxy`,
+      Address: p.address,
+      Port: p.port,
+      Tags: ['fastmesh'],
+      Meta: { gateway: p.gateway },
+      Proxy: {
+        DestinationServiceName: p.destination,
+        DestinationServiceID: p.destinationId,
+        LocalServiceAddress: p.localAddress,
+        LocalServicePort: p.localPort
+      },
+      Check: {
+        Name: `fastmesh inbound listener of ${p.gateway}`,
+        TCP: `${p.address.includes(':') ? `[${p.address}]` : p.address}:${p.port}`,
+        Interval: '5s',
+        Timeout: '2s',
+        DeregisterCriticalServiceAfter: '10m'
+      }
+    }
+  })
+  return id
+}
