@@ -41,3 +41,26 @@ export function rssMb (pid: number): number | undefined {
     return undefined
   }
 }
+
+/** Whole-machine CPU counters from /proc/stat (ticks): busy and total over all CPUs. */
+export function systemTicks (): { busy: number, total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!
+    const v = line.trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    const idle = (v[3] ?? 0) + (v[4] ?? 0)
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0)
+    return { busy: total - idle, total }
+  } catch {
+    return undefined
+  }
+}
+
+/** Percent of all CPUs busy over `ms` milliseconds (other work on the machine, when we idle). */
+export async function systemBusyPercent (ms: number): Promise<number | undefined> {
+  const a = systemTicks()
+  await new Promise((resolve) => { setTimeout(resolve, ms) })
+  const b = systemTicks()
+  if (a === undefined || b === undefined || b.total === a.total) return undefined
+  return (100 * (b.busy - a.busy)) / (b.total - a.total)
+}

@@ -1,7 +1,9 @@
 // Summarises a V8 .cpuprofile (node --cpu-prof) of a proxy under load: where the CPU goes
 // by package, the top functions by self time, and fastmesh's own functions by total time,
 // with dist/ positions mapped back to the TypeScript sources through their source maps.
-//   node dist/bench/profile-summary.js FILE.cpuprofile [--top 25]
+//   node dist/bench/profile-summary.js FILE.cpuprofile [--top 25] [--from 3]
+// --from S skips the first S seconds of the profile (process start-up: module loading,
+// config validation, schema compilation), leaving the time under load.
 import { readFileSync, existsSync } from 'node:fs'
 import { SourceMap, type SourceMapPayload } from 'node:module'
 import { fileURLToPath } from 'node:url'
@@ -61,9 +63,10 @@ function category (cf: CallFrame): string {
   return 'other'
 }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } })
-if (positionals.length !== 1) { console.error('usage: node dist/bench/profile-summary.js FILE.cpuprofile [--top N]'); process.exit(2) }
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, from: { type: 'string', default: '0' } } })
+if (positionals.length !== 1) { console.error('usage: node dist/bench/profile-summary.js FILE.cpuprofile [--top N] [--from SECONDS]'); process.exit(2) }
 const top = Number(values.top)
+const fromUs = Number(values.from) * 1e6
 const profile = JSON.parse(readFileSync(positionals[0]!, 'utf8')) as Profile
 
 const byId = new Map<number, ProfileNode>()
@@ -77,8 +80,11 @@ const total = new Map<string, number>()
 const cats = new Map<string, number>()
 const catOf = new Map<string, string>()
 let all = 0
+let at = 0
 for (let i = 0; i < profile.samples.length; i++) {
   const dt = profile.timeDeltas[i] ?? 0
+  at += dt
+  if (at < fromUs) continue
   const leaf = byId.get(profile.samples[i]!)
   if (leaf === undefined) continue
   all += dt
@@ -102,7 +108,7 @@ const pct = (v: number, of: number): string => `${((100 * v) / of).toFixed(1).pa
 const rows = (m: Map<string, number>, of: number, n: number, filter: (k: string) => boolean = () => true): string =>
   [...m].filter(([k]) => filter(k)).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `  ${pct(v, of)}  ${k}`).join('\n')
 
-console.log(`profile: ${positionals[0]} — ${(all / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (shares below are of busy time)`)
+console.log(`profile: ${positionals[0]} — ${(all / 1e6).toFixed(1)} s sampled${fromUs > 0 ? ` after the first ${values.from} s` : ''}, ${(busy / 1e6).toFixed(1)} s busy (shares below are of busy time)`)
 cats.delete('idle')
 console.log(`\nby package (self time):\n${rows(cats, busy, 20)}`)
 console.log(`\ntop ${top} functions by self time:\n${rows(self, busy, top, (k) => !k.startsWith('(idle)'))}`)

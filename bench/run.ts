@@ -16,7 +16,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort, killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
 import { closedLoop, pacedLoad, pickLoadTool, type ClosedResult, type LoadTool, type PacedResult } from './load.js'
-import { cpuMicros, rssMb, clockTicks } from './procstat.js'
+import { cpuMicros, rssMb, clockTicks, systemBusyPercent } from './procstat.js'
 import { SCENARIOS, type BenchContext, type ScenarioDefinition } from './scenarios.js'
 
 const FLAGS = {
@@ -109,6 +109,8 @@ interface Measurement {
   /** p99 counted from each request's scheduled send time (client delays included). */
   paced_scheduled_p99_ms: number
   paced_cpu_us_per_req?: number
+  /** Machine CPU busy while this scenario's processes sat idle between its two runs. */
+  background_busy_pct?: number
   facts?: Record<string, unknown>
 }
 
@@ -126,6 +128,7 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
   let upstreamCpu: number | undefined
   let rss: number | undefined
   let pacedCpu: number | undefined
+  let background: number | undefined
   try {
     const load = { tool, url: running.url, connections: o.connections, wrkThreads: o.wrkThreads }
     if (o.warmupS > 0) await closedLoop({ ...load, durationS: o.warmupS })
@@ -135,7 +138,9 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
     cpu = perRequest(c0, cpuMicros(running.measuredPid), closed.requests)
     upstreamCpu = perRequest(u0, cpuMicros(ctx.upstreamPid), closed.requests)
     rss = rssMb(running.measuredPid)
-    await sleep(500)
+    await sleep(200)
+    // Nothing of ours runs now: what the machine does meanwhile is someone else's load.
+    background = await systemBusyPercent(800)
     const p0 = cpuMicros(running.measuredPid)
     paced = await pacedLoad({ url: running.url, rate: o.rate, durationS: o.pacedDurationS, warmupS: 1, connections: 64 })
     // Includes the paced warm-up second: CPU per request at a moderate, steady rate.
@@ -161,6 +166,7 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
     paced_errors: paced.errors + paced.non2xx + paced.lost,
     paced_scheduled_p99_ms: paced.scheduledLatencyMs.p99,
     ...(pacedCpu !== undefined ? { paced_cpu_us_per_req: pacedCpu } : {}),
+    ...(background !== undefined ? { background_busy_pct: background } : {}),
     ...(facts !== undefined ? { facts } : {})
   }
 }
@@ -194,6 +200,12 @@ function summarise (defs: ScenarioDefinition[], results: Map<string, Measurement
       const mine = med(def.name, 'rps')
       if (b !== undefined && mine !== undefined) s[`ratio_to_${base}`] = round(mine / b, 3)
     }
+    // CPU per request relative to the Node ceiling: steadier than req/s on a busy machine.
+    if (def.compareTo.includes('node_ceiling')) {
+      const b = med('node_ceiling', 'cpu_us_per_req')
+      const mine = med(def.name, 'cpu_us_per_req')
+      if (b !== undefined && mine !== undefined && b > 0) s.cpu_ratio_to_node_ceiling = round(mine / b, 3)
+    }
     if (def.name !== 'direct') {
       const d50 = med('direct', 'p50_ms')
       const d99 = med('direct', 'p99_ms')
@@ -206,6 +218,7 @@ function summarise (defs: ScenarioDefinition[], results: Map<string, Measurement
     put('p999_ms', med(def.name, 'p999_ms'), 3)
     put('paced_cpu_us_per_req', med(def.name, 'paced_cpu_us_per_req'), 1)
     put('upstream_cpu_us_per_req', med(def.name, 'upstream_cpu_us_per_req'), 1)
+    put('background_busy_pct', med(def.name, 'background_busy_pct'), 1)
     s.rounds = (results.get(def.name) ?? []).map((m) => ({
       ...m,
       rps: round(m.rps, 0),
@@ -218,7 +231,8 @@ function summarise (defs: ScenarioDefinition[], results: Map<string, Measurement
       ...(m.cpu_us_per_req !== undefined ? { cpu_us_per_req: round(m.cpu_us_per_req, 1) } : {}),
       ...(m.rss_mb !== undefined ? { rss_mb: round(m.rss_mb, 1) } : {}),
       ...(m.upstream_cpu_us_per_req !== undefined ? { upstream_cpu_us_per_req: round(m.upstream_cpu_us_per_req, 1) } : {}),
-      ...(m.paced_cpu_us_per_req !== undefined ? { paced_cpu_us_per_req: round(m.paced_cpu_us_per_req, 1) } : {})
+      ...(m.paced_cpu_us_per_req !== undefined ? { paced_cpu_us_per_req: round(m.paced_cpu_us_per_req, 1) } : {}),
+      ...(m.background_busy_pct !== undefined ? { background_busy_pct: round(m.background_busy_pct, 1) } : {})
     }))
     out[def.name] = s
   }
@@ -236,6 +250,7 @@ function table (summary: Record<string, Summary>): string {
     ['+p50 ms', (s) => fmt(s.added_p50_ms, 3)],
     ['+p99 ms', (s) => fmt(s.added_p99_ms, 3)],
     ['CPU µs/req', (s) => fmt(s.cpu_us_per_req, 1)],
+    ['CPU ×ceiling', (s) => fmt(s.cpu_ratio_to_node_ceiling, 2)],
     ['RSS MB', (s) => fmt(s.rss_mb, 1)]
   ]
   const rows = Object.entries(summary).map(([name, s]) => cols.map(([, f], i) => i === 0 ? name : f(s)))
@@ -258,6 +273,10 @@ async function main (): Promise<void> {
   console.log(`machine: ${cpuList.length} × ${cpuList[0]?.model ?? '?'}, node ${process.version}; CPU from /proc at ${clockTicks()} ticks/s`)
   if (cpuList.length < 4) console.log(`note: load generator, proxy and upstream share ${cpuList.length} CPU(s); absolute figures are for this machine only`)
 
+  const backgroundBefore = await systemBusyPercent(1000)
+  if (backgroundBefore !== undefined) {
+    console.log(`machine busy before start: ${backgroundBefore.toFixed(0)}% of all CPUs${backgroundBefore > 10 ? ' — other work is running: expect noisy figures (see background_busy_pct per round in the JSON)' : ''}`)
+  }
   if (o.cpuProfDir !== undefined) await mkdir(o.cpuProfDir, { recursive: true })
   workDir = await mkdtemp(join(tmpdir(), 'fastmesh-bench-'))
   let upstream: Child | undefined
@@ -282,7 +301,8 @@ async function main (): Promise<void> {
         results.get(def.name)!.push(m)
         const warn = m.errors + m.non2xx + m.paced_errors > 0 ? `  !! errors: closed ${m.errors} + non-2xx ${m.non2xx}, paced ${m.paced_errors}` : ''
         const facts = m.facts !== undefined ? `  ${JSON.stringify(m.facts)}` : ''
-        console.log(`[round ${r}/${o.rounds}] ${def.name.padEnd(12)} ${m.rps.toFixed(0).padStart(6)} req/s  cpu ${fmt(m.cpu_us_per_req, 1)} µs/req  rss ${fmt(m.rss_mb, 1)} MB | paced ${m.paced_achieved_rps.toFixed(0)}/s p50 ${m.p50_ms.toFixed(3)} p99 ${m.p99_ms.toFixed(3)} ms${warn}${facts}`)
+        const bg = m.background_busy_pct !== undefined ? `  (machine ${m.background_busy_pct.toFixed(0)}% busy while idle)` : ''
+        console.log(`[round ${r}/${o.rounds}] ${def.name.padEnd(12)} ${m.rps.toFixed(0).padStart(6)} req/s  cpu ${fmt(m.cpu_us_per_req, 1)} µs/req  rss ${fmt(m.rss_mb, 1)} MB | paced ${m.paced_achieved_rps.toFixed(0)}/s p50 ${m.p50_ms.toFixed(3)} p99 ${m.p99_ms.toFixed(3)} ms${bg}${warn}${facts}`)
       }
     }
 
@@ -295,6 +315,7 @@ async function main (): Promise<void> {
         node: process.version,
         kernel: release(),
         load_tool: tool,
+        background_busy_pct_before: backgroundBefore !== undefined ? round(backgroundBefore, 1) : undefined,
         date: new Date().toISOString()
       },
       options: {

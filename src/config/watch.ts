@@ -1,6 +1,6 @@
 // Watches a config file for changes. Watches the directory, not the file: editors and
 // `kubectl cp`-style tools replace files by rename, which a file watch would lose.
-import { watch, type FSWatcher } from 'node:fs'
+import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'
 import { createHash } from 'node:crypto'
@@ -14,7 +14,9 @@ export class ConfigWatcher {
   constructor (file: string, onChange: () => void, log: Logger, debounceMs = 150) {
     const path = resolve(file)
     const name = basename(path)
-    void this.hash(path).then((h) => { this.lastHash ??= h })
+    // Read now, not asynchronously: a write landing before an async read finished would be
+    // taken for the starting content, and that change silently never applied.
+    this.lastHash = this.hashNow(path)
     this.watcher = watch(dirname(path), (_event, changed) => {
       if (changed !== null && changed !== name) return
       clearTimeout(this.timer)
@@ -28,6 +30,14 @@ export class ConfigWatcher {
       }, debounceMs)
     })
     this.watcher.on('error', (err) => { log.error({ err, file: path }, 'config watch failed; use SIGHUP or POST /reload') })
+  }
+
+  private hashNow (path: string): string | undefined {
+    try {
+      return createHash('sha256').update(readFileSync(path)).digest('hex')
+    } catch {
+      return undefined
+    }
   }
 
   private async hash (path: string): Promise<string | undefined> {

@@ -156,9 +156,14 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   // Custom plugins are imported, and their options checked, before anything is built.
   const custom = new Map<string, RoutePluginDefinition>()
   for (const [name, c] of Object.entries(config.customPlugins)) custom.set(name, await loadCustomPlugin(name, c.module, opts.baseDir))
+  // Checked on a copy (the config is frozen), which the plugin then gets: schema defaults land in it.
+  const customOptions = new Map<object, Record<string, unknown>>()
   const problems = config.routes.flatMap((route, i) => route.plugins.flatMap((ref, j) => {
     const def = custom.get(ref.name)
-    return def === undefined ? [] : pluginOptionProblems(ref.name, def.optionsSchema, ref.options ?? {}, `$.routes[${i}].plugins[${j}].options`)
+    if (def === undefined) return []
+    const options = structuredClone(ref.options ?? {})
+    customOptions.set(ref, options)
+    return pluginOptionProblems(ref.name, def.optionsSchema, options, `$.routes[${i}].plugins[${j}].options`)
   }))
   if (problems.length > 0) throw fastmeshError('CONFIG_INVALID', ['plugin options', formatProblems(problems)])
 
@@ -305,7 +310,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
         const def = builtinPlugins.get(ref.name) ?? custom.get(ref.name)!
         // skip-override: the plugin's hooks and decorators land in this route's context,
         // which stays encapsulated from every other route.
-        await scope.register(fp(def.plugin), { ...(ref.options ?? {}) })
+        await scope.register(fp(def.plugin), customOptions.get(ref) ?? { ...(ref.options ?? {}) })
       }
       scope.route({ method: scope.supportedMethods, url: '*', constraints: { fastmeshRoute: name }, handler })
     })

@@ -67,6 +67,7 @@ export class Gateway {
   private reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 0 })
   private draining = false
   private readonly retiring = new Set<Promise<void>>()
+  private readonly retiredVersions = new Set<GatewayVersion>()
   readonly reloads = { ok: 0, failed: 0 }
 
   constructor (private readonly options: GatewayOptions) {
@@ -254,7 +255,7 @@ export class Gateway {
     try {
       next = await this.build(loaded)
     } catch (err) {
-      this.services.retain(this.current?.services ?? new Set())
+      this.retainServices()
       return this.refused(err, reason)
     }
     const listenerChanged = JSON.stringify(loaded.config.listeners) !== JSON.stringify(this.loaded.config.listeners)
@@ -268,10 +269,10 @@ export class Gateway {
     this.loaded = loaded
     this.recorder = accessLogRecorder(this.log, loaded.config.telemetry.logging.accessLog)
     this.log.level = loaded.config.telemetry.logging.level
-    this.services.retain(next.services)
     this.reloads.ok++
     this.log.info({ reason, version: next.version, routes: loaded.config.routes.length }, 'config reloaded')
     if (old !== undefined) this.retire(old)
+    this.retainServices()
     return { ok: true, version: next.version }
   }
 
@@ -296,13 +297,26 @@ export class Gateway {
     })
   }
 
+  /**
+   * Keeps the endpoint sets of the serving version and of retired versions still draining
+   * (their accepted requests may not have picked an endpoint yet); releases the rest.
+   */
+  private retainServices (): void {
+    const keys = new Set(this.current?.services ?? [])
+    for (const v of this.retiredVersions) for (const key of v.services) keys.add(key)
+    this.services.retain(keys)
+  }
+
   /** Lets the old version finish what it started, then closes it. */
   private retire (old: GatewayVersion): void {
+    this.retiredVersions.add(old)
     const deadline = Date.now() + durationMs(this.loaded.config.limits.drainTimeout)
     const p = (async () => {
       while (old.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
       if (old.inFlight > 0) this.log.warn({ version: old.version, inFlight: old.inFlight }, 'drain timeout: closing a version with requests in flight')
       await old.close().catch((err: unknown) => { this.log.error({ err }, 'closing an old version failed') })
+      this.retiredVersions.delete(old)
+      if (!this.draining) this.retainServices()
     })()
     this.retiring.add(p)
     void p.finally(() => this.retiring.delete(p))

@@ -232,38 +232,41 @@ export class FilesIdentityProvider implements IdentityProvider {
 
   private async reloadOnce (): Promise<void> {
     this.watchDir()
-    const changes: IdentityChange[] = []
+    // Read and check everything first ...
     const roots = await this.readRoots()
+    const checkAgainst = roots instanceof ProblemResult ? this.rootsState : roots
+    const read = new Map<string, LeafCertificate | ProblemResult>()
+    if (checkAgainst !== undefined) {
+      for (const service of this.services) read.set(service, await this.readLeaf(service, checkAgainst))
+    }
+    if (this.closed) return
+    // ... then apply it with no await in between, so state and events change together.
+    const changes: IdentityChange[] = []
     if (roots instanceof ProblemResult) {
       this.refuse('roots', roots.err, roots.key)
     } else {
       this.clearProblem('roots')
-      const before = this.rootsState?.bundle.rootsPem.join('')
-      if (before !== roots.bundle.rootsPem.join('')) {
+      if (this.rootsState?.bundle.rootsPem.join('') !== roots.bundle.rootsPem.join('')) {
         this.rootsState = roots
         changes.push({ kind: 'roots' })
         this.log.info({ dir: this.dir, trustDomain: roots.bundle.trustDomain, roots: roots.bundle.rootsPem.length, notAfter: roots.bundle.notAfter }, 'trust roots loaded')
       }
     }
-    if (this.rootsState !== undefined) {
-      for (const service of this.services) {
-        const leaf = await this.readLeaf(service, this.rootsState)
-        if (leaf instanceof ProblemResult) {
-          this.refuse(service, leaf.err, leaf.key)
-          continue
-        }
-        this.clearProblem(service)
-        if (sameLeaf(this.leaves.get(service), leaf)) continue
-        this.leaves.set(service, leaf)
-        changes.push({ kind: 'leaf', service })
-        this.log.info({ service, spiffeId: leaf.spiffeId, serial: leaf.serial, notAfter: leaf.notAfter }, 'leaf certificate loaded')
-        if (leaf.notAfter.getTime() <= Date.now() && !this.expiryWarned.has(leaf.serial)) {
-          this.expiryWarned.add(leaf.serial)
-          this.log.warn({ service, serial: leaf.serial, notAfter: leaf.notAfter }, `leaf certificate has expired; peers will refuse it — reissue it with \`${this.command(service)}\``)
-        }
+    for (const [service, leaf] of read) {
+      if (leaf instanceof ProblemResult) {
+        this.refuse(service, leaf.err, leaf.key)
+        continue
+      }
+      this.clearProblem(service)
+      if (sameLeaf(this.leaves.get(service), leaf)) continue
+      this.leaves.set(service, leaf)
+      changes.push({ kind: 'leaf', service })
+      this.log.info({ service, spiffeId: leaf.spiffeId, serial: leaf.serial, notAfter: leaf.notAfter }, 'leaf certificate loaded')
+      if (leaf.notAfter.getTime() <= Date.now() && !this.expiryWarned.has(leaf.serial)) {
+        this.expiryWarned.add(leaf.serial)
+        this.log.warn({ service, serial: leaf.serial, notAfter: leaf.notAfter }, `leaf certificate has expired; peers will refuse it — reissue it with \`${this.command(service)}\``)
       }
     }
-    if (this.closed) return
     for (const change of changes) {
       for (const listener of [...this.listeners]) {
         try {

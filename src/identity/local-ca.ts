@@ -320,7 +320,10 @@ async function writeAtomic (dir: string, name: string, text: string, mode: numbe
 }
 
 export interface CreateLocalCaOptions extends CaOptions {
-  /** Replace an existing CA; its certificate is kept as roots/previous-<serial>.pem. */
+  /**
+   * Replace an existing CA; its certificate is kept as roots/previous-<serial>.pem, and its
+   * trust domain and datacenter are the defaults of the new one.
+   */
   force?: boolean
 }
 
@@ -337,19 +340,35 @@ export async function createLocalCa (dir: string, opts: CreateLocalCaOptions = {
   const keyFile = join(dir, CA_KEY_FILE)
   const had = await exists(certFile) || await exists(keyFile)
   if (had && opts.force !== true) throw fastmeshError('IDENTITY_CA_EXISTS', [dir])
-  const ca = await createCaInMemory(opts)
+  // A replacement CA keeps the old one's trust domain and datacenter unless told otherwise:
+  // leaves of the old CA stay valid identities while they are reissued.
+  const old = had ? await readFile(certFile, 'utf8').catch(() => undefined) : undefined
+  let oldCert: x509.X509Certificate | undefined
+  let oldNode: NodeX509 | undefined
+  try {
+    if (old !== undefined) {
+      oldNode = new NodeX509(old)
+      oldCert = new x509.X509Certificate(old)
+    }
+  } catch {
+    oldNode = undefined
+    oldCert = undefined
+  }
+  const derivedTd = oldNode !== undefined ? caTrustDomain(oldNode) : undefined
+  const derivedDc = oldCert?.subjectName.getField('OU')[0]
+  const ca = await createCaInMemory({
+    ...opts,
+    trustDomain: opts.trustDomain ?? derivedTd ?? DEFAULT_TRUST_DOMAIN,
+    datacenter: opts.datacenter ?? (derivedDc !== undefined && NAME_PATTERN.test(derivedDc) ? derivedDc : DEFAULT_DATACENTER)
+  })
   await mkdir(dir, { recursive: true, mode: 0o700 })
   let previousRootFile: string | undefined
-  if (had) {
+  if (old !== undefined && oldNode !== undefined && oldNode.ca) {
     // Keep trusting the old CA until its leaves are reissued: rotation without dropping traffic.
-    const old = await readFile(certFile, 'utf8').catch(() => undefined)
-    let serial: string | undefined
-    try { serial = old !== undefined ? new NodeX509(old).serialNumber : undefined } catch { serial = undefined }
-    if (old !== undefined && serial !== undefined) {
-      await mkdir(join(dir, ROOTS_DIR), { recursive: true, mode: 0o700 })
-      previousRootFile = join(dir, ROOTS_DIR, `previous-${serial}.pem`)
-      await writeAtomic(join(dir, ROOTS_DIR), `previous-${serial}.pem`, old, 0o644)
-    }
+    const name = `previous-${oldNode.serialNumber}.pem`
+    await mkdir(join(dir, ROOTS_DIR), { recursive: true, mode: 0o700 })
+    previousRootFile = join(dir, ROOTS_DIR, name)
+    await writeAtomic(join(dir, ROOTS_DIR), name, old, 0o644)
   }
   // Key first: a reader seeing the new ca.pem finds the matching key.
   await writeAtomic(dir, CA_KEY_FILE, ca.keyPem, 0o600)

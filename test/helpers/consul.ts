@@ -55,6 +55,23 @@ export interface StartConsulOptions {
   ports?: ConsulPorts
   /** Extra `consul agent` arguments, e.g. ['-hcl', 'connect { enabled = true }']. */
   args?: string[]
+  /**
+   * A command that runs the agent, e.g. ['ip', 'netns', 'exec', 'ns1']: the agent is started
+   * as `exec... consul agent ...`. The prefix must exec the agent (not fork it), so that the
+   * child's pid is the agent's. Default: none.
+   */
+  exec?: readonly string[]
+  /** `-bind` address (cluster traffic). Default 127.0.0.1. */
+  bind?: string
+  /** `-client` address(es), space-separated (HTTP and DNS). Default 127.0.0.1. */
+  client?: string
+  /** `-node` name. Default fastmesh-test-<http port>. */
+  node?: string
+  /**
+   * How this process reaches the HTTP API, when not at http://127.0.0.1:<http port> (an agent
+   * in another network namespace, reached through a relay). `httpAddr` and `url` follow it.
+   */
+  url?: string
 }
 
 /** The Consul binary the tests use, or an error that says how to install it. */
@@ -160,21 +177,23 @@ export async function startConsul(options: StartConsulOptions = {}): Promise<Con
   const { http, dns, serfLan, serfWan, server } = ports
   const args = [
     'agent', '-dev', // in-memory server, Connect enabled with the built-in CA; no data dir needed
-    '-bind', '127.0.0.1',
-    '-client', '127.0.0.1',
+    '-bind', options.bind ?? '127.0.0.1',
+    '-client', options.client ?? '127.0.0.1',
     '-http-port', String(http),
     '-dns-port', String(dns),
     '-serf-lan-port', String(serfLan),
     '-serf-wan-port', String(serfWan),
     '-server-port', String(server),
     '-grpc-port=-1', // off
-    '-node', `fastmesh-test-${http}`,
+    '-node', options.node ?? `fastmesh-test-${http}`,
     '-hcl', 'disable_update_check = true',
     ...(options.args ?? []),
   ]
 
   installExitHooks()
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const exec = options.exec ?? []
+  const [command, ...commandArgs] = exec.length > 0 ? [...exec, bin, ...args] : [bin, ...args]
+  const child = spawn(command!, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   const append = (chunk: Buffer): void => {
     output += chunk.toString('utf8')
@@ -196,12 +215,12 @@ export async function startConsul(options: StartConsulOptions = {}): Promise<Con
     child.once('error', (err) => resolve(err))
   })
   if (spawnError || child.pid === undefined) {
-    throw new Error(`could not start ${bin}: ${spawnError?.message ?? 'no pid'}`)
+    throw new Error(`could not start ${[...exec, bin].join(' ')}: ${spawnError?.message ?? 'no pid'}`)
   }
   running.add(child)
   const pid = child.pid
 
-  const url = `http://127.0.0.1:${http}`
+  const url = (options.url ?? `http://127.0.0.1:${http}`).replace(/\/+$/, '')
   let stopping: Promise<void> | null = null
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
@@ -213,11 +232,11 @@ export async function startConsul(options: StartConsulOptions = {}): Promise<Con
     })()
     return stopping
   }
-  const agent: ConsulAgent = { httpAddr: `127.0.0.1:${http}`, url, pid, ports, bin, output: () => output, stop }
+  const agent: ConsulAgent = { httpAddr: new URL(url).host, url, pid, ports, bin, output: () => output, stop }
 
   const fail = async (why: string): Promise<never> => {
     await stop()
-    throw new Error(`consul agent (pid ${pid}, ${bin} ${args.join(' ')}) ${why}\n--- agent output ---\n${output.slice(-8000)}`)
+    throw new Error(`consul agent (pid ${pid}, ${[...exec, bin, ...args].join(' ')}) ${why}\n--- agent output ---\n${output.slice(-8000)}`)
   }
 
   // Ready = a leader is elected and the Connect CA has a root.

@@ -5,7 +5,8 @@ import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parse, stringify } from 'yaml'
 import { Agent, type Dispatcher } from 'undici'
 import { Gateway } from '../../src/gateway/gateway.js'
@@ -179,6 +180,16 @@ export async function startGateway (t: TestContext, config: string | ConfigDoc, 
   const g = await createGateway(t, config, opts)
   await g.start()
   return g
+}
+
+/**
+ * The `module` path of a fixture plugin (test/fixtures/plugins/FILE, compiled), relative to
+ * `configDir` as a config file beside it would write it.
+ */
+export function fixturePlugin (configDir: string, file: string): string {
+  const abs = fileURLToPath(new URL(`../fixtures/plugins/${file}`, import.meta.url))
+  const rel = relative(configDir, abs)
+  return rel.startsWith('.') ? rel : `./${rel}`
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */

@@ -88,3 +88,46 @@ export function embeddedServices (ports: Record<string, ReadonlyArray<number | {
 export function meshConfig (ports: Record<string, ReadonlyArray<number | { port: number }>>, routes: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { discovery: { embedded: { services: embeddedServices(ports) } }, routes, ...extra }
 }
+
+export interface HeldUpstream extends Upstream {
+  /** Requests that arrived so far. */
+  readonly arrived: number
+  /** Resolves once `n` requests have arrived (answers are held until `release`); rejects after `timeoutMs`. */
+  waitForArrivals(n: number, timeoutMs?: number): Promise<void>
+  /** Answers every held request, and every later one at once, with 200 and `body`. */
+  release(): void
+}
+
+/** An upstream that holds every answer until the test releases it: "slow" without timers. */
+export async function startHeldUpstream (t: TestContext, body = 'released'): Promise<HeldUpstream> {
+  let released = false
+  let arrived = 0
+  const held: Array<() => void> = []
+  const waiters: Array<{ n: number, resolve: () => void }> = []
+  const up = await startUpstream(t, (req, res) => {
+    req.resume()
+    arrived++
+    for (const w of waiters.filter((x) => x.n <= arrived)) { waiters.splice(waiters.indexOf(w), 1); w.resolve() }
+    const answer = (): void => { res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) }).end(body) }
+    if (released) answer()
+    else held.push(answer)
+  })
+  return {
+    ...up,
+    get arrived () { return arrived },
+    async waitForArrivals (n, timeoutMs = 10_000) {
+      if (arrived >= n) return
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((resolve) => { waiters.push({ n, resolve }) }),
+        new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => { reject(new Error(`timed out after ${timeoutMs} ms waiting for ${n} request(s) at the upstream (${arrived} arrived)`)) }, timeoutMs)
+        })
+      ]).finally(() => { clearTimeout(timer) })
+    },
+    release () {
+      released = true
+      for (const answer of held.splice(0)) answer()
+    }
+  }
+}

@@ -252,7 +252,11 @@ export class EmbeddedRegistry implements Discovery {
       state.successes = 0
       state.failures++
       if (state.endpoint.health === 'passing' && state.failures >= check.unhealthyThreshold) this.setHealth(svc, state, 'critical', detail)
-      else if (state.endpoint.health !== 'passing') state.endpoint = { ...state.endpoint, healthDetail: detail }
+      else if (state.endpoint.health !== 'passing' && state.endpoint.healthDetail !== detail) {
+        // Published, so the admin API shows why the endpoint is still out (not "waiting for the first health check").
+        state.endpoint = { ...state.endpoint, healthDetail: detail }
+        this.publish(svc)
+      }
     }
     // A little jitter keeps probes of many endpoints from lining up.
     state.timer = setTimeout(() => { void this.probe(svc, state) }, check.intervalMs * (0.9 + Math.random() * 0.2))

@@ -1,0 +1,130 @@
+// The admin API of a running gateway: liveness, readiness, routes in match order,
+// services with health, reload.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { request as httpRequest } from 'node:http'
+import { startGateway, eventually } from '../helpers/gateway.js'
+import { startEcho, startSample, startHeldUpstream, embeddedServices, meshConfig } from '../helpers/upstreams.js'
+
+interface RoutesBody { version: number, routes: Array<{ name: string, precedence: number[], plugins: string[], destination: { service: string } }> }
+
+test('GET /live answers 200 live', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const res = await g.admin('GET', '/live')
+  assert.equal(res.status, 200)
+  assert.deepEqual(res.json(), { status: 'live' })
+})
+
+test('GET /ready answers 200 ready with the serving config version', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const res = await g.admin('GET', '/ready')
+  assert.equal(res.status, 200)
+  assert.deepEqual(res.json(), { status: 'ready', version: 1 })
+})
+
+test('GET /ready answers 503 while the gateway drains for shutdown', async (t) => {
+  const held = await startHeldUpstream(t)
+  const g = await startGateway(t, meshConfig({ slow: [held] }, [{ name: 'slow', destination: { service: 'slow' } }]))
+  const inFlight = g.request('/slow')
+  await held.waitForArrivals(1)
+  const stopping = g.gateway.stop()
+  const res = await eventually(async () => {
+    const r = await g.admin('GET', '/ready')
+    return r.status === 503 ? r : undefined
+  }, '/ready to answer 503')
+  assert.equal(res.json<{ status: string }>().status, 'not ready')
+  held.release()
+  assert.equal((await inFlight).status, 200)
+  await stopping
+})
+
+test('GET /routes lists routes in the order they are matched', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    { name: 'catch-all', destination: { service: 'svc' } },
+    { name: 'api', match: { path: { prefix: '/api' } }, destination: { service: 'svc' } },
+    { name: 'api-v2', match: { path: { prefix: '/api/v2' } }, destination: { service: 'svc' } },
+    { name: 'api-beta', match: { path: { prefix: '/api' }, headers: [{ name: 'x-beta', exact: '1' }] }, destination: { service: 'svc' } },
+    { name: 'login', match: { path: { exact: '/login' } }, destination: { service: 'svc' }, plugins: [{ name: 'headers', options: { response: { set: { 'cache-control': 'no-store' } } } }] },
+    { name: 'user', match: { path: { template: '/users/:id' } }, destination: { service: 'svc' } },
+    { name: 'shop-host', match: { hosts: ['shop.example.com'] }, destination: { service: 'svc' } },
+    { name: 'pinned', priority: 5, match: { path: { prefix: '/' } }, destination: { service: 'svc' } }
+  ]))
+  const res = await g.admin('GET', '/routes')
+  assert.equal(res.status, 200)
+  const body = res.json<RoutesBody>()
+  assert.equal(body.version, 1)
+  assert.deepEqual(body.routes.map((r) => r.name), ['pinned', 'shop-host', 'login', 'user', 'api-v2', 'api-beta', 'api', 'catch-all'])
+  assert.deepEqual(body.routes.find((r) => r.name === 'login')?.plugins, ['headers'])
+  assert.equal(body.routes[0]?.destination.service, 'svc')
+})
+
+test('GET /services shows each endpoint with its health and origin', async (t) => {
+  const good = await startSample(t, 'orders', 'orders-good')
+  const bad = await startSample(t, 'orders', 'orders-bad')
+  bad.healthy = false
+  const g = await startGateway(t, {
+    discovery: { embedded: { services: embeddedServices({ orders: [good, bad] }, { path: '/health', interval: '100ms', timeout: '500ms', unhealthyThreshold: 1, healthyThreshold: 1 }) } },
+    routes: [{ name: 'orders', destination: { service: 'orders' } }]
+  })
+  interface Svc { name: string, healthy: number, stale: boolean, endpoints: Array<{ id: string, port: number, health: string, healthDetail?: string, origin: string }> }
+  const orders = await eventually(async () => {
+    const s = (await g.admin('GET', '/services')).json<{ discovery: string, services: Svc[] }>()
+    const o = s.services.find((x) => x.name === 'orders')
+    return o?.healthy === 1 && o.endpoints.every((e) => e.healthDetail !== 'waiting for the first health check') ? o : undefined
+  }, 'both endpoints to be probed')
+  assert.equal(orders.stale, false)
+  assert.deepEqual(orders.endpoints.map((e) => [e.id, e.port, e.health, e.origin]), [
+    ['orders-1', good.port, 'passing', 'config'],
+    ['orders-2', bad.port, 'critical', 'config']
+  ])
+  assert.equal(orders.endpoints[0]?.healthDetail, undefined)
+  assert.equal(orders.endpoints[1]?.healthDetail, 'GET /health answered 503')
+})
+
+test('GET /services/:service of an unknown service answers 404 FASTMESH_ERR_ADMIN_NOT_FOUND', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const res = await g.admin('GET', '/services/nope')
+  assert.equal(res.status, 404)
+  assert.equal(res.json<{ error: { code: string } }>().error.code, 'FASTMESH_ERR_ADMIN_NOT_FOUND')
+})
+
+test('POST /reload applies the changed config file and answers the new version', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const config = meshConfig({ svc: [echo] }, [{ name: 'old', match: { path: { prefix: '/old' } }, destination: { service: 'svc' } }])
+  const g = await startGateway(t, config)
+  assert.equal((await g.request('/new')).status, 404)
+  await g.writeConfig({ ...config, routes: [{ name: 'new', match: { path: { prefix: '/new' } }, destination: { service: 'svc' } }] })
+  const res = await g.admin('POST', '/reload')
+  assert.equal(res.status, 200)
+  assert.deepEqual(res.json(), { status: 'reloaded', version: 2 })
+  assert.equal((await g.request('/new')).status, 200)
+  assert.equal((await g.request('/old')).status, 404)
+  assert.deepEqual((await g.admin('GET', '/routes')).json<RoutesBody>().routes.map((r) => r.name), ['new'])
+})
+
+test('GET /config shows the running config with defaults filled', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const body = (await g.admin('GET', '/config')).json<{ version: number, source: string, config: { routes: Array<{ timeout: string }>, limits: { maxHeaderBytes: number } } }>()
+  assert.equal(body.version, 1)
+  assert.equal(body.source, g.configPath)
+  assert.equal(body.config.routes[0]?.timeout, '15s')
+  assert.equal(body.config.limits.maxHeaderBytes, 16384)
+})
+
+test('an unknown admin path answers 404 FASTMESH_ERR_ADMIN_NOT_FOUND', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const res = await new Promise<{ status: number, body: string }>((resolve, reject) => {
+    httpRequest(`${g.adminUrl}/nothing-here`, { agent: false }, (r) => {
+      let body = ''
+      r.setEncoding('utf8').on('data', (c: string) => { body += c }).on('end', () => { resolve({ status: r.statusCode ?? 0, body }) })
+    }).on('error', reject).end()
+  })
+  assert.equal(res.status, 404)
+  assert.equal((JSON.parse(res.body) as { error: { code: string } }).error.code, 'FASTMESH_ERR_ADMIN_NOT_FOUND')
+})
