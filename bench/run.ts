@@ -361,6 +361,8 @@ process.once('SIGTERM', onSignal)
 process.once('exit', killAllChildrenNow)
 
 main().then(() => process.exit(0), async (err: unknown) => {
+  // After a signal the children die under the run's feet: that is not a failure to report.
+  if (interrupted) return
   console.error(`bench failed: ${(err as Error).stack ?? String(err)}`)
   await stopAllChildren()
   process.exit(1)

@@ -35,6 +35,8 @@ export class ServiceEndpoints {
   private totalWeight = 0
   private next = 0
   private snapshot: ServiceSnapshot | undefined
+  /** Callers waiting for discovery's first answer (see `known`). */
+  private firstAnswer: Array<() => void> = []
   private readonly unwatch: () => void
 
   constructor (
@@ -83,6 +85,24 @@ export class ServiceEndpoints {
     return this.snapshot
   }
 
+  /**
+   * Resolves once discovery has answered for this service at least once, or after
+   * `timeoutMs`: a set created on first use (a destination named by Host) has no endpoints
+   * until its watch answers, and its first request must not fail for that.
+   */
+  async known (timeoutMs: number): Promise<void> {
+    if (this.snapshot !== undefined) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.firstAnswer = this.firstAnswer.filter((w) => w !== done)
+        resolve()
+      }
+      const timer = setTimeout(done, timeoutMs)
+      this.firstAnswer.push(done)
+    })
+  }
+
   /** New pool settings (from a reload): pools are rebuilt only when settings differ. */
   setPoolSettings (settings: PoolSettings): void {
     if (JSON.stringify(settings) === JSON.stringify(this.settings)) return
@@ -92,6 +112,7 @@ export class ServiceEndpoints {
 
   close (): void {
     this.unwatch()
+    for (const w of [...this.firstAnswer]) w()
     this.targets = []
     this.pools.retainOnly(this, new Set())
   }
@@ -116,5 +137,6 @@ export class ServiceEndpoints {
     this.totalWeight = total
     this.weighted = targets.some((t) => t.endpoint.weight !== targets[0]!.endpoint.weight)
     this.pools.retainOnly(this, inUse)
+    for (const w of [...this.firstAnswer]) w()
   }
 }

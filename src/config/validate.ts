@@ -283,6 +283,39 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
     const kinds = (['http', 'tcp', 'ttl'] as const).filter((k) => c[k] !== undefined)
     if (kinds.length !== 1) problems.push({ path: `$.discovery.consul.register[${i}].check`, message: kinds.length === 0 ? 'has no check kind' : `has ${kinds.join(' and ')}; give exactly one`, hint: 'one of http, tcp, ttl' })
   })
+  problems.push(...meshProblems(config, clean))
+  return problems
+}
+
+/** Node mode and mesh settings that only make sense together. */
+function meshProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  if (!clean('/mesh') || !clean('/localServices') || !clean('/gateway') || !clean('/discovery') || !clean('/listeners')) return problems
+  const mesh = config.mesh
+  if (mesh.mtls !== 'off' && mesh.identity.provider === 'consul' && config.discovery.consul === undefined) {
+    problems.push({ path: '$.mesh.identity.provider', message: 'is "consul" but discovery.consul is not configured', hint: 'add discovery.consul, or use provider "files" with a dir made by `fastmesh certs init`' })
+  }
+  if (mesh.mtls !== 'off' && mesh.identity.provider === 'files' && mesh.identity.dir === undefined) {
+    problems.push({ path: '$.mesh.identity.dir', message: 'is required with provider "files"', hint: 'a directory made by `fastmesh certs init --dir DIR`' })
+  }
+  if (config.gateway.mode !== 'node' && config.localServices.length > 0) {
+    problems.push({ path: '$.localServices', message: 'is only for gateway.mode "node"', hint: 'an edge gateway fronts no local apps; set gateway.mode: node' })
+  }
+  const names = new Map<string, number>()
+  const ports = new Map<string, string>([[`${config.listeners.outbound.address}:${config.listeners.outbound.port}`, '$.listeners.outbound']])
+  config.localServices.forEach((local, i) => {
+    const at = `$.localServices[${i}]`
+    const first = names.get(local.name)
+    if (first !== undefined) problems.push({ path: `${at}.name`, message: `duplicate local service "${local.name}"`, hint: `already declared at $.localServices[${first}]` })
+    else names.set(local.name, i)
+    if (local.name === config.gateway.name) problems.push({ path: `${at}.name`, message: `"${local.name}" is the gateway's own identity (gateway.name)`, hint: 'give the gateway or the service another name' })
+    local.upstreams.forEach((up, j) => {
+      const key = `${up.address}:${up.port}`
+      const taken = ports.get(key)
+      if (taken !== undefined && up.port !== 0) problems.push({ path: `${at}.upstreams[${j}].port`, message: `${key} is already used by ${taken}`, hint: 'each per-upstream listener needs its own port' })
+      ports.set(key, `${at}.upstreams[${j}]`)
+    })
+  })
   return problems
 }
 

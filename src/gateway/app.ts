@@ -57,6 +57,8 @@ export const upstreamRouteName = (caller: string, service: string): string => `u
 export const inboundRouteName = (service: string): string => `inbound:${service}`
 const BY_HOST_ROUTE = 'outbound:by-host'
 const SERVICE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/
+/** How long a request to a destination discovery has not answered for yet waits for it. */
+const FIRST_DISCOVERY_WAIT_MS = 5_000
 
 /** The mesh parts a version needs when mTLS is on. */
 export interface MeshContext {
@@ -329,7 +331,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   if (config.gateway.mode === 'node') {
     // Shared outbound port, no config route matched: the Host header names the service.
     const byHostServices = new Map<string, ReturnType<ServiceTable['get']>['endpoints']>()
-    await registerRoute(BY_HOST_ROUTE, [], (request, reply) => {
+    await registerRoute(BY_HOST_ROUTE, [], async (request, reply) => {
       let host = hostOf(request.headers.host)
       if (host.endsWith('.mesh')) host = host.slice(0, -5)
       if (!SERVICE_NAME.test(host)) {
@@ -341,6 +343,8 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
         endpoints = services.get(selectorFor(config, host, mesh?.selfIdentity), poolSettingsFor(config, host)).endpoints
         byHostServices.set(host, endpoints)
       }
+      // The first call to a service starts its discovery watch: wait for its first answer.
+      if (endpoints.current === undefined) await endpoints.known(FIRST_DISCOVERY_WAIT_MS)
       proxyTo(request, reply, byHost.matcher, host, endpoints.pick())
     })
 

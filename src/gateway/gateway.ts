@@ -328,6 +328,9 @@ export class Gateway {
     this.draining = true
     this.watcher?.close()
     await this.options.kv?.close()
+    // Leave the catalog before closing listeners: peers stop picking this gateway while it
+    // still answers, instead of meeting a closed port until the deregistration reaches them.
+    await this.deregisterFromConsul()
     const servers = [...this.servers.values()]
     const closed = servers.map(async (server) => { await new Promise<void>((r) => { server.close(() => { r() }) }) })
     for (const server of servers) (server as NetServer & { closeIdleConnections?: () => void }).closeIdleConnections?.()
@@ -337,7 +340,6 @@ export class Gateway {
     this.inbound?.closeAllConnections()
     await Promise.all(closed)
     await Promise.all(this.retiring)
-    await this.deregisterFromConsul()
     await this.current?.close()
     await this.admin?.close()
     await this.services.close()

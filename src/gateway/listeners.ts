@@ -48,11 +48,21 @@ export function httpListener (limits: ListenerLimits, current: CurrentVersion, e
     if (entry !== undefined) tagEntry(req, entry)
     current().handle(req, res)
   })
+  // Upgraded sockets (WebSocket tunnels) leave Node's HTTP connection tracking: without
+  // this, closeAllConnections() would leave them open and close() would wait for them forever.
+  const tunnels = new Set<Duplex>()
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    tunnels.add(socket)
+    socket.once('close', () => { tunnels.delete(socket) })
     if (absoluteForm) toOriginForm(req)
     if (entry !== undefined) tagEntry(req, entry)
     current().upgrade(req, socket, head)
   })
+  const closeAllConnections = server.closeAllConnections.bind(server)
+  server.closeAllConnections = () => {
+    closeAllConnections()
+    for (const socket of tunnels) socket.destroy()
+  }
   server.on('clientError', onClientError(limits))
   return server
 }

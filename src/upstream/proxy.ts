@@ -211,10 +211,19 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onUpgrade (statusCode: number, rawHeaders: Buffer[] | string[] | null, upstream: Duplex): void {
     const client = this.req.socket
-    let head = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
+    // Connection and Upgrade stay (they make the 101); the rest is treated as any response:
+    // the upstream's x-request-id replaced by ours, response-side plugin edits applied.
     const raw = rawHeaders ?? []
-    for (let i = 0; i < raw.length; i += 2) head += `${raw[i]!.toString()}: ${raw[i + 1]!.toString()}\r\n`
-    head += `x-request-id: ${this.ctx.requestId}\r\n\r\n`
+    let headers: string[] = []
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toString().toLowerCase()
+      if (name !== 'x-request-id') headers.push(name, raw[i + 1]!.toString())
+    }
+    if (this.ctx.replyHeaders !== null || this.ctx.editors !== null) headers = applyEdits(headers, this.ctx, statusCode)
+    headers.push('x-request-id', this.ctx.requestId)
+    let head = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
+    head += '\r\n'
     this.res.detachSocket(client)
     this.res.removeListener('close', this.onClientClose)
     client.write(head)

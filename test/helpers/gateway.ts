@@ -93,6 +93,8 @@ export interface TestGateway {
   readonly configPath: string
   readonly dir: string
   readonly logs: LogCapture
+  /** The undici dispatcher `request` and `admin` use (keep-alive), for streaming requests. */
+  readonly agent: Agent
   /** A request through the gateway; `path` is sent exactly as given (no normalisation). */
   request(path: string, opts?: RequestOptions): Promise<HttpResult>
   /** A request to the admin API; an object body is sent as JSON. */
@@ -152,6 +154,7 @@ export async function createGateway (t: TestContext, config: string | ConfigDoc,
     configPath,
     dir,
     logs,
+    agent,
     async start () {
       await gateway.start()
       url = `http://127.0.0.1:${gateway.httpAddress.port}`

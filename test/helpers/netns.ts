@@ -151,8 +151,12 @@ export class NsProcess {
     try { process.kill(this.pid, signal) } catch { /* already gone */ }
   }
 
-  get done(): Promise<void> {
-    return this.exitPromise
+  /** Waits up to `timeoutMs` for the process to exit by itself; true when it has. */
+  async waitForExit(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.exitPromise, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })])
+    clearTimeout(timer)
+    return this.exitInfo !== undefined
   }
 }
 
