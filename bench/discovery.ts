@@ -48,7 +48,7 @@ const { values: opt } = parseArgs({
     rate: { type: 'string', default: '200' },
     baseline: { type: 'string', default: '10' },
     'converge-timeout': { type: 'string', default: '90' },
-    'converge-stall': { type: 'string', default: '30' },
+    'converge-stall': { type: 'string', default: '20' },
     'trial-timeout': { type: 'string', default: '35' },
     'trial-gap': { type: 'string', default: '1000' },
     seed: { type: 'string', default: '42' },
@@ -94,6 +94,27 @@ const DEAD_PORT_BASE = 20_000
 // --- lifecycle --------------------------------------------------------------------------
 
 const agents = new Set<ConsulAgent>()
+/** What the run has found so far: written after each profile, and on failure or interruption. */
+const report: Record<string, unknown> = { benchmark: 'discovery-at-scale', status: 'running' }
+const results: Array<Record<string, unknown>> = []
+let idle: { rssMiB?: number | null } | undefined
+
+function writeReport (status: string): void {
+  try {
+    for (const r of results) {
+      const loaded = (r.loadedGateway as { rssMiB?: number | null } | undefined)?.rssMiB
+      if (typeof loaded === 'number' && typeof idle?.rssMiB === 'number') r.memoryPerServiceKiB = round(((loaded - idle.rssMiB) * 1024) / SERVICES, 1)
+    }
+    report.status = status
+    report.machine = { ...(report.machine as Record<string, unknown> | undefined), loadavgAtEnd: os.loadavg().map((v) => round(v, 2)) }
+    report.idleGateway = idle ?? null
+    report.profiles = results
+    mkdirSync(path.dirname(opt.out!), { recursive: true })
+    writeFileSync(opt.out!, JSON.stringify(report, null, 2) + '\n')
+  } catch (err) {
+    process.stderr.write(`could not write ${opt.out}: ${(err as Error).message}\n`)
+  }
+}
 const workers = new Set<Worker>()
 let shuttingDown = false
 
@@ -107,6 +128,8 @@ async function shutdown (why: string, code: number): Promise<void> {
   if (shuttingDown) return
   shuttingDown = true
   process.stderr.write(`\n${why}: stopping every child process by PID\n`)
+  report.error = why
+  writeReport('interrupted')
   await Promise.race([cleanup(), sleep(20_000)])
   process.exit(code)
 }
@@ -212,6 +235,28 @@ function summarizeGatewayLog (file: string): { lines: number, byMessage: Record<
     if (sample.length < 3) sample.push(line.slice(0, 400))
   }
   return { lines, byMessage, watchErrors, sample }
+}
+
+// --- per-second samples of a process --------------------------------------------------------
+
+interface ProcSample { t: number, rssMiB: number | null, cpuMs: number | null, loadavg1m: number | null }
+
+/** Samples `pid`'s RSS and CPU time used in the last second, every second, until stopped. */
+function startSampler (pid: number): () => ProcSample[] {
+  const samples: ProcSample[] = []
+  const t0 = nowMs()
+  let lastCpu = cpuMs(pid)
+  const timer = setInterval(() => {
+    const cpu = cpuMs(pid)
+    samples.push({
+      t: Math.round((nowMs() - t0) / 100) / 10,
+      rssMiB: round(rssMiB(pid), 1),
+      cpuMs: cpu !== undefined && lastCpu !== undefined ? cpu - lastCpu : null,
+      loadavg1m: round(os.loadavg()[0], 2)
+    })
+    lastCpu = cpu
+  }, 1000)
+  return () => { clearInterval(timer); return samples }
 }
 
 // --- steady traffic ----------------------------------------------------------------------
@@ -380,13 +425,17 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
       const warming = routing !== 'host'
         ? Promise.resolve()
         : (async () => {
+            // All at once, as an edge gateway starts every route's watch at boot. A node
+            // gateway holds a service's first request until discovery answers (up to 5 s).
             const statuses: Record<string, number> = {}
-            const w = await bounded(services, 32, async (svc) => {
+            const pool = new Pool(`http://127.0.0.1:${gw.httpPort}`, { connections: services.length })
+            const w = await bounded(services, services.length, async (svc) => {
               const r = requestFor(routing, svc)
-              const res = await getText(gw.http, r.path, 10_000, r.headers)
+              const res = await getText(pool, r.path, 30_000, r.headers)
               statuses[res.status] = (statuses[res.status] ?? 0) + 1
             }, 1)
-            warmup = { requests: services.length, concurrency: 32, ms: round(w.ms, 0), failed: w.failed, statuses, endedAtMs: round(nowMs() - t0, 0) }
+            await pool.close()
+            warmup = { requests: services.length, concurrency: services.length, ms: round(w.ms, 0), failed: w.failed, ...(w.firstError !== undefined ? { firstError: w.firstError } : {}), statuses, endedAtMs: round(nowMs() - t0, 0) }
             log(`first request to each service answered after ${round(w.ms, 0)} ms: ${JSON.stringify(statuses)}`)
           })()
       const timeline: ConvergeSample[] = []
@@ -491,7 +540,9 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
       log(`baseline: ${RATE} req/s to ${serviceName(STEADY)} for ${BASELINE_MS / 1000} s`)
       const load1 = (): number | null => round(os.loadavg()[0], 2)
       const loadavg: Record<string, number | null> = { baselineStart: load1() }
+      const sampleBaseline = startSampler(gw.child.pid)
       const baseline = loadFigures(await startLoad(loadParams).result)
+      const baselineGateway = sampleBaseline()
       loadavg.baselineEnd = load1()
       log(`baseline: ${baseline.ok}/${baseline.sent} ok, p50 ${baseline.latencyMs.p50} ms, p99 ${baseline.latencyMs.p99} ms, max ${baseline.latencyMs.max} ms`)
 
@@ -504,6 +555,7 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
       }
       const trialServices = [...picked]
       log(`${TRIALS} change trials, one every ${TRIAL_GAP_MS} ms (each up to ${TRIAL_TIMEOUT_MS / 1000} s), steady traffic running`)
+      const sampleTrials = startSampler(gw.child.pid)
       const during = startLoad({ ...loadParams, maxDurationMs: TRIALS * TRIAL_GAP_MS + TRIAL_TIMEOUT_MS + 30_000 })
       const phase0 = nowMs() + 1_000
       const trialNode = (s: number): string => `bench-node-${pad((s * INSTANCES) % NODES, 3)}`
@@ -513,6 +565,7 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
       }))
       during.stop()
       const duringFigures = loadFigures(await during.result)
+      const trialsGateway = sampleTrials()
       loadavg.trialsEnd = load1()
       await bounded(trials, 8, async (t) => { await catalog.deregister(trialNode(trialServices[t.trial]!), `${t.service}-trial-${t.trial}`) })
       const routeOk = trials.filter((t) => t.routeMs !== null).map((t) => t.routeMs!)
@@ -528,7 +581,7 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
         catalogPutMs: summarize(trials.map((t) => t.putMs)),
         perTrial: trials.map((t) => ({ ...t, putMs: round(t.putMs, 1), routeMs: round(t.routeMs, 1), adminMs: round(t.adminMs, 1) }))
       }
-      out.steadyTraffic = { service: serviceName(STEADY), request: steady, rate: RATE, connections: 8, baseline, duringChanges: duringFigures, machineLoadavg1m: loadavg }
+      out.steadyTraffic = { service: serviceName(STEADY), request: steady, rate: RATE, connections: 8, baseline, duringChanges: duringFigures, machineLoadavg1m: loadavg, gatewayPerSecond: { baseline: baselineGateway, duringChanges: trialsGateway } }
       log(`changes: routed p50 ${summarize(routeOk).p50} ms, p99 ${summarize(routeOk).p99} ms, max ${summarize(routeOk).max} ms, ${trials.length - routeOk.length} timed out; steady traffic during changes: ${duringFigures.errors} errors, p99 ${duringFigures.latencyMs.p99} ms`)
       out.rssAfterTrialsMiB = round(rssMiB(gw.child.pid), 1)
     } finally {
@@ -675,9 +728,29 @@ async function main (): Promise<void> {
   const profiles = (opt.profiles ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
   for (const p of profiles) if (PROFILES[p] === undefined) throw new Error(`unknown profile "${p}"`)
   if (TRIALS > 99) throw new Error('at most 99 trials')
-  const machine = machineInfo()
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fastmesh-bench-discovery-'))
   log(`work dir ${dir} (gateway configs and logs)`)
+  Object.assign(report, {
+    date: new Date().toISOString(),
+    machine: machineInfo(),
+    parameters: {
+      services: SERVICES,
+      instancesPerService: INSTANCES,
+      nodes: NODES,
+      trials: TRIALS,
+      registrationConcurrency: CONCURRENCY,
+      steadyRate: RATE,
+      baselineS: BASELINE_MS / 1000,
+      convergeTimeoutS: CONVERGE_TIMEOUT_MS / 1000,
+      convergeStallS: CONVERGE_STALL_MS / 1000,
+      trialTimeoutS: TRIAL_TIMEOUT_MS / 1000,
+      trialGapMs: TRIAL_GAP_MS,
+      seed: SEED,
+      harnessSourceAddress: SOURCE_ADDRESS ?? '127.0.0.1',
+      consulWait: '30s (gateway default)',
+      workDir: dir
+    }
+  })
 
   const names = ['upstream-a', 'upstream-b', ...Array.from({ length: TRIALS }, (_, k) => `trial-${pad(k, 2)}`)]
   const upstream = spawnChild('upstreams', process.execPath, [path.join(HERE, 'discovery', 'upstream-child.js'), ...names])
@@ -696,57 +769,34 @@ async function main (): Promise<void> {
   if (!['auto', 'routes', 'host'].includes(wanted)) throw new Error(`--routing must be auto, routes or host, not "${wanted}"`)
   let routeProbe: RouteProbe | undefined
   let routing: Routing = wanted === 'host' ? 'host' : 'routes'
+  report.routing = routing
   if (wanted !== 'host') {
     log(`can an edge gateway take ${SERVICES} routes (one per service)?`)
     routeProbe = await probeRoutes(allServices, dir)
     log(routeProbe.ok ? `yes: ready in ${routeProbe.readyMs} ms` : `NO: the gateway exited (${routeProbe.exit}): ${routeProbe.error}`)
+    report.routeProbe = routeProbe
     if (!routeProbe.ok) {
       if (wanted === 'routes') throw new Error(`an edge gateway with ${SERVICES} routes does not start: ${routeProbe.error}`)
       routing = 'host'
+      report.routing = routing
       log('falling back to a node gateway that routes by Host header (no config routes; one watch per service all the same)')
     }
   }
 
-  const results: Array<Record<string, unknown>> = []
-  let idle: { rssMiB?: number | null } | undefined
   for (const [i, p] of profiles.entries()) {
-    const r = await runProfile(p, i === 0, routing, upstreamPorts, dir)
-    if (r.idleGateway !== undefined) idle = r.idleGateway as { rssMiB?: number | null }
-    results.push(r)
-  }
-  for (const r of results) {
-    const loaded = (r.loadedGateway as { rssMiB?: number | null } | undefined)?.rssMiB
-    if (typeof loaded === 'number' && typeof idle?.rssMiB === 'number') r.memoryPerServiceKiB = round(((loaded - idle.rssMiB) * 1024) / SERVICES, 1)
+    try {
+      const r = await runProfile(p, i === 0, routing, upstreamPorts, dir)
+      if (r.idleGateway !== undefined) idle = r.idleGateway as { rssMiB?: number | null }
+      results.push(r)
+    } catch (err) {
+      if (shuttingDown) throw err
+      log(`profile ${p} failed: ${(err as Error).message}`)
+      results.push({ profile: p, error: (err as Error).stack ?? String(err) })
+    }
+    report.durationS = round((nowMs() - started) / 1000, 1)
+    writeReport(i === profiles.length - 1 ? 'done' : 'running')
   }
   await stopChild(upstream)
-
-  const report = {
-    benchmark: 'discovery-at-scale',
-    date: new Date().toISOString(),
-    durationS: round((nowMs() - started) / 1000, 1),
-    machine: { ...machine, loadavgAtEnd: os.loadavg().map((v) => round(v, 2)) },
-    parameters: {
-      services: SERVICES,
-      instancesPerService: INSTANCES,
-      nodes: NODES,
-      trials: TRIALS,
-      registrationConcurrency: CONCURRENCY,
-      steadyRate: RATE,
-      baselineS: BASELINE_MS / 1000,
-      convergeTimeoutS: CONVERGE_TIMEOUT_MS / 1000,
-      trialTimeoutS: TRIAL_TIMEOUT_MS / 1000,
-      trialGapMs: TRIAL_GAP_MS,
-      seed: SEED,
-      harnessSourceAddress: SOURCE_ADDRESS ?? '127.0.0.1',
-      consulWait: '30s (gateway default)'
-    },
-    routing,
-    routeProbe: routeProbe ?? null,
-    idleGateway: idle ?? null,
-    profiles: results
-  }
-  mkdirSync(path.dirname(opt.out!), { recursive: true })
-  writeFileSync(opt.out!, JSON.stringify(report, null, 2) + '\n')
   printTable(results, idle)
   process.stdout.write(`\nwrote ${opt.out}\n`)
 }
@@ -755,6 +805,8 @@ try {
   await main()
 } catch (err) {
   process.stderr.write(`bench:discovery failed: ${(err as Error).stack ?? String(err)}\n`)
+  report.error = (err as Error).stack ?? String(err)
+  if (!shuttingDown) writeReport('failed')
   process.exitCode = 1
 } finally {
   clearTimeout(watchdog)

@@ -191,6 +191,7 @@ export const LimitsSchema = strict({
   maxHeaderBytes: Type.Integer({ minimum: 1024, default: 16384, description: 'Largest request header section accepted (431 beyond).' }),
   keepAliveTimeout: dur('72s', 'Idle time before a client connection is closed.'),
   requestTimeout: dur('5m', 'Longest time to receive a whole request from a client (0s: none).'),
+  deregisterGrace: dur('500ms', 'On shutdown, how long listeners keep answering after leaving the Consul catalog, so peers stop choosing this gateway first.'),
   drainTimeout: dur('30s', 'On reload or shutdown, how long in-flight requests may take to finish.')
 })
 

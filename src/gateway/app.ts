@@ -1,7 +1,7 @@
 // Builds one config version: an immutable Fastify instance, each route in its own
 // encapsulated context with its plugins in config order, never listening itself:
 // the long-lived listeners hand it requests (src/gateway/gateway.ts).
-import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http'
+import { createServer, METHODS, ServerResponse, type IncomingMessage, type Server } from 'node:http'
 import { randomUUID } from 'node:crypto'
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -181,6 +181,10 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     genReqId: requestIdOf,
     requestIdHeader: false,
     return503OnClosing: false,
+    // URLs find-my-way refuses itself (bad percent-encoding) get our error body, not Fastify's.
+    frameworkErrors: (error, request, reply) => {
+      respondError(request as unknown as FastifyRequest, reply as unknown as FastifyReply, fastmeshError('BAD_REQUEST', [error.message]))
+    },
     serverFactory: (h) => {
       handler = h
       // Never listens: the gateway's listeners outlive every version.
@@ -227,6 +231,11 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     (this.upstreamHeaderEditors ??= []).push(editor)
   })
   // Bodies stream through untouched: no parser reads them.
+  // A route without a method condition takes every method Node parses (PURGE, LINK, ...),
+  // not only those Fastify knows by default. CONNECT never reaches the request handler.
+  for (const method of METHODS) {
+    if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true })
+  }
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_req, _payload, done) => { done(null) })
 

@@ -330,7 +330,12 @@ export class Gateway {
     await this.options.kv?.close()
     // Leave the catalog before closing listeners: peers stop picking this gateway while it
     // still answers, instead of meeting a closed port until the deregistration reaches them.
+    const wasRegistered = this.registered.size > 0
     await this.deregisterFromConsul()
+    // Peers learn of the deregistration through their blocking queries; keep answering
+    // for a moment so calls already on their way still land.
+    const delay = durationMs(this.loaded.config.limits.deregisterGrace)
+    if (wasRegistered && delay > 0) await new Promise((r) => setTimeout(r, delay))
     const servers = [...this.servers.values()]
     const closed = servers.map(async (server) => { await new Promise<void>((r) => { server.close(() => { r() }) }) })
     for (const server of servers) (server as NetServer & { closeIdleConnections?: () => void }).closeIdleConnections?.()

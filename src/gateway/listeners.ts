@@ -37,14 +37,15 @@ function onClientError (limits: ListenerLimits) {
  * with the authority as Host.
  */
 export function httpListener (limits: ListenerLimits, current: CurrentVersion, entry: Entry | undefined): Server {
-  const absoluteForm = entry?.kind === 'outbound'
   const server = createServer({
     maxHeaderSize: limits.maxHeaderBytes,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     noDelay: true
   }, (req: IncomingMessage, res: ServerResponse) => {
-    if (absoluteForm) toOriginForm(req)
+    // Every listener, the edge too: a server must accept absolute form (RFC 9112 §3.2.2), and
+    // left as is `GET http://host/x` would be routed and forwarded as the path `/host/x`.
+    toOriginForm(req)
     if (entry !== undefined) tagEntry(req, entry)
     current().handle(req, res)
   })
@@ -54,7 +55,7 @@ export function httpListener (limits: ListenerLimits, current: CurrentVersion, e
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     tunnels.add(socket)
     socket.once('close', () => { tunnels.delete(socket) })
-    if (absoluteForm) toOriginForm(req)
+    toOriginForm(req)
     if (entry !== undefined) tagEntry(req, entry)
     current().upgrade(req, socket, head)
   })
@@ -110,7 +111,7 @@ export function inboundListener (opts: InboundOptions, current: CurrentVersion):
     if (leaf === undefined) throw fastmeshError('IDENTITY_UNAVAILABLE', [selfIdentity, tls.provider.kind, 'no leaf certificate for the gateway'])
     return { cert: leaf.certPem, key: leaf.keyPem, ca: [...tls.provider.roots().rootsPem] }
   }
-  const handle = (req: IncomingMessage, res: ServerResponse, encrypted: boolean): void => {
+  const tag = (req: IncomingMessage, encrypted: boolean): void => {
     const socket = req.socket as TLSSocket
     let peer: { service: string, uri: string } | undefined
     let service: string
@@ -129,7 +130,14 @@ export function inboundListener (opts: InboundOptions, current: CurrentVersion):
       service = host.replace(/:[0-9]+$/, '').replace(/\.mesh$/, '')
     }
     tagEntry(req, { kind: 'inbound', service, peer })
+  }
+  const handle = (req: IncomingMessage, res: ServerResponse, encrypted: boolean): void => {
+    tag(req, encrypted)
     current().handle(req, res)
+  }
+  const upgrade = (encrypted: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    tag(req, encrypted)
+    current().upgrade(req, socket, head)
   }
   const tlsServer: HttpsServer = createHttpsServer({
     ...defaults(),
@@ -144,6 +152,7 @@ export function inboundListener (opts: InboundOptions, current: CurrentVersion):
     noDelay: true
   }, (req, res) => { handle(req, res, true) })
   tlsServer.on('clientError', onClientError(limits))
+  tlsServer.on('upgrade', upgrade(true))
   tlsServer.on('tlsClientError', (_err: Error, socket: TLSSocket) => { socket.destroy() })
 
   let plain: Server | undefined
@@ -152,6 +161,7 @@ export function inboundListener (opts: InboundOptions, current: CurrentVersion):
     // Migration: plaintext on the same port. The first byte tells: 0x16 starts a TLS handshake.
     plain = createServer({ maxHeaderSize: limits.maxHeaderBytes, keepAliveTimeout: limits.keepAliveTimeoutMs, requestTimeout: limits.requestTimeoutMs }, (req, res) => { handle(req, res, false) })
     plain.on('clientError', onClientError(limits))
+    plain.on('upgrade', upgrade(false))
     const inner = plain
     server = createNetServer({ noDelay: true }, (socket: Socket) => {
       socket.once('error', () => { socket.destroy() })

@@ -126,6 +126,8 @@ function rewriter (route: RouteConfig, prefix: string | undefined): (m: RouteMat
 
 /** Collapses `//`, `.` and `..` segments (also percent-encoded) so `/public/../admin` cannot dodge a rule. */
 export function normalizePath (raw: string): string | undefined {
+  // Origin form only (listeners turn absolute form into it): `*` (OPTIONS *) has no path to forward.
+  if (raw.charCodeAt(0) !== 47 /* / */) return undefined
   // Fast path: nothing to normalise in the common case.
   if (raw.indexOf('/.') === -1 && raw.indexOf('//') === -1 && raw.indexOf('%2') === -1 && raw.indexOf('\\') === -1) return raw
   try {

@@ -35,6 +35,8 @@ export function endpointOrigin (address: string, port: number): string {
 
 export class EndpointPools {
   private readonly pools = new Map<string, { pool: Pool, users: Set<object> }>()
+  /** The pool keys each user holds, so retainOnly looks at that user's pools only. */
+  private readonly byUser = new WeakMap<object, Set<string>>()
 
   /** The pool for `endpoint` under `settings`, registered as used by `user`. */
   acquire (endpoint: Endpoint, settings: PoolSettings, user: object, mesh?: MeshConnection): Pool {
@@ -55,13 +57,21 @@ export class EndpointPools {
       this.pools.set(key, entry)
     }
     entry.users.add(user)
+    let keys = this.byUser.get(user)
+    if (keys === undefined) this.byUser.set(user, keys = new Set())
+    keys.add(key)
     return entry.pool
   }
 
   /** `user` now uses exactly the pools in `inUse`; pools nobody uses close gracefully. */
   retainOnly (user: object, inUse: ReadonlySet<Pool>): void {
-    for (const [key, entry] of this.pools) {
-      if (inUse.has(entry.pool) || !entry.users.has(user)) continue
+    const keys = this.byUser.get(user)
+    if (keys === undefined) return
+    for (const key of keys) {
+      const entry = this.pools.get(key)
+      if (entry === undefined || !entry.users.has(user)) { keys.delete(key); continue }
+      if (inUse.has(entry.pool)) continue
+      keys.delete(key)
       entry.users.delete(user)
       if (entry.users.size === 0) {
         this.pools.delete(key)

@@ -80,6 +80,8 @@ test('the mesh across hosts in network namespaces', { timeout: 240_000 }, async 
     })
   }
 
+  const portals: Record<string, Portal> = {}
+  const gateways: Record<string, NsProcess> = {}
   const get = async (url: string): Promise<Reply> => {
     const r = await request(url, { dispatcher: http, headersTimeout: 15_000, bodyTimeout: 15_000 })
     const text = await r.body.text()
@@ -91,9 +93,17 @@ test('the mesh across hosts in network namespaces', { timeout: 240_000 }, async 
     }
     return { status: r.statusCode, json }
   }
+  const viaEdge = async (pathname: string): Promise<Reply & { web: WebReply }> => {
+    const r = await get(`${portals.svc!.url(EDGE_HTTP)}${pathname}`)
+    return { ...r, web: r.json as WebReply }
+  }
+  const admin = async (host: string, pathname: string): Promise<Record<string, unknown>> => {
+    const r = await get(`${portals[host]!.url(ADMIN)}${pathname}`)
+    assert.equal(r.status, 200, `admin ${pathname} of ${host}: ${JSON.stringify(r.json)}`)
+    return r.json
+  }
+
   // --- bring the mesh up ------------------------------------------------------------------
-  const portals: Record<string, Portal> = {}
-  const gateways: Record<string, NsProcess> = {}
   try {
     const app = (host: string, name: string, instance: string, port: number, outbound?: string): NsProcess =>
       lab.spawn(host, instance, process.execPath, [SAMPLE_APP, '--name', name, '--instance', instance, '--port', String(port), ...(outbound !== undefined ? ['--outbound', outbound] : [])])
@@ -173,24 +183,12 @@ test('the mesh across hosts in network namespaces', { timeout: 240_000 }, async 
       }, READY_TIMEOUT_MS)
     }
     phase('all connect proxies passing in Consul')
+    await waitFor('web -> orders to answer through the edge', async () => (await viaEdge('/call/orders/x')).status === 200, READY_TIMEOUT_MS)
+    phase('mesh answering')
   } catch (err) {
     report()
     throw err
   }
-
-  const edgeUrl = portals.svc!.url(EDGE_HTTP)
-  const viaEdge = async (pathname: string): Promise<Reply & { web: WebReply }> => {
-    const r = await get(`${edgeUrl}${pathname}`)
-    return { ...r, web: r.json as WebReply }
-  }
-  const admin = async (host: string, pathname: string): Promise<Record<string, unknown>> => {
-    const r = await get(`${portals[host]!.url(ADMIN)}${pathname}`)
-    assert.equal(r.status, 200, `admin ${pathname} of ${host}: ${JSON.stringify(r.json)}`)
-    return r.json
-  }
-
-  await waitFor('web -> orders to answer through the edge', async () => (await viaEdge('/call/orders/x')).status === 200, READY_TIMEOUT_MS)
-  phase('mesh answering')
 
   await step('1. an edge request reaches web on host A, which calls orders through its node gateway on localhost; calls cross to hosts B and C round robin', async () => {
     const instances: string[] = []

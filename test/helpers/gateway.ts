@@ -9,6 +9,7 @@ import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse, stringify } from 'yaml'
 import { Agent, type Dispatcher } from 'undici'
+import { request as httpRequest } from 'node:http'
 import { Gateway } from '../../src/gateway/gateway.js'
 import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/telemetry/logger.js'
@@ -229,4 +230,23 @@ export function assertErrorResponse (res: HttpResult, status: number, code: stri
   assert.equal(typeof body.error.requestId, 'string')
   if (res.headers['x-request-id'] !== undefined) assert.equal(body.error.requestId, res.headers['x-request-id'])
   return body
+}
+
+/**
+ * A request with node:http on a fresh connection, for what undici will not send: any
+ * request target (`*`, absolute form), Connection/Keep-Alive/TE headers as given.
+ */
+export async function plainRequest (origin: string, target: string, opts: { method?: string, headers?: Record<string, string> } = {}): Promise<HttpResult> {
+  const { hostname, port } = new URL(origin)
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest({ hostname, port, path: target, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { text += c })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json<T> () { return JSON.parse(text) as T } }) })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
 }

@@ -29,7 +29,7 @@
 // create() removes namespaces of this prefix whose owning pid is no longer alive.
 
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -42,6 +42,8 @@ const execFileAsync = promisify(execFile)
 export const NETNS_PREFIX = 'fmesh'
 const RELAY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'netns-relay.js')
 const OUTPUT_LIMIT = 512 * 1024
+/** Temp directories are named `<TEMP_PREFIX><owner pid>-XXXXXX`. */
+const TEMP_PREFIX = 'fastmesh-netns-'
 
 export interface NetnsLabOptions {
   /** Host names (letters and digits, at most 8) and the last octet of each one's address. */
@@ -208,7 +210,7 @@ function removeNamespaceSync(ns: string): void {
   try { execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' }) } catch { /* already gone */ }
 }
 
-/** Namespaces left by runs of this test whose process no longer exists (a SIGKILLed run). */
+/** Namespaces (and temp directories) left by runs whose process no longer exists (a SIGKILLed run). */
 export function removeStaleNamespaces(): string[] {
   const removed: string[] = []
   const pattern = new RegExp(`^${NETNS_PREFIX}-([0-9]+)-[a-z0-9]+$`)
@@ -219,6 +221,11 @@ export function removeStaleNamespaces(): string[] {
     if (owner === process.pid || pidAlive(owner)) continue
     removeNamespaceSync(ns)
     removed.push(ns)
+  }
+  for (const name of readdirSync(tmpdir())) {
+    const m = new RegExp(`^${TEMP_PREFIX}([0-9]+)-`).exec(name)
+    if (m === null || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue
+    try { rmSync(path.join(tmpdir(), name), { recursive: true, force: true }) } catch { /* best effort */ }
   }
   return removed
 }
@@ -245,7 +252,7 @@ export class NetnsLab {
   private readonly addresses = new Map<string, string>()
 
   private constructor(readonly id: string, readonly subnet: string, hosts: Record<string, number>) {
-    this.dir = mkdtempSync(path.join(tmpdir(), 'fastmesh-netns-'))
+    this.dir = mkdtempSync(path.join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`))
     for (const [host, octet] of Object.entries(hosts)) this.addresses.set(host, `${subnet}.${octet}`)
   }
 

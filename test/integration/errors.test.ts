@@ -4,7 +4,7 @@ import test from 'node:test'
 import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
-import { startGateway, assertErrorResponse, eventually } from '../helpers/gateway.js'
+import { startGateway, assertErrorResponse, eventually, plainRequest, tempDir, fixturePlugin } from '../helpers/gateway.js'
 import { startEcho, startSample, startUpstream, unusedPort, meshConfig, embeddedServices } from '../helpers/upstreams.js'
 
 test('a request no route takes gets 404 FASTMESH_ERR_NO_ROUTE with the request id', async (t) => {
@@ -134,4 +134,50 @@ test('a malformed HTTP request gets 400 FASTMESH_ERR_BAD_REQUEST', async (t) => 
   const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error: { code: string } }
   assert.equal(body.error.code, 'FASTMESH_ERR_BAD_REQUEST')
   assert.equal(echo.seen.length, 0)
+})
+
+test('regression: a path with invalid percent-encoding gets 400 FASTMESH_ERR_BAD_REQUEST with the gateway\'s JSON body', async (t) => {
+  // Before the fix Fastify's router answered it with its own body (FST_ERR_BAD_URL), without
+  // a request id.
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const res = await g.request('/files/100%zz', { headers: { 'x-request-id': 'bad-pct-1' } })
+  const body = assertErrorResponse(res, 400, 'FASTMESH_ERR_BAD_REQUEST')
+  assert.equal(body.error.requestId, 'bad-pct-1')
+  assert.equal(echo.seen.length, 0)
+})
+
+test('regression: OPTIONS * gets 400 FASTMESH_ERR_BAD_REQUEST, not a 502 blamed on the upstream', async (t) => {
+  // Before the fix `*` was taken for a path, matched by a catch-all route and handed to
+  // undici, which refused it: 502 FASTMESH_ERR_UPSTREAM_FAILURE.
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const res = await plainRequest(g.url, '*', { method: 'OPTIONS' })
+  assertErrorResponse(res, 400, 'FASTMESH_ERR_BAD_REQUEST')
+  assert.equal(echo.seen.length, 0)
+})
+
+test('an upstream that stalls mid-body longer than the route idleTimeout makes the client see a broken response', async (t) => {
+  const up = await startUpstream(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('first part, then nothing')
+  })
+  const g = await startGateway(t, meshConfig({ stalls: [up] }, [{ name: 'stalls', idleTimeout: '200ms', destination: { service: 'stalls' } }]))
+  const r = await readOutcome(`${g.url}/stream`)
+  assert.equal(r.status, 200)
+  assert.equal(r.outcome, 'broken')
+  assert.equal(r.bytes, 'first part, then nothing'.length)
+})
+
+test('a plugin that fails with a non-client error gets 500 FASTMESH_ERR_INTERNAL and the gateway serves on', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const dir = await tempDir(t)
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    { name: 'broken', match: { path: { prefix: '/broken' } }, destination: { service: 'svc' }, plugins: [{ name: 'explode', options: {} }] },
+    { name: 'fine', destination: { service: 'svc' } }
+  ], { customPlugins: { explode: { module: fixturePlugin(dir, 'explode.js') } } }), { dir })
+  const body = assertErrorResponse(await g.request('/broken'), 500, 'FASTMESH_ERR_INTERNAL')
+  assert.match(body.error.message, /fixture plugin failure/)
+  assert.equal((await g.request('/fine')).status, 200)
+  assert.ok(g.logs.withMessage('request failed in the gateway').length === 1, 'the failure is logged')
 })

@@ -38,6 +38,8 @@ it('a Connect CA rotation while traffic flows fails no request', async (t) => {
   let stop = false
   const statuses = new Map<number, number>()
   let errors = 0
+  // However the test ends, the callers stop (or the process would never exit).
+  t.after(() => { stop = true })
   const loops = Array.from({ length: 4 }, async () => {
     while (!stop) {
       try {

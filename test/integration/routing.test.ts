@@ -2,7 +2,7 @@
 // path/host rewrites, each observed at a real upstream.
 import test, { type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { startGateway, assertErrorResponse, type TestGateway, type RequestOptions } from '../helpers/gateway.js'
+import { startGateway, assertErrorResponse, plainRequest, type TestGateway, type RequestOptions } from '../helpers/gateway.js'
 import { startEcho, meshConfig, type EchoRecord } from '../helpers/upstreams.js'
 
 /** Starts one echo upstream per service name and a gateway with `routes` over them. */
@@ -209,4 +209,38 @@ test('paths are normalised before matching: /public/../admin is matched and forw
 test('a route without match conditions takes every request', async (t) => {
   const g = await mesh(t, ['all'], [{ name: 'all', destination: { service: 'all' } }])
   assert.equal((await via(g, '/anything/at/all?x=1', { method: 'DELETE', headers: { host: 'whatever.test' } })).url, '/anything/at/all?x=1')
+})
+
+test('regression: an absolute-form request target is routed on its authority and path, not forwarded as /host/path', async (t) => {
+  // Before the fix the edge listener left `GET http://shop.example.com/api/x` as it came: it
+  // was matched and forwarded as the path `/shop.example.com/api/x`.
+  const g = await mesh(t, ['api', 'other'], [
+    { name: 'api', match: { hosts: ['shop.example.com'], path: { prefix: '/api' } }, destination: { service: 'api' } },
+    { name: 'other', destination: { service: 'other' } }
+  ])
+  const res = await plainRequest(g.url, 'http://shop.example.com/api/x?q=1', { headers: { host: 'ignored.example.org' } })
+  assert.equal(res.status, 200)
+  const seen = res.json<EchoRecord>()
+  assert.equal(seen.service, 'api')
+  assert.equal(seen.url, '/api/x?q=1')
+  assert.equal(seen.headers.host, 'shop.example.com')
+})
+
+test('regression: a route without a method condition takes methods Fastify does not know by default (PURGE, LINK)', async (t) => {
+  // Before the fix the route was registered for Fastify's default method list only, and a
+  // PURGE matched by our router still got 404 FASTMESH_ERR_NO_ROUTE.
+  const g = await mesh(t, ['cache'], [{ name: 'cache', match: { path: { prefix: '/assets' } }, destination: { service: 'cache' } }])
+  const purge = await via(g, '/assets/app.js', { method: 'PURGE' })
+  assert.equal(purge.method, 'PURGE')
+  assert.equal(purge.url, '/assets/app.js')
+  assert.equal((await via(g, '/assets/x', { method: 'LINK' })).method, 'LINK')
+})
+
+test('a method condition also selects methods Fastify does not know by default', async (t) => {
+  const g = await mesh(t, ['cache', 'site'], [
+    { name: 'site', match: { path: { prefix: '/' } }, destination: { service: 'site' } },
+    { name: 'purge', match: { path: { prefix: '/' }, methods: ['PURGE'] }, destination: { service: 'cache' } }
+  ])
+  assert.equal((await via(g, '/x', { method: 'PURGE' })).service, 'cache')
+  assert.equal((await via(g, '/x')).service, 'site')
 })

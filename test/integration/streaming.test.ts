@@ -61,7 +61,7 @@ class MemoryWatch {
   constructor () {
     gc()
     this.base = process.memoryUsage()
-    this.timer = setInterval(() => { this.sample() }, 50)
+    this.timer = setInterval(() => { this.sample() }, 100)
   }
 
   sample (): void {
@@ -203,4 +203,54 @@ test('a client that stops reading a large download makes the gateway stop pullin
   await new Promise<void>((resolve, reject) => { res.on('end', resolve).on('error', reject) })
   assert.equal(bytes, SIZE)
   assert.equal(received.digest('hex'), served)
+})
+
+test('a client that disconnects mid-download makes the gateway abort the upstream response', async (t) => {
+  let upstreamClosed: (() => void) | undefined
+  const closed = new Promise<void>((resolve) => { upstreamClosed = resolve })
+  let finished = false
+  const up = await startUpstream(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(SIZE) })
+    const source = payload(SIZE, createHash('sha256'))
+    source.pipe(res)
+    res.on('finish', () => { finished = true })
+    res.on('close', () => { source.destroy(); upstreamClosed?.() })
+  })
+  const g = await startGateway(t, meshConfig({ source: [up] }, [{ name: 'download', destination: { service: 'source' } }]))
+  await new Promise<void>((resolve, reject) => {
+    const req = httpRequest(`${g.url}/big.bin`, { agent: false }, (res) => {
+      let got = 0
+      res.on('data', (c: Buffer) => {
+        got += c.length
+        if (got >= 4 * MB) { req.destroy(); resolve() }
+      })
+    })
+    req.on('error', () => {})
+    req.on('close', () => { resolve() })
+    req.end()
+    setTimeout(() => { reject(new Error('no data within 10 s')) }, 10_000).unref()
+  })
+  await Promise.race([closed, new Promise((_resolve, reject) => { setTimeout(() => { reject(new Error('the upstream response was not aborted within 10 s')) }, 10_000).unref() })])
+  assert.equal(finished, false, 'the upstream did not get to send everything')
+  const line = await eventually(() => g.logs.entries().find((e) => e.log === 'access' && e.path === '/big.bin'), 'the access log line')
+  assert.equal(line.status, 499)
+})
+
+test('a client that disconnects mid-upload makes the gateway abort the upstream request', async (t) => {
+  let outcome: ((v: { bytes: number, complete: boolean }) => void) | undefined
+  const upstreamDone = new Promise<{ bytes: number, complete: boolean }>((resolve) => { outcome = resolve })
+  const up = await startUpstream(t, (req, res) => {
+    let bytes = 0
+    req.on('data', (c: Buffer) => { bytes += c.length })
+    req.on('close', () => { outcome?.({ bytes, complete: req.complete }) })
+    req.on('end', () => { res.end('done') })
+  })
+  const g = await startGateway(t, meshConfig({ sink: [up] }, [{ name: 'upload', destination: { service: 'sink' } }]))
+  const req = httpRequest(`${g.url}/upload`, { method: 'PUT', agent: false, headers: { 'content-length': String(SIZE) } })
+  req.on('error', () => {})
+  req.write(chunk(0, CHUNK))
+  req.write(chunk(1, CHUNK), () => { setImmediate(() => { req.destroy() }) })
+  const result = await Promise.race([upstreamDone, new Promise<never>((_resolve, reject) => { setTimeout(() => { reject(new Error('the upstream request was not aborted within 10 s')) }, 10_000).unref() })])
+  assert.equal(result.complete, false)
+  assert.ok(result.bytes < SIZE)
 })
