@@ -525,12 +525,12 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
 
       // Traffic check on the second upstream-backed service.
       const bodies: Record<string, number> = {}
-      for (let i = 0; i < INSTANCES; i++) {
-        const rq = requestFor(routing, serviceName(CHECK))
-        const r = await getText(gw.http, rq.path, 10_000, rq.headers)
-        const k = r.status === 200 ? r.body : `HTTP ${r.status}`
+      const rq = requestFor(routing, serviceName(CHECK))
+      await Promise.all(Array.from({ length: INSTANCES }, async () => {
+        const r = await getText(gw.http, rq.path, 10_000, rq.headers).catch((err: unknown) => ({ status: 0, body: (err as Error).message }))
+        const k = r.status === 200 ? r.body : r.status === 0 ? r.body : `HTTP ${r.status}`
         bodies[k] = (bodies[k] ?? 0) + 1
-      }
+      }))
       out.trafficCheck = { service: serviceName(CHECK), answers: bodies }
       log(`traffic check ${serviceName(CHECK)}: ${JSON.stringify(bodies)}`)
 
@@ -697,6 +697,7 @@ function printTable (results: Array<Record<string, unknown>>, idle: { rssMiB?: n
   add('registration (s)', (r) => { const ms = get(r, 'registration.ms'); return typeof ms === 'number' ? round(ms / 1000, 2) : null })
   add('registration (instances/s)', (r) => get(r, 'registration.perSecond'))
   add('gateway ready (ms)', (r) => get(r, 'convergence.readyMs'))
+  add('first request per service (status)', (r) => { const st = get(r, 'convergence.firstRequests.statuses'); return st === undefined ? null : JSON.stringify(st) })
   add('first service complete (ms)', (r) => get(r, 'convergence.milestonesMs.first'))
   add('50% services complete (ms)', (r) => get(r, 'convergence.milestonesMs.p50'))
   add('all services complete (ms)', (r) => get(r, 'convergence.milestonesMs.all') ?? `no (${fmt(get(r, 'convergence.final.complete'))}/${SERVICES})`)

@@ -135,7 +135,11 @@ export function inboundListener (opts: InboundOptions, current: CurrentVersion):
     tag(req, encrypted)
     current().handle(req, res)
   }
+  // As on the plain listeners: tunnels leave Node's connection tracking, so track them here.
+  const tunnels = new Set<Duplex>()
   const upgrade = (encrypted: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    tunnels.add(socket)
+    socket.once('close', () => { tunnels.delete(socket) })
     tag(req, encrypted)
     current().upgrade(req, socket, head)
   }
@@ -179,6 +183,7 @@ export function inboundListener (opts: InboundOptions, current: CurrentVersion):
     closeAllConnections: () => {
       tlsServer.closeAllConnections()
       plain?.closeAllConnections()
+      for (const socket of tunnels) socket.destroy()
     }
   }
 }

@@ -10,7 +10,17 @@ interface RoutesBody { version: number, routes: Array<{ name: string, precedence
 
 test('GET /live answers 200 live', async (t) => {
   const echo = await startEcho(t, 'svc')
-  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  // Started from YAML text, as a config file is written.
+  const g = await startGateway(t, `
+discovery:
+  embedded:
+    services:
+      svc:
+        endpoints: [{ address: 127.0.0.1, port: ${echo.port} }]
+routes:
+  - name: all
+    destination: { service: svc }
+`)
   const res = await g.admin('GET', '/live')
   assert.equal(res.status, 200)
   assert.deepEqual(res.json(), { status: 'live' })

@@ -186,14 +186,15 @@ test('20 reloads while traffic flows: zero failed requests', async (t) => {
   const a = await startEcho(t, 'svc-a')
   const b = await startEcho(t, 'svc-b')
   const services = { 'svc-a': [a], 'svc-b': [b] }
-  // Two valid configs: the same paths routed to different services, with and without a plugin.
+  // Two valid configs routing the same paths to disjoint services (each swap releases the
+  // other service's endpoint set and pools while requests are in flight), with and without a plugin.
   const configA = meshConfig(services, [
     { name: 'api', match: { path: { prefix: '/api' } }, destination: { service: 'svc-a' } },
-    { name: 'fallback', destination: { service: 'svc-b' } }
+    { name: 'fallback', destination: { service: 'svc-a' } }
   ])
   const configB = meshConfig(services, [
     { name: 'api-v2', match: { path: { prefix: '/api' } }, destination: { service: 'svc-b' }, plugins: [{ name: 'headers', options: { response: { set: { 'x-config': 'b' } } } }] },
-    { name: 'fallback-v2', match: { path: { prefix: '/' } }, destination: { service: 'svc-a' }, timeout: '10s' }
+    { name: 'fallback-v2', match: { path: { prefix: '/' } }, destination: { service: 'svc-b' }, timeout: '10s' }
   ])
   const g = await startGateway(t, configA)
   const agent = new Agent({ connections: 8, keepAliveTimeout: 10_000 })
@@ -231,5 +232,6 @@ test('20 reloads while traffic flows: zero failed requests', async (t) => {
   }
   assert.equal(g.gateway.reloads.ok, 20)
   assert.ok(completed > 0)
+  assert.ok(a.seen.length > 0 && b.seen.length > 0, 'both configs served traffic')
   assert.deepEqual(failures, [], `${failures.length} of ${completed} requests failed`)
 })
