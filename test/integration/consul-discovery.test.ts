@@ -126,4 +126,42 @@ describe('Consul discovery', () => {
     assert.equal(s.services.find((x) => x.name === 'web')?.stale, false)
     })
   })
+
+  it('honours subsets by tag and meta, and Consul Weights (smooth weighted round robin)', async (t) => {
+    const fresh = await startConsul()
+    t.after(async () => { await fresh.stop() })
+    const reg = async (id: string, port: number, tags: string[], meta: Record<string, string>, passingWeight: number): Promise<void> => {
+      await consulApi(fresh, 'PUT', '/v1/agent/service/register', { ID: id, Name: 'api', Address: '127.0.0.1', Port: port, Tags: tags, Meta: meta, Weights: { Passing: passingWeight, Warning: 1 } })
+    }
+    await reg('api-a', samples[0]!.port, ['v2', 'blue'], { zone: 'a' }, 3)
+    await reg('api-b', samples[1]!.port, ['v2'], { zone: 'b' }, 1)
+    await reg('api-c', samples[2]!.port, ['v1'], { zone: 'a' }, 1)
+    const gwv = await startGateway(t, {
+      discovery: { consul: { address: fresh.httpAddr, registerSelf: false, wait: '5s' } },
+      services: { api: { subset: { tags: ['v2'] } } },
+      routes: [{ name: 'api', destination: { service: 'api' } }]
+    })
+    const seen = await eventually(async () => {
+      const got: string[] = []
+      for (let i = 0; i < 8; i++) {
+        const r = await gwv.request('/w')
+        if (r.status !== 200) return undefined
+        got.push(r.json<{ instance: string }>().instance)
+      }
+      return new Set(got).size === 2 ? got : undefined
+    }, 'both v2 instances in rotation')
+    // Only the v2 subset (web-a = api-a, web-b = api-b), in a 3:1 ratio by Consul weight.
+    const counts = seen.reduce<Record<string, number>>((acc, i) => { acc[i] = (acc[i] ?? 0) + 1; return acc }, {})
+    assert.deepEqual(counts, { 'web-a': 6, 'web-b': 2 })
+
+    // A meta subset: only zone a, and of the v2 tag: api-a alone.
+    await gwv.writeConfig({
+      discovery: { consul: { address: fresh.httpAddr, registerSelf: false, wait: '5s' } },
+      services: { api: { subset: { tags: ['v2'], meta: { zone: 'a' } } } },
+      routes: [{ name: 'api', destination: { service: 'api' } }]
+    })
+    assert.equal((await gwv.gateway.reload('test')).ok, true)
+    await eventually(async () => (await instancesSeen(gwv, 4)).size === 1, 'the zone-a subset to apply')
+    assert.deepEqual(await instancesSeen(gwv, 6), new Set(['web-a']))
+  })
 })
