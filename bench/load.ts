@@ -120,6 +120,8 @@ export interface PacedOptions {
   readonly durationS: number
   readonly warmupS: number
   readonly connections: number
+  /** Called when the client, warmed up, starts pacing (its own warm-up burst is over). */
+  readonly onPacedStart?: () => void
 }
 
 /** One paced run from its own process. */
@@ -128,6 +130,10 @@ export async function pacedLoad (o: PacedOptions): Promise<PacedResult> {
     args: [here('./paced.js'), '--url', o.url, '--rate', String(o.rate), '--duration', String(o.durationS),
       '--warmup', String(o.warmupS), '--connections', String(o.connections)],
     capture: true
+  })
+  let started = false
+  child.proc.stdout?.on('data', () => {
+    if (!started && child.stdout().includes('"event":"paced-start"')) { started = true; o.onPacedStart?.() }
   })
   await finished(child, (o.durationS + o.warmupS + 30) * 1000)
   return JSON.parse(child.stdout().trim().split('\n').pop()!) as PacedResult

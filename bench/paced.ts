@@ -1,9 +1,10 @@
 // Paced (open-loop) latency client, in its own process: requests leave at a fixed mean
 // rate with exponential (random) gaps whatever the answers do, each timed on a keep-alive
 // undici Pool. Prints one JSON line (see PacedResult in load.ts).
-//   node dist/bench/paced.js --url URL --rate 2000 --duration 8 --warmup 1 --connections 64
+//   node dist/bench/paced.js --url URL --rate 2000 --duration 8 --warmup 2 --connections 64
 import { parseArgs } from 'node:util'
 import { Worker } from 'node:worker_threads'
+import { once } from 'node:events'
 import { Pool, type Dispatcher } from 'undici'
 
 const { values } = parseArgs({
@@ -11,7 +12,7 @@ const { values } = parseArgs({
     url: { type: 'string' },
     rate: { type: 'string', default: '2000' },
     duration: { type: 'string', default: '8' },
-    warmup: { type: 'string', default: '1' },
+    warmup: { type: 'string', default: '2' },
     connections: { type: 'string', default: '64' }
   }
 })
@@ -21,6 +22,7 @@ const durationMs = Number(values.duration) * 1000
 const warmupMs = Number(values.warmup) * 1000
 const path = url.pathname + url.search
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6
+const PREWARM_MS = 1000
 
 const pool = new Pool(url.origin, { connections: Number(values.connections), pipelining: 1, keepAliveTimeout: 30_000 })
 
@@ -36,7 +38,8 @@ let non2xx = 0
 let inFlight = 0
 let measuredFrom = Infinity
 
-function send (scheduled: number): void {
+/** Sends one request; timed (and counted in the percentiles) when scheduled after the warm-up. */
+function send (scheduled: number, done?: () => void): void {
   const t0 = nowMs()
   sent++
   inFlight++
@@ -55,8 +58,9 @@ function send (scheduled: number): void {
         fromSchedule[samples] = t1 - scheduled
         samples++
       }
+      done?.()
     },
-    onError () { inFlight--; errors++ }
+    onError () { inFlight--; errors++; done?.() }
   }
   pool.dispatch({ method: 'GET', path, headersTimeout: 10_000, bodyTimeout: 10_000 }, handler)
 }
@@ -69,18 +73,34 @@ function percentiles (data: Float64Array, n: number): Record<string, number> {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: n === 0 ? NaN : s[n - 1]!, mean: n === 0 ? NaN : sum / n }
 }
 
-// Open the pool's connections (and let the target settle) before anything counts.
-await Promise.all(Array.from({ length: 8 }, async () => { await pool.request({ method: 'GET', path }).then(async (r) => { await r.body.dump() }) }))
+// The pacer thread starts now (thread start-up is not free) and waits for 'go'.
+const pacer = new Worker(new URL('./pacer-worker.js', import.meta.url), { workerData: { rate, durationMs: durationMs + warmupMs } })
+const pacerReady = once(pacer, 'online')
 
+// Warm this client (a fresh process: its JIT is cold) on the very code path it measures, and
+// open the pool's connections, with a short closed-loop burst: the paced run then measures
+// the target, not the client's start-up. A paced warm-up (not counted) follows.
+const prewarmEnd = nowMs() + PREWARM_MS
+await Promise.all(Array.from({ length: 16 }, async () => {
+  while (nowMs() < prewarmEnd) await new Promise<void>((resolve) => { send(-Infinity, resolve) })
+}))
+await pacerReady
+sent = 0
+completed = 0
+errors = 0
+non2xx = 0
+
+// Tells the harness the paced phase starts (it reads the target's CPU counters then).
+process.stdout.write('{"event":"paced-start"}\n')
 const started = nowMs()
 measuredFrom = started + warmupMs
-const pacer = new Worker(new URL('./pacer-worker.js', import.meta.url), { workerData: { rate, durationMs: durationMs + warmupMs } })
 await new Promise<void>((resolve, reject) => {
   pacer.on('message', (m: number[] | 'done') => {
     if (m === 'done') { resolve(); return }
     for (const scheduled of m) send(scheduled)
   })
   pacer.once('error', reject)
+  pacer.postMessage('go')
 })
 const sendingEnded = nowMs()
 // Let the last answers arrive (bounded).

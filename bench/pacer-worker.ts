@@ -15,19 +15,24 @@ const WAKE_EARLY_MS = 0.12
 const SLEEP_MIN_MS = WAKE_EARLY_MS + 0.03
 const gapMs = (): number => (-Math.log(1 - Math.random()) / rate) * 1000
 
-const start = nowMs()
-const end = start + durationMs
-let next = start + gapMs()
-// Bounded: every pass either sleeps toward `next` or moves `next` forward by a positive gap.
-while (next < end) {
-  const wait = next - nowMs()
-  if (wait > SLEEP_MIN_MS) {
-    Atomics.wait(sleeper, 0, 0, wait - WAKE_EARLY_MS)
-    continue
+function run (): void {
+  const start = nowMs()
+  const end = start + durationMs
+  let next = start + gapMs()
+  // Bounded: every pass either sleeps toward `next` or moves `next` forward by a positive gap.
+  while (next < end) {
+    const wait = next - nowMs()
+    if (wait > SLEEP_MIN_MS) {
+      Atomics.wait(sleeper, 0, 0, wait - WAKE_EARLY_MS)
+      continue
+    }
+    const due: number[] = []
+    const horizon = nowMs() + SLEEP_MIN_MS
+    while (next <= horizon && next < end) { due.push(next); next += gapMs() }
+    if (due.length > 0) parentPort!.postMessage(due)
   }
-  const due: number[] = []
-  const horizon = nowMs() + SLEEP_MIN_MS
-  while (next <= horizon && next < end) { due.push(next); next += gapMs() }
-  if (due.length > 0) parentPort!.postMessage(due)
+  parentPort!.postMessage('done')
 }
-parentPort!.postMessage('done')
+
+// The client warms up first, then says 'go'.
+parentPort!.once('message', run)

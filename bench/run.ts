@@ -141,9 +141,16 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
     await sleep(200)
     // Nothing of ours runs now: what the machine does meanwhile is someone else's load.
     background = await systemBusyPercent(800)
-    const p0 = cpuMicros(running.measuredPid)
-    paced = await pacedLoad({ url: running.url, rate: o.rate, durationS: o.pacedDurationS, warmupS: 1, connections: 64 })
-    // Includes the paced warm-up second: CPU per request at a moderate, steady rate.
+    let p0: number | undefined
+    paced = await pacedLoad({
+      url: running.url,
+      rate: o.rate,
+      durationS: o.pacedDurationS,
+      warmupS: 2,
+      connections: 64,
+      onPacedStart: () => { p0 = cpuMicros(running.measuredPid) }
+    })
+    // CPU per request at a moderate, steady rate (the client's closed-loop warm-up burst excluded).
     pacedCpu = perRequest(p0, cpuMicros(running.measuredPid), paced.completed)
   } finally {
     await running.stop()

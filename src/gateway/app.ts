@@ -25,6 +25,9 @@ import type { RequestRecorder } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'
 import { builtinPlugins, type RoutePluginDefinition, type UpstreamHeadersEditor } from '../../plugins/index.js'
 
+/** Internal URLs of the routes' contexts: never seen by clients, plugins or upstreams. */
+const ROUTE_URL_PREFIX = '/.fastmesh-route/'
+const NO_ROUTE_URL = '/.fastmesh-no-route'
 const kMatch = Symbol('fastmesh.match')
 const kStart = Symbol('fastmesh.start')
 const kEntry = Symbol('fastmesh.entry')
@@ -173,6 +176,22 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   const fixedRoutes = new Map<string, CompiledRouteMatcher>()
   const byHost = syntheticRoute(BY_HOST_ROUTE, '(from Host)')
   let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
+  const internalUrls = new Map<string, string>()
+  const pickRoute = (req: GatewayRequest): string | undefined => {
+    const entry = req[kEntry]
+    if (entry !== undefined && entry.kind !== 'outbound') {
+      const synthetic = fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service))
+      req[kMatch] = synthetic === undefined ? undefined : syntheticMatch(synthetic, req.url ?? '/')
+      return synthetic?.name
+    }
+    const m = router.match(req.method ?? 'GET', req.headers.host, req.url ?? '/', req.headers)
+    if (m === undefined && entry?.kind === 'outbound') {
+      req[kMatch] = syntheticMatch(byHost.matcher, req.url ?? '/')
+      return BY_HOST_ROUTE
+    }
+    req[kMatch] = m
+    return m?.route.name
+  }
   const app = Fastify<Server, IncomingMessage, ServerResponse>({
     loggerInstance: log.child({ version: opts.version }),
     // The access log is ours; Fastify's per-request child loggers would cost an allocation each.
@@ -190,40 +209,25 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
       // Never listens: the gateway's listeners outlive every version.
       return createServer() as Server
     },
-    routerOptions: {
-      maxParamLength: 2048,
-      constraints: {
-      // Our router picks the route (host, path, method, headers, query, precedence);
-      // find-my-way then only has to find that route's encapsulated context.
-      fastmeshRoute: {
-        name: 'fastmeshRoute',
-        mustMatchWhenDerived: true,
-        storage<H> () {
-          const byName = new Map<unknown, H>()
-          return {
-            get: (name: unknown): H | null => byName.get(name) ?? null,
-            set: (name: unknown, store: H): void => { byName.set(name, store) }
-          }
-        },
-        deriveConstraint (req: GatewayRequest) {
-          const entry = req[kEntry]
-          if (entry !== undefined && entry.kind !== 'outbound') {
-            const synthetic = fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service))
-            req[kMatch] = synthetic === undefined ? undefined : syntheticMatch(synthetic, req.url ?? '/')
-            return synthetic?.name as string
-          }
-          const m = router.match(req.method ?? 'GET', req.headers.host, req.url ?? '/', req.headers)
-          if (m === undefined && entry?.kind === 'outbound') {
-            req[kMatch] = syntheticMatch(byHost.matcher, req.url ?? '/')
-            return BY_HOST_ROUTE
-          }
-          req[kMatch] = m
-          return m?.route.name as string
-        },
-        validate () {}
-      }
-      }
+    routerOptions: { maxParamLength: 2048 },
+    // Our router picks the route (host, path, method, headers, query, precedence); the
+    // request is then handed to that route's encapsulated context under an internal URL
+    // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint).
+    rewriteUrl (raw) {
+      const req = raw as GatewayRequest
+      const name = pickRoute(req)
+      const url = name !== undefined ? internalUrls.get(name) : undefined
+      if (url === undefined) return NO_ROUTE_URL
+      // The query stays on, so plugins reading request.query see the client's.
+      const search = req[kMatch]?.search ?? ''
+      return search === '' ? url : url + search
     }
+  })
+  // Everyone after routing (plugins, handlers, logs) sees the client's URL again.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const raw = request.raw as GatewayRequest & { originalUrl?: string }
+    if (raw.originalUrl !== undefined) raw.url = raw.originalUrl
+    done()
   })
 
   app.decorateReply('upstreamHeaderEditors', null)
@@ -323,7 +327,9 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
         // which stays encapsulated from every other route.
         await scope.register(fp(def.plugin), customOptions.get(ref) ?? { ...(ref.options ?? {}) })
       }
-      scope.route({ method: scope.supportedMethods, url: '*', constraints: { fastmeshRoute: name }, handler })
+      const url = `${ROUTE_URL_PREFIX}${internalUrls.size}`
+      internalUrls.set(name, url)
+      scope.route({ method: scope.supportedMethods, url, handler })
     })
   }
 

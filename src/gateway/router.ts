@@ -125,9 +125,13 @@ function rewriter (route: RouteConfig, prefix: string | undefined): (m: RouteMat
 }
 
 /** Collapses `//`, `.` and `..` segments (also percent-encoded) so `/public/../admin` cannot dodge a rule. */
+const BAD_PERCENT = /%(?![0-9A-Fa-f]{2})/
+
 export function normalizePath (raw: string): string | undefined {
   // Origin form only (listeners turn absolute form into it): `*` (OPTIONS *) has no path to forward.
   if (raw.charCodeAt(0) !== 47 /* / */) return undefined
+  // A `%` not followed by two hex digits is not a valid path (RFC 3986 §2.1).
+  if (raw.indexOf('%') !== -1 && BAD_PERCENT.test(raw)) return undefined
   // Fast path: nothing to normalise in the common case.
   if (raw.indexOf('/.') === -1 && raw.indexOf('//') === -1 && raw.indexOf('%2') === -1 && raw.indexOf('\\') === -1) return raw
   try {

@@ -281,7 +281,11 @@ test('template and regex parameters are returned', () => {
 // ---------------------------------------------------------------- normalisation
 
 test('normalizePath leaves ordinary paths alone', () => {
-  for (const p of ['/', '/a/b', '/a/b/', '/a.b/c..d', '/a%20b', '/%zz', '/{x}']) assert.equal(normalizePath(p), p)
+  for (const p of ['/', '/a/b', '/a/b/', '/a.b/c..d', '/a%20b', '/{x}']) assert.equal(normalizePath(p), p)
+})
+
+test('normalizePath refuses invalid percent-encoding', () => {
+  for (const p of ['/%zz', '/a%', '/a%2', '/100%zz/x']) assert.equal(normalizePath(p), undefined, p)
 })
 
 test('normalizePath resolves dot segments', () => {
