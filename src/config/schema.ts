@@ -95,7 +95,8 @@ export const ConsulDiscoverySchema = strict({
   token: Type.Optional(Type.String({ description: 'ACL token. Default: env CONSUL_HTTP_TOKEN.' })),
   datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Datacenter to ask (default: the agent\'s).' })),
   includeWarning: Type.Boolean({ default: false, description: 'Also send traffic to instances whose worst check is `warning`.' }),
-  wait: dur('30s', 'Longest wait of one blocking query.'),
+  wait: dur('30s', 'Longest wait of one blocking query (each query waits 75-100% of it, at random).'),
+  maxConnections: Type.Integer({ minimum: 8, default: 128, description: 'Connections to the agent at most. Every watched service holds one during its blocking query; keep this under the agent\'s `limits.http_max_conns_per_client` (200 by default), and raise both to watch more services than this without delay.' }),
   registerSelf: Type.Boolean({ default: true, description: 'Register this gateway (name, role, admin address) with a check on its admin `/ready`.' }),
   register: Type.Array(ConsulRegistrationSchema, { default: [], description: 'Local services to register at start and deregister on shutdown.' })
 }, { description: 'Consul as the catalog: services not declared under `embedded` are watched in Consul.' })

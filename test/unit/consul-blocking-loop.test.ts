@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { BlockingLoop, backoffDelay } from '../../src/discovery/consul/blocking-loop.js'
 import { Cancellable, resolveConsul } from '../../src/discovery/consul/client.js'
-import { endpointsFromHealth } from '../../src/discovery/consul/discovery.js'
+import { endpointsFromHealth, jitteredWait } from '../../src/discovery/consul/discovery.js'
 import type { ConsulHealthEntry } from '../../src/discovery/consul/client.js'
 import { mergeLayers } from '../../src/config/kv-source.js'
 
@@ -92,7 +92,7 @@ test('never starts requests closer together than the floor interval', async () =
 
 test('Consul settings come from CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN unless given', () => {
   const env = { CONSUL_HTTP_ADDR: 'https://consul.internal:8501', CONSUL_HTTP_TOKEN: 'secret' }
-  assert.deepEqual(resolveConsul({}, env), { host: 'consul.internal', port: 8501, secure: true, token: 'secret', datacenter: undefined, url: 'https://consul.internal:8501' })
+  assert.deepEqual(resolveConsul({}, env), { host: 'consul.internal', port: 8501, secure: true, token: 'secret', datacenter: undefined, url: 'https://consul.internal:8501', maxConnections: 128 })
   assert.equal(resolveConsul({ address: '127.0.0.1:9500' }, env).port, 9500)
   assert.equal(resolveConsul({}, {}).port, 8500)
   assert.throws(() => resolveConsul({ address: 'a:b:c' }, {}), /invalid Consul address/)
@@ -123,4 +123,10 @@ test('KV layers merge mappings key by key and replace arrays', () => {
     { gateway: { name: 'edge-1' }, routes: [{ name: 'b' }] }
   ])
   assert.deepEqual(merged, { gateway: { name: 'edge-1', mode: 'edge' }, routes: [{ name: 'b' }] })
+})
+
+test('each blocking query waits 75-100% of the configured wait', () => {
+  assert.equal(jitteredWait('30s', () => 0), '22500ms')
+  assert.equal(jitteredWait('30s', () => 1), '30000ms')
+  assert.equal(jitteredWait('2s', () => 0), '1500ms')
 })

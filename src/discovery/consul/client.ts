@@ -4,6 +4,8 @@
 // The client's own `Watch` is not used for discovery: it has no jitter on its backoff, no
 // floor on the loop rate, and treats an index of 0 as an error instead of resetting to 1.
 import { EventEmitter } from 'node:events'
+import { Agent as HttpAgent } from 'node:http'
+import { Agent as HttpsAgent } from 'node:https'
 import Consul from 'consul'
 import { Agent, request } from 'undici'
 
@@ -12,6 +14,8 @@ export interface ConsulSettings {
   readonly address: string
   readonly token?: string
   readonly datacenter?: string
+  /** Connections to the agent at most (each blocking query holds one while it waits). */
+  readonly maxConnections?: number
 }
 
 export interface ResolvedConsul {
@@ -22,6 +26,7 @@ export interface ResolvedConsul {
   readonly datacenter: string | undefined
   /** `http://host:port`, for logs and the admin API. */
   readonly url: string
+  readonly maxConnections: number
 }
 
 /** Explicit settings win, then CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN, then 127.0.0.1:8500. */
@@ -39,7 +44,7 @@ export function resolveConsul (settings: Partial<ConsulSettings> = {}, env: Node
   const host = m[1]!.replace(/^\[|\]$/g, '')
   const port = m[2] !== undefined ? Number(m[2]) : 8500
   const token = settings.token ?? (env.CONSUL_HTTP_TOKEN !== undefined && env.CONSUL_HTTP_TOKEN !== '' ? env.CONSUL_HTTP_TOKEN : undefined)
-  return { host, port, secure, token, datacenter: settings.datacenter, url: `${secure ? 'https' : 'http'}://${m[1]}:${port}` }
+  return { host, port, secure, token, datacenter: settings.datacenter, url: `${secure ? 'https' : 'http'}://${m[1]}:${port}`, maxConnections: settings.maxConnections ?? 128 }
 }
 
 export interface BlockingResult<T> {
@@ -61,14 +66,22 @@ export class ConsulClient {
   readonly settings: ResolvedConsul
   // The consul npm client has no Connect endpoints (health/connect, ca/leaf, ca/roots,
   // authorize) and cannot register `Kind: connect-proxy`; those go through undici here.
-  private readonly http = new Agent({ connections: 64, keepAliveTimeout: 60_000 })
+  // Connect watches (health/connect, leaves, roots) get a quarter of the connection budget.
+  private readonly http: Agent
 
   constructor (settings: ResolvedConsul) {
     this.settings = settings
+    // Consul (1.8) refuses more than http_max_conns_per_client (200) connections from one
+    // address, and resets the ones over it: the budget is capped below that, split between
+    // the catalog/KV client and the Connect client.
+    const connectShare = Math.max(4, Math.floor(settings.maxConnections / 4))
+    const catalogShare = Math.max(4, settings.maxConnections - connectShare)
+    this.http = new Agent({ connections: connectShare, keepAliveTimeout: 60_000 })
     this.consul = new Consul({
       host: settings.host,
       port: settings.port,
       secure: settings.secure,
+      agent: settings.secure ? new HttpsAgent({ keepAlive: true, maxSockets: catalogShare }) : new HttpAgent({ keepAlive: true, maxSockets: catalogShare }),
       ...(settings.token !== undefined ? { defaults: { token: settings.token } } : {})
     })
   }

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { Discovery, Endpoint, HealthStatus, ServiceSnapshot, SnapshotListener, WatchOptions } from '../types.js'
 import { BlockingLoop } from './blocking-loop.js'
-import { Cancellable, ConsulClient, type ConsulHealthEntry } from './client.js'
+import { Cancellable, ConsulClient, waitMs, type ConsulHealthEntry } from './client.js'
 
 export interface ConsulDiscoveryOptions {
   readonly client: ConsulClient
@@ -66,6 +66,11 @@ export function endpointsFromHealth (service: string, entries: readonly ConsulHe
   }).sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 }
 
+/** `wait` shortened by up to a quarter, at random, in whole milliseconds. */
+export function jitteredWait (wait: string, random: () => number = Math.random): string {
+  return `${Math.max(1000, Math.round(waitMs(wait) * (0.75 + random() * 0.25)))}ms`
+}
+
 function watchKey (service: string, datacenter: string | undefined, connect: boolean): string {
   return `${connect ? 'connect:' : ''}${service}${datacenter !== undefined ? `@${datacenter}` : ''}`
 }
@@ -78,6 +83,7 @@ export class ConsulDiscovery implements Discovery {
   readonly kind = 'consul'
   private readonly watches = new Map<string, ServiceWatch>()
   private readonly events = new EventEmitter()
+  private warnedBudget = false
 
   constructor (private readonly opts: ConsulDiscoveryOptions) {
     this.events.setMaxListeners(0)
@@ -123,6 +129,11 @@ export class ConsulDiscovery implements Discovery {
     const existing = this.watches.get(key)
     if (existing !== undefined) return existing
     const log = this.opts.log
+    const budget = this.opts.client.settings.maxConnections
+    if (this.watches.size + 1 > budget * 0.75 && !this.warnedBudget) {
+      this.warnedBudget = true
+      log.warn({ watches: this.watches.size + 1, maxConnections: budget }, 'more Consul watches than connections to the agent: some endpoint updates wait for a free connection; raise discovery.consul.maxConnections and the agent\'s limits.http_max_conns_per_client')
+    }
     const w: ServiceWatch = {
       key,
       service,
@@ -132,9 +143,14 @@ export class ConsulDiscovery implements Discovery {
       listeners: 0,
       loop: new BlockingLoop<ConsulHealthEntry[]>({
         makeContext: () => new Cancellable(),
-        fetch: async (index, ctx) => connect
-          ? await this.opts.client.agentRequest<ConsulHealthEntry[]>('GET', `/health/connect/${encodeURIComponent(service)}`, { index, wait: this.opts.wait, ctx, ...(datacenter !== undefined ? { query: { dc: datacenter } } : {}) }).then((r) => ({ index: r.index, data: r.data ?? [] }))
-          : await this.opts.client.healthService(service, index, this.opts.wait, datacenter, ctx),
+        fetch: async (index, ctx) => {
+          // Each query waits 75-100% of `wait`: watches started together must not all
+          // re-block in the same instant every `wait` (a CPU spike seen at 1,000 services).
+          const wait = jitteredWait(this.opts.wait)
+          return connect
+            ? await this.opts.client.agentRequest<ConsulHealthEntry[]>('GET', `/health/connect/${encodeURIComponent(service)}`, { index, wait, ctx, ...(datacenter !== undefined ? { query: { dc: datacenter } } : {}) }).then((r) => ({ index: r.index, data: r.data ?? [] }))
+            : await this.opts.client.healthService(service, index, wait, datacenter, ctx)
+        },
         minIntervalMs: this.opts.minIntervalMs ?? 100,
         backoffMaxMs: this.opts.backoffMaxMs ?? 30_000,
         onChange: (entries) => {
@@ -150,6 +166,9 @@ export class ConsulDiscovery implements Discovery {
           if (attempt === 1 || attempt % 10 === 0) log.warn({ service, datacenter, attempt, retryInMs, err: err.message }, 'Consul watch failed; routing to the last known endpoints')
           const prev = w.snapshot
           if (prev !== undefined && !prev.stale) this.publish(w, { ...prev, stale: true, error: err.message })
+          // Never answered: say so with an empty, stale snapshot, so callers waiting for a
+          // first answer get a 503 at once instead of waiting on every request.
+          if (prev === undefined) this.publish(w, { service, endpoints: Object.freeze([]), stale: true, updatedAt: Date.now(), error: err.message })
         },
         onRecover: () => { log.info({ service, datacenter }, 'Consul watch resumed') }
       })
