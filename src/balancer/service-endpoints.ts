@@ -24,13 +24,38 @@ function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
   return true
 }
 
-interface WeightedTarget extends EndpointTarget {
-  current: number
+/**
+ * An endpoint ready for the balancer. Its pool is made on first use: a gateway watching
+ * thousands of endpoints pays only for those it sends traffic to (an idle undici Pool
+ * costs about 16 KiB).
+ */
+class LazyTarget implements EndpointTarget {
+  /** Smooth weighted round robin state. */
+  current = 0
+  readonly label: string
+  acquired: Pool | undefined
+
+  constructor (readonly endpoint: Endpoint, readonly settings: PoolSettings, private readonly make: () => Pool, pool?: Pool) {
+    this.label = `${endpoint.address}:${endpoint.port}`
+    this.acquired = pool
+  }
+
+  get pool (): Pool {
+    return (this.acquired ??= this.make())
+  }
+
+  /** The same target for a newer copy of its endpoint (health, weight, tags may differ). */
+  with (endpoint: Endpoint): LazyTarget {
+    if (endpoint === this.endpoint) return this
+    const t = new LazyTarget(endpoint, this.settings, this.make, this.acquired)
+    t.current = this.current
+    return t
+  }
 }
 
 export class ServiceEndpoints {
   /** Usable endpoints in a stable order, ready for the balancer. */
-  private targets: WeightedTarget[] = []
+  private targets: LazyTarget[] = []
   private weighted = false
   private totalWeight = 0
   private next = 0
@@ -119,18 +144,19 @@ export class ServiceEndpoints {
 
   private update (snapshot: ServiceSnapshot): void {
     this.snapshot = snapshot
-    const targets: WeightedTarget[] = []
+    const previous = new Map(this.targets.map((t) => [t.endpoint.id, t]))
+    const targets: LazyTarget[] = []
     const inUse = new Set<Pool>()
     let total = 0
     for (const endpoint of snapshot.endpoints) {
       if (!this.discovery.isUsable(endpoint) || !inSubset(endpoint, this.selector.subset)) continue
-      const caller = this.selector.meshCaller
-      const mesh = caller !== undefined && this.meshConnector !== undefined
-        ? { caller, destination: this.selector.service, connector: this.meshConnector(caller, this.selector.service, this.settings.connectTimeoutMs) }
-        : undefined
-      const pool = this.pools.acquire(endpoint, this.settings, this, mesh)
-      inUse.add(pool)
-      targets.push({ endpoint, pool, label: `${endpoint.address}:${endpoint.port}`, current: 0 })
+      const old = previous.get(endpoint.id)
+      // Same address, same settings: keep the target and its pool (and balancer state).
+      const target = old !== undefined && old.endpoint.address === endpoint.address && old.endpoint.port === endpoint.port && old.settings === this.settings
+        ? old.with(endpoint)
+        : new LazyTarget(endpoint, this.settings, () => this.acquire(endpoint))
+      if (target.acquired !== undefined) inUse.add(target.acquired)
+      targets.push(target)
       total += endpoint.weight
     }
     this.targets = targets
@@ -139,4 +165,13 @@ export class ServiceEndpoints {
     this.pools.retainOnly(this, inUse)
     for (const w of [...this.firstAnswer]) w()
   }
+
+  private acquire (endpoint: Endpoint): Pool {
+    const caller = this.selector.meshCaller
+    const mesh = caller !== undefined && this.meshConnector !== undefined
+      ? { caller, destination: this.selector.service, connector: this.meshConnector(caller, this.selector.service, this.settings.connectTimeoutMs) }
+      : undefined
+    return this.pools.acquire(endpoint, this.settings, this, mesh)
+  }
+
 }
