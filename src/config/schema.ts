@@ -115,7 +115,7 @@ export const ConnectionPoolSchema = strict({
 
 export const LoadBalancerSchema = strict({
   policy: StringEnum(['round_robin'], { default: 'round_robin', description: 'Balancing algorithm over the healthy endpoints; round robin is weighted by endpoint weight (Consul `Weights`).' })
-})
+}, { description: 'How one endpoint is chosen for each request.' })
 
 export const SubsetSchema = strict({
   tags: Type.Array(Type.String(), { default: [], description: 'Only endpoints carrying every one of these tags.' }),
@@ -182,11 +182,11 @@ export const CustomPluginSchema = strict({
 export const LoggingSchema = strict({
   level: StringEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { default: 'info', description: 'pino log level; env FASTMESH_LOG_LEVEL overrides.' }),
   accessLog: Type.Boolean({ default: true, description: 'One structured line per request.' })
-})
+}, { description: 'pino logs on stdout, written asynchronously.' })
 
 export const TelemetrySchema = strict({
   logging: withDefault(LoggingSchema)
-})
+}, { description: 'Logs (and, in later releases, metrics and traces).' })
 
 export const LimitsSchema = strict({
   maxHeaderBytes: Type.Integer({ minimum: 1024, default: 16384, description: 'Largest request header section accepted (431 beyond).' }),
@@ -194,13 +194,13 @@ export const LimitsSchema = strict({
   requestTimeout: dur('5m', 'Longest time to receive a whole request from a client (0s: none).'),
   deregisterGrace: dur('500ms', 'On shutdown, how long listeners keep answering after leaving the Consul catalog, so peers stop choosing this gateway first.'),
   drainTimeout: dur('30s', 'On reload or shutdown, how long in-flight requests may take to finish.')
-})
+}, { description: 'Protective limits and timeouts of the listeners.' })
 
 export const GatewaySchema = strict({
   name: Type.String({ minLength: 1, default: 'fastmesh', description: 'This gateway\'s name (logs, registration).' }),
   mode: StringEnum(['edge', 'node'], { default: 'edge', description: '`edge`: north-south gateway; `node`: node-local gateway.' }),
   trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' })
-})
+}, { description: 'Who this gateway is and which role it plays.' })
 
 export const InboundListenerSchema = strict({
   address: Type.String({ default: '0.0.0.0', description: 'Address to bind.' }),
@@ -213,7 +213,7 @@ export const ListenersSchema = strict({
   admin: withDefault({ ...ListenerSchema, description: 'Admin API (keep it on loopback). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT override.' }, { port: 15000 }),
   outbound: withDefault({ ...ListenerSchema, description: 'Node mode: where local apps send plain HTTP; the destination is the Host header (`orders`, `orders.mesh`) or an absolute-form URI (HTTP_PROXY). Env FASTMESH_OUTBOUND_PORT overrides.' }, { port: 15001 }),
   inbound: withDefault(InboundListenerSchema, { port: 15443 })
-})
+}, { description: 'Where the gateway listens. An edge binds `http`; a node binds `outbound`, its per-upstream ports and (with the mesh on) `inbound`; both bind `admin`. Changes take effect on restart.' })
 
 export const AuthorizationRuleSchema = strict({
   source: Type.String({ minLength: 1, description: 'Calling service (from its verified identity), or `*`.' }),
