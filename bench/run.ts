@@ -21,7 +21,7 @@ import { SCENARIOS, type BenchContext, type ScenarioDefinition } from './scenari
 
 const FLAGS = {
   duration: { env: 'BENCH_DURATION', default: '8', help: 'seconds of each closed-loop measurement' },
-  warmup: { env: 'BENCH_WARMUP', default: '3', help: 'seconds of closed-loop warm-up before it (not counted)' },
+  warmup: { env: 'BENCH_WARMUP', default: '', help: 'seconds of closed-loop warm-up before it, not counted (default: 3, at most --duration)' },
   rounds: { env: 'BENCH_ROUNDS', default: '3', help: 'rounds; each measures every scenario once' },
   connections: { env: 'BENCH_CONNECTIONS', default: '50', help: 'closed-loop client connections' },
   rate: { env: 'BENCH_RATE', default: '2000', help: 'paced (open-loop) request rate, req/s' },
@@ -75,7 +75,7 @@ function parseOptions (argv: string[]): Options {
   const durationS = num('duration', 1)
   return {
     durationS,
-    warmupS: num('warmup', 0),
+    warmupS: raw('warmup') === '' ? Math.min(3, durationS) : num('warmup', 0),
     rounds: num('rounds', 1),
     connections: num('connections', 1),
     rate: num('rate', 1, false),
@@ -146,7 +146,8 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
       url: running.url,
       rate: o.rate,
       durationS: o.pacedDurationS,
-      warmupS: 2,
+      // Paced warm-up (not counted), after the client's own 1 s closed-loop warm-up burst.
+      warmupS: Math.min(2, o.pacedDurationS),
       connections: 64,
       onPacedStart: () => { p0 = cpuMicros(running.measuredPid) }
     })
