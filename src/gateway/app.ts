@@ -31,6 +31,8 @@ const NO_ROUTE_URL = '/.fastmesh-no-route'
 const kMatch = Symbol('fastmesh.match')
 const kStart = Symbol('fastmesh.start')
 const kEntry = Symbol('fastmesh.entry')
+/** The route `handle` picked, so Fastify's rewriteUrl does not match again. */
+const kPicked = Symbol('fastmesh.picked')
 
 /**
  * Which listener a request came in on, set by the listener before the version sees it.
@@ -48,6 +50,7 @@ interface GatewayRequest extends IncomingMessage {
   [kMatch]?: RouteMatch | null
   [kStart]?: bigint
   [kEntry]?: Entry
+  [kPicked]?: { readonly name: string | undefined }
   upgradeHead?: Buffer
 }
 
@@ -215,7 +218,8 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint).
     rewriteUrl (raw) {
       const req = raw as GatewayRequest
-      const name = pickRoute(req)
+      // `handle` picked the route already; upgrades come here first.
+      const name = req[kPicked] !== undefined ? req[kPicked].name : pickRoute(req)
       const url = name !== undefined ? internalUrls.get(name) : undefined
       if (url === undefined) return NO_ROUTE_URL
       // The query stays on, so plugins reading request.query see the client's.
@@ -243,12 +247,11 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_req, _payload, done) => { done(null) })
 
-  const respondError = (request: FastifyRequest, reply: FastifyReply, err: ResponseError, route?: string, service?: string): void => {
-    reply.hijack()
-    writeError(reply.raw, err, request.id)
-    const raw = request.raw as GatewayRequest
+  /** Writes a gateway error and its access-log line (Fastify path and fast path alike). */
+  const answerError = (raw: GatewayRequest, res: ServerResponse, requestId: string, err: ResponseError, route?: string, service?: string): void => {
+    writeError(res, err, requestId)
     recorder.record({
-      requestId: request.id,
+      requestId,
       method: raw.method ?? '',
       path: raw.url ?? '',
       route,
@@ -258,6 +261,10 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
       durationMs: elapsedMs(raw[kStart] ?? process.hrtime.bigint()),
       error: err.code
     })
+  }
+  const respondError = (request: FastifyRequest, reply: FastifyReply, err: ResponseError, route?: string, service?: string): void => {
+    reply.hijack()
+    answerError(request.raw as GatewayRequest, reply.raw, request.id, err, route, service)
   }
 
   app.setNotFoundHandler((request, reply) => {
@@ -289,19 +296,24 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   const referenced = new Set<string>()
 
   /** Sends the matched request to a target, or answers 503 when there is none. */
-  const proxyTo = (request: FastifyRequest, reply: FastifyReply, matcher: CompiledRouteMatcher, service: string, target: EndpointTarget | undefined, extra: Partial<ForwardContext> = {}): void => {
+  const proxyTo = (request: FastifyRequest, reply: FastifyReply, matcher: CompiledRouteMatcher, service: string, target: EndpointTarget | undefined, extra?: Partial<ForwardContext>): void => {
     const route = matcher.config
     if (target === undefined) {
       respondError(request, reply, fastmeshError('NO_HEALTHY_ENDPOINT', [service]), route.name, service)
       return
     }
     const raw = request.raw as GatewayRequest
-    const match = raw[kMatch]!
     reply.hijack()
     const replyHeaders = reply.getHeaders()
+    forward(raw, reply.raw, request.headers, target, forwardContext(raw, request.id, matcher, service, reply.upstreamHeaderEditors, Object.keys(replyHeaders).length > 0 ? replyHeaders : null, extra))
+  }
+
+  const forwardContext = (raw: GatewayRequest, requestId: string, matcher: CompiledRouteMatcher, service: string, editors: UpstreamHeadersEditor[] | null, replyHeaders: Record<string, unknown> | null, extra?: Partial<ForwardContext>): ForwardContext => {
+    const route = matcher.config
+    const match = raw[kMatch]!
     const { headersTimeoutMs, bodyTimeoutMs } = timeouts(route)
-    forward(raw, reply.raw, request.headers, target, {
-      requestId: request.id,
+    const ctx: ForwardContext = {
+      requestId,
       route: route.name,
       service,
       path: matcher.rewrite(match) + match.search,
@@ -312,10 +324,26 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
       proto: 'http',
       start: raw[kStart] ?? process.hrtime.bigint(),
       recorder,
-      editors: reply.upstreamHeaderEditors,
-      replyHeaders: Object.keys(replyHeaders).length > 0 ? replyHeaders : null,
-      ...extra
-    })
+      editors,
+      replyHeaders
+    }
+    return extra === undefined ? ctx : { ...ctx, ...extra }
+  }
+
+  /**
+   * Routes without plugins skip Fastify: nothing would run between the match and the
+   * forward, and a Request/Reply pair, the hook chain and a second lookup cost more than
+   * the routing itself. They behave the same (tests run both kinds).
+   */
+  const fastRoutes = new Map<string, (req: GatewayRequest, res: ServerResponse) => void>()
+  const fastForward = (matcher: CompiledRouteMatcher, service: string, endpoints: { pick(): EndpointTarget | undefined }) => (req: GatewayRequest, res: ServerResponse): void => {
+    const requestId = requestIdOf(req)
+    const target = endpoints.pick()
+    if (target === undefined) {
+      answerError(req, res, requestId, fastmeshError('NO_HEALTHY_ENDPOINT', [service]), matcher.name, service)
+      return
+    }
+    forward(req, res, req.headers, target, forwardContext(req, requestId, matcher, service, null, null))
   }
 
   /** One route: its own encapsulated context, its plugins in order, then the handler. */
@@ -341,6 +369,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     const { key, endpoints } = services.get(selectorFor(config, service, mesh?.selfIdentity), poolSettingsFor(config, service))
     referenced.add(key)
     await registerRoute(route.name, route.plugins, (request, reply) => { proxyTo(request, reply, matcher, service, endpoints.pick()) })
+    if (route.plugins.length === 0) fastRoutes.set(route.name, fastForward(matcher, service, endpoints))
   }
 
   if (config.gateway.mode === 'node') {
@@ -371,6 +400,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
         const { key, endpoints } = services.get(selectorFor(config, up.service, mesh !== undefined ? local.name : undefined), poolSettingsFor(config, up.service))
         referenced.add(key)
         await registerRoute(synthetic.matcher.name, [], (request, reply) => { proxyTo(request, reply, synthetic.matcher, up.service, endpoints.pick()) })
+        fastRoutes.set(synthetic.matcher.name, fastForward(synthetic.matcher, up.service, endpoints))
       }
       if (mesh === undefined) continue
       // Inbound: authorize the verified caller, then hand the call to the local instance.
@@ -414,9 +444,17 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     services: referenced,
     get inFlight () { return inFlight },
     handle (req, res) {
-      (req as GatewayRequest)[kStart] = process.hrtime.bigint()
+      const r = req as GatewayRequest
+      r[kStart] = process.hrtime.bigint()
       inFlight++
       res.once('close', finished)
+      const name = pickRoute(r)
+      const fast = name !== undefined ? fastRoutes.get(name) : undefined
+      if (fast !== undefined && r.headers.upgrade === undefined) {
+        fast(r, res)
+        return
+      }
+      r[kPicked] = { name }
       route(req, res)
     },
     upgrade (req, socket, head) {

@@ -11,9 +11,9 @@ export interface LoggerOptions {
 }
 
 export function createLogger (opts: LoggerOptions): Logger {
-  const destination = opts.destination ?? pino.destination({ dest: 1, sync: opts.sync ?? false, minLength: opts.sync === true ? 0 : 4096 })
+  const destination = opts.destination ?? pino.destination({ dest: 1, sync: opts.sync ?? false, minLength: opts.sync === true ? 0 : 12288 })
   if (opts.destination === undefined && opts.sync !== true) {
-    // Buffered lines are written once 4 KiB gather: without a periodic flush a quiet gateway
+    // Buffered lines are written once 12 KiB gather: without a periodic flush a quiet gateway
     // would never show its startup lines, warnings or errors (until shutdown).
     const boom = destination as pino.DestinationStream & { flush: () => void }
     setInterval(() => { try { boom.flush() } catch { /* destination closed */ } }, 1000).unref()
