@@ -1,7 +1,7 @@
-// The east-west scenario: app → node gateway A (outbound, Host: shop) → mTLS → node gateway B
-// (inbound, authorization) → the upstream. Identities come from a local CA (`files`
-// provider), so no Consul is needed; A's embedded registry lists B's inbound listener as
-// the gateway in front of `shop`.
+// The east-west scenario: app → node gateway A (the app's per-upstream listener for `shop`)
+// → mTLS → node gateway B (inbound, authorization) → the upstream. Identities come from a
+// local CA (`files` provider), so no Consul is needed; A's embedded registry lists B's
+// inbound listener as the gateway in front of `shop`.
 import { writeFile, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -20,9 +20,9 @@ export const nodeToNodeScenario: ScenarioDefinition = {
     const dir = join(ctx.workDir, `mesh-ca-${ctx.round}`)
     await mkdir(dir, { recursive: true })
     await createLocalCa(dir)
-    for (const s of ['node-a', 'node-b', 'shop']) await issueLeaf(dir, s)
-    const [outA, adminA, inB, outB, adminB] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
-    const mesh = { mtls: 'strict', identity: { provider: 'files', dir }, authorization: { provider: 'rules', defaultAction: 'deny', rules: [{ source: 'node-a', destination: 'shop', action: 'allow' }] } }
+    for (const s of ['node-a', 'node-b', 'app', 'shop']) await issueLeaf(dir, s)
+    const [outA, adminA, inB, outB, adminB, appUpstream] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()])
+    const mesh = { mtls: 'strict', identity: { provider: 'files', dir }, authorization: { provider: 'rules', defaultAction: 'deny', rules: [{ source: 'app', destination: 'shop', action: 'allow' }] } }
     const common = { limits: { maxHeaderBytes: 16384 }, telemetry: { logging: { level: 'info', accessLog: true } } }
     const a = {
       gateway: { name: 'node-a', mode: 'node' },
@@ -32,6 +32,8 @@ export const nodeToNodeScenario: ScenarioDefinition = {
       discovery: { embedded: { services: { shop: { endpoints: [{ address: '127.0.0.1', port: inB }] } } } },
       services: { shop: { connectionPool: { connections: ctx.poolConnections } } },
       mesh,
+      // The benchmark's load generator plays `app`, calling shop on its upstream port.
+      localServices: [{ name: 'app', port: ctx.upstreamPorts[0], upstreams: [{ service: 'shop', port: appUpstream }] }],
       ...common
     }
     const b = {
@@ -50,7 +52,7 @@ export const nodeToNodeScenario: ScenarioDefinition = {
     })
     const nodeB = start('node-b')
     const nodeA = start('node-a')
-    const url = `http://127.0.0.1:${outA}/shop/products/42?view=full`
+    const url = `http://127.0.0.1:${appUpstream}/shop/products/42?view=full`
     const stop = async (): Promise<void> => {
       await Promise.all([stopChild(nodeA), stopChild(nodeB)])
       await rm(dir, { recursive: true, force: true })
@@ -65,9 +67,8 @@ export const nodeToNodeScenario: ScenarioDefinition = {
     }
     return {
       url,
-      headers: { host: 'shop' },
       measuredPid: nodeA.pid,
-      extraPids: { node_b: nodeB.pid },
+      extraPids: [nodeB.pid],
       stop
     }
   }

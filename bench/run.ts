@@ -17,7 +17,18 @@ import { fileURLToPath } from 'node:url'
 import { freePort, killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
 import { closedLoop, pacedLoad, pickLoadTool, type ClosedResult, type LoadTool, type PacedResult } from './load.js'
 import { cpuMicros, rssMb, clockTicks, systemBusyPercent } from './procstat.js'
-import { SCENARIOS, type BenchContext, type ScenarioDefinition } from './scenarios.js'
+import { SCENARIOS, type BenchContext, type RunningScenario, type ScenarioDefinition } from './scenarios.js'
+
+/** CPU microseconds of the system under test: its main process plus any extra ones. */
+function cpuOf (running: RunningScenario): number | undefined {
+  let total = 0
+  for (const pid of [running.measuredPid, ...(running.extraPids ?? [])]) {
+    const c = cpuMicros(pid)
+    if (c === undefined) return undefined
+    total += c
+  }
+  return total
+}
 
 const FLAGS = {
   duration: { env: 'BENCH_DURATION', default: '8', help: 'seconds of each closed-loop measurement' },
@@ -132,12 +143,12 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
   try {
     const load = { tool, url: running.url, connections: o.connections, wrkThreads: o.wrkThreads }
     if (o.warmupS > 0) await closedLoop({ ...load, durationS: o.warmupS })
-    const c0 = cpuMicros(running.measuredPid)
+    const c0 = cpuOf(running)
     const u0 = cpuMicros(ctx.upstreamPid)
     closed = await closedLoop({ ...load, durationS: o.durationS })
-    cpu = perRequest(c0, cpuMicros(running.measuredPid), closed.requests)
+    cpu = perRequest(c0, cpuOf(running), closed.requests)
     upstreamCpu = perRequest(u0, cpuMicros(ctx.upstreamPid), closed.requests)
-    rss = rssMb(running.measuredPid)
+    rss = [running.measuredPid, ...(running.extraPids ?? [])].reduce<number | undefined>((sum, pid) => { const r = rssMb(pid); return sum === undefined || r === undefined ? undefined : sum + r }, 0)
     await sleep(200)
     // Nothing of ours runs now: what the machine does meanwhile is someone else's load.
     background = await systemBusyPercent(800)
@@ -149,10 +160,10 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
       // Paced warm-up (not counted), after the client's own 1 s closed-loop warm-up burst.
       warmupS: Math.min(2, o.pacedDurationS),
       connections: 64,
-      onPacedStart: () => { p0 = cpuMicros(running.measuredPid) }
+      onPacedStart: () => { p0 = cpuOf(running) }
     })
     // CPU per request at a moderate, steady rate (the client's closed-loop warm-up burst excluded).
-    pacedCpu = perRequest(p0, cpuMicros(running.measuredPid), paced.completed)
+    pacedCpu = perRequest(p0, cpuOf(running), paced.completed)
   } finally {
     await running.stop()
   }

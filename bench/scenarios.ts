@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { freePort, spawnChild, stopChild, waitForHttp } from './children.js'
 import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE } from './edge-config.js'
+import { nodeToNodeScenario } from './mesh-scenario.js'
 
 /** What the harness sets up once for every scenario. */
 export interface BenchContext {
@@ -29,6 +30,8 @@ export interface RunningScenario {
   readonly url: string
   /** The process whose CPU time and RSS are reported (the proxy; the upstream for direct). */
   readonly measuredPid: number
+  /** More processes of the system under test (a second gateway): their CPU and RSS are added. */
+  readonly extraPids?: readonly number[]
   stop(): Promise<void>
   /** Facts gathered once stopped (e.g. access-log lines the gateway wrote and flushed). */
   afterStop?(): Promise<Record<string, unknown>>
@@ -131,5 +134,6 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
         }
       }
     }
-  }
+  },
+  nodeToNodeScenario
 ]
