@@ -22,7 +22,10 @@ export function gatewayConfigYaml (p: GatewayConfigParams): string {
     listeners: p.routing === 'routes'
       ? { http: loopback(p.trafficPort), admin: loopback(p.adminPort) }
       : { outbound: loopback(p.trafficPort), admin: loopback(p.adminPort) },
-    discovery: { consul: { address: p.consulAddress, registerSelf: false } },
+    // The gateway keeps its connections to the agent under discovery.consul.maxConnections
+    // (default 128, below Consul's default 200 per client); with the agent's limit raised,
+    // BENCH_CONSUL_MAX_CONNECTIONS lets every watch hold its own connection.
+    discovery: { consul: { address: p.consulAddress, registerSelf: false, ...(process.env.BENCH_CONSUL_MAX_CONNECTIONS !== undefined ? { maxConnections: Number(process.env.BENCH_CONSUL_MAX_CONNECTIONS) } : {}) } },
     telemetry: { logging: { level: 'warn', accessLog: false } },
     routes: p.routing === 'routes'
       ? p.services.map((s) => ({ name: s, match: { path: { prefix: `/${s}` } }, destination: { service: s } }))
