@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { fastmeshError } from '../errors.js'
-import { parseServiceSpiffeId, serviceSpiffeId } from './types.js'
+import { parseServiceSpiffeId, serviceSpiffeId, type LeafCertificate } from './types.js'
 
 x509.cryptoProvider.set(webcrypto)
 
@@ -112,16 +112,8 @@ export interface InMemoryLeafOptions extends LeafOptions {
   dnsNames?: readonly string[]
 }
 
-export interface LeafPem {
-  readonly service: string
-  readonly spiffeId: string
-  readonly certPem: string
-  readonly keyPem: string
-  readonly notBefore: Date
-  readonly notAfter: Date
-  /** Upper-case hex, as node's X509Certificate.serialNumber. */
-  readonly serial: string
-}
+/** A leaf as issued: the provider's LeafCertificate shape (serial in upper-case hex, as node's X509Certificate.serialNumber). */
+export type LeafPem = LeafCertificate
 
 async function generateKeys (): Promise<CryptoKeyPair> {
   return await webcrypto.subtle.generateKey(EC_PARAMS, true, ['sign', 'verify']) as CryptoKeyPair
