@@ -42,6 +42,13 @@ const DAY = 24 * HOUR
 /** New certificates start a minute in the past, so a peer with a slightly slow clock accepts them. */
 const BACKDATE_MS = 60_000
 
+/** The validity window: explicit dates win; otherwise from a minute ago for `amount` units. */
+function validity (opts: { notBefore?: Date, notAfter?: Date }, what: string, amount: number, unitMs: number): { notBefore: Date, notAfter: Date } {
+  if (!(Number.isFinite(amount) && amount > 0)) throw new RangeError(`${what} must be a positive number, got ${amount}`)
+  const now = Date.now()
+  return { notBefore: opts.notBefore ?? new Date(now - BACKDATE_MS), notAfter: opts.notAfter ?? new Date(now + amount * unitMs) }
+}
+
 export function leafCertFile (service: string): string { return `${service}.pem` }
 export function leafKeyFile (service: string): string { return `${service}-key.pem` }
 
@@ -147,11 +154,7 @@ export async function createCaInMemory (opts: CaOptions = {}): Promise<CaPem> {
   const trustDomain = normaliseTrustDomain(opts.trustDomain ?? DEFAULT_TRUST_DOMAIN)
   const datacenter = opts.datacenter ?? DEFAULT_DATACENTER
   assertDatacenter(datacenter)
-  const days = opts.validityDays ?? 3650
-  if (!(Number.isFinite(days) && days > 0)) throw new RangeError(`validityDays must be a positive number, got ${days}`)
-  const now = Date.now()
-  const notBefore = opts.notBefore ?? new Date(now - BACKDATE_MS)
-  const notAfter = opts.notAfter ?? new Date(now + days * DAY)
+  const { notBefore, notAfter } = validity(opts, 'validityDays', opts.validityDays ?? 3650, DAY)
   assertDates(notBefore, notAfter)
   const keys = await generateKeys()
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -242,11 +245,9 @@ export async function issueLeafInMemory (ca: { certPem: string, keyPem: string }
 async function issueWith (ca: LoadedCa, service: string, opts: InMemoryLeafOptions): Promise<LeafPem> {
   const datacenter = opts.datacenter ?? ca.datacenter
   assertDatacenter(datacenter)
-  const hours = opts.validityHours ?? 72
-  if (!(Number.isFinite(hours) && hours > 0)) throw new RangeError(`validityHours must be a positive number, got ${hours}`)
-  const now = Date.now()
-  const notBefore = opts.notBefore ?? new Date(now - BACKDATE_MS)
-  let notAfter = opts.notAfter ?? new Date(now + hours * HOUR)
+  const window = validity(opts, 'validityHours', opts.validityHours ?? 72, HOUR)
+  const notBefore = window.notBefore
+  let notAfter = window.notAfter
   // A leaf cannot outlive its CA; cap it (unless the caller asked for exact dates).
   if (opts.notAfter === undefined && notAfter.getTime() > ca.cert.notAfter.getTime()) notAfter = ca.cert.notAfter
   assertDates(notBefore, notAfter)
