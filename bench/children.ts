@@ -64,16 +64,16 @@ export function spawnChild (name: string, command: string, opts: SpawnOptions = 
   return child
 }
 
-function running (c: Child): boolean {
+export function isRunning (c: Child): boolean {
   return c.proc.exitCode === null && c.proc.signalCode === null
 }
 
 /** SIGTERM by PID, SIGKILL by PID after `graceMs`; resolves once the process is gone. */
 export async function stopChild (c: Child, graceMs = 10_000): Promise<void> {
-  if (!running(c)) return
+  if (!isRunning(c)) return
   try { process.kill(c.pid, 'SIGTERM') } catch { /* already gone */ }
   const timer = new Promise<'timeout'>((resolve) => { setTimeout(() => { resolve('timeout') }, graceMs).unref() })
-  if (await Promise.race([c.exited, timer]) === 'timeout' && running(c)) {
+  if (await Promise.race([c.exited, timer]) === 'timeout' && isRunning(c)) {
     try { process.kill(c.pid, 'SIGKILL') } catch { /* already gone */ }
     await Promise.race([c.exited, new Promise((resolve) => { setTimeout(resolve, 2000).unref() })])
   }
@@ -85,7 +85,7 @@ export async function stopAllChildren (): Promise<void> {
 
 /** Last resort on exit: no await possible, so SIGKILL whatever is left, by PID. */
 export function killAllChildrenNow (): void {
-  for (const c of live) if (running(c)) { try { process.kill(c.pid, 'SIGKILL') } catch { /* gone */ } }
+  for (const c of live) if (isRunning(c)) { try { process.kill(c.pid, 'SIGKILL') } catch { /* gone */ } }
 }
 
 /** A free loopback TCP port (bound, read, released). */
@@ -105,7 +105,7 @@ export async function waitForHttp (url: string, child: Child, timeoutMs = 20_000
   const deadline = Date.now() + timeoutMs
   let last = 'no answer'
   while (Date.now() < deadline) {
-    if (!running(child)) throw new Error(`${child.name} (pid ${child.pid}) exited before it was ready: ${await child.exited}`)
+    if (!isRunning(child)) throw new Error(`${child.name} (pid ${child.pid}) exited before it was ready: ${await child.exited}`)
     try {
       const res = await request(url, { headersTimeout: 1000, bodyTimeout: 1000, reset: true })
       await res.body.dump()

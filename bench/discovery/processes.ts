@@ -1,63 +1,13 @@
 // Child processes of the discovery benchmark, tracked and stopped by PID only; and what
 // /proc says about them (resident memory, TCP connections to a port).
-import { spawn, type ChildProcess } from 'node:child_process'
-import { openSync, closeSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { spawnChild as spawnBase, type Child } from '../children.js'
 
-export interface Child {
-  readonly name: string
-  readonly pid: number
-  readonly proc: ChildProcess
-  readonly exited: Promise<number | string>
-  stdout(): string
-}
-
-const live = new Set<Child>()
+// Spawning and stopping by PID is bench/children.ts's; this adapts its call shape.
+export { stopChild, stopAllChildren, killAllChildrenNow, isRunning, type Child } from '../children.js'
 
 export function spawnChild (name: string, command: string, args: readonly string[], opts: { logFile?: string, env?: NodeJS.ProcessEnv } = {}): Child {
-  let fd: number | undefined
-  if (opts.logFile !== undefined) fd = openSync(opts.logFile, 'w')
-  const proc = spawn(command, args, {
-    stdio: fd !== undefined ? ['ignore', fd, fd] : ['ignore', 'pipe', 'inherit'],
-    env: opts.env ?? process.env
-  })
-  if (fd !== undefined) closeSync(fd)
-  if (proc.pid === undefined) throw new Error(`could not start ${name} (${command})`)
-  const out: Buffer[] = []
-  proc.stdout?.on('data', (b: Buffer) => { out.push(b) })
-  const exited = new Promise<number | string>((resolve) => {
-    proc.once('error', () => { resolve('spawn-error') })
-    proc.once('exit', (code, signal) => { resolve(code ?? signal ?? 'unknown') })
-  })
-  const child: Child = { name, pid: proc.pid, proc, exited, stdout: () => Buffer.concat(out).toString('utf8') }
-  live.add(child)
-  void exited.then(() => { live.delete(child) })
-  return child
-}
-
-export function isRunning (c: Child): boolean {
-  return c.proc.exitCode === null && c.proc.signalCode === null
-}
-
-/** SIGTERM to the PID, SIGKILL to the PID after `graceMs`; resolves when it is gone (or 2 s after SIGKILL). */
-export async function stopChild (c: Child, graceMs = 8_000): Promise<void> {
-  if (!isRunning(c)) return
-  try { process.kill(c.pid, 'SIGTERM') } catch { /* already gone */ }
-  const timeout = new Promise<'timeout'>((resolve) => { setTimeout(() => { resolve('timeout') }, graceMs).unref() })
-  if (await Promise.race([c.exited, timeout]) === 'timeout' && isRunning(c)) {
-    try { process.kill(c.pid, 'SIGKILL') } catch { /* already gone */ }
-    await Promise.race([c.exited, new Promise((resolve) => { setTimeout(resolve, 2_000).unref() })])
-  }
-}
-
-export async function stopAllChildren (): Promise<void> {
-  await Promise.all([...live].map(async (c) => { await stopChild(c) }))
-}
-
-/** Last resort on process exit: SIGKILL every child still running, by PID. */
-export function killAllChildrenNow (): void {
-  for (const c of live) {
-    if (isRunning(c)) { try { process.kill(c.pid, 'SIGKILL') } catch { /* gone */ } }
-  }
+  return spawnBase(name, command, { args, ...opts, capture: opts.logFile === undefined })
 }
 
 /** VmRSS of `pid` in MiB; undefined without /proc or when the process is gone. */
