@@ -2,7 +2,6 @@
 // encapsulated context with its plugins in config order, never listening itself:
 // the long-lived listeners hand it requests (src/gateway/gateway.ts).
 import { createServer, METHODS, ServerResponse, type IncomingMessage, type Server } from 'node:http'
-import { randomUUID } from 'node:crypto'
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -12,7 +11,9 @@ import type { FastmeshConfig } from '../config/validate.js'
 import { pluginOptionProblems, formatProblems } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { fastmeshError, isFastmeshError, type ResponseError } from '../errors.js'
+import { requestIdOf } from './request-id.js'
 import { Router, hostOf, type CompiledRouteMatcher, type RouteMatch } from './router.js'
+import { normalizeRequestTarget, type RequestTarget } from './request-target.js'
 import { writeError } from './respond.js'
 import { forward, type ForwardContext } from '../upstream/proxy.js'
 import type { EndpointTarget } from '../upstream/endpoint-pool.js'
@@ -31,7 +32,7 @@ const NO_ROUTE_URL = '/.fastmesh-no-route'
 const kMatch = Symbol('fastmesh.match')
 const kStart = Symbol('fastmesh.start')
 const kEntry = Symbol('fastmesh.entry')
-/** The route `handle` picked, so Fastify's rewriteUrl does not match again. */
+/** The route `handle` or `upgrade` picked, so Fastify's rewriteUrl does not match again. */
 const kPicked = Symbol('fastmesh.picked')
 
 /**
@@ -47,7 +48,7 @@ export type Entry =
   | { readonly kind: 'inbound', readonly service: string, readonly peer: { readonly service: string, readonly uri: string } | undefined }
 
 interface GatewayRequest extends IncomingMessage {
-  [kMatch]?: RouteMatch | null
+  [kMatch]?: RouteMatch
   [kStart]?: bigint
   [kEntry]?: Entry
   [kPicked]?: { readonly name: string | undefined }
@@ -81,9 +82,8 @@ function syntheticRoute (name: string, service: string): { matcher: CompiledRout
   return { config, matcher: { name, config, index: -1, precedence: [], rewrite: (m) => m.path } }
 }
 
-function syntheticMatch (matcher: CompiledRouteMatcher, url: string): RouteMatch {
-  const q = url.indexOf('?')
-  return { route: matcher, params: undefined, path: q === -1 ? url : url.slice(0, q), search: q === -1 ? '' : url.slice(q) }
+function syntheticMatch (matcher: CompiledRouteMatcher, target: RequestTarget): RouteMatch {
+  return { route: matcher, params: undefined, path: target.path, search: target.search }
 }
 
 declare module 'fastify' {
@@ -118,13 +118,6 @@ export interface GatewayVersion {
   /** Requests started on this version and not finished. */
   readonly inFlight: number
   close(): Promise<void>
-}
-
-const REQUEST_ID = /^[\w.:@=+/-]{1,128}$/
-
-function requestIdOf (req: IncomingMessage): string {
-  const given = req.headers['x-request-id']
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }
 
 async function loadCustomPlugin (name: string, module: string, baseDir: string): Promise<RoutePluginDefinition> {
@@ -180,16 +173,27 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   const byHost = syntheticRoute(BY_HOST_ROUTE, '(from Host)')
   let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
   const internalUrls = new Map<string, string>()
-  const pickRoute = (req: GatewayRequest): string | undefined => {
+  const escapedSlashes = config.gateway.escapedSlashes
+  /**
+   * Normalises the request target, once and for every entry alike, and picks the route.
+   * From here on `req.url` is the normalised target: routing, authorization, plugins, the
+   * access log and the upstream all see the same path. A target that cannot be normalised
+   * gives its problem (answered 400).
+   */
+  const pickRoute = (req: GatewayRequest): string | undefined | { problem: string } => {
+    const url = req.url ?? '/'
+    const target = normalizeRequestTarget(url, escapedSlashes)
+    if ('problem' in target) return target
+    if (target.target !== url) req.url = target.target
     const entry = req[kEntry]
     if (entry !== undefined && entry.kind !== 'outbound') {
       const synthetic = fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service))
-      req[kMatch] = synthetic === undefined ? undefined : syntheticMatch(synthetic, req.url ?? '/')
+      req[kMatch] = synthetic === undefined ? undefined : syntheticMatch(synthetic, target)
       return synthetic?.name
     }
-    const m = router.match(req.method ?? 'GET', req.headers.host, req.url ?? '/', req.headers)
+    const m = router.match(req.method ?? 'GET', req.headers.host, target.path, target.search, req.headers)
     if (m === undefined && entry?.kind === 'outbound') {
-      req[kMatch] = syntheticMatch(byHost.matcher, req.url ?? '/')
+      req[kMatch] = syntheticMatch(byHost.matcher, target)
       return BY_HOST_ROUTE
     }
     req[kMatch] = m
@@ -218,8 +222,8 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint).
     rewriteUrl (raw) {
       const req = raw as GatewayRequest
-      // `handle` picked the route already; upgrades come here first.
-      const name = req[kPicked] !== undefined ? req[kPicked].name : pickRoute(req)
+      // `handle` and `upgrade` picked the route (and answered a bad target) already.
+      const name = req[kPicked]?.name
       const url = name !== undefined ? internalUrls.get(name) : undefined
       if (url === undefined) return NO_ROUTE_URL
       // The query stays on, so plugins reading request.query see the client's.
@@ -272,9 +276,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
     const entry = raw[kEntry]
     const err = entry?.kind === 'inbound'
       ? fastmeshError('UNKNOWN_LOCAL_SERVICE', [entry.service])
-      : raw[kMatch] === null
-        ? fastmeshError('BAD_REQUEST', [`path of ${raw.url} cannot be normalised`])
-        : fastmeshError('NO_ROUTE', [raw.method, raw.url, raw.headers.host ?? '-'])
+      : fastmeshError('NO_ROUTE', [raw.method, raw.url, raw.headers.host ?? '-'])
     respondError(request, reply, err)
   })
 
@@ -449,6 +451,10 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
       inFlight++
       res.once('close', finished)
       const name = pickRoute(r)
+      if (typeof name === 'object') {
+        answerError(r, res, requestIdOf(r), fastmeshError('BAD_REQUEST', [name.problem]))
+        return
+      }
       const fast = name !== undefined ? fastRoutes.get(name) : undefined
       if (fast !== undefined && r.headers.upgrade === undefined) {
         fast(r, res)
@@ -469,6 +475,12 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
       inFlight++
       res.once('close', finished)
       socket.once('close', () => { if (!res.writableFinished) res.emit('close') })
+      const name = pickRoute(r)
+      if (typeof name === 'object') {
+        answerError(r, res, requestIdOf(r), fastmeshError('BAD_REQUEST', [name.problem]))
+        return
+      }
+      r[kPicked] = { name }
       route(req, res)
     },
     async close () {

@@ -124,26 +124,6 @@ function rewriter (route: RouteConfig, prefix: string | undefined): (m: RouteMat
   return (m) => m.path
 }
 
-/** Collapses `//`, `.` and `..` segments (also percent-encoded) so `/public/../admin` cannot dodge a rule. */
-const BAD_PERCENT = /%(?![0-9A-Fa-f]{2})/
-
-export function normalizePath (raw: string): string | undefined {
-  // Origin form only (listeners turn absolute form into it): `*` (OPTIONS *) has no path to forward.
-  if (raw.charCodeAt(0) !== 47 /* / */) return undefined
-  // A `%` not followed by two hex digits is not a valid path (RFC 3986 §2.1).
-  if (raw.indexOf('%') !== -1 && BAD_PERCENT.test(raw)) return undefined
-  // Fast path: nothing to normalise in the common case.
-  if (raw.indexOf('/.') === -1 && raw.indexOf('//') === -1 && raw.indexOf('%2') === -1 && raw.indexOf('\\') === -1) return raw
-  try {
-    // Backslashes first: the URL parser reads them as `/`, and a leading `/\` would be taken
-    // for an authority (`/\evil/admin` → host `evil`, path `/admin`), silently dropping a segment.
-    const url = new URL(raw.replace(/\\/g, '/').replace(/\/{2,}/g, '/'), 'http://x')
-    return url.pathname
-  } catch {
-    return undefined
-  }
-}
-
 export class Router {
   private readonly predicates: Predicate[]
   private readonly usesQuery: boolean
@@ -200,15 +180,11 @@ export class Router {
   }
 
   /**
-   * The first route that takes the request, or undefined. `url` is the request target
-   * in origin form; undefined `path` in the result never happens: a bad path gives `null`.
+   * The first route that takes the request, or undefined. `path` is already normalised
+   * (src/gateway/request-target.ts: every entry normalises once, before routing); `search`
+   * is everything from `?` on, or ''.
    */
-  match (method: string, hostHeader: string | undefined, url: string, headers: IncomingHttpHeaders): RouteMatch | undefined | null {
-    const q = url.indexOf('?')
-    const rawPath = q === -1 ? url : url.slice(0, q)
-    const search = q === -1 ? '' : url.slice(q)
-    const path = normalizePath(rawPath)
-    if (path === undefined) return null
+  match (method: string, hostHeader: string | undefined, path: string, search: string, headers: IncomingHttpHeaders): RouteMatch | undefined {
     const host = hostOf(hostHeader)
     let query: URLSearchParams | undefined
     for (const p of this.predicates) {
