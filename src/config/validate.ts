@@ -3,7 +3,9 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { closest, distance } from 'fastest-levenshtein'
 import { ConfigSchema, type FastmeshConfigInput } from './schema.js'
+import { METHODS } from 'node:http'
 import { compileTemplate } from '../gateway/path-template.js'
+import { waitProblem } from '../discovery/consul/wait.js'
 import { builtinPluginNames, builtinPlugins } from '../../plugins/index.js'
 
 export type FastmeshConfig = FastmeshConfigInput
@@ -192,6 +194,9 @@ function regexProblem (source: string, path: string): ConfigProblem | undefined 
   }
 }
 
+/** What a route may name in `match.methods`: Node's methods (http.METHODS) but CONNECT. */
+const ROUTABLE_METHODS = METHODS.filter((m) => m !== 'CONNECT' && /^[A-Z]+$/.test(m))
+
 /**
  * Checks that need the whole document: unique names, references that resolve, regexes that
  * compile. `clean(instancePath)` says whether that part passed the schema; parts that did not
@@ -247,6 +252,16 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
         if (!params.includes(m[1]!)) problems.push({ path: `${at}.destination.rewritePath`, message: `parameter ":${m[1]}" is not captured by match.path`, hint: params.length > 0 ? `captured: ${params.map((p) => ':' + p).join(', ')}` : 'use a path template (/users/:id) or a regex with named groups' })
       }
     }
+    // Node's parser refuses methods it does not know (400/501 before routing) and the
+    // listeners refuse CONNECT: a route naming one could never match.
+    ;(match?.methods ?? []).forEach((method, j) => {
+      const mpath = `${at}.match.methods[${j}]`
+      if (method === 'CONNECT') problems.push({ path: mpath, message: 'CONNECT is never routed', hint: 'the gateway does not tunnel; every listener answers CONNECT with 501' })
+      else if (!METHODS.includes(method)) {
+        const guess = didYouMean(method, ROUTABLE_METHODS)
+        problems.push({ path: mpath, message: `unknown method "${method}": Node's HTTP parser refuses it, so the route could never match`, hint: guess !== undefined ? `did you mean "${guess}"?` : `methods Node accepts: ${ROUTABLE_METHODS.join(', ')}` })
+      }
+    })
     for (const kind of ['headers', 'query'] as const) {
       (match?.[kind] ?? []).forEach((cond, j) => {
         const cpath = `${at}.match.${kind}[${j}]`
@@ -283,6 +298,9 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
     const kinds = (['http', 'tcp', 'ttl'] as const).filter((k) => c[k] !== undefined)
     if (kinds.length !== 1) problems.push({ path: `$.discovery.consul.register[${i}].check`, message: kinds.length === 0 ? 'has no check kind' : `has ${kinds.join(' and ')}; give exactly one`, hint: 'one of http, tcp, ttl' })
   })
+  const wait = discoveryClean ? config.discovery.consul?.wait : undefined
+  const waitTooLong = wait !== undefined ? waitProblem(wait) : undefined
+  if (waitTooLong !== undefined) problems.push({ path: '$.discovery.consul.wait', message: waitTooLong, hint: 'give a duration from 1s to 10m, e.g. 30s or 5m' })
   problems.push(...meshProblems(config, clean))
   return problems
 }

@@ -405,3 +405,32 @@ test('checkConfig throws one ConfigError listing every problem in its message', 
     return true
   })
 })
+
+test('a route method Node\'s parser does not know (FOO) is refused at its JSON path, listing the methods Node accepts', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { methods: ['GET', 'FOO'] } })] }))
+  assert.equal(p.path, '$.routes[0].match.methods[1]')
+  assert.match(p.message, /unknown method "FOO"/)
+  assert.match(p.hint ?? '', /GET, .*POST/)
+})
+
+test('a misspelt route method gets a did-you-mean: PSOT → POST', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { methods: ['PSOT'] } })] }))
+  assert.equal(p.path, '$.routes[0].match.methods[0]')
+  assert.match(p.hint ?? '', /did you mean "POST"\?/)
+})
+
+test('a route on CONNECT is refused: every listener answers CONNECT with 501', () => {
+  const p = onlyProblem(base({ routes: [route('a', { match: { methods: ['CONNECT'] } })] }))
+  assert.equal(p.path, '$.routes[0].match.methods[0]')
+  assert.match(p.hint ?? '', /501/)
+})
+
+test('extension methods Node knows (PURGE, PROPFIND) are accepted in a route', () => {
+  assert.deepEqual(problems(base({ routes: [route('a', { match: { methods: ['PURGE', 'PROPFIND', 'GET'] } })] })), [])
+})
+
+test('limits.headerTimeout defaults to 10s, apart from requestTimeout', () => {
+  const { config } = load(base())
+  assert.equal(config.limits.headerTimeout, '10s')
+  assert.equal(config.limits.requestTimeout, '5m')
+})
