@@ -2,15 +2,20 @@
 // roots from ca.pem plus roots/*.pem, a leaf per service from <service>.pem + <service>-key.pem.
 // The directory is watched (debounced) and re-read on change; a new leaf or root set that does
 // not check out is refused with a log line and the previous one keeps serving.
+// When the CA key (ca-key.pem) is in the directory, the provider issues missing leaves and
+// renews them before they expire, writing them there as `fastmesh certs issue` would; without
+// it, it warns from `warnBefore` ahead of expiry. Both show in renewalStatus() (admin /certs).
 import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { watch, type FSWatcher } from 'node:fs'
-import { readFile, readdir } from 'node:fs/promises'
+import { access, readFile, readdir } from 'node:fs/promises'
 import { EventEmitter } from 'node:events'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { fastmeshError, type FastmeshError } from '../errors.js'
-import { parseServiceSpiffeId, type IdentityChange, type IdentityProvider, type LeafCertificate, type TrustBundle } from './types.js'
-import { CA_FILE, ROOTS_DIR, assertServiceName, caTrustDomain, leafCertFile, leafKeyFile, uriSans } from './local-ca.js'
+import type { IdentityChange, IdentityProvider, LeafCertificate, LeafRenewalStatus, TrustBundle } from './types.js'
+import { CA_FILE, CA_KEY_FILE, ROOTS_DIR, assertServiceName, caTrustDomain, issueLeaf, leafCertFile, leafKeyFile } from './local-ca.js'
+import { spiffeIdentity } from './san.js'
+import { MIN_RENEW_INTERVAL_MS, leafState, renewAt, renewalDecision, renewalPolicy, warnAt, type RenewalPolicy } from './validity.js'
 
 export interface FilesIdentityProviderOptions {
   /** The directory `fastmesh certs init` / `issue` wrote. */
@@ -22,6 +27,29 @@ export interface FilesIdentityProviderOptions {
   pollMs?: number
   /** A full re-read this often, in case the filesystem loses watch events (network and bind mounts). Default 60 s; 0 turns it off. */
   resyncMs?: number
+  /** Issue and renew leaves when ca-key.pem is in the directory. Default true. */
+  selfIssue?: boolean
+  /** Lifetime of leaves this provider issues. Default 72 h. */
+  leafValidityMs?: number
+  /** Renew this long before expiry. Default a third of leafValidityMs; capped at half of it. */
+  renewBeforeMs?: number
+  /** Warn this long before a leaf expires (when it is not renewed by then). Default 24 h. */
+  warnBeforeMs?: number
+}
+
+const HOUR = 3_600_000
+/** Longest single timer: a later event is re-planned on wake-up (setTimeout overflows past 2^31 ms). */
+const MAX_TIMER_MS = 6 * HOUR
+/** Backoff after a failed issue: 1 s, 2 s, 4 s ... up to this. */
+const MAX_RETRY_MS = 60_000
+
+interface RenewalState {
+  renewals: number
+  failures: number
+  lastError: string | undefined
+  /** No issue attempt before this (backoff after failures, MIN_RENEW_INTERVAL_MS after success). */
+  notBefore: number
+  warnings: number
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
@@ -69,6 +97,12 @@ export class FilesIdentityProvider implements IdentityProvider {
   private again = false
   private closed = false
   private readonly expiryWarned = new Set<string>()
+  private readonly selfIssue: boolean
+  readonly policy: RenewalPolicy
+  private readonly renewal = new Map<string, RenewalState>()
+  /** Whether ca-key.pem was present at the last reload (the provider then renews). */
+  private hasCaKey = false
+  private renewTimer: NodeJS.Timeout | undefined
 
   constructor (opts: FilesIdentityProviderOptions) {
     this.dir = opts.dir
@@ -76,6 +110,10 @@ export class FilesIdentityProvider implements IdentityProvider {
     this.debounceMs = opts.debounceMs ?? 100
     this.pollMs = opts.pollMs ?? 250
     this.resyncMs = opts.resyncMs ?? 60_000
+    this.selfIssue = opts.selfIssue ?? true
+    const policy = renewalPolicy({ leafValidityMs: opts.leafValidityMs ?? 72 * HOUR, renewBeforeMs: opts.renewBeforeMs, warnBeforeMs: opts.warnBeforeMs ?? 24 * HOUR })
+    if (policy.capped) this.log.warn({ renewBeforeMs: opts.renewBeforeMs, leafValidityMs: policy.leafValidityMs }, `renewBefore is more than half the leaf validity; renewing ${policy.renewBeforeMs} ms before expiry instead`)
+    this.policy = { leafValidityMs: policy.leafValidityMs, renewBeforeMs: policy.renewBeforeMs, warnBeforeMs: policy.warnBeforeMs }
     this.events.setMaxListeners(0)
   }
 
@@ -115,6 +153,36 @@ export class FilesIdentityProvider implements IdentityProvider {
   onChange (listener: (change: IdentityChange) => void): () => void {
     this.listeners.add(listener)
     return () => { this.listeners.delete(listener) }
+  }
+
+  /** `self` while ca-key.pem is in the directory (and selfIssue is on), else `manual`. */
+  renewalStatus (service: string): LeafRenewalStatus | undefined {
+    if (!this.services.has(service)) return undefined
+    const leaf = this.leaves.get(service)
+    const r = this.renewalOf(service)
+    const self = this.selfIssuing
+    return {
+      renewal: self ? 'self' : 'manual',
+      ...(self && leaf !== undefined ? { renewAt: renewAt(leaf, this.policy) } : {}),
+      ...(leaf !== undefined ? { warnAt: warnAt(leaf, this.policy) } : {}),
+      renewals: r.renewals,
+      failures: r.failures,
+      ...(r.lastError !== undefined ? { lastError: r.lastError } : {}),
+      warnings: r.warnings
+    }
+  }
+
+  private get selfIssuing (): boolean {
+    return this.selfIssue && this.hasCaKey
+  }
+
+  private renewalOf (service: string): RenewalState {
+    let r = this.renewal.get(service)
+    if (r === undefined) {
+      r = { renewals: 0, failures: 0, lastError: undefined, notBefore: 0, warnings: 0 }
+      this.renewal.set(service, r)
+    }
+    return r
   }
 
   async close (): Promise<void> {
@@ -197,6 +265,8 @@ export class FilesIdentityProvider implements IdentityProvider {
     this.debounceTimer = undefined
     if (this.resyncTimer !== undefined) clearInterval(this.resyncTimer)
     this.resyncTimer = undefined
+    if (this.renewTimer !== undefined) clearTimeout(this.renewTimer)
+    this.renewTimer = undefined
   }
 
   private scheduleReload (): void {
@@ -262,10 +332,6 @@ export class FilesIdentityProvider implements IdentityProvider {
       this.leaves.set(service, leaf)
       changes.push({ kind: 'leaf', service })
       this.log.info({ service, spiffeId: leaf.spiffeId, serial: leaf.serial, notAfter: leaf.notAfter }, 'leaf certificate loaded')
-      if (leaf.notAfter.getTime() <= Date.now() && !this.expiryWarned.has(leaf.serial)) {
-        this.expiryWarned.add(leaf.serial)
-        this.log.warn({ service, serial: leaf.serial, notAfter: leaf.notAfter }, `leaf certificate has expired; peers will refuse it — reissue it with \`${this.command(service)}\``)
-      }
     }
     for (const change of changes) {
       for (const listener of [...this.listeners]) {
@@ -276,6 +342,95 @@ export class FilesIdentityProvider implements IdentityProvider {
         }
       }
     }
+    this.hasCaKey = this.selfIssue && await access(join(this.dir, CA_KEY_FILE)).then(() => true, () => false)
+    if (this.closed) return
+    // Issued leaves are read back by the next pass of the reload loop, like any file change.
+    if (await this.renewDue()) this.again = true
+    else this.warnExpiring()
+    this.planWakeUp()
+  }
+
+  /** With the CA key: issues every leaf that is missing, refused (with none held), expired, due or from a replaced CA. True when one was written. */
+  private async renewDue (): Promise<boolean> {
+    if (!this.selfIssuing || this.rootsState === undefined) return false
+    const now = Date.now()
+    const current = this.rootsState.certs[0]!
+    let wrote = false
+    for (const service of this.services) {
+      const r = this.renewalOf(service)
+      if (now < r.notBefore || this.closed) continue
+      const leaf = this.leaves.get(service)
+      const input = leaf === undefined
+        ? (this.problems.get(service)?.err.code === 'FASTMESH_ERR_IDENTITY_INVALID' ? 'invalid' : 'missing')
+        : { ...leaf, fromCurrentCa: issuedBy(leaf, current) }
+      const decision = renewalDecision(input, now, this.policy)
+      if (decision.action === 'wait') continue
+      try {
+        const issued = await issueLeaf(this.dir, service, { validityHours: this.policy.leafValidityMs / HOUR })
+        r.renewals++
+        r.failures = 0
+        r.lastError = undefined
+        r.notBefore = Date.now() + MIN_RENEW_INTERVAL_MS
+        wrote = true
+        this.log.info({ service, serial: issued.serial, notAfter: issued.notAfter, why: decision.why, previous: leaf?.serial }, leaf === undefined ? 'leaf certificate issued with the local CA key' : 'leaf certificate renewed with the local CA key')
+      } catch (err) {
+        r.failures++
+        r.lastError = (err as Error).message
+        const retryInMs = Math.min(MAX_RETRY_MS, 1000 * 2 ** Math.min(r.failures - 1, 6))
+        r.notBefore = Date.now() + retryInMs
+        if (r.failures === 1 || r.failures % 10 === 0) this.log.error({ err, service, failures: r.failures, retryInMs }, `issuing a leaf certificate with ${join(this.dir, CA_KEY_FILE)} failed`)
+      }
+    }
+    return wrote
+  }
+
+  /** Warns once per leaf (serial) that enters the warning window or expires without being replaced. */
+  private warnExpiring (): void {
+    const now = Date.now()
+    for (const [service, leaf] of this.leaves) {
+      const state = leafState(leaf, now, this.policy.warnBeforeMs)
+      if (state !== 'expiring' && state !== 'expired') continue
+      const key = `${state} ${leaf.serial}`
+      if (this.expiryWarned.has(key)) continue
+      const r = this.renewalOf(service)
+      // A self-issuing provider renews before the warning window unless issuing fails.
+      if (this.selfIssuing && r.failures === 0 && state === 'expiring') continue
+      this.expiryWarned.add(key)
+      r.warnings++
+      const fix = this.selfIssuing ? `renewing it failed (${r.lastError ?? 'unknown error'}); it is retried` : `this gateway has no CA key (${CA_KEY_FILE}) in ${this.dir} to renew it — reissue it with \`${this.command(service)}\``
+      const fields = { service, serial: leaf.serial, notAfter: leaf.notAfter, state }
+      if (state === 'expired') this.log.warn(fields, `leaf certificate has expired; peers will refuse it — ${fix}`)
+      else this.log.warn({ ...fields, expiresInMs: leaf.notAfter.getTime() - now }, `leaf certificate expires at ${leaf.notAfter.toISOString()}; ${fix}`)
+    }
+  }
+
+  /** One timer for the next renewal, warning or retry; a reload re-plans it. */
+  private planWakeUp (): void {
+    if (this.renewTimer !== undefined) clearTimeout(this.renewTimer)
+    this.renewTimer = undefined
+    if (this.closed) return
+    const now = Date.now()
+    let next = Infinity
+    for (const service of this.services) {
+      const r = this.renewalOf(service)
+      const leaf = this.leaves.get(service)
+      if (this.selfIssuing) {
+        const due = leaf === undefined ? now : renewAt(leaf, this.policy).getTime()
+        next = Math.min(next, Math.max(due, r.notBefore))
+      }
+      if (leaf !== undefined) {
+        for (const at of [warnAt(leaf, this.policy).getTime(), leaf.notAfter.getTime() + 1]) {
+          if (at > now) next = Math.min(next, at)
+        }
+      }
+    }
+    if (next === Infinity) return
+    const delay = Math.min(MAX_TIMER_MS, Math.max(next - now, 50))
+    this.renewTimer = setTimeout(() => {
+      this.renewTimer = undefined
+      void this.reload()
+    }, delay)
+    this.renewTimer.unref()
   }
 
   private refuse (item: string, err: FastmeshError, key: string): void {
@@ -376,10 +531,10 @@ export class FilesIdentityProvider implements IdentityProvider {
       return invalid(certFile, `not a certificate (${(err as Error).message})`)
     }
     const leaf = chain[0]!
-    const ids = uriSans(leaf).filter((u) => parseServiceSpiffeId(u) !== undefined)
-    if (ids.length === 0) return invalid(certFile, 'no service SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>) in its URI SAN')
-    const spiffeId = ids[0]!
-    const parsed = parseServiceSpiffeId(spiffeId)!
+    const id = spiffeIdentity(leaf)
+    if (!id.ok) return invalid(certFile, id.reason)
+    const spiffeId = id.uri
+    const parsed = id.id
     if (parsed.service !== service) return invalid(certFile, `its SPIFFE ID ${spiffeId} names service "${parsed.service}", not "${service}"`)
     if (parsed.trustDomain !== roots.bundle.trustDomain) return invalid(certFile, `its SPIFFE ID ${spiffeId} is in trust domain "${parsed.trustDomain}", the CA's is "${roots.bundle.trustDomain}"`)
     try {
@@ -401,5 +556,17 @@ export class FilesIdentityProvider implements IdentityProvider {
       notAfter: new Date(leaf.validTo),
       serial: leaf.serialNumber
     }
+  }
+}
+
+/** Whether `leaf` (a single certificate) was signed by `ca`; a chain with intermediates counts as yes. */
+function issuedBy (leaf: LeafCertificate, ca: X509Certificate): boolean {
+  const blocks = splitPem(leaf.certPem)
+  if (blocks.length !== 1) return true
+  try {
+    const cert = new X509Certificate(blocks[0]!)
+    return cert.checkIssued(ca) && cert.verify(ca.publicKey)
+  } catch {
+    return true
   }
 }

@@ -17,7 +17,10 @@ import { join } from 'node:path'
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { fastmeshError } from '../errors.js'
-import { parseServiceSpiffeId, serviceSpiffeId, type LeafCertificate } from './types.js'
+import { serviceSpiffeId, type LeafCertificate } from './types.js'
+import { spiffeIdentity, uriSans } from './san.js'
+
+export { uriSans }
 
 x509.cryptoProvider.set(webcrypto)
 
@@ -117,6 +120,8 @@ export interface InMemoryLeafOptions extends LeafOptions {
   spiffeId?: string
   /** Default `[service]`. */
   dnsNames?: readonly string[]
+  /** For tests: more URI SANs after the SPIFFE ID (a certificate SPIFFE forbids). */
+  extraUris?: readonly string[]
 }
 
 /** A leaf as issued: the provider's LeafCertificate shape (serial in upper-case hex, as node's X509Certificate.serialNumber). */
@@ -175,18 +180,6 @@ export async function createCaInMemory (opts: CaOptions = {}): Promise<CaPem> {
   const certPem = pemOf(cert)
   const node = new NodeX509(certPem)
   return { certPem, keyPem: await privateKeyPem(keys.privateKey), trustDomain, datacenter, notBefore: new Date(node.validFrom), notAfter: new Date(node.validTo), serial: node.serialNumber }
-}
-
-/** The URI SANs of a certificate (node's `subjectAltName` text, quoted values unquoted). */
-export function uriSans (cert: NodeX509): string[] {
-  const text = cert.subjectAltName ?? ''
-  const out: string[] = []
-  const re = /(?:^|, )URI:("(?:[^"\\]|\\.)*"|[^,]*)/g
-  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-    const v = m[1]!
-    out.push(v.startsWith('"') ? JSON.parse(v) as string : v)
-  }
-  return out
 }
 
 /** The trust domain a CA certificate names in its `spiffe://<trust-domain>` URI SAN. */
@@ -271,6 +264,7 @@ async function issueWith (ca: LoadedCa, service: string, opts: InMemoryLeafOptio
       caKeyId !== undefined ? new x509.AuthorityKeyIdentifierExtension(caKeyId) : await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
       new x509.SubjectAlternativeNameExtension([
         { type: 'url', value: spiffeId },
+        ...(opts.extraUris ?? []).map((value) => ({ type: 'url' as const, value })),
         ...(opts.dnsNames ?? [service]).map((value) => ({ type: 'dns' as const, value }))
       ])
     ]
@@ -452,11 +446,12 @@ export async function listCertificates (dir: string): Promise<ListedCert[]> {
       out.push({ kind: 'leaf', file, service, problem: `cannot read: ${node.message}` })
       continue
     }
-    const spiffeId = uriSans(node).find((u) => parseServiceSpiffeId(u) !== undefined)
-    const parsed = spiffeId !== undefined ? parseServiceSpiffeId(spiffeId) : undefined
+    const id = spiffeIdentity(node)
+    const spiffeId = id.ok ? id.uri : undefined
+    const parsed = id.ok ? id.id : undefined
     const issuer = roots.find((r) => node.checkIssued(r.node) && node.verify(r.node.publicKey))
     let problem: string | undefined
-    if (parsed === undefined) problem = 'no service SPIFFE ID in the URI SAN'
+    if (parsed === undefined) problem = id.ok ? 'no service SPIFFE ID in the URI SAN' : id.reason
     else if (parsed.service !== service) problem = `SPIFFE ID names service "${parsed.service}"`
     else if (trustDomain !== undefined && parsed.trustDomain !== trustDomain) problem = `trust domain "${parsed.trustDomain}" is not the CA's "${trustDomain}"`
     else if (issuer === undefined) problem = 'not signed by ca.pem or roots/*.pem'

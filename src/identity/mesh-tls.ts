@@ -2,31 +2,63 @@
 // and roots. Servers pick theirs per connection by SNI; clients connect through a connector
 // that takes the current context each time. A rotation therefore applies to new
 // connections while connections in flight keep the context they began with.
-import tls, { type PeerCertificate, type SecureContext } from 'node:tls'
+import tls, { type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { buildConnector } from 'undici'
-import { parseServiceSpiffeId, type IdentityProvider, type ParsedSpiffeId } from './types.js'
+import type { IdentityProvider, ParsedSpiffeId } from './types.js'
+import { spiffeIdentity, uriSans } from './san.js'
 
-/** The URI SANs of a peer certificate (`URI:spiffe://...` entries of subjectaltname). */
-export function uriSans (cert: { subjectaltname?: string } | undefined): string[] {
-  const san = cert?.subjectaltname
-  if (san === undefined || san === '') return []
-  return san.split(', ').filter((e) => e.startsWith('URI:')).map((e) => e.slice(4))
+export { uriSans }
+
+/** The mesh identity a verified peer certificate proves (exactly one URI SAN, a service SPIFFE ID in `trustDomain`), or undefined. */
+export function peerIdentity (cert: PeerCertificate | undefined, trustDomain: string): (ParsedSpiffeId & { uri: string }) | undefined {
+  const r = spiffeIdentity(cert, trustDomain)
+  return r.ok ? { ...r.id, uri: r.uri } : undefined
 }
 
-/** The mesh identity a verified peer certificate proves, or undefined. */
-export function peerIdentity (cert: PeerCertificate | undefined, trustDomain: string): (ParsedSpiffeId & { uri: string }) | undefined {
-  for (const uri of uriSans(cert)) {
-    const id = parseServiceSpiffeId(uri)
-    if (id !== undefined && id.trustDomain === trustDomain) return { ...id, uri }
+/** At most one log line per reason in this window; the lines in between are counted as suppressed. */
+export const REJECTION_LOG_INTERVAL_MS = 10_000
+
+/**
+ * Why a handshake on the inbound listener was refused: a small, bounded set. A client chain
+ * that fails verification shows only as the socket's `authorizationError` (Node destroys the
+ * socket and reports "socket hang up"), so that is read first.
+ */
+export function handshakeRejectionReason (err: Error & { code?: string }, authorizationError?: string | Error | null): string {
+  const verify = typeof authorizationError === 'string' ? authorizationError : (authorizationError as { code?: string } | null | undefined)?.code
+  if (verify !== undefined && verify !== '') {
+    if (verify === 'CERT_HAS_EXPIRED') return 'certificate-expired'
+    if (verify === 'CERT_NOT_YET_VALID') return 'certificate-not-yet-valid'
+    if (/^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_SIGNATURE_FAILURE)$/.test(verify)) return 'unknown-ca'
+    return 'certificate-verify-failed'
   }
-  return undefined
+  const code = err.code ?? ''
+  const message = err.message ?? ''
+  if (code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' || /peer did not return a certificate/i.test(message)) return 'no-client-certificate'
+  if (/certificate has expired|CERTIFICATE_EXPIRED/i.test(code + ' ' + message)) return 'certificate-expired'
+  if (/certificate is not yet valid|CERTIFICATE_NOT_YET_VALID/i.test(code + ' ' + message)) return 'certificate-not-yet-valid'
+  if (/unknown ca|unable to get (local )?issuer|self.signed|UNKNOWN_CA|UNABLE_TO_GET_ISSUER/i.test(code + ' ' + message)) return 'unknown-ca'
+  if (code === 'ERR_SSL_CERTIFICATE_VERIFY_FAILED' || /certificate verify failed/i.test(message)) return 'certificate-verify-failed'
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'handshake-timeout'
+  if (code === 'ECONNRESET' || code === 'EPIPE') return 'connection-reset'
+  if (/wrong version number|unsupported protocol|no shared cipher|no protocols available|VERSION|http request/i.test(code + ' ' + message)) return 'protocol-mismatch'
+  return 'other'
+}
+
+export interface HandshakeRejections {
+  readonly total: number
+  /** Refusals by reason (see docs/mesh.md). */
+  readonly byReason: Readonly<Record<string, number>>
+  readonly last: { readonly reason: string, readonly peer: string, readonly detail: string, readonly at: string } | null
 }
 
 export class MeshTls {
   private readonly contexts = new Map<string, SecureContext>()
   private readonly unsubscribe: () => void
+  private readonly rejected = new Map<string, number>()
+  private readonly lastLogged = new Map<string, { at: number, suppressed: number }>()
+  private lastRejection: HandshakeRejections['last'] = null
   /** Bumped on every change; pools keyed by it are not needed: connectors read the map. */
   generation = 0
 
@@ -57,8 +89,12 @@ export class MeshTls {
 
   /** SNI selects the local service's certificate; unknown names get the gateway's own. */
   sniCallback (fallback: string): (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void {
-    return (servername, cb) => {
-      const ctx = this.context(servername) ?? this.context(fallback)
+    const context = (name: string): SecureContext | undefined => this.context(name)
+    // Node calls it as a method of the TLSSocket. Reading the peer address here caches it on
+    // the socket: a refused handshake destroys the socket before the refusal can read it.
+    return function (this: TLSSocket | undefined, servername, cb) {
+      void this?.remoteAddress
+      const ctx = context(servername) ?? context(fallback)
       if (ctx === undefined) cb(new Error(`no certificate for "${servername}" or "${fallback}"`))
       else cb(null, ctx)
     }
@@ -84,9 +120,10 @@ export class MeshTls {
         minVersion: 'TLSv1.3',
         ALPNProtocols: ['http/1.1'],
         checkServerIdentity: (_host, cert) => {
-          const id = peerIdentity(cert, this.trustDomain)
-          if (id?.service === destination) return undefined
-          return Object.assign(new Error(`server identity ${uriSans(cert).join(', ') || '(none)'} is not service "${destination}" of trust domain ${this.trustDomain}`), { code: 'FASTMESH_ERR_PEER_IDENTITY' })
+          const id = spiffeIdentity(cert, this.trustDomain)
+          if (id.ok && id.id.service === destination) return undefined
+          const why = id.ok ? `server identity ${id.uri} is not service "${destination}"` : `server certificate refused: ${id.reason}`
+          return Object.assign(new Error(`${why} (expected service "${destination}" of trust domain ${this.trustDomain})`), { code: 'FASTMESH_ERR_PEER_IDENTITY' })
         }
       })
       socket.setNoDelay(true)
@@ -109,6 +146,52 @@ export class MeshTls {
       socket.once('secureConnect', () => { finish(null) })
       socket.once('error', onError)
     }
+  }
+
+  /**
+   * Watches an inbound TLS server: refused handshakes (no certificate, unknown CA, expired,
+   * ...) are counted by reason and logged at warn, rate-limited per reason; a client
+   * certificate that verified but does not carry exactly one URI SAN is refused too
+   * (closed before any request is read), since SPIFFE allows only one identity per certificate.
+   */
+  guardInbound (server: tls.Server): void {
+    server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      const reason = handshakeRejectionReason(err, socket.authorizationError)
+      this.reject(reason, socket, socket.authorizationError !== undefined && socket.authorizationError !== null ? String(socket.authorizationError) : err.message)
+      socket.destroy()
+    })
+    // Before the HTTP server's own listener: the socket is closed before a parser reads from it.
+    server.prependListener('secureConnection', (socket: TLSSocket) => {
+      const cert = socket.getPeerCertificate()
+      // Permissive listeners let unverified callers through as unauthenticated; a certificate
+      // that verified is a mesh identity claim and must be a well-formed one.
+      if (!socket.authorized || cert === null || Object.keys(cert).length === 0) return
+      const id = spiffeIdentity(cert)
+      if (id.ok || id.uris.length === 1) return // one URI SAN: authorization judges what it names
+      this.reject(id.uris.length === 0 ? 'no-uri-san' : 'multiple-uri-sans', socket, id.reason)
+      socket.destroy()
+    })
+  }
+
+  /** Refused inbound handshakes so far, for the admin API. */
+  rejections (): HandshakeRejections {
+    let total = 0
+    for (const n of this.rejected.values()) total += n
+    return { total, byReason: Object.fromEntries(this.rejected), last: this.lastRejection }
+  }
+
+  private reject (reason: string, socket: TLSSocket, detail: string): void {
+    this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1)
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`
+    const now = Date.now()
+    this.lastRejection = { reason, peer, detail, at: new Date(now).toISOString() }
+    const logged = this.lastLogged.get(reason)
+    if (logged !== undefined && now - logged.at < REJECTION_LOG_INTERVAL_MS) {
+      logged.suppressed++
+      return
+    }
+    this.lastLogged.set(reason, { at: now, suppressed: 0 })
+    this.log.warn({ reason, peer, detail, suppressed: logged?.suppressed ?? 0 }, `inbound mTLS handshake refused (${reason}) from ${peer}${logged !== undefined && logged.suppressed > 0 ? `; ${logged.suppressed} more like it in the last ${Math.round((now - logged.at) / 1000)} s not logged` : ''}`)
   }
 
   close (): void {

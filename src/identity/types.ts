@@ -35,7 +35,28 @@ export interface IdentityProvider {
   leaf(service: string): LeafCertificate | undefined
   /** Called after roots or a leaf changed; returns the function that stops listening. */
   onChange(listener: (change: IdentityChange) => void): () => void
+  /** How `service`'s leaf is kept fresh, for the admin API; providers that only read may leave it out. */
+  renewalStatus?(service: string): LeafRenewalStatus | undefined
   close(): Promise<void>
+}
+
+/**
+ * Who renews a leaf: `consul` (the Connect CA through the agent), `self` (this gateway, with
+ * the local CA's key), `manual` (someone runs `fastmesh certs issue`; the gateway only warns).
+ */
+export interface LeafRenewalStatus {
+  readonly renewal: 'consul' | 'self' | 'manual'
+  /** `self`: when the current leaf will be replaced. */
+  readonly renewAt?: Date
+  /** When the expiry warning starts (or started). */
+  readonly warnAt?: Date
+  /** Leaves this gateway issued for the service. */
+  readonly renewals: number
+  /** Failed issue attempts since the last success. */
+  readonly failures: number
+  readonly lastError?: string
+  /** Expiry warnings logged for the service. */
+  readonly warnings: number
 }
 
 /** Consul's SPIFFE ID form for a service. */

@@ -33,9 +33,10 @@ async function setup (t: TestContext, services: string[] = ['orders', 'web']): P
   return { dir, ca }
 }
 
-function provider (t: TestContext, dir: string): { p: FilesIdentityProvider, lines: LogLine[] } {
+/** selfIssue off: these tests are about reading what `fastmesh certs` wrote, though ca-key.pem is there. */
+function provider (t: TestContext, dir: string, opts: Partial<ConstructorParameters<typeof FilesIdentityProvider>[0]> = { selfIssue: false }): { p: FilesIdentityProvider, lines: LogLine[] } {
   const { log, lines } = captureLog()
-  const p = new FilesIdentityProvider({ dir, log, debounceMs: 50, pollMs: 50 })
+  const p = new FilesIdentityProvider({ dir, log, debounceMs: 50, pollMs: 50, ...opts })
   t.after(() => p.close())
   return { p, lines }
 }
@@ -253,3 +254,40 @@ test('close() stops watching: later changes are not applied', async (t) => {
   assert.equal(p.leaf('orders')!.serial, serial)
   assert.deepEqual(changes, [])
 })
+
+test('with the CA key, a missing leaf is issued into the directory at start', async (t) => {
+  const { dir } = await setup(t, [])
+  const { p, lines } = provider(t, dir, {})
+  await p.start(['orders'])
+  const leaf = p.leaf('orders')
+  assert.ok(leaf !== undefined)
+  assert.equal(leaf.spiffeId, 'spiffe://files.test/ns/default/dc/dc1/svc/orders')
+  assert.equal(await readFile(join(dir, 'orders.pem'), 'utf8'), leaf.certPem)
+  assert.equal(await readFile(join(dir, 'orders-key.pem'), 'utf8'), leaf.keyPem)
+  const hours = (leaf.notAfter.getTime() - Date.now()) / 3_600_000
+  assert.ok(hours > 71.9 && hours <= 72, String(hours))
+  assert.equal(p.renewalStatus('orders')?.renewal, 'self')
+  assert.equal(p.renewalStatus('orders')?.renewals, 1)
+  assert.ok(lines.some((l) => l.msg === 'leaf certificate issued with the local CA key' && l.service === 'orders'))
+})
+
+test('with the CA key, an expired leaf is replaced at start', async (t) => {
+  const { dir, ca } = await setup(t, [])
+  const expired = await issueLeafInMemory(ca, 'orders', { notBefore: new Date(Date.now() - 7_200_000), notAfter: new Date(Date.now() - 3_600_000) })
+  await writeFile(join(dir, 'orders.pem'), expired.certPem)
+  await writeFile(join(dir, 'orders-key.pem'), expired.keyPem)
+  const { p } = provider(t, dir, {})
+  await p.start(['orders'])
+  await eventually(() => p.leaf('orders')?.serial !== expired.serial, 'a new leaf')
+  assert.ok(p.leaf('orders')!.notAfter > new Date())
+})
+
+test('a leaf file with two URI SANs is refused, not read as its first', async (t) => {
+  const { dir, ca } = await setup(t, [])
+  const two = await issueLeafInMemory(ca, 'orders', { extraUris: ['spiffe://files.test/ns/default/dc/dc1/svc/web'] })
+  await writeFile(join(dir, 'orders.pem'), two.certPem)
+  await writeFile(join(dir, 'orders-key.pem'), two.keyPem)
+  const { p } = provider(t, dir)
+  await assert.rejects(p.start(['orders']), /refused: the certificate has 2 URI SANs .* SPIFFE requires exactly one/)
+})
+

@@ -26,7 +26,9 @@ async function setup (t: TestContext): Promise<{ dir: string, ca: CreatedCa, pro
   const ca = await createLocalCa(dir, { trustDomain: 'mtls.test' })
   await issueLeaf(dir, 'orders')
   await issueLeaf(dir, 'web')
-  const provider = new FilesIdentityProvider({ dir, log: pino({ level: 'silent' }) })
+  // These tests hand-issue and rotate with `fastmesh certs`' functions: the provider only reads
+  // (with the CA key in the directory it would otherwise race them by renewing on its own).
+  const provider = new FilesIdentityProvider({ dir, log: pino({ level: 'silent' }), selfIssue: false })
   t.after(() => provider.close())
   await provider.start(['orders', 'web'])
   return { dir, ca, provider }

@@ -5,7 +5,8 @@ import { X509Certificate } from 'node:crypto'
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { spawnCli } from '../helpers/cli.js'
+import { spawn } from 'node:child_process'
+import { CLI, spawnCli } from '../helpers/cli.js'
 
 async function tempDir (t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'fastmesh-cli-certs-'))
@@ -93,3 +94,22 @@ test('--help lists the certs commands', async () => {
   assert.match(r.stdout, /fastmesh certs init --dir DIR/)
   assert.match(r.stdout, /fastmesh certs show --dir DIR/)
 })
+
+test('certs issue into a closed pipe (`| head -1`) exits 0 quietly instead of an EPIPE stack trace', async (t) => {
+  const dir = join(await tempDir(t), 'certs')
+  assert.equal((await spawnCli(['certs', 'init', '--dir', dir])).code, 0)
+  const child = spawn(process.execPath, [CLI, 'certs', 'issue', '--dir', dir, '--service', 'orders'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // The reader is gone before the first line: every write of the command meets EPIPE (as when
+  // `head -1` has exited), whatever the timing of its writes.
+  child.stdout.destroy()
+  let stderr = ''
+  child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+  const timer = setTimeout(() => { child.kill('SIGKILL') }, 20_000)
+  const code = await new Promise<number | null>((resolve) => { child.once('close', (c) => { resolve(c) }) })
+  clearTimeout(timer)
+  assert.equal(stderr, '')
+  assert.equal(code, 0)
+  // It did its work before writing: the leaf is there.
+  assert.match(new X509Certificate(await readFile(join(dir, 'orders.pem'), 'utf8')).subjectAltName ?? '', /svc\/orders/)
+})
+
