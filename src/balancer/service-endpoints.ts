@@ -24,10 +24,19 @@ function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
   return true
 }
 
+/** Where a target gets its pool from (the ServiceEndpoints that owns it). */
+interface PoolSource {
+  acquire(endpoint: Endpoint): Pool
+}
+
 /**
  * An endpoint ready for the balancer. Its pool is made on first use: a gateway watching
  * thousands of endpoints pays only for those it sends traffic to (an idle undici Pool
  * costs about 16 KiB).
+ *
+ * It holds its owner, never a closure: a closure made in `update` would keep that call's
+ * whole scope (the target list, the previous targets) alive, and each target carried into
+ * the next update would chain every older list, with their closed pools, forever.
  */
 class LazyTarget implements EndpointTarget {
   /** Smooth weighted round robin state. */
@@ -35,25 +44,25 @@ class LazyTarget implements EndpointTarget {
   readonly label: string
   acquired: Pool | undefined
 
-  constructor (readonly endpoint: Endpoint, readonly settings: PoolSettings, private readonly make: () => Pool, pool?: Pool) {
+  constructor (readonly endpoint: Endpoint, readonly settings: PoolSettings, private readonly source: PoolSource, pool?: Pool) {
     this.label = `${endpoint.address}:${endpoint.port}`
     this.acquired = pool
   }
 
   get pool (): Pool {
-    return (this.acquired ??= this.make())
+    return (this.acquired ??= this.source.acquire(this.endpoint))
   }
 
   /** The same target for a newer copy of its endpoint (health, weight, tags may differ). */
   with (endpoint: Endpoint): LazyTarget {
     if (endpoint === this.endpoint) return this
-    const t = new LazyTarget(endpoint, this.settings, this.make, this.acquired)
+    const t = new LazyTarget(endpoint, this.settings, this.source, this.acquired)
     t.current = this.current
     return t
   }
 }
 
-export class ServiceEndpoints {
+export class ServiceEndpoints implements PoolSource {
   /** Usable endpoints in a stable order, ready for the balancer. */
   private targets: LazyTarget[] = []
   private weighted = false
@@ -154,7 +163,7 @@ export class ServiceEndpoints {
       // Same address, same settings: keep the target and its pool (and balancer state).
       const target = old !== undefined && old.endpoint.address === endpoint.address && old.endpoint.port === endpoint.port && old.settings === this.settings
         ? old.with(endpoint)
-        : new LazyTarget(endpoint, this.settings, () => this.acquire(endpoint))
+        : new LazyTarget(endpoint, this.settings, this)
       if (target.acquired !== undefined) inUse.add(target.acquired)
       targets.push(target)
       total += endpoint.weight
@@ -166,12 +175,12 @@ export class ServiceEndpoints {
     for (const w of [...this.firstAnswer]) w()
   }
 
-  private acquire (endpoint: Endpoint): Pool {
+  /** The pool of one of this set's targets (called by the target on first use). */
+  acquire (endpoint: Endpoint): Pool {
     const caller = this.selector.meshCaller
     const mesh = caller !== undefined && this.meshConnector !== undefined
       ? { caller, destination: this.selector.service, connector: this.meshConnector(caller, this.selector.service, this.settings.connectTimeoutMs) }
       : undefined
     return this.pools.acquire(endpoint, this.settings, this, mesh)
   }
-
 }

@@ -49,8 +49,10 @@ export class EndpointPools {
           connections: settings.connections,
           pipelining: settings.pipelining,
           connect: mesh !== undefined ? mesh.connector : { timeout: settings.connectTimeoutMs, noDelay: true },
+          // The setting is an upper bound: an upstream's `Keep-Alive: timeout=N` hint may
+          // shorten the idle time (undici keeps N minus its 2 s threshold), never lengthen it.
           keepAliveTimeout: settings.keepAliveTimeoutMs,
-          keepAliveMaxTimeout: Math.max(settings.keepAliveTimeoutMs, 600_000)
+          keepAliveMaxTimeout: settings.keepAliveTimeoutMs
         }),
         users: new Set()
       }

@@ -29,6 +29,11 @@ interface EndpointState {
   successes: number
   failures: number
   timer?: NodeJS.Timeout
+  /**
+   * Bumped whenever the probe loop is restarted or stopped: a probe whose answer arrives
+   * after that belongs to an ended loop and must neither record nor reschedule.
+   */
+  loop: number
 }
 
 interface ServiceState {
@@ -78,7 +83,8 @@ export class EmbeddedRegistry implements Discovery {
       const svc = this.service(name)
       const check = checkSettings(input.healthCheck)
       const checkChanged = !sameCheck(svc.check, check)
-      svc.check = check
+      // Unchanged settings keep their object: probes in flight compare against it.
+      if (checkChanged) svc.check = check
       const wanted = new Map<string, StaticEndpointConfig>()
       for (const ep of input.endpoints) wanted.set(ep.id ?? `${ep.address}:${ep.port}`, ep)
       for (const [id, state] of svc.endpoints) {
@@ -162,7 +168,7 @@ export class EmbeddedRegistry implements Discovery {
   async close (): Promise<void> {
     this.closed = true
     for (const svc of this.servicesByName.values()) {
-      for (const state of svc.endpoints.values()) clearTimeout(state.timer)
+      for (const state of svc.endpoints.values()) this.stopProbe(state)
     }
     this.events.removeAllListeners()
     await this.probeAgent.close()
@@ -179,7 +185,7 @@ export class EmbeddedRegistry implements Discovery {
 
   private upsertEndpoint (svc: ServiceState, ep: Required<Omit<StaticEndpointConfig, 'id'>> & { id: string }, origin: string): Endpoint {
     const prev = svc.endpoints.get(ep.id)
-    if (prev !== undefined) clearTimeout(prev.timer)
+    if (prev !== undefined) this.stopProbe(prev)
     // With a health check, a new endpoint waits for its first passing probe (as Envoy does);
     // an endpoint whose address did not change keeps the health it had.
     const keepHealth = prev !== undefined && prev.endpoint.address === ep.address && prev.endpoint.port === ep.port
@@ -196,7 +202,7 @@ export class EmbeddedRegistry implements Discovery {
       ...(health === 'critical' && !keepHealth ? { healthDetail: 'waiting for the first health check' } : {}),
       origin
     }
-    const state: EndpointState = { endpoint, successes: 0, failures: 0 }
+    const state: EndpointState = { endpoint, successes: 0, failures: 0, loop: 0 }
     svc.endpoints.set(ep.id, state)
     this.restartProbe(svc, state)
     return endpoint
@@ -205,26 +211,44 @@ export class EmbeddedRegistry implements Discovery {
   private removeEndpoint (svc: ServiceState, id: string): void {
     const state = svc.endpoints.get(id)
     if (state === undefined) return
-    clearTimeout(state.timer)
+    this.stopProbe(state)
     svc.endpoints.delete(id)
   }
 
-  private restartProbe (svc: ServiceState, state: EndpointState): void {
+  /** Ends the endpoint's probe loop, including a probe in flight (its answer is dropped). */
+  private stopProbe (state: EndpointState): void {
     clearTimeout(state.timer)
     state.timer = undefined
+    state.loop++
+  }
+
+  private restartProbe (svc: ServiceState, state: EndpointState): void {
+    this.stopProbe(state)
     state.successes = 0
     state.failures = 0
     if (svc.check === undefined) {
       if (state.endpoint.health !== 'passing') this.setHealth(svc, state, 'passing', undefined)
       return
     }
-    state.timer = setTimeout(() => { void this.probe(svc, state) }, 0)
+    this.scheduleProbe(svc, state, state.loop, 0)
+  }
+
+  private scheduleProbe (svc: ServiceState, state: EndpointState, loop: number, delayMs: number): void {
+    state.timer = setTimeout(() => {
+      state.timer = undefined
+      this.probe(svc, state, loop).catch((err: unknown) => {
+        // Never silent, and never the end of the loop: a failure here is a bug to see in the log.
+        this.log.error({ err, service: svc.name, endpoint: state.endpoint.id }, 'health probe failed unexpectedly; probing goes on')
+        const check = svc.check
+        if (state.loop === loop && state.timer === undefined && !this.closed && check !== undefined) this.scheduleProbe(svc, state, loop, check.intervalMs)
+      })
+    }, delayMs)
     state.timer.unref()
   }
 
-  private async probe (svc: ServiceState, state: EndpointState): Promise<void> {
+  private async probe (svc: ServiceState, state: EndpointState, loop: number): Promise<void> {
     const check = svc.check
-    if (check === undefined || this.closed || svc.endpoints.get(state.endpoint.id) !== state) return
+    if (check === undefined || this.closed || state.loop !== loop) return
     const { address, port } = state.endpoint
     const host = address.includes(':') ? `[${address}]` : address
     let ok = false
@@ -243,7 +267,12 @@ export class EmbeddedRegistry implements Discovery {
     } catch (err) {
       detail = `GET ${check.path} failed: ${(err as Error).message}`
     }
-    if (this.closed || svc.endpoints.get(state.endpoint.id) !== state || svc.check !== check) return
+    // Only a restart or stop of this loop (new settings, endpoint replaced or removed,
+    // shutdown) ends it; a reload that changed nothing for this endpoint does not.
+    if (this.closed || state.loop !== loop) return
+    // The next probe is due whatever recording this answer does; a little jitter keeps
+    // probes of many endpoints from lining up.
+    this.scheduleProbe(svc, state, loop, check.intervalMs * (0.9 + Math.random() * 0.2))
     if (ok) {
       state.failures = 0
       state.successes++
@@ -258,9 +287,6 @@ export class EmbeddedRegistry implements Discovery {
         this.publish(svc)
       }
     }
-    // A little jitter keeps probes of many endpoints from lining up.
-    state.timer = setTimeout(() => { void this.probe(svc, state) }, check.intervalMs * (0.9 + Math.random() * 0.2))
-    state.timer.unref()
   }
 
   private setHealth (svc: ServiceState, state: EndpointState, health: HealthStatus, detail: string | undefined): void {
