@@ -1,10 +1,13 @@
 // The admin API on its own listener (loopback by default): liveness, readiness, routes,
-// services with endpoint health, runtime endpoint registration, reload, config dump.
+// services with endpoint health, runtime endpoint registration, reload, config dump (secrets redacted).
 import Fastify, { LogController } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { AddressInfo } from 'node:net'
 import type { Gateway } from '../gateway/gateway.js'
 import { fastmeshError, type FastmeshError } from '../errors.js'
+import { durationMs } from '../config/duration.js'
+import { leafState } from '../identity/validity.js'
+import { redactSecrets } from '../config/redact.js'
 
 export interface AdminServer {
   readonly address: AddressInfo
@@ -112,7 +115,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
       const err = fastmeshError('ADMIN_RELOAD_FAILED', [result.error ?? 'unknown error'])
       return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, requestId: reply.request.id }, problems: result.problems ?? [] })
     }
-    return { status: 'reloaded', version: result.version }
+    return { status: 'reloaded', version: result.version, ...(result.pendingRestart !== undefined ? { pendingRestart: result.pendingRestart } : {}) }
   })
 
   app.get('/certs', async () => {
@@ -121,6 +124,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     const now = Date.now()
     const days = (d: Date | undefined) => d === undefined ? null : Math.floor((d.getTime() - now) / 86_400_000 * 10) / 10
     const services = [gateway.selfIdentity, ...gateway.config.localServices.map((s) => s.name)]
+    const warnBeforeMs = durationMs(gateway.config.mesh.identity.warnBefore)
     const roots = identity.roots()
     return {
       mtls: gateway.config.mesh.mtls,
@@ -129,16 +133,36 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
       roots: { count: roots.rootsPem.length, notAfter: roots.notAfter?.toISOString() ?? null, daysLeft: days(roots.notAfter) },
       leaves: services.map((service) => {
         const leaf = identity.leaf(service)
+        const r = identity.renewalStatus?.(service) ?? { renewal: identity.kind === 'consul' ? 'consul' : 'manual' }
+        const renewal = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]))
         return leaf === undefined
-          ? { service, missing: true }
-          : { service, spiffeId: leaf.spiffeId, serial: leaf.serial, notBefore: leaf.notBefore.toISOString(), notAfter: leaf.notAfter.toISOString(), daysLeft: days(leaf.notAfter) }
-      })
+          ? { service, missing: true, renewal }
+          : { service, spiffeId: leaf.spiffeId, serial: leaf.serial, notBefore: leaf.notBefore.toISOString(), notAfter: leaf.notAfter.toISOString(), daysLeft: days(leaf.notAfter), state: leafState(leaf, now, warnBeforeMs), renewal }
+      }),
+      // Inbound handshakes refused (no certificate, unknown CA, expired, not exactly one URI SAN), by reason.
+      handshakeRejections: gateway.meshContext?.tls.rejections() ?? { total: 0, byReason: {}, last: null }
     }
   })
 
   app.get('/authz', async () => ({ decisions: gateway.meshContext?.authorizer.countRows() ?? [] }))
 
-  app.get('/config', async () => ({ version: gateway.version?.version, source: gateway.version === undefined ? undefined : gateway['loaded'].source, config: gateway.config }))
+  // Secrets never leave through the admin API (src/config/redact.ts says which values).
+  app.get('/config', async () => {
+    const last = gateway.lastReload
+    const address = (a: AddressInfo) => ({ address: a.address, port: a.port })
+    return {
+      version: gateway.version?.version,
+      source: gateway.configSource,
+      // Restart-only keys (listeners, discovery.consul, mesh, ...) as the gateway started with them.
+      config: redactSecrets(gateway.config),
+      listening: { ...Object.fromEntries(Object.entries(gateway.boundListeners).map(([name, a]) => [name, address(a)])), admin: address(gateway.adminAddress) },
+      pendingRestart: gateway.pendingRestart,
+      lastReload: last === undefined
+        ? null
+        : { at: last.at, reason: last.reason, ok: last.ok, version: last.version, ...(last.error !== undefined ? { error: last.error } : {}), ...(last.problems !== undefined ? { problems: last.problems } : {}), ...(last.pendingRestart !== undefined ? { pendingRestart: last.pendingRestart } : {}) },
+      reloads: { ...gateway.reloads }
+    }
+  })
 
   try {
     await app.listen({ host: listen.address, port: listen.port })

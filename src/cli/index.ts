@@ -437,6 +437,13 @@ async function main (argv: string[]): Promise<void> {
   }
 }
 
+// A reader that stops early (`fastmesh certs issue ... | head -1`) closes the pipe: that is
+// not a failure of the command, so exit quietly as tools killed by SIGPIPE do.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  fail(`cannot write to stdout: ${err.message}`, 1)
+})
+
 main(process.argv.slice(2)).catch((err: unknown) => {
   const code = (err as { code?: string }).code
   if (err instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {

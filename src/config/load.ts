@@ -1,13 +1,23 @@
 // Reading a config file: parse (YAML or JSON), apply environment overrides, validate.
 import { readFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import { fastmeshError } from '../errors.js'
 import { formatProblems, validateConfigDocument, type ConfigProblem, type FastmeshConfig } from './validate.js'
 
 export interface LoadedConfig {
   readonly config: FastmeshConfig
-  /** Where it came from (a file path, or `kv:<key>` later). */
+  /** Where it came from: a file path, or `kv:<key>[+<key>]` for Consul KV. */
   readonly source: string
+}
+
+/**
+ * The directory relative paths in a config (`mesh.identity.dir`, `customPlugins.<name>.module`)
+ * are resolved from: the config file's directory, or for a Consul KV config (`start --kv`,
+ * with or without a `--config` base file) the working directory of the process.
+ */
+export function configBaseDir (source: string): string {
+  return source.startsWith('kv:') ? process.cwd() : dirname(resolve(source))
 }
 
 export class ConfigError extends Error {
@@ -68,7 +78,8 @@ export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = proces
   return doc
 }
 
-function deepFreeze<T> (value: T): T {
+/** Freezes a config and everything in it (a config version is immutable). */
+export function deepFreeze<T> (value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value)
     for (const v of Object.values(value)) deepFreeze(v)

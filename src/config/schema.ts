@@ -57,7 +57,7 @@ export const StaticEndpointSchema = strict({
   id: Type.Optional(Type.String({ minLength: 1, description: 'Stable endpoint id; defaults to `address:port`.' })),
   address: Host,
   port: Type.Integer({ minimum: 1, maximum: 65535 }),
-  weight: Type.Integer({ minimum: 1, default: 1, description: 'Relative weight for weighted balancing (later policies).' }),
+  weight: Type.Integer({ minimum: 1, default: 1, description: 'Relative weight: round robin sends this endpoint traffic in proportion to it.' }),
   tags: Type.Array(Type.String(), { default: [] }),
   meta: Type.Record(Type.String(), Type.String(), { default: {} })
 })
@@ -92,10 +92,10 @@ export const ConsulRegistrationSchema = strict({
 
 export const ConsulDiscoverySchema = strict({
   address: Type.Optional(Type.String({ minLength: 1, description: 'Agent address `host:port` or URL. Default: env CONSUL_HTTP_ADDR, else 127.0.0.1:8500.' })),
-  token: Type.Optional(Type.String({ description: 'ACL token. Default: env CONSUL_HTTP_TOKEN.' })),
+  token: Type.Optional(Type.String({ description: 'ACL token. Default: env CONSUL_HTTP_TOKEN. Shown as `<redacted>` by the admin API, like every value whose key names a secret.' })),
   datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Datacenter to ask (default: the agent\'s).' })),
   includeWarning: Type.Boolean({ default: false, description: 'Also send traffic to instances whose worst check is `warning`.' }),
-  wait: dur('30s', 'Longest wait of one blocking query (each query waits 75-100% of it, at random).'),
+  wait: dur('30s', 'Longest wait of one blocking query, from `1s` to `10m` (Consul\'s limit); each query waits 75-100% of it, at random. Sent to Consul in milliseconds.'),
   maxConnections: Type.Integer({ minimum: 8, default: 128, description: 'Connections to the agent at most. Every watched service holds one during its blocking query; keep this under the agent\'s `limits.http_max_conns_per_client` (200 by default), and raise both to watch more services than this without delay.' }),
   registerSelf: Type.Boolean({ default: true, description: 'Register this gateway (name, role, admin address) with a check on its admin `/ready`.' }),
   register: Type.Array(ConsulRegistrationSchema, { default: [], description: 'Local services to register at start and deregister on shutdown.' })
@@ -129,8 +129,8 @@ export const ServicePolicySchema = strict({
   connectionPool: withDefault(ConnectionPoolSchema)
 }, { description: 'Traffic policy for one destination service (applies to every route that targets it).' })
 
-const NamedMatch = (what: string) => strict({
-  name: Type.String({ minLength: 1, description: `${what} name (headers are case-insensitive).` }),
+const NamedMatch = (what: string, nameRule: string) => strict({
+  name: Type.String({ minLength: 1, description: `${what} name (${nameRule}).` }),
   exact: Type.Optional(Type.String()),
   prefix: Type.Optional(Type.String()),
   regex: Type.Optional(Type.String({ description: 'ECMAScript regular expression, anchored at both ends.' })),
@@ -148,9 +148,9 @@ export const PathMatchSchema = Type.Union([
 export const RouteMatchSchema = strict({
   hosts: Type.Optional(Type.Array(Type.String({ pattern: '^((\\*\\.)?[a-zA-Z0-9.-]+|\\[[0-9a-fA-F:.]+\\])(:[0-9]+)?$' }), { minItems: 1, description: 'Host names or `[IPv6]` literals (port ignored); `*.example.com` matches one or more labels.' })),
   path: Type.Optional(PathMatchSchema),
-  methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { minItems: 1, description: 'Upper-case HTTP methods.' })),
-  headers: Type.Optional(Type.Array(NamedMatch('Header'), { description: 'All must hold.' })),
-  query: Type.Optional(Type.Array(NamedMatch('Query parameter'), { description: 'All must hold.' }))
+  methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$' }), { minItems: 1, description: 'Upper-case HTTP methods, among those Node\'s HTTP parser accepts (`http.METHODS`: GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS, ...); others could never arrive. CONNECT is refused (501) by every listener.' })),
+  headers: Type.Optional(Type.Array(NamedMatch('Header', 'case-insensitive; repeated headers are joined with `,`'), { description: 'All must hold.' })),
+  query: Type.Optional(Type.Array(NamedMatch('Query parameter', 'case-sensitive; the first value counts'), { description: 'All must hold.' }))
 }, { description: 'What a request must look like to take this route. Every given condition must hold; an empty match takes everything.' })
 
 export const DestinationSchema = strict({
@@ -166,7 +166,7 @@ export const PluginRefSchema = strict({
 })
 
 export const RouteSchema = strict({
-  name: Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]*$', description: 'Unique route name; used in logs and metrics.' }),
+  name: Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]*$', description: 'Unique route name; used in the access log and the admin API.' }),
   match: Type.Optional(RouteMatchSchema),
   destination: DestinationSchema,
   timeout: dur('15s', 'Time allowed for the upstream to start answering (response headers). 504 after it.'),
@@ -176,7 +176,7 @@ export const RouteSchema = strict({
 })
 
 export const CustomPluginSchema = strict({
-  module: Type.String({ minLength: 1, description: 'Path (relative to the config file) or package name of an ES module whose default export is a Fastify plugin.' })
+  module: Type.String({ minLength: 1, description: 'Package name, or path of an ES module whose default export is a Fastify plugin (see docs/writing-plugins.md). A path starting with `.` is relative to the config file\'s directory; with `start --kv`, to the working directory.' })
 })
 
 export const LoggingSchema = strict({
@@ -186,12 +186,13 @@ export const LoggingSchema = strict({
 
 export const TelemetrySchema = strict({
   logging: withDefault(LoggingSchema)
-}, { description: 'Logs (and, in later releases, metrics and traces).' })
+}, { description: 'Logs. (No metrics or traces yet.)' })
 
 export const LimitsSchema = strict({
   maxHeaderBytes: Type.Integer({ minimum: 1024, default: 16384, description: 'Largest request header section accepted (431 beyond).' }),
   keepAliveTimeout: dur('72s', 'Idle time before a client connection is closed.'),
-  requestTimeout: dur('5m', 'Longest time to receive a whole request from a client (0s: none).'),
+  headerTimeout: dur('10s', 'Longest time to receive a request\'s header section from a client, counted from its first byte (or from the connection for the first request); 408 after it, within about half a second. At most `requestTimeout` (0s: none).'),
+  requestTimeout: dur('5m', 'Longest time to receive a whole request from a client, body included; 408 after it (0s: none).'),
   deregisterGrace: dur('500ms', 'On shutdown, how long listeners keep answering after leaving the Consul catalog, so peers stop choosing this gateway first.'),
   drainTimeout: dur('30s', 'On reload or shutdown, how long in-flight requests may take to finish.')
 }, { description: 'Protective limits and timeouts of the listeners.' })
@@ -199,7 +200,8 @@ export const LimitsSchema = strict({
 export const GatewaySchema = strict({
   name: Type.String({ minLength: 1, default: 'fastmesh', description: 'This gateway\'s name (logs, registration).' }),
   mode: StringEnum(['edge', 'node'], { default: 'edge', description: '`edge`: north-south gateway; `node`: node-local gateway.' }),
-  trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' })
+  trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' }),
+  escapedSlashes: StringEnum(['reject', 'unescape', 'keep'], { default: 'reject', description: 'What an escaped slash or backslash (`%2F`, `%5C`) in a request path does, on every listener. `reject`: 400; `unescape`: decoded to `/` before `..` is resolved, so routing, authorization and the upstream see the same segments; `keep`: forwarded encoded, not a separator (only for upstreams that never decode it before resolving `..`). See docs/routing.md.' })
 }, { description: 'Who this gateway is and which role it plays.' })
 
 export const InboundListenerSchema = strict({
@@ -232,7 +234,11 @@ export const AuthorizationSchema = strict({
 
 export const IdentitySchema = strict({
   provider: StringEnum(['consul', 'files'], { default: 'consul', description: '`consul`: leaves and roots from the Connect CA; `files`: a CA directory made by `fastmesh certs`.' }),
-  dir: Type.Optional(Type.String({ minLength: 1, description: 'For `files`: the directory with ca.pem and <service>.pem / <service>-key.pem (relative to the config file).' }))
+  dir: Type.Optional(Type.String({ minLength: 1, description: 'For `files`: the directory with ca.pem and <service>.pem / <service>-key.pem. A relative path is relative to the config file\'s directory; with `start --kv`, to the working directory.' })),
+  selfIssue: Type.Boolean({ default: true, description: 'For `files`: when the CA key (ca-key.pem) is in `dir`, issue missing leaves for the gateway and its local services and renew them before expiry, writing them to `dir`. Without the key the gateway only warns.' }),
+  leafValidity: dur('72h', 'For `files` with the CA key: lifetime of the leaves the gateway issues.'),
+  renewBefore: Type.Optional(Type.String({ ...Duration, description: 'For `files` with the CA key: renew a leaf this long before it expires. Default a third of `leafValidity` (renewal at two thirds of the lifetime); at most half of it.' })),
+  warnBefore: dur('24h', 'Log a warning (once per leaf) and show `expiring` in admin /certs this long before a leaf expires, when it has not been renewed by then.')
 })
 
 export const UpstreamBindingSchema = strict({

@@ -2,7 +2,7 @@
 // current config version, which a reload replaces atomically while the old one drains.
 import type { Server as NetServer, AddressInfo } from 'node:net'
 import { networkInterfaces } from 'node:os'
-import { dirname, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildGatewayVersion, type GatewayVersion, type MeshContext } from './app.js'
 import { bind, httpListener, inboundListener, type InboundListener, type ListenerLimits } from './listeners.js'
@@ -12,7 +12,8 @@ import { MeshTls } from '../identity/mesh-tls.js'
 import { Authorizer } from '../identity/authorization.js'
 import { ServiceTable } from '../balancer/service-table.js'
 import { EmbeddedRegistry } from '../discovery/embedded/registry.js'
-import { ConfigError, checkConfig, loadConfigFile, type LoadedConfig } from '../config/load.js'
+import { ConfigError, checkConfig, configBaseDir, deepFreeze, loadConfigFile, type LoadedConfig } from '../config/load.js'
+import { configInEffect, pendingRestart } from '../config/in-effect.js'
 import type { KvConfigSource } from '../config/kv-source.js'
 import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
@@ -42,6 +43,15 @@ export interface ReloadResult {
   readonly version: number
   readonly problems?: readonly ConfigProblem[]
   readonly error?: string
+  /** Keys the applied config changes that wait for a restart (`listeners.http.port`). */
+  readonly pendingRestart?: readonly string[]
+}
+
+/** The outcome of the last reload attempt (file, SIGHUP, admin, Consul KV), for the admin API. */
+export interface ReloadReport extends ReloadResult {
+  /** ISO timestamp. */
+  readonly at: string
+  readonly reason: string
 }
 
 export class Gateway {
@@ -54,7 +64,13 @@ export class Gateway {
   private readonly registered = new Set<string>()
   private registrationTimer: NodeJS.Timeout | undefined
   private current: GatewayVersion | undefined
+  /** The config in effect: the last accepted one, restart-only keys as at start. */
   private loaded: LoadedConfig
+  /** The config the gateway started with (restart-only keys stay as in it). */
+  private readonly started: FastmeshConfig
+  /** The last accepted config as given, before restart-only keys were held back. */
+  private latest: FastmeshConfig
+  private lastReloadReport: ReloadReport | undefined
   private versionCounter = 0
   /** Every listening socket but admin: edge http, or node outbound, per-upstream and inbound. */
   private readonly servers = new Map<string, NetServer>()
@@ -73,6 +89,8 @@ export class Gateway {
   constructor (private readonly options: GatewayOptions) {
     this.log = options.log
     this.loaded = options.loaded
+    this.started = options.loaded.config
+    this.latest = options.loaded.config
     this.registry = new EmbeddedRegistry(this.log.child({ component: 'discovery' }))
     const consul = this.loaded.config.discovery.consul
     if (consul !== undefined) {
@@ -91,8 +109,24 @@ export class Gateway {
     this.recorder = accessLogRecorder(this.log, this.loaded.config.telemetry.logging.accessLog)
   }
 
+  /** The config in effect (restart-only keys as at start; see pendingRestart). */
   get config (): FastmeshConfig {
     return this.loaded.config
+  }
+
+  /** Where the config comes from: a file path or `kv:<key>`. */
+  get configSource (): string {
+    return this.loaded.source
+  }
+
+  /** Keys the last accepted config changes that wait for a restart, as dotted paths. */
+  get pendingRestart (): readonly string[] {
+    return pendingRestart(this.started, this.latest)
+  }
+
+  /** The last reload attempt and its outcome; undefined before the first one. */
+  get lastReload (): ReloadReport | undefined {
+    return this.lastReloadReport
   }
 
   get version (): GatewayVersion | undefined {
@@ -106,6 +140,11 @@ export class Gateway {
   /** Where the client-facing listener is bound: edge http, or the node's shared outbound port. */
   get httpAddress (): AddressInfo {
     return (this.servers.get('http') ?? this.servers.get('outbound'))!.address() as AddressInfo
+  }
+
+  /** Every bound listener but admin, by name. */
+  get boundListeners (): Record<string, AddressInfo> {
+    return Object.fromEntries([...this.servers].map(([name, server]) => [name, server.address() as AddressInfo]))
   }
 
   /** Where a named listener is bound (`http`, `outbound`, `inbound`, `upstream:<caller>:<service>`). */
@@ -134,6 +173,7 @@ export class Gateway {
     const limits: ListenerLimits = {
       maxHeaderBytes: config.limits.maxHeaderBytes,
       keepAliveTimeoutMs: durationMs(config.limits.keepAliveTimeout),
+      headerTimeoutMs: durationMs(config.limits.headerTimeout),
       requestTimeoutMs: durationMs(config.limits.requestTimeout)
     }
     const current = (): GatewayVersion => this.current!
@@ -181,7 +221,15 @@ export class Gateway {
       const dir = mesh.identity.dir
       if (dir === undefined) throw fastmeshError('IDENTITY_UNAVAILABLE', [this.selfIdentity, 'files', 'mesh.identity.dir is required with provider files'])
       const { FilesIdentityProvider } = await import('../identity/files-provider.js')
-      this.identity = new FilesIdentityProvider({ dir: this.loaded.source.startsWith('kv:') ? resolve(dir) : resolve(dirname(resolve(this.loaded.source)), dir), log })
+      const id = mesh.identity
+      this.identity = new FilesIdentityProvider({
+        dir: resolve(configBaseDir(this.loaded.source), dir),
+        log,
+        selfIssue: id.selfIssue,
+        leafValidityMs: durationMs(id.leafValidity),
+        warnBeforeMs: durationMs(id.warnBefore),
+        ...(id.renewBefore !== undefined ? { renewBeforeMs: durationMs(id.renewBefore) } : {})
+      })
     }
     await this.identity.start([this.selfIdentity, ...config.localServices.map((s) => s.name)])
     const tls = new MeshTls(this.identity, log)
@@ -249,8 +297,11 @@ export class Gateway {
     return await this.swapTo(loaded, reason)
   }
 
-  private async swapTo (loaded: LoadedConfig, reason: string): Promise<ReloadResult> {
+  private async swapTo (given: LoadedConfig, reason: string): Promise<ReloadResult> {
     if (this.draining) return { ok: false, version: this.current?.version ?? 0, error: 'shutting down' }
+    // Keys read only at start keep their started values: the version is built, and
+    // `config` shows, what actually runs.
+    const loaded: LoadedConfig = { config: deepFreeze(configInEffect(this.started, given.config)), source: given.source }
     let next: GatewayVersion
     try {
       next = await this.build(loaded)
@@ -258,36 +309,40 @@ export class Gateway {
       this.retainServices()
       return this.refused(err, reason)
     }
-    const listenerChanged = JSON.stringify(loaded.config.listeners) !== JSON.stringify(this.loaded.config.listeners)
-    if (listenerChanged) this.log.warn({ reason }, 'listener addresses changed in config; they take effect on restart')
-    if (JSON.stringify(loaded.config.discovery.consul) !== JSON.stringify(this.loaded.config.discovery.consul)) {
-      this.log.warn({ reason }, 'discovery.consul changed in config; it takes effect on restart')
-    }
+    const pending = pendingRestart(this.started, given.config)
+    if (pending.length > 0) this.log.warn({ reason, pendingRestart: pending }, 'config keys changed that take effect on restart')
     this.registry.applyConfig(loaded.config.discovery.embedded.services)
     const old = this.current
     this.current = next
     this.loaded = loaded
+    this.latest = given.config
     this.recorder = accessLogRecorder(this.log, loaded.config.telemetry.logging.accessLog)
     this.log.level = loaded.config.telemetry.logging.level
     this.reloads.ok++
     this.log.info({ reason, version: next.version, routes: loaded.config.routes.length }, 'config reloaded')
     if (old !== undefined) this.retire(old)
     this.retainServices()
-    return { ok: true, version: next.version }
+    return this.report(reason, { ok: true, version: next.version, ...(pending.length > 0 ? { pendingRestart: pending } : {}) })
   }
 
   private refused (err: unknown, reason: string): ReloadResult {
     this.reloads.failed++
     const problems = err instanceof ConfigError ? err.problems : undefined
     this.log.error({ reason, err, problems, version: this.current?.version }, 'config refused; the running config keeps serving')
-    return { ok: false, version: this.current?.version ?? 0, error: (err as Error).message, ...(problems !== undefined ? { problems } : {}) }
+    return this.report(reason, { ok: false, version: this.current?.version ?? 0, error: (err as Error).message, ...(problems !== undefined ? { problems } : {}) })
+  }
+
+  /** Keeps the outcome for the admin API (`GET /config` → `lastReload`). */
+  private report (reason: string, result: ReloadResult): ReloadResult {
+    this.lastReloadReport = { at: new Date().toISOString(), reason, ...result }
+    return result
   }
 
   private async build (loaded: LoadedConfig): Promise<GatewayVersion> {
     const version = ++this.versionCounter
     return await buildGatewayVersion({
       config: loaded.config,
-      baseDir: loaded.source.startsWith('kv:') ? process.cwd() : dirname(resolve(loaded.source)),
+      baseDir: configBaseDir(loaded.source),
       services: this.services,
       log: this.log,
       // Read through `this` so a reload's access-log setting applies to every version.

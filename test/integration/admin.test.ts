@@ -1,10 +1,11 @@
 // The admin API of a running gateway: liveness, readiness, routes in match order,
-// services with health, reload.
+// services with health, reload, and the config in effect (secrets redacted, pending
+// restart keys, the last reload's outcome).
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
 import { startGateway, eventually } from '../helpers/gateway.js'
-import { startEcho, startSample, startHeldUpstream, embeddedServices, meshConfig } from '../helpers/upstreams.js'
+import { startEcho, startSample, startHeldUpstream, embeddedServices, meshConfig, unusedPort } from '../helpers/upstreams.js'
 
 interface RoutesBody { version: number, routes: Array<{ name: string, precedence: number[], plugins: string[], destination: { service: string } }> }
 
@@ -124,6 +125,70 @@ test('GET /config shows the running config with defaults filled', async (t) => {
   assert.equal(body.source, g.configPath)
   assert.equal(body.config.routes[0]?.timeout, '15s')
   assert.equal(body.config.limits.maxHeaderBytes, 16384)
+})
+
+interface ConfigBody {
+  version: number
+  config: { listeners: { http: { port: number } }, discovery: { consul?: { token?: string } } }
+  listening: Record<string, { address: string, port: number }>
+  pendingRestart: string[]
+  lastReload: { at: string, reason: string, ok: boolean, version: number, problems?: Array<{ path: string }> } | null
+  reloads: { ok: number, failed: number }
+}
+
+test('regression: GET /config does not reveal the Consul ACL token', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const token = 'f3a1c9e2-consul-acl-token'
+  // No agent needed: routes use the embedded registry and nothing registers.
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }], {
+    discovery: { embedded: { services: embeddedServices({ svc: [echo] }) }, consul: { address: `127.0.0.1:${await unusedPort()}`, token, registerSelf: false } }
+  }))
+  const res = await g.admin('GET', '/config')
+  assert.equal(res.status, 200)
+  assert.ok(!res.text.includes(token), 'the token is not in the /config answer')
+  assert.equal(res.json<ConfigBody>().config.discovery.consul?.token, '<redacted>')
+})
+
+test('after a reload that changes a listener port, GET /config shows the bound port and lists the change as pending restart', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const config = meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }])
+  const g = await startGateway(t, config)
+  const bound = g.gateway.httpAddress.port
+  const newPort = await unusedPort()
+  await g.writeConfig({ ...config, listeners: { http: { address: '127.0.0.1', port: newPort }, admin: { address: '127.0.0.1', port: 0 } } })
+  const reloaded = await g.admin('POST', '/reload')
+  assert.deepEqual(reloaded.json(), { status: 'reloaded', version: 2, pendingRestart: ['listeners.http.port'] })
+  const body = (await g.admin('GET', '/config')).json<ConfigBody>()
+  assert.equal(body.version, 2)
+  assert.equal(body.config.listeners.http.port, 0, 'the config in effect, as started')
+  assert.deepEqual(body.listening.http, { address: '127.0.0.1', port: bound })
+  assert.deepEqual(body.pendingRestart, ['listeners.http.port'])
+  assert.equal(body.lastReload?.ok, true)
+  assert.equal((await g.request('/')).status, 200, 'the old port still serves')
+})
+
+test('a refused file reload shows in GET /config as lastReload ok:false with its problems', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  await g.writeConfig({ routes: [{ name: 'broken', destinaton: { service: 'svc' } }] })
+  assert.equal((await g.gateway.reload('file change')).ok, false)
+  const body = (await g.admin('GET', '/config')).json<ConfigBody>()
+  assert.equal(body.version, 1)
+  assert.equal(body.lastReload?.ok, false)
+  assert.equal(body.lastReload?.reason, 'file change')
+  assert.equal(body.lastReload?.version, 1)
+  assert.ok(!Number.isNaN(Date.parse(body.lastReload?.at ?? '')), 'at is a timestamp')
+  assert.ok(body.lastReload?.problems?.some((p) => p.path === '$.routes[0].destinaton'), JSON.stringify(body.lastReload))
+  assert.deepEqual(body.reloads, { ok: 0, failed: 1 })
+})
+
+test('GET /config shows lastReload null before any reload', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
+  const body = (await g.admin('GET', '/config')).json<ConfigBody>()
+  assert.equal(body.lastReload, null)
+  assert.deepEqual(body.pendingRestart, [])
+  assert.deepEqual(body.reloads, { ok: 0, failed: 0 })
 })
 
 test('an unknown admin path answers 404 FASTMESH_ERR_ADMIN_NOT_FOUND', async (t) => {

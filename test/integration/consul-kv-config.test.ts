@@ -3,6 +3,8 @@
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { stringify } from 'yaml'
+import { relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
 import { startConsul, consulApi, type ConsulAgent } from '../helpers/consul.js'
 import { eventually, LogCapture } from '../helpers/gateway.js'
@@ -122,6 +124,25 @@ describe('config from Consul KV', () => {
       await eventually(async () => (await get('/users/1')).status === 404, 'the users route to be removed')
       assert.equal((await get('/orders/1')).status, 200)
     })
+  })
+
+  it('a KV config\'s relative customPlugins module resolves from the working directory', async (t) => {
+    const key = 'fastmesh/config/base-dir'
+    const fixture = fileURLToPath(new URL('../fixtures/plugins/require-token.js', import.meta.url))
+    const module = `./${relative(process.cwd(), fixture)}`
+    await putKey(agent, key, stringify({
+      ...doc([{ name: 'users', destination: { service: 'users' }, plugins: [{ name: 'token', options: { token: 's3cret-token' } }] }]),
+      customPlugins: { token: { module } }
+    }))
+    const log = createLogger({ level: 'silent' })
+    const kv = new KvConfigSource({ client: new ConsulClient(resolveConsul({ address: agent.httpAddr })), keys: [key], log, wait: '5s', onDocument: () => {}, onInvalid: () => {} })
+    const gateway = new Gateway({ loaded: checkConfig(await kv.initial(), kv.source), log, kv })
+    await gateway.start()
+    t.after(async () => { await gateway.stop() })
+    const url = `http://127.0.0.1:${gateway.httpAddress.port}`
+    // The plugin loaded from the cwd-relative path: without the token it answers 401.
+    assert.equal((await fetch(`${url}/users/1`)).status, 401)
+    assert.equal((await fetch(`${url}/users/1`, { headers: { authorization: 'Bearer s3cret-token' } })).status, 200)
   })
 
   it('fastmesh config push validates before writing, and config get reads it back', async () => {

@@ -8,6 +8,7 @@ import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import Consul from 'consul'
 import { Agent, request } from 'undici'
+import { waitMs, waitParam } from './wait.js'
 
 export interface ConsulSettings {
   /** `host:port` or `http(s)://host:port`. */
@@ -91,7 +92,7 @@ export class ConsulClient {
     const opts = {
       service,
       index: index.toString(),
-      wait,
+      wait: waitParam(wait),
       // A little over `wait`: Consul adds up to wait/16 of jitter itself.
       timeout: waitMs(wait) + Math.max(waitMs(wait) / 8, 1000),
       ctx,
@@ -103,7 +104,7 @@ export class ConsulClient {
 
   /** GET /v1/kv/:key (one key), blocking; `data` undefined when the key does not exist. */
   async kvGet (key: string, index: bigint, wait: string, ctx: Cancellable): Promise<BlockingResult<{ Value: string | null, ModifyIndex: number } | undefined>> {
-    const opts = { key, index: index.toString(), wait, timeout: waitMs(wait) + Math.max(waitMs(wait) / 8, 1000), ctx }
+    const opts = { key, index: index.toString(), wait: waitParam(wait), timeout: waitMs(wait) + Math.max(waitMs(wait) / 8, 1000), ctx }
     const [res, data] = await (this.consul.kv.get as unknown as (o: typeof opts) => Promise<WithResponse<{ Value: string | null, ModifyIndex: number } | undefined>>)(opts)
     return { index: parseIndex(res.headers['x-consul-index']), data }
   }
@@ -115,7 +116,7 @@ export class ConsulClient {
   async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable } = {}): Promise<BlockingResult<T>> {
     const q = new URLSearchParams(opts.query)
     if (opts.index !== undefined) q.set('index', opts.index.toString())
-    if (opts.wait !== undefined) q.set('wait', opts.wait)
+    if (opts.wait !== undefined) q.set('wait', waitParam(opts.wait))
     if (this.settings.datacenter !== undefined && !q.has('dc') && method === 'GET') q.set('dc', this.settings.datacenter)
     const qs = q.toString()
     const controller = new AbortController()
@@ -155,12 +156,6 @@ export class ConsulClient {
 function parseIndex (value: string | undefined): bigint {
   if (value === undefined || !/^[0-9]+$/.test(value)) return 0n
   return BigInt(value)
-}
-
-export function waitMs (wait: string): number {
-  const m = /^([0-9]+)(ms|s|m)$/.exec(wait)
-  if (m === null) return 30_000
-  return Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : 60_000)
 }
 
 /** One entry of /v1/health/service: a service instance on a node, with its checks. */

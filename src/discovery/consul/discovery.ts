@@ -5,7 +5,8 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { Discovery, Endpoint, HealthStatus, ServiceSnapshot, SnapshotListener, WatchOptions } from '../types.js'
 import { BlockingLoop } from './blocking-loop.js'
-import { Cancellable, ConsulClient, waitMs, type ConsulHealthEntry } from './client.js'
+import { Cancellable, ConsulClient, type ConsulHealthEntry } from './client.js'
+import { waitMs } from './wait.js'
 
 export interface ConsulDiscoveryOptions {
   readonly client: ConsulClient
