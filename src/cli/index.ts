@@ -7,14 +7,18 @@ import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { dirname, resolve } from 'node:path'
 import { ConfigError, loadConfigFile, parseConfigText, checkConfig } from '../config/load.js'
-import type { Gateway as GatewayType } from '../gateway/gateway.js'
+import { isDuration } from '../config/duration.js'
+import { SERVICE_NAME_RULE, isServiceName } from '../config/names.js'
 import type { SampleService } from '../demo/sample-service.js'
 import type { ConsulClient } from '../discovery/consul/client.js'
+import type { ConfigProvider } from '../config/provider.js'
 
 const lazy = {
   gateway: async () => await import('../gateway/gateway.js'),
   logger: async () => await import('../telemetry/logger.js'),
   kv: async () => await import('../config/kv-source.js'),
+  fileProvider: async () => await import('../config/provider-file.js'),
+  reconciler: async () => await import('../config/reconciler.js'),
   consul: async () => await import('../discovery/consul/client.js'),
   registration: async () => await import('../discovery/consul/registration.js'),
   demo: async () => await import('../demo/sample-service.js'),
@@ -86,44 +90,50 @@ async function start (args: string[]): Promise<void> {
   })
   if (values.config === undefined && values.kv === undefined) throw new UsageError('start needs --config FILE or --kv KEY')
   if (values['kv-shared'] !== undefined && values.kv === undefined) throw new UsageError('--kv-shared needs --kv')
-  let loaded
   const { Gateway } = await lazy.gateway()
   const { createLogger } = await lazy.logger()
+  const { loadSnapshot } = await lazy.reconciler()
   const early = createLogger({ level: process.env.FASTMESH_LOG_LEVEL ?? 'info' })
+  // The CLI only wires: a provider (the file, watched; or Consul KV over an optional base
+  // file) and a gateway that takes every config version from it.
+  let provider: ConfigProvider
+  if (values.kv !== undefined) {
+    const base = values.config !== undefined ? parseBaseOrFail(await readFileOrFail(values.config), values.config) : undefined
+    const baseConsul = (base as { discovery?: { consul?: { address?: string, token?: string } } } | undefined)?.discovery?.consul
+    const { ConsulClient, resolveConsul } = await lazy.consul()
+    const { KvConfigProvider } = await lazy.kv()
+    provider = new KvConfigProvider({
+      client: new ConsulClient(resolveConsul({ ...baseConsul, ...(values.consul !== undefined ? { address: values.consul } : {}) })),
+      keys: [...(values['kv-shared'] !== undefined ? [values['kv-shared']] : []), values.kv],
+      base,
+      log: early.child({ component: 'kv' })
+    })
+  } else {
+    const { FileConfigProvider } = await lazy.fileProvider()
+    provider = new FileConfigProvider(values.config!, { log: early, watch: true })
+  }
+  let loaded
   try {
-    if (values.kv !== undefined) {
-      const base = values.config !== undefined ? parseConfigText(await readFileOrFail(values.config), values.config) : undefined
-      const baseConsul = (base as { discovery?: { consul?: { address?: string, token?: string } } } | undefined)?.discovery?.consul
-      const { ConsulClient, resolveConsul } = await lazy.consul()
-      const { KvConfigSource } = await lazy.kv()
-      const client = new ConsulClient(resolveConsul({ ...baseConsul, ...(values.consul !== undefined ? { address: values.consul } : {}) }))
-      const current: { gateway?: GatewayType } = {}
-      const kv = new KvConfigSource({
-        client,
-        keys: [...(values['kv-shared'] !== undefined ? [values['kv-shared']] : []), values.kv],
-        base,
-        log: early.child({ component: 'kv' }),
-        onDocument: (doc, source) => { void current.gateway?.applyDocument(doc, source, 'consul kv change') },
-        onInvalid: (err) => { current.gateway?.refuse(err, 'consul kv change') }
-      })
-      loaded = checkConfig(await kv.initial(), kv.source)
-      const log = createLogger({ level: loaded.config.telemetry.logging.level })
-      current.gateway = new Gateway({ loaded, log, watch: false, handleSignals: true, kv })
-      await current.gateway.start()
-      kv.watch()
-      return
-    }
-    loaded = await loadConfigFile(values.config!)
+    loaded = loadSnapshot(await provider.snapshot('start'))
   } catch (err) {
     if (err instanceof ConfigError) fail(`${err.message}`, 2)
     throw err
   }
-  if (values.mode !== undefined && values.mode !== loaded.config.gateway.mode) {
+  if (values.kv === undefined && values.mode !== undefined && values.mode !== loaded.config.gateway.mode) {
     throw new UsageError(`--mode ${values.mode} differs from gateway.mode "${loaded.config.gateway.mode}" in ${values.config}`)
   }
   const log = createLogger({ level: loaded.config.telemetry.logging.level })
-  const gateway = new Gateway({ loaded, log, watch: true, handleSignals: true })
+  const gateway = new Gateway({ loaded, log, provider, handleSignals: true })
   await gateway.start()
+}
+
+function parseBaseOrFail (text: string, file: string): unknown {
+  try {
+    return parseConfigText(text, file)
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, 2)
+    throw err
+  }
 }
 
 async function readFileOrFail (file: string): Promise<string> {
@@ -142,8 +152,6 @@ async function consulFrom (address: string | undefined): Promise<ConsulClient> {
     throw new UsageError((err as Error).message)
   }
 }
-
-const DURATION = /^[0-9]+(ms|s|m|h)$/
 
 async function register (args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -164,7 +172,7 @@ async function register (args: string[]): Promise<void> {
       consul: { type: 'string' }
     }
   })
-  if (values.name === undefined || !/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/.test(values.name)) throw new UsageError('--name is required: letters, digits, _ . - (at most 63)')
+  if (!isServiceName(values.name)) throw new UsageError(`--name is required: ${SERVICE_NAME_RULE}`)
   const port = Number(values.port)
   if (values.port === undefined || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number 1-65535, got ${values.port ?? 'nothing'}`)
   const meta: Record<string, string> = {}
@@ -177,7 +185,7 @@ async function register (args: string[]): Promise<void> {
   if (kinds.length > 1) throw new UsageError(`give at most one of --check-http, --check-tcp, --check-ttl (got ${kinds.map((k) => '--' + k).join(', ')})`)
   for (const k of ['check-ttl', 'interval', 'timeout', 'deregister-after'] as const) {
     const v = values[k]
-    if (v !== undefined && !DURATION.test(v)) throw new UsageError(`--${k} takes a duration like 10s, got "${v}"`)
+    if (v !== undefined && !isDuration(v)) throw new UsageError(`--${k} takes a duration like 10s or 1.5s, got "${v}"`)
   }
   if (values['check-http'] !== undefined && !/^https?:\/\//.test(values['check-http'])) throw new UsageError(`--check-http takes a URL, got "${values['check-http']}"`)
   if (values['check-tcp'] !== undefined && !/^[^:]+:[0-9]+$/.test(values['check-tcp'])) throw new UsageError(`--check-tcp takes host:port, got "${values['check-tcp']}"`)
@@ -390,7 +398,8 @@ async function demo (args: string[]): Promise<void> {
     throw err
   }
   const log = createLogger({ level: loaded.config.telemetry.logging.level })
-  const gateway = new Gateway({ loaded, log, watch: values.config !== undefined, handleSignals: true })
+  const { FileConfigProvider } = await lazy.fileProvider()
+  const gateway = new Gateway({ loaded, log, provider: new FileConfigProvider(file, { log, watch: values.config !== undefined }), handleSignals: true })
   await gateway.start()
   const edge = `http://127.0.0.1:${gateway.httpAddress.port}`
   const admin = `http://127.0.0.1:${gateway.adminAddress.port}`

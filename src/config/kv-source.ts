@@ -1,10 +1,11 @@
-// Config from Consul KV: a shared mesh-wide key merged under a per-gateway key (and over
-// an optional base file), each watched with a blocking query; every change goes through
-// the same validate-compile-swap path as a file reload.
+// The Consul KV config provider: a shared mesh-wide key merged under a per-gateway key (and
+// over an optional base file), each watched with a blocking query; every change is emitted
+// as a whole merged snapshot to the same watcher a file reload goes through.
 import type { Logger } from 'pino'
 import { BlockingLoop } from '../discovery/consul/blocking-loop.js'
 import { Cancellable, type ConsulClient } from '../discovery/consul/client.js'
 import { ConfigError, parseConfigText } from './load.js'
+import type { ConfigProvider, ConfigSnapshot, EmitSnapshot } from './provider.js'
 
 /** Mappings merge key by key; anything else (arrays included) is replaced by the later layer. */
 export function mergeLayers (layers: readonly unknown[]): unknown {
@@ -22,7 +23,7 @@ export function mergeLayers (layers: readonly unknown[]): unknown {
   }
 }
 
-export interface KvConfigSourceOptions {
+export interface KvConfigProviderOptions {
   readonly client: ConsulClient
   /** Lowest precedence first: e.g. [shared, per-gateway]. */
   readonly keys: readonly string[]
@@ -30,51 +31,56 @@ export interface KvConfigSourceOptions {
   readonly base?: unknown
   readonly log: Logger
   readonly wait?: string
-  /** A merged document whose layers all parsed; validation is the caller's. */
-  readonly onDocument: (doc: unknown, source: string) => void
-  /** A key whose value is not YAML/JSON: refused like any invalid config. */
-  readonly onInvalid: (err: ConfigError) => void
 }
 
-export class KvConfigSource {
+export class KvConfigProvider implements ConfigProvider {
+  /** The last value of each key that parsed (undefined: missing or empty). */
   private readonly values = new Map<string, unknown>()
   private readonly loops: Array<BlockingLoop<{ Value: string | null } | undefined>> = []
+  private closed = false
   readonly source: string
 
-  constructor (private readonly opts: KvConfigSourceOptions) {
+  constructor (private readonly opts: KvConfigProviderOptions) {
     this.source = `kv:${opts.keys.join('+')}`
   }
 
-  /** Reads every key once (no blocking); throws ConfigError when a value does not parse. */
-  async initial (): Promise<unknown> {
-    for (const key of this.opts.keys) {
-      const r = await this.opts.client.kvGet(key, 0n, '1s', new Cancellable())
-      this.values.set(key, this.parse(key, r.data?.Value ?? null))
+  /** Reads every key once (no blocking) and merges them; a value that does not parse is a refusal. */
+  async snapshot (reason: string): Promise<ConfigSnapshot> {
+    const read = new Map<string, unknown>()
+    try {
+      for (const key of this.opts.keys) {
+        const r = await this.opts.client.kvGet(key, 0n, '1s', new Cancellable())
+        read.set(key, this.parse(key, r.data?.Value ?? null))
+      }
+    } catch (err) {
+      if (err instanceof ConfigError) return { source: this.source, reason, error: err }
+      throw err
     }
-    return this.merged()
+    for (const [key, value] of read) this.values.set(key, value)
+    return { source: this.source, reason, document: this.merged() }
   }
 
-  /** Starts the blocking watches; each change hands a merged document to onDocument. */
-  watch (): void {
+  /** Starts a blocking watch per key; a changed key emits the merged document of every layer. */
+  start (emit: EmitSnapshot): void {
+    if (this.closed || this.loops.length > 0) return
+    const reason = 'consul kv change'
     for (const key of this.opts.keys) {
-      let first = true
       const loop = new BlockingLoop<{ Value: string | null } | undefined>({
         makeContext: () => new Cancellable(),
         fetch: async (index, ctx) => await this.opts.client.kvGet(key, index, this.opts.wait ?? '30s', ctx),
         onChange: (data) => {
+          if (this.closed) return
           let value: unknown
           try {
             value = this.parse(key, data?.Value ?? null)
           } catch (err) {
-            this.opts.onInvalid(err as ConfigError)
+            emit({ source: this.source, reason, error: err as ConfigError })
             return
           }
-          const unchanged = JSON.stringify(value) === JSON.stringify(this.values.get(key))
+          // The loop's first answer usually repeats what snapshot() read.
+          if (JSON.stringify(value) === JSON.stringify(this.values.get(key))) return
           this.values.set(key, value)
-          // The loop's first answer repeats what initial() read.
-          if (first && unchanged) { first = false; return }
-          first = false
-          if (!unchanged) this.opts.onDocument(this.merged(), this.source)
+          emit({ source: this.source, reason, document: this.merged() })
         },
         onError: (err, attempt, retryInMs) => {
           if (attempt === 1 || attempt % 10 === 0) this.opts.log.warn({ key, attempt, retryInMs, err: err.message }, 'Consul KV watch failed; the running config stays')
@@ -87,6 +93,7 @@ export class KvConfigSource {
   }
 
   async close (): Promise<void> {
+    this.closed = true
     await Promise.all(this.loops.map(async (l) => { await l.stop() }))
   }
 
@@ -99,6 +106,7 @@ export class KvConfigSource {
   }
 
   private merged (): unknown {
-    return mergeLayers([this.opts.base, ...this.opts.keys.map((k) => this.values.get(k))])
+    // A copy: validation applies environment overrides in place, and the layers are kept.
+    return structuredClone(mergeLayers([this.opts.base, ...this.opts.keys.map((k) => this.values.get(k))]))
   }
 }

@@ -1,5 +1,6 @@
-// Watches a config file for changes. Watches the directory, not the file: editors and
-// `kubectl cp`-style tools replace files by rename, which a file watch would lose.
+// Watches a config file for changes (for the file config provider, src/config/provider-file.ts).
+// Watches the directory, not the file: editors and `kubectl cp`-style tools replace files by
+// rename, which a file watch would lose.
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'

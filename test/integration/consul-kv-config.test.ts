@@ -1,4 +1,5 @@
-// Config from Consul KV against a real agent: a change makes a new route live; an invalid
+// Config from Consul KV against a real agent, through `fastmesh start --kv` (the CLI wires
+// the KV provider to the gateway, nothing else): a change makes a new route live; an invalid
 // value is refused and the running routes keep serving.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -7,10 +8,11 @@ import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
 import { startConsul, consulApi, type ConsulAgent } from '../helpers/consul.js'
-import { eventually, LogCapture } from '../helpers/gateway.js'
+import { eventually } from '../helpers/gateway.js'
+import { startGatewayProcess } from '../helpers/gateway-process.js'
 import { startSampleService, type SampleService } from '../../src/demo/sample-service.js'
-import { KvConfigSource } from '../../src/config/kv-source.js'
-import { checkConfig } from '../../src/config/load.js'
+import { KvConfigProvider } from '../../src/config/kv-source.js'
+import { loadSnapshot } from '../../src/config/reconciler.js'
 import { ConsulClient, resolveConsul } from '../../src/discovery/consul/client.js'
 import { Gateway } from '../../src/gateway/gateway.js'
 import { createLogger } from '../../src/telemetry/logger.js'
@@ -58,36 +60,27 @@ describe('config from Consul KV', () => {
     await putKey(agent, shared, stringify(sharedDoc))
     await putKey(agent, key, stringify({ routes: [{ name: 'users', match: { path: { prefix: '/users' } }, destination: { service: 'users' } }] }))
 
-    const logs = new LogCapture()
-    const log = createLogger({ level: 'info', destination: logs })
-    const client = new ConsulClient(resolveConsul({ address: agent.httpAddr }))
-    const current: { gateway?: Gateway } = {}
-    const kv = new KvConfigSource({
-      client,
-      keys: [shared, key],
-      log,
-      wait: '5s',
-      onDocument: (d, source) => { void current.gateway?.applyDocument(d, source, 'consul kv change') },
-      onInvalid: (err) => { current.gateway?.refuse(err, 'consul kv change') }
-    })
-    const loaded = checkConfig(await kv.initial(), kv.source)
-    const gateway = new Gateway({ loaded, log, kv })
-    current.gateway = gateway
-    await gateway.start()
-    kv.watch()
-    t.after(async () => { await gateway.stop() })
+    const gw = await startGatewayProcess(t, ['--kv', key, '--kv-shared', shared, '--consul', agent.httpAddr])
     const http = new Agent()
     t.after(async () => { await http.close() })
-    const url = `http://127.0.0.1:${gateway.httpAddress.port}`
     const get = async (path: string) => {
-      const r = await request(`${url}${path}`, { dispatcher: http })
+      const r = await request(`${gw.url}${path}`, { dispatcher: http })
       return { status: r.statusCode, text: await r.body.text() }
     }
+    interface ConfigView {
+      config: { gateway: { name: string } }
+      source: string
+      lastReload: { reason: string, ok: boolean, problems?: Array<{ path: string }> } | null
+      reloads: { ok: number, failed: number }
+    }
+    const view = async (): Promise<ConfigView> => await (await request(`${gw.adminUrl}/config`, { dispatcher: http })).body.json() as ConfigView
 
     await t.test('routes from the merged shared and per-gateway keys serve traffic', async () => {
       assert.equal((await get('/users/1')).status, 200)
       assert.equal((await get('/orders/1')).status, 404)
-      assert.equal(gateway.config.gateway.name, 'edge-kv')
+      const v = await view()
+      assert.equal(v.config.gateway.name, 'edge-kv')
+      assert.equal(v.source, `kv:${shared}+${key}`)
     })
 
     await t.test('a KV change makes a new route live', async () => {
@@ -99,29 +92,39 @@ describe('config from Consul KV', () => {
       }))
       await eventually(async () => (await get('/orders/1')).status === 200, 'the orders route to go live')
       assert.match((await get('/orders/1')).text, /orders-1/)
+      const v = await view()
+      assert.deepEqual([v.lastReload?.reason, v.lastReload?.ok, v.reloads], ['consul kv change', true, { ok: 1, failed: 0 }])
     })
 
     await t.test('an invalid KV value is refused with its JSON path and the old routes keep working', async () => {
-      const failedBefore = gateway.reloads.failed
+      const failedBefore = (await view()).reloads.failed
       await putKey(agent, key, stringify({ routes: [{ name: 'broken', destinaton: { service: 'users' } }] }))
-      await eventually(() => gateway.reloads.failed > failedBefore, 'the invalid value to be refused')
-      const refusal = logs.entries().find((e) => e.msg?.includes('config refused') === true)
-      assert.ok(refusal !== undefined, 'a refusal is logged')
-      assert.match(JSON.stringify(refusal), /\$\.routes\[0\]\.destinaton/)
+      const v = await eventually(async () => { const v = await view(); return v.reloads.failed > failedBefore && v }, 'the invalid value to be refused')
+      assert.equal(v.lastReload?.reason, 'consul kv change')
+      assert.ok(v.lastReload?.problems?.some((p) => p.path === '$.routes[0].destinaton'), JSON.stringify(v.lastReload))
+      await eventually(() => gw.logs().some((e) => e.msg === 'config refused; the running config keeps serving'), 'the refusal to be logged')
       assert.equal((await get('/users/1')).status, 200)
       assert.equal((await get('/orders/1')).status, 200)
     })
 
     await t.test('a KV value that is not YAML is refused and counted', async () => {
-      const failedBefore = gateway.reloads.failed
+      const failedBefore = (await view()).reloads.failed
       await putKey(agent, key, 'routes: [unclosed')
-      await eventually(() => gateway.reloads.failed > failedBefore, 'the unparseable value to be refused')
+      await eventually(async () => (await view()).reloads.failed > failedBefore, 'the unparseable value to be refused')
       assert.equal((await get('/orders/1')).status, 200)
     })
 
     await t.test('a valid value after invalid ones is applied', async () => {
       await putKey(agent, key, stringify({ routes: [{ name: 'orders-only', match: { path: { prefix: '/orders' } }, destination: { service: 'orders' } }] }))
       await eventually(async () => (await get('/users/1')).status === 404, 'the users route to be removed')
+      assert.equal((await get('/orders/1')).status, 200)
+    })
+
+    await t.test('SIGHUP re-reads the KV keys and applies them as a reload', async () => {
+      const before = (await view()).reloads.ok
+      gw.signal('SIGHUP')
+      const v = await eventually(async () => { const v = await view(); return v.reloads.ok > before && v }, 'the SIGHUP reload')
+      assert.deepEqual([v.lastReload?.reason, v.lastReload?.ok], ['SIGHUP', true])
       assert.equal((await get('/orders/1')).status, 200)
     })
   })
@@ -135,8 +138,8 @@ describe('config from Consul KV', () => {
       customPlugins: { token: { module } }
     }))
     const log = createLogger({ level: 'silent' })
-    const kv = new KvConfigSource({ client: new ConsulClient(resolveConsul({ address: agent.httpAddr })), keys: [key], log, wait: '5s', onDocument: () => {}, onInvalid: () => {} })
-    const gateway = new Gateway({ loaded: checkConfig(await kv.initial(), kv.source), log, kv })
+    const provider = new KvConfigProvider({ client: new ConsulClient(resolveConsul({ address: agent.httpAddr })), keys: [key], log, wait: '5s' })
+    const gateway = new Gateway({ loaded: loadSnapshot(await provider.snapshot('start')), log, provider })
     await gateway.start()
     t.after(async () => { await gateway.stop() })
     const url = `http://127.0.0.1:${gateway.httpAddress.port}`

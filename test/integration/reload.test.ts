@@ -1,5 +1,6 @@
-// Hot reload: file watch, explicit reload (the SIGHUP path), refusal of broken configs
-// with the old version serving on, in-flight requests across a swap, reloads under load.
+// Hot reload: file watch, explicit reload (the SIGHUP and POST /reload path: the provider
+// re-reads the file), refusal of broken configs with the old version serving on, in-flight
+// requests across a swap, reloads under load. A real SIGHUP: test/integration/config-providers.test.ts.
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent } from 'undici'
@@ -33,6 +34,16 @@ test('reload() (what SIGHUP calls) re-reads the file and swaps to the new versio
   assert.equal((await g.request('/new/x')).status, 200)
   assert.equal((await g.request('/old/x')).status, 404)
   assert.equal(g.logs.withMessage('config reloaded').length, 1)
+})
+
+test('POST /reload of an unchanged file still builds a new version (reload now is never dropped as unchanged)', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'old', match: { path: { prefix: '/old' } }, destination: { service: 'svc' } }]))
+  const res = await g.admin('POST', '/reload')
+  assert.equal(res.status, 200, res.text)
+  assert.deepEqual(res.json(), { status: 'reloaded', version: 2 })
+  assert.deepEqual([g.gateway.lastReload?.reason, g.gateway.lastReload?.ok], ['admin API', true])
+  assert.equal((await g.request('/old/x')).status, 200)
 })
 
 test('a reload of malformed YAML is refused and the old routes keep serving', async (t) => {
