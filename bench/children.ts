@@ -1,8 +1,6 @@
 // Child processes of the harness: every component (upstream, proxies, load generators)
 // runs in its own process, is tracked here by PID, and is stopped by that PID only.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
-import { createServer } from 'node:net'
-import { once } from 'node:events'
 import { openSync, closeSync } from 'node:fs'
 import { request } from 'undici'
 
@@ -86,18 +84,6 @@ export async function stopAllChildren (): Promise<void> {
 /** Last resort on exit: no await possible, so SIGKILL whatever is left, by PID. */
 export function killAllChildrenNow (): void {
   for (const c of live) if (isRunning(c)) { try { process.kill(c.pid, 'SIGKILL') } catch { /* gone */ } }
-}
-
-/** A free loopback TCP port (bound, read, released). */
-export async function freePort (): Promise<number> {
-  const srv = createServer()
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  const addr = srv.address()
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-  await new Promise<void>((resolve) => { srv.close(() => { resolve() }) })
-  if (port === 0) throw new Error('could not find a free port')
-  return port
 }
 
 /** Polls `url` until it answers `status`; fails after `timeoutMs` or when `child` dies. */

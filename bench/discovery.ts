@@ -26,7 +26,8 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { Pool } from 'undici'
-import { findConsul, freePorts, startConsul, type ConsulAgent } from '../test/helpers/consul.js'
+import { findConsul, startConsul, type ConsulAgent } from '../test/helpers/consul.js'
+import { freePorts } from '../test/helpers/ports.js'
 import { bounded, ConsulCatalog, type BulkResult, type Instance } from './discovery/consul-catalog.js'
 import { gatewayConfigYaml, requestFor, type Routing } from './discovery/gateway-config.js'
 import type { LoadParams, LoadResult } from './discovery/load-worker.js'
@@ -193,7 +194,7 @@ interface GatewayHandle {
 }
 
 async function startGateway (label: string, routing: Routing, consulAddress: string, services: readonly string[], dir: string): Promise<GatewayHandle> {
-  const [httpPort, adminPort] = await freePorts(2) as [number, number]
+  const [httpPort, adminPort] = await freePorts(2)
   const configFile = path.join(dir, `${label}.yaml`)
   writeFileSync(configFile, gatewayConfigYaml({ routing, consulAddress, trafficPort: httpPort, adminPort, services }))
   const env = { ...process.env }

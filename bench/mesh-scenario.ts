@@ -6,7 +6,8 @@ import { writeFile, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { freePort, spawnChild, stopChild, waitForHttp } from './children.js'
+import { freePorts } from '../test/helpers/ports.js'
+import { spawnChild, stopChild, waitForHttp } from './children.js'
 import type { ScenarioDefinition } from './scenarios.js'
 import { createLocalCa, issueLeaf } from '../src/identity/local-ca.js'
 
@@ -21,12 +22,12 @@ export const nodeToNodeScenario: ScenarioDefinition = {
     await mkdir(dir, { recursive: true })
     await createLocalCa(dir)
     for (const s of ['node-a', 'node-b', 'app', 'shop']) await issueLeaf(dir, s)
-    const [outA, adminA, inB, outB, adminB, appUpstream] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()])
+    const [outA, adminA, inB, outB, adminB, appUpstream, inA] = await freePorts(7)
     const mesh = { mtls: 'strict', identity: { provider: 'files', dir }, authorization: { provider: 'rules', defaultAction: 'deny', rules: [{ source: 'app', destination: 'shop', action: 'allow' }] } }
     const common = { limits: { maxHeaderBytes: 16384 }, telemetry: { logging: { level: 'info', accessLog: true } } }
     const a = {
       gateway: { name: 'node-a', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: outA }, inbound: { address: '127.0.0.1', port: await freePort() }, admin: { address: '127.0.0.1', port: adminA } },
+      listeners: { outbound: { address: '127.0.0.1', port: outA }, inbound: { address: '127.0.0.1', port: inA }, admin: { address: '127.0.0.1', port: adminA } },
       // With the mesh on and no Consul, embedded endpoints of a remote service are the node
       // gateways in front of it.
       discovery: { embedded: { services: { shop: { endpoints: [{ address: '127.0.0.1', port: inB }] } } } },

@@ -6,7 +6,8 @@ import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
-import { freePort, spawnChild, stopChild, waitForHttp } from './children.js'
+import { freePort, freePorts } from '../test/helpers/ports.js'
+import { spawnChild, stopChild, waitForHttp } from './children.js'
 import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE } from './edge-config.js'
 import { nodeToNodeScenario } from './mesh-scenario.js'
 
@@ -100,8 +101,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: `load generator → fastmesh edge (14 routes, access log on, route "${EDGE_BENCH_ROUTE}") → upstream`,
     compareTo: ['direct', 'node_ceiling'],
     async start (ctx) {
-      const httpPort = await freePort()
-      const adminPort = await freePort()
+      const [httpPort, adminPort] = await freePorts(2)
       const configFile = join(ctx.workDir, 'edge.yaml')
       const logFile = join(ctx.workDir, `edge-round${ctx.round}.log`)
       await writeFile(configFile, edgeConfigYaml({ upstreamPorts: ctx.upstreamPorts, httpPort, adminPort, poolConnections: ctx.poolConnections }))

@@ -27,7 +27,8 @@ import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
 import WebSocket, { WebSocketServer } from 'ws'
 import { stringify } from 'yaml'
-import { freePort, killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, isRunning, type Child } from './children.js'
+import { freePorts } from '../test/helpers/ports.js'
+import { killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, isRunning, type Child } from './children.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)) // dist/bench
 const ROOT = path.resolve(HERE, '..', '..')
@@ -295,8 +296,7 @@ interface PhaseResult {
 async function main (): Promise<void> {
   workDir = mkdtempSync(path.join(tmpdir(), 'fastmesh-soak-'))
   const ups = [await startSoakUpstream('soak-1'), await startSoakUpstream('soak-2'), await startSoakUpstream('soak-3')]
-  const httpPort = await freePort()
-  const adminPort = await freePort()
+  const [httpPort, adminPort] = await freePorts(2)
   const configFile = path.join(workDir, 'soak.yaml')
   writeFileSync(configFile, configYaml(httpPort, adminPort, ups))
   const heapFile = path.join(workDir, 'heap.json')

@@ -1,10 +1,12 @@
 // The config schema: the single source of the config's TypeScript types, of its
 // validation (ajv) and of the reference doc docs/config.md (src/config/docs.ts).
 import { Type, type Static, type TSchema, type TString } from '@sinclair/typebox'
+import { DURATION_PATTERN } from './duration.js'
+import { SERVICE_NAME_PATTERN } from './names.js'
 
-/** Durations: the docs show keys of this pattern as type `duration`. */
+/** Durations (the one syntax, from duration.ts): the docs show keys of this pattern as type `duration`. */
 export const Duration = Type.String({
-  pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m|h)$',
+  pattern: DURATION_PATTERN,
   description: 'A duration such as `250ms`, `5s`, `1m`.',
   examples: ['5s']
 })
@@ -43,7 +45,7 @@ export const ListenerSchema = strict({
   port: Port
 }, { description: 'A TCP listener.' })
 
-const ServiceName = Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$', description: 'A service name as in the catalog.' })
+const ServiceName = Type.String({ pattern: SERVICE_NAME_PATTERN, description: 'A service name as in the catalog.' })
 
 export const HealthCheckSchema = strict({
   path: Type.String({ pattern: '^/', default: '/health', description: 'HTTP path probed with GET; 2xx and 3xx are healthy.' }),

@@ -19,13 +19,12 @@ import * as x509 from '@peculiar/x509'
 import { fastmeshError } from '../errors.js'
 import { serviceSpiffeId, type LeafCertificate } from './types.js'
 import { spiffeIdentity, uriSans } from './san.js'
+import { SERVICE_NAME_RULE, isServiceName } from '../config/names.js'
 
 export { uriSans }
 
 x509.cryptoProvider.set(webcrypto)
 
-/** Service and datacenter names: the same pattern as the config's service names. */
-export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/
 /** SPIFFE trust domains: lowercase letters, digits, `.`, `-`, `_`. */
 export const TRUST_DOMAIN_PATTERN = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/
 
@@ -61,17 +60,18 @@ export function leafKeyFile (service: string): string { return `${service}-key.p
  * service's key file.
  */
 export function assertServiceName (service: string): void {
-  if (typeof service !== 'string' || !NAME_PATTERN.test(service)) {
-    throw fastmeshError('IDENTITY_BAD_NAME', ['service name', String(service), 'use letters, digits, _ . - (at most 63), starting with a letter or digit'])
+  if (!isServiceName(service)) {
+    throw fastmeshError('IDENTITY_BAD_NAME', ['service name', String(service), `use ${SERVICE_NAME_RULE}`])
   }
   if (service === 'ca' || service.endsWith('-key')) {
     throw fastmeshError('IDENTITY_BAD_NAME', ['service name', service, `its certificate file ${leafCertFile(service)} would clash with ${service === 'ca' ? 'the CA' : 'a key file'}`])
   }
 }
 
+/** Datacenters follow the service-name rule too (both are DNS labels in Consul). */
 function assertDatacenter (dc: string): void {
-  if (typeof dc !== 'string' || !NAME_PATTERN.test(dc)) {
-    throw fastmeshError('IDENTITY_BAD_NAME', ['datacenter', String(dc), 'use letters, digits, _ . - (at most 63), starting with a letter or digit'])
+  if (!isServiceName(dc)) {
+    throw fastmeshError('IDENTITY_BAD_NAME', ['datacenter', String(dc), `use ${SERVICE_NAME_RULE}`])
   }
 }
 
@@ -225,7 +225,7 @@ async function loadCa (ca: { certPem: string, keyPem: string }, where: string): 
   const der = keyObject.export({ format: 'der', type: 'pkcs8' })
   const key = await webcrypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: curve }, false, ['sign'])
   const datacenter = cert.subjectName.getField('OU')[0] ?? DEFAULT_DATACENTER
-  return { cert, node, key, trustDomain, datacenter: NAME_PATTERN.test(datacenter) ? datacenter : DEFAULT_DATACENTER }
+  return { cert, node, key, trustDomain, datacenter: isServiceName(datacenter) ? datacenter : DEFAULT_DATACENTER }
 }
 
 /** Issues an ECDSA P-256 leaf for `service`, signed by `ca`, in memory. */
@@ -346,7 +346,7 @@ export async function createLocalCa (dir: string, opts: CreateLocalCaOptions = {
   const ca = await createCaInMemory({
     ...opts,
     trustDomain: opts.trustDomain ?? derivedTd ?? DEFAULT_TRUST_DOMAIN,
-    datacenter: opts.datacenter ?? (derivedDc !== undefined && NAME_PATTERN.test(derivedDc) ? derivedDc : DEFAULT_DATACENTER)
+    datacenter: opts.datacenter ?? (isServiceName(derivedDc) ? derivedDc : DEFAULT_DATACENTER)
   })
   await mkdir(dir, { recursive: true, mode: 0o700 })
   let previousRootFile: string | undefined

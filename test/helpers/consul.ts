@@ -11,13 +11,12 @@
 // SIGTERM) are killed; only a SIGKILL of the test process itself can leave one behind.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import fs from 'node:fs'
-import net from 'node:net'
-import dgram from 'node:dgram'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { freePorts } from './ports.js'
+import { onProcessExit } from './exit-hooks.js'
 
 /** dist/test/helpers/consul.js → the project root is three levels up. */
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -96,70 +95,15 @@ function isExecutable(file: string): boolean {
   }
 }
 
-// --- free ports ------------------------------------------------------------------------
-
-/**
- * `count` distinct loopback ports that are free for TCP and UDP (DNS and serf use both),
- * found by binding port-0 sockets and closing them again. Another process could take a port
- * before Consul binds it; that race is small and accepted.
- */
-export async function freePorts(count: number): Promise<number[]> {
-  const held: Array<net.Server | dgram.Socket> = []
-  const ports: number[] = []
-  try {
-    for (let attempts = 0; ports.length < count; attempts++) {
-      if (attempts > count * 20) throw new Error(`could not find ${count} free loopback ports`)
-      const server = net.createServer()
-      server.listen(0, '127.0.0.1')
-      await once(server, 'listening')
-      held.push(server)
-      const port = (server.address() as net.AddressInfo).port
-      const udp = dgram.createSocket('udp4')
-      try {
-        await new Promise<void>((resolve, reject) => {
-          udp.once('error', reject)
-          udp.bind(port, '127.0.0.1', () => { udp.off('error', reject); resolve() })
-        })
-      } catch {
-        udp.close()
-        continue // taken for UDP: keep the TCP socket held so it is not picked again
-      }
-      held.push(udp)
-      ports.push(port)
-    }
-    return ports
-  } finally {
-    await Promise.all(held.map((s) => new Promise<void>((resolve) => {
-      if (s instanceof net.Server) s.close(() => resolve())
-      else s.close(() => resolve())
-    })))
-  }
-}
-
 // --- cleanup of agents that outlive their test ----------------------------------------------
 
 const running = new Set<ChildProcess>()
-let exitHooksInstalled = false
 
 function killAllNow(): void {
   for (const child of running) {
     try { child.kill('SIGKILL') } catch { /* already gone */ }
   }
   running.clear()
-}
-
-function installExitHooks(): void {
-  if (exitHooksInstalled) return
-  exitHooksInstalled = true
-  // 'exit' covers normal ends, uncaught exceptions and process.exit(); signals do not emit
-  // 'exit', so kill the agents there too and then die of the same signal as before.
-  process.on('exit', killAllNow)
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      killAllNow()
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
-    })
-  }
 }
 
 // --- the agent ---------------------------------------------------------------------------
@@ -190,7 +134,7 @@ export async function startConsul(options: StartConsulOptions = {}): Promise<Con
     ...(options.args ?? []),
   ]
 
-  installExitHooks()
+  onProcessExit(killAllNow)
   const exec = options.exec ?? []
   const [command, ...commandArgs] = exec.length > 0 ? [...exec, bin, ...args] : [bin, ...args]
   const child = spawn(command!, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -284,25 +228,4 @@ export async function consulApi<T = unknown>(
   const text = await res.text()
   if (!res.ok) throw new Error(`Consul ${method} ${apiPath}: HTTP ${res.status}: ${text.trim()}`)
   return (text.trim() === '' ? null : JSON.parse(text)) as T
-}
-
-/** Polls `probe` until it returns a value other than undefined/false/null, or throws after timeoutMs. */
-export async function waitFor<T>(
-  what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, intervalMs = 100
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    try {
-      const value = await probe()
-      if (value !== undefined && value !== null && value !== false) return value
-    } catch (err) {
-      lastError = err
-    }
-    if (Date.now() > deadline) {
-      const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : ''
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`)
-    }
-    await sleep(intervalMs)
-  }
 }

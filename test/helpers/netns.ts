@@ -35,6 +35,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { onProcessExit } from './exit-hooks.js'
 
 const execFileAsync = promisify(execFile)
 
@@ -165,24 +166,10 @@ export class NsProcess {
 // --- cleanup when the test process dies -----------------------------------------------------
 
 const liveLabs = new Set<NetnsLab>()
-let hooksInstalled = false
 
 function cleanupAllSync(): void {
   for (const lab of liveLabs) lab.destroySync()
   liveLabs.clear()
-}
-
-function installExitHooks(): void {
-  if (hooksInstalled) return
-  hooksInstalled = true
-  process.on('exit', cleanupAllSync)
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      cleanupAllSync()
-      // Die of the same signal, unless another handler is still to run (it re-raises).
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
-    })
-  }
 }
 
 function pidAlive(pid: number): boolean {
@@ -266,7 +253,7 @@ export class NetnsLab {
       if (!Number.isInteger(octet) || octet < 2 || octet > 254) throw new Error(`host ${host}: last octet ${octet} must be 2-254`)
     }
     removeStaleNamespaces()
-    installExitHooks()
+    onProcessExit(cleanupAllSync)
     const lab = new NetnsLab(`${NETNS_PREFIX}-${process.pid}`, subnet, options.hosts)
     liveLabs.add(lab)
     try {

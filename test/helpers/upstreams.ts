@@ -2,7 +2,7 @@
 // closed when the test ends; and config builders that point services at them.
 import type { TestContext } from 'node:test'
 import { createServer, type IncomingHttpHeaders, type RequestListener, type Server } from 'node:http'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { startSampleService, type SampleService } from '../../src/demo/sample-service.js'
 import { defer } from './gateway.js'
 
@@ -61,15 +61,6 @@ export async function startSample (t: TestContext, name: string, instance: strin
   const s = await startSampleService(name, instance, 0)
   defer(t, async () => { await s.close() })
   return s
-}
-
-/** A loopback port that nothing listens on (bound, then released). */
-export async function unusedPort (): Promise<number> {
-  const server = createNetServer()
-  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', () => { resolve() }) })
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  return port
 }
 
 /** `discovery.embedded.services` entries: each service's endpoints are `name-1`, `name-2`, ... */

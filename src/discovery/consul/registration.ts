@@ -1,5 +1,6 @@
 // Registering services in the local Consul agent (CLI `register`, a gateway's own
 // services and itself), and removing them again.
+import { goDuration } from '../../config/duration.js'
 import type { ConsulClient } from './client.js'
 
 export interface CheckDefinition {
@@ -25,18 +26,21 @@ export function registrationId (r: ServiceRegistration): string {
   return r.id ?? `${r.name}-${r.address}-${r.port}`
 }
 
-/** The body Consul's agent API takes, in the consul client's lower-case option form. */
+/**
+ * The body Consul's agent API takes, in the consul client's lower-case option form. Check
+ * durations go as whole milliseconds (goDuration): Consul gets exactly the time we validated.
+ */
 function toClientOptions (r: ServiceRegistration): Record<string, unknown> {
   const c = r.check
   let check: Record<string, unknown> | undefined
   if (c !== undefined) {
     check = {
       name: `${r.name} ${c.http !== undefined ? 'HTTP' : c.tcp !== undefined ? 'TCP' : 'TTL'} check`,
-      ...(c.http !== undefined ? { http: c.http, interval: c.interval ?? '10s' } : {}),
-      ...(c.tcp !== undefined ? { tcp: c.tcp, interval: c.interval ?? '10s' } : {}),
-      ...(c.ttl !== undefined ? { ttl: c.ttl } : {}),
-      ...(c.timeout !== undefined && c.ttl === undefined ? { timeout: c.timeout } : {}),
-      ...(c.deregisterCriticalServiceAfter !== undefined ? { deregistercriticalserviceafter: c.deregisterCriticalServiceAfter } : {})
+      ...(c.http !== undefined ? { http: c.http, interval: goDuration(c.interval ?? '10s') } : {}),
+      ...(c.tcp !== undefined ? { tcp: c.tcp, interval: goDuration(c.interval ?? '10s') } : {}),
+      ...(c.ttl !== undefined ? { ttl: goDuration(c.ttl) } : {}),
+      ...(c.timeout !== undefined && c.ttl === undefined ? { timeout: goDuration(c.timeout) } : {}),
+      ...(c.deregisterCriticalServiceAfter !== undefined ? { deregistercriticalserviceafter: goDuration(c.deregisterCriticalServiceAfter) } : {})
     }
   }
   return {

@@ -1,5 +1,5 @@
 // The `wait` of Consul blocking queries: its allowed range, and the value sent to the agent.
-import { durationMs } from '../../config/duration.js'
+import { durationMs, goDuration } from '../../config/duration.js'
 
 /** Consul caps a blocking query's `wait` at 10 minutes; below 1 s a watch would barely block. */
 export const WAIT_MIN_MS = 1000
@@ -19,5 +19,5 @@ export function waitProblem (wait: string): string | undefined {
 
 /** `wait` as sent: whole milliseconds, a Go duration Consul reads exactly as we count it. */
 export function waitParam (wait: string): string {
-  return `${waitMs(wait)}ms`
+  return goDuration(wait)
 }
