@@ -44,7 +44,7 @@ class LazyTarget implements EndpointTarget {
   readonly label: string
   acquired: Pool | undefined
 
-  constructor (readonly endpoint: Endpoint, readonly settings: PoolSettings, private readonly source: PoolSource, pool?: Pool) {
+  constructor (readonly endpoint: Endpoint, private readonly source: PoolSource, pool?: Pool) {
     this.label = `${endpoint.address}:${endpoint.port}`
     this.acquired = pool
   }
@@ -56,7 +56,7 @@ class LazyTarget implements EndpointTarget {
   /** The same target for a newer copy of its endpoint (health, weight, tags may differ). */
   with (endpoint: Endpoint): LazyTarget {
     if (endpoint === this.endpoint) return this
-    const t = new LazyTarget(endpoint, this.settings, this.source, this.acquired)
+    const t = new LazyTarget(endpoint, this.source, this.acquired)
     t.current = this.current
     return t
   }
@@ -72,12 +72,13 @@ export class ServiceEndpoints implements PoolSource {
   /** Callers waiting for discovery's first answer (see `known`). */
   private firstAnswer: Array<() => void> = []
   private readonly unwatch: () => void
+  private selectorKeyCache: string | undefined
 
   constructor (
     readonly selector: ServiceSelector,
     private readonly discovery: Discovery,
     private readonly pools: EndpointPools,
-    private settings: PoolSettings,
+    readonly settings: PoolSettings,
     private readonly meshConnector?: (caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector']
   ) {
     this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, {
@@ -88,6 +89,11 @@ export class ServiceEndpoints implements PoolSource {
 
   get service (): string {
     return this.selector.service
+  }
+
+  /** The selector's stable key: the name service-scoped state is kept under. */
+  get key (): string {
+    return (this.selectorKeyCache ??= selectorKey(this.selector))
   }
 
   /**
@@ -137,13 +143,6 @@ export class ServiceEndpoints implements PoolSource {
     })
   }
 
-  /** New pool settings (from a reload): pools are rebuilt only when settings differ. */
-  setPoolSettings (settings: PoolSettings): void {
-    if (JSON.stringify(settings) === JSON.stringify(this.settings)) return
-    this.settings = settings
-    if (this.snapshot !== undefined) this.update(this.snapshot)
-  }
-
   close (): void {
     this.unwatch()
     for (const w of [...this.firstAnswer]) w()
@@ -160,10 +159,11 @@ export class ServiceEndpoints implements PoolSource {
     for (const endpoint of snapshot.endpoints) {
       if (!this.discovery.isUsable(endpoint) || !inSubset(endpoint, this.selector.subset)) continue
       const old = previous.get(endpoint.id)
-      // Same address, same settings: keep the target and its pool (and balancer state).
-      const target = old !== undefined && old.endpoint.address === endpoint.address && old.endpoint.port === endpoint.port && old.settings === this.settings
+      // Same address: keep the target and its pool (and balancer state). A set's pool
+      // settings never change (other settings make another set: see ServiceTable.get).
+      const target = old !== undefined && old.endpoint.address === endpoint.address && old.endpoint.port === endpoint.port
         ? old.with(endpoint)
-        : new LazyTarget(endpoint, this.settings, this)
+        : new LazyTarget(endpoint, this)
       if (target.acquired !== undefined) inUse.add(target.acquired)
       targets.push(target)
       total += endpoint.weight

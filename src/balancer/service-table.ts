@@ -1,5 +1,7 @@
 // The destination services that routes point at, kept across config versions: a reload
 // reuses each service's endpoint set and pools; those no route needs any more are released.
+// Getting a set never changes one in use: a version whose pool settings differ gets its own
+// set, so building a version (even one that then fails) leaves the live version untouched.
 import type { Discovery } from '../discovery/types.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
@@ -26,6 +28,11 @@ export function selectorFor (config: FastmeshConfig, service: string, meshCaller
   }
 }
 
+/** A set per selector and pool settings: sets with other settings never share pools. */
+function tableKey (selector: ServiceSelector, s: PoolSettings): string {
+  return `${selectorKey(selector)}|${s.connections}/${s.pipelining}/${s.connectTimeoutMs}/${s.keepAliveTimeoutMs}`
+}
+
 export class ServiceTable {
   private readonly byKey = new Map<string, ServiceEndpoints>()
   readonly pools = new EndpointPools()
@@ -35,17 +42,29 @@ export class ServiceTable {
 
   constructor (readonly discovery: Discovery) {}
 
-  /** The endpoint set for `selector`, created on first use. Returns it with its key. */
+  /**
+   * The endpoint set for `selector` under pool `settings`, created on first use, with its
+   * key. Side-effect free for sets in use: an existing set is returned as it is, and other
+   * settings make another set (the old one stays with the versions using it until `retain`).
+   */
   get (selector: ServiceSelector, settings: PoolSettings): { key: string, endpoints: ServiceEndpoints } {
-    const key = selectorKey(selector)
+    const key = tableKey(selector, settings)
     let s = this.byKey.get(key)
     if (s === undefined) {
       s = new ServiceEndpoints(selector, this.discovery, this.pools, settings, this.meshConnector)
       this.byKey.set(key, s)
-    } else {
-      s.setPoolSettings(settings)
     }
     return { key, endpoints: s }
+  }
+
+  /** The selector keys (stable across pool settings: state is kept by them) of table `keys`. */
+  selectorKeys (keys: Iterable<string>): Set<string> {
+    const out = new Set<string>()
+    for (const key of keys) {
+      const s = this.byKey.get(key)
+      if (s !== undefined) out.add(s.key)
+    }
+    return out
   }
 
   /** After a swap: drop endpoint sets the live version no longer routes to. */
