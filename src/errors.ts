@@ -43,6 +43,8 @@ export const catalogue = {
     'The request line names an HTTP version other than 1.0 or 1.1 (for example `HTTP/2.0`, or the HTTP/2 connection preface on a plaintext listener).'),
   SHUTTING_DOWN: entry('FASTMESH_ERR_SHUTTING_DOWN', 503, 'The gateway is shutting down',
     'The gateway is draining before exit; clients should retry on another replica.'),
+  ROUTE_PLUGIN: entry('FASTMESH_ERR_ROUTE_PLUGIN', 400, '%s',
+    'A route plugin refused the request with an HTTP status but no error code of its own; the status (4xx or 5xx) and the headers are the plugin\'s.'),
   INTERNAL: entry('FASTMESH_ERR_INTERNAL', 500, 'Internal gateway error: %s',
     'A bug in fastmesh or in a route plugin. The access log and error log carry the request id.'),
   CONFIG_READ: entry('FASTMESH_ERR_CONFIG_READ', 500, 'Cannot read config %s: %s',

@@ -5,9 +5,13 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { AddressInfo } from 'node:net'
 import type { Gateway } from '../gateway/gateway.js'
 import { fastmeshError, type FastmeshError } from '../errors.js'
+import { errorHeaders, errorPayload } from '../gateway/respond.js'
+import { SERVICE_NAME_PATTERN } from '../config/names.js'
 import { durationMs } from '../config/duration.js'
 import { leafState } from '../identity/validity.js'
 import { redactSecrets } from '../config/redact.js'
+import { RouteStats, routeStatsKind, type RouteStatsSnapshot } from '../telemetry/route-stats.js'
+import type { CompiledRouteMatcher } from '../gateway/router.js'
 
 export interface AdminServer {
   readonly address: AddressInfo
@@ -23,11 +27,14 @@ const RegistrationBody = Type.Object({
   meta: Type.Optional(Type.Record(Type.String(), Type.String()))
 }, { additionalProperties: false })
 
-const ServiceParams = Type.Object({ service: Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$' }) })
+const ServiceParams = Type.Object({ service: Type.String({ pattern: SERVICE_NAME_PATTERN }) })
 const EndpointParams = Type.Object({ service: Type.String(), id: Type.String() })
+const RouteParams = Type.Object({ name: Type.String({ minLength: 1 }) })
+/** What a route with no counted request reports. */
+const noStats = new RouteStats()
 
 function send (reply: import('fastify').FastifyReply, err: FastmeshError) {
-  return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, requestId: reply.request.id } })
+  return reply.code(err.statusCode).headers(errorHeaders(reply.request.id)).send(errorPayload(err, reply.request.id))
 }
 
 export async function startAdmin (gateway: Gateway, listen: { address: string, port: number }): Promise<AdminServer> {
@@ -53,18 +60,36 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', version: gateway.version?.version ?? 0 })
   })
 
-  app.get('/routes', async () => ({
-    version: gateway.version?.version,
-    // In the order they are tried.
-    routes: (gateway.version?.router.ordered ?? []).map((r) => ({
-      name: r.name,
-      precedence: r.precedence,
-      match: r.config.match ?? {},
-      destination: r.config.destination,
-      timeout: r.config.timeout,
-      plugins: r.config.plugins.map((p) => p.name)
-    }))
-  }))
+  // Request statistics live in the state registry by route name: they survive reloads
+  // that keep the name. A route with no traffic yet has zero counts.
+  const routeStats = (name: string): RouteStatsSnapshot => (gateway.state.peek(routeStatsKind, name) ?? noStats).snapshot()
+  const describeRoute = (r: CompiledRouteMatcher) => ({
+    name: r.name,
+    precedence: r.precedence,
+    match: r.config.match ?? {},
+    destination: r.config.destination,
+    timeout: r.config.timeout,
+    plugins: r.config.plugins.map((p) => p.name),
+    stats: routeStats(r.name)
+  })
+
+  app.get('/routes', async () => {
+    const ordered = gateway.version?.router.ordered ?? []
+    const configured = new Set(ordered.map((r) => r.name))
+    return {
+      version: gateway.version?.version,
+      // In the order they are tried.
+      routes: ordered.map(describeRoute),
+      // Routes the gateway makes itself (node mode: per-upstream, inbound, by Host) that have counted requests.
+      gatewayRoutes: gateway.state.entries(routeStatsKind).filter(([name]) => !configured.has(name)).map(([name, stats]) => ({ name, stats: stats.snapshot() }))
+    }
+  })
+
+  app.get<{ Params: Static<typeof RouteParams> }>('/routes/:name', { schema: { params: RouteParams } }, async (request, reply) => {
+    const r = gateway.version?.router.ordered.find((x) => x.name === request.params.name)
+    if (r === undefined) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no route "${request.params.name}"`]))
+    return { version: gateway.version?.version, ...describeRoute(r) }
+  })
 
   app.get('/services', async () => ({
     discovery: gateway.discovery.kind,
@@ -113,7 +138,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     const result = await gateway.reload('admin API')
     if (!result.ok) {
       const err = fastmeshError('ADMIN_RELOAD_FAILED', [result.error ?? 'unknown error'])
-      return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, requestId: reply.request.id }, problems: result.problems ?? [] })
+      return reply.code(err.statusCode).headers(errorHeaders(reply.request.id)).send({ ...errorPayload(err, reply.request.id), problems: result.problems ?? [] })
     }
     return { status: 'reloaded', version: result.version, ...(result.pendingRestart !== undefined ? { pendingRestart: result.pendingRestart } : {}) }
   })

@@ -1,7 +1,11 @@
-// Builds one config version: an immutable Fastify instance, each route in its own
-// encapsulated context with its plugins in config order, never listening itself:
-// the long-lived listeners hand it requests (src/gateway/gateway.ts).
+// Builds one config version: the assembled routes (route → service → endpoint layers), the
+// gateway-wide policy chain, and one immutable Fastify instance in which each route with
+// plugins has its own encapsulated context. A version never listens itself: the
+// long-lived listeners hand it requests (src/gateway/gateway.ts). Building is pure: nothing
+// live changes until the gateway swaps the new version in.
 import { createServer, METHODS, ServerResponse, type IncomingMessage, type Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Socket } from 'node:net'
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -9,50 +13,38 @@ import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { FastmeshConfig } from '../config/validate.js'
 import { pluginOptionProblems, formatProblems } from '../config/validate.js'
-import { durationMs } from '../config/duration.js'
-import { fastmeshError, isFastmeshError, type ResponseError } from '../errors.js'
+import { catalogue, fastmeshError, type ErrorKey, type FastmeshError, type ResponseError } from '../errors.js'
 import { requestIdOf } from './request-id.js'
-import { Router, hostOf, type CompiledRouteMatcher, type RouteMatch } from './router.js'
-import { normalizeRequestTarget, type RequestTarget } from './request-target.js'
-import { writeError } from './respond.js'
-import { forward, type ForwardContext } from '../upstream/proxy.js'
-import type { EndpointTarget } from '../upstream/endpoint-pool.js'
-import type { MeshTls } from '../identity/mesh-tls.js'
-import type { Authorizer } from '../identity/authorization.js'
-import type { RouteConfig } from '../config/schema.js'
+import { Router, type RouteMatch } from './router.js'
+import { normalizeRequestTarget } from './request-target.js'
+import { errorHeaders, errorPayload, responseErrorOf, writeError } from './respond.js'
+import { Exchange, PolicyChain, type Entry, type GatewayPolicy } from './exchange.js'
+import { assemble, type Assembly, type MeshContext, type RouteBinding } from './assembly.js'
 import type { ServiceTable } from '../balancer/service-table.js'
-import { poolSettingsFor, selectorFor } from '../balancer/service-table.js'
-import type { RequestRecorder } from '../telemetry/access-log.js'
-import { elapsedMs } from '../telemetry/access-log.js'
+import type { StateRegistry } from '../state/registry.js'
+import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
+import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
 import { builtinPlugins, type RoutePluginDefinition, type UpstreamHeadersEditor } from '../../plugins/index.js'
 
-/** Internal URLs of the routes' contexts: never seen by clients, plugins or upstreams. */
-const ROUTE_URL_PREFIX = '/.fastmesh-route/'
-const NO_ROUTE_URL = '/.fastmesh-no-route'
-const kMatch = Symbol('fastmesh.match')
-const kStart = Symbol('fastmesh.start')
-const kEntry = Symbol('fastmesh.entry')
-/** The route `handle` or `upgrade` picked, so Fastify's rewriteUrl does not match again. */
-const kPicked = Symbol('fastmesh.picked')
+export type { Entry } from './exchange.js'
+export type { MeshContext } from './assembly.js'
+export { upstreamRouteName, inboundRouteName } from './assembly.js'
 
-/**
- * Which listener a request came in on, set by the listener before the version sees it.
- * No entry: the edge listener (config routes only).
- */
-export type Entry =
-  /** Node mode, shared outbound port: config routes, then the destination named by Host. */
-  | { readonly kind: 'outbound' }
-  /** Node mode, a per-upstream listener: always `service`, as `caller`. */
-  | { readonly kind: 'upstream', readonly caller: string, readonly service: string }
-  /** Node mode, the inbound listener: for local `service`; `peer` is the verified caller (mTLS). */
-  | { readonly kind: 'inbound', readonly service: string, readonly peer: { readonly service: string, readonly uri: string } | undefined }
+/** Internal URLs of the routes' Fastify contexts: never seen by plugins, logs or upstreams. */
+const ROUTE_URL_PREFIX = '/.fastmesh-route/'
+const kEntry = Symbol('fastmesh.entry')
+const kExchange = Symbol('fastmesh.exchange')
+const kMatch = Symbol('fastmesh.match')
 
 interface GatewayRequest extends IncomingMessage {
-  [kMatch]?: RouteMatch
-  [kStart]?: bigint
   [kEntry]?: Entry
-  [kPicked]?: { readonly name: string | undefined }
+  [kExchange]?: Exchange
+  [kMatch]?: RouteMatch
   upgradeHead?: Buffer
+}
+
+interface GatewayResponse extends ServerResponse {
+  [kExchange]?: Exchange
 }
 
 /** Marks the listener a request came in on (before `handle`). */
@@ -60,35 +52,13 @@ export function tagEntry (req: IncomingMessage, entry: Entry): void {
   (req as GatewayRequest)[kEntry] = entry
 }
 
-export const upstreamRouteName = (caller: string, service: string): string => `upstream:${caller}:${service}`
-export const inboundRouteName = (service: string): string => `inbound:${service}`
-const BY_HOST_ROUTE = 'outbound:by-host'
-const SERVICE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/
-/** How long a request to a destination discovery has not answered for yet waits for it. */
-const FIRST_DISCOVERY_WAIT_MS = 5_000
-
-/** The mesh parts a version needs when mTLS is on. */
-export interface MeshContext {
-  readonly mtls: 'strict' | 'permissive'
-  readonly tls: MeshTls
-  readonly authorizer: Authorizer
-  /** Identity of calls from the edge and from the node's shared outbound port. */
-  readonly selfIdentity: string
-}
-
-/** A route the gateway makes itself (per-upstream, inbound, by-host), with default timeouts. */
-function syntheticRoute (name: string, service: string): { matcher: CompiledRouteMatcher, config: RouteConfig } {
-  const config: RouteConfig = { name, destination: { service }, timeout: '15s', idleTimeout: '60s', plugins: [] }
-  return { config, matcher: { name, config, index: -1, precedence: [], rewrite: (m) => m.path } }
-}
-
-function syntheticMatch (matcher: CompiledRouteMatcher, target: RequestTarget): RouteMatch {
-  return { route: matcher, params: undefined, path: target.path, search: target.search }
-}
-
 declare module 'fastify' {
   interface FastifyReply {
     upstreamHeaderEditors: UpstreamHeadersEditor[] | null
+  }
+  interface FastifyInstance {
+    /** Makes the catalogue error `key` for a route plugin to throw (status, code and body as the gateway's own). */
+    fastmeshError(key: ErrorKey, args?: unknown[]): FastmeshError
   }
 }
 
@@ -97,6 +67,8 @@ export interface BuildOptions {
   /** Where relative plugin module paths are resolved from. */
   readonly baseDir: string
   readonly services: ServiceTable
+  /** State that outlives versions (route statistics, later balancer and limiter state). */
+  readonly state: StateRegistry
   readonly log: Logger
   readonly recorder: RequestRecorder
   readonly version: number
@@ -109,12 +81,16 @@ export interface GatewayVersion {
   readonly version: number
   readonly config: FastmeshConfig
   readonly router: Router
-  /** Keys of the endpoint sets this version routes to (ServiceTable keys). */
+  /** Keys of the endpoint sets this version routes to (ServiceTable keys); grows with by-Host destinations. */
   readonly services: ReadonlySet<string>
-  /** Handles a request from a listener (`proto` is what the client spoke). */
+  /** Names of this version's routes (state registry keys). */
+  readonly routeNames: ReadonlySet<string>
+  /** The gateway-wide policies, in order. */
+  readonly policies: readonly GatewayPolicy[]
+  /** Handles a request from a listener. */
   handle(req: IncomingMessage, res: ServerResponse): void
   /** Handles an HTTP upgrade (WebSocket) through the same routes and plugins. */
-  upgrade(req: IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void
   /** Requests started on this version and not finished. */
   readonly inFlight: number
   close(): Promise<void>
@@ -138,20 +114,24 @@ async function loadCustomPlugin (name: string, module: string, baseDir: string):
   }
 }
 
-const timeoutCache = new WeakMap<RouteConfig, { headersTimeoutMs: number, bodyTimeoutMs: number }>()
-function timeouts (route: RouteConfig): { headersTimeoutMs: number, bodyTimeoutMs: number } {
-  let t = timeoutCache.get(route)
-  if (t === undefined) {
-    t = { headersTimeoutMs: durationMs(route.timeout), bodyTimeoutMs: durationMs(route.idleTimeout) }
-    timeoutCache.set(route, t)
+
+/** Route statistics as a gateway-wide policy; each route's slot is looked up on its first request. */
+function routeStatsPolicy (state: StateRegistry): GatewayPolicy {
+  const slots = new Map<string, RouteStats>()
+  return {
+    name: 'route-stats',
+    onEnd (ex) {
+      const route = ex.route
+      if (route === undefined) return
+      let stats = slots.get(route)
+      if (stats === undefined) slots.set(route, stats = state.slot(routeStatsKind, route))
+      stats.record(ex.status, ex.durationMs, ex.error)
+    }
   }
-  return t
 }
 
 export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayVersion> {
-  // Owns this version's pools to local instances (inbound), released when it closes.
-  const localPoolsUser = {}
-  const { config, services, log, recorder } = opts
+  const { config } = opts
   const router = new Router(config.routes)
 
   // Custom plugins are imported, and their options checked, before anything is built.
@@ -168,325 +148,245 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   }))
   if (problems.length > 0) throw fastmeshError('CONFIG_INVALID', ['plugin options', formatProblems(problems)])
 
-  const mesh = opts.mesh
-  const fixedRoutes = new Map<string, CompiledRouteMatcher>()
-  const byHost = syntheticRoute(BY_HOST_ROUTE, '(from Host)')
-  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
-  const internalUrls = new Map<string, string>()
-  const escapedSlashes = config.gateway.escapedSlashes
-  /**
-   * Normalises the request target, once and for every entry alike, and picks the route.
-   * From here on `req.url` is the normalised target: routing, authorization, plugins, the
-   * access log and the upstream all see the same path. A target that cannot be normalised
-   * gives its problem (answered 400).
-   */
-  const pickRoute = (req: GatewayRequest): string | undefined | { problem: string } => {
-    const url = req.url ?? '/'
-    const target = normalizeRequestTarget(url, escapedSlashes)
-    if ('problem' in target) return target
-    if (target.target !== url) req.url = target.target
-    const entry = req[kEntry]
-    if (entry !== undefined && entry.kind !== 'outbound') {
-      const synthetic = fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service))
-      req[kMatch] = synthetic === undefined ? undefined : syntheticMatch(synthetic, target)
-      return synthetic?.name
-    }
-    const m = router.match(req.method ?? 'GET', req.headers.host, target.path, target.search, req.headers)
-    if (m === undefined && entry?.kind === 'outbound') {
-      req[kMatch] = syntheticMatch(byHost.matcher, target)
-      return BY_HOST_ROUTE
-    }
-    req[kMatch] = m
-    return m?.route.name
+  // Gateway-wide policies, in order: they see every request of every listener.
+  const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder)]
+  const chain = new PolicyChain(policies)
+  const assembly = assemble({ config, router, services: opts.services, chain, mesh: opts.mesh })
+  try {
+    return await compile(opts, router, custom, customOptions, policies, chain, assembly)
+  } catch (err) {
+    // A build that fails gives back what it took (its pools to local instances).
+    assembly.close()
+    throw err
   }
+}
+
+/** The Fastify instance and request entry points of a version over its assembled routes. */
+async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<string, RoutePluginDefinition>, customOptions: ReadonlyMap<object, Record<string, unknown>>, policies: GatewayPolicy[], chain: PolicyChain, assembly: Assembly): Promise<GatewayVersion> {
+  const { config, log } = opts
+
+  let fastifyHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
+  const internalUrls = new Map<string, string>()
   const app = Fastify<Server, IncomingMessage, ServerResponse>({
     loggerInstance: log.child({ version: opts.version }),
     // The access log is ours; Fastify's per-request child loggers would cost an allocation each.
     logController: new LogController({ disableRequestLogging: true }),
     childLoggerFactory: (logger) => logger,
-    genReqId: requestIdOf,
+    genReqId: (req) => (req as GatewayRequest)[kExchange]?.requestId ?? requestIdOf(req),
     requestIdHeader: false,
     return503OnClosing: false,
-    // URLs find-my-way refuses itself (bad percent-encoding) get our error body, not Fastify's.
     frameworkErrors: (error, request, reply) => {
-      respondError(request as unknown as FastifyRequest, reply as unknown as FastifyReply, fastmeshError('BAD_REQUEST', [error.message]))
+      replyError(request as unknown as FastifyRequest, reply as unknown as FastifyReply, fastmeshError('BAD_REQUEST', [error.message]))
     },
     serverFactory: (h) => {
-      handler = h
+      fastifyHandler = h
       // Never listens: the gateway's listeners outlive every version.
       return createServer() as Server
     },
     routerOptions: { maxParamLength: 2048 },
-    // Our router picks the route (host, path, method, headers, query, precedence); the
-    // request is then handed to that route's encapsulated context under an internal URL
-    // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint).
+    // Our router picked the route already (host, path, method, headers, query, precedence);
+    // the request reaches that route's encapsulated context under an internal URL
+    // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint). The
+    // onRequest hook below puts the client's URL back before any plugin runs.
     rewriteUrl (raw) {
       const req = raw as GatewayRequest
-      // `handle` and `upgrade` picked the route (and answered a bad target) already.
-      const name = req[kPicked]?.name
-      const url = name !== undefined ? internalUrls.get(name) : undefined
-      if (url === undefined) return NO_ROUTE_URL
-      // The query stays on, so plugins reading request.query see the client's.
+      const url = internalUrls.get(req[kExchange]?.route ?? '') ?? ROUTE_URL_PREFIX
       const search = req[kMatch]?.search ?? ''
+      // The query stays on, so plugins reading request.query see the client's.
       return search === '' ? url : url + search
     }
   })
-  // Everyone after routing (plugins, handlers, logs) sees the client's URL again.
   app.addHook('onRequest', (request, _reply, done) => {
     const raw = request.raw as GatewayRequest & { originalUrl?: string }
     if (raw.originalUrl !== undefined) raw.url = raw.originalUrl
     done()
   })
-
   app.decorateReply('upstreamHeaderEditors', null)
   app.decorateReply('onUpstreamHeaders', function (this: FastifyReply, editor: UpstreamHeadersEditor) {
     (this.upstreamHeaderEditors ??= []).push(editor)
   })
+  app.decorate('fastmeshError', (key: ErrorKey, args: unknown[] = []) => {
+    if (!(key in catalogue)) throw fastmeshError('INTERNAL', [`unknown error key "${String(key)}"`])
+    return fastmeshError(key, args)
+  })
   // Bodies stream through untouched: no parser reads them.
   // A route without a method condition takes every method Node parses (PURGE, LINK, ...),
-  // not only those Fastify knows by default. CONNECT never reaches the request handler.
+  // not only those Fastify knows by default. CONNECT never reaches a version.
   for (const method of METHODS) {
     if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true })
   }
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_req, _payload, done) => { done(null) })
 
-  /** Writes a gateway error and its access-log line (Fastify path and fast path alike). */
-  const answerError = (raw: GatewayRequest, res: ServerResponse, requestId: string, err: ResponseError, route?: string, service?: string): void => {
-    writeError(res, err, requestId)
-    recorder.record({
-      requestId,
-      method: raw.method ?? '',
-      path: raw.url ?? '',
-      route,
-      destination: service,
-      endpoint: undefined,
-      status: err.statusCode,
-      durationMs: elapsedMs(raw[kStart] ?? process.hrtime.bigint()),
-      error: err.code
-    })
-  }
-  const respondError = (request: FastifyRequest, reply: FastifyReply, err: ResponseError, route?: string, service?: string): void => {
-    reply.hijack()
-    answerError(request.raw as GatewayRequest, reply.raw, request.id, err, route, service)
-  }
-
-  app.setNotFoundHandler((request, reply) => {
-    const raw = request.raw as GatewayRequest
-    const entry = raw[kEntry]
-    const err = entry?.kind === 'inbound'
-      ? fastmeshError('UNKNOWN_LOCAL_SERVICE', [entry.service])
-      : fastmeshError('NO_ROUTE', [raw.method, raw.url, raw.headers.host ?? '-'])
-    respondError(request, reply, err)
-  })
-
-  app.setErrorHandler((error: Error & { statusCode?: number, code?: string }, request, reply) => {
-    const raw = request.raw as GatewayRequest
-    const m = raw[kMatch]
-    // Plugin errors with a client status (401, 429, ...) keep status and code; anything else is a 500 of ours.
-    const status = error.statusCode
-    const err: ResponseError = isFastmeshError(error)
-      ? error
-      : status !== undefined && status >= 400 && status < 500
-        ? { statusCode: status, code: error.code ?? 'FASTMESH_ERR_BAD_REQUEST', message: error.message }
-        : fastmeshError('INTERNAL', [error.message], error)
-    if (err.statusCode >= 500) request.log.error({ err: error, requestId: request.id, route: m?.route.name }, 'request failed in the gateway')
-    respondError(request, reply, err, m?.route.name, m?.route.config.destination.service)
-  })
-
-  const trustForwarded = config.gateway.trustForwardedHeaders
-  const referenced = new Set<string>()
-
-  /** Sends the matched request to a target, or answers 503 when there is none. */
-  const proxyTo = (request: FastifyRequest, reply: FastifyReply, matcher: CompiledRouteMatcher, service: string, target: EndpointTarget | undefined, extra?: Partial<ForwardContext>): void => {
-    const route = matcher.config
-    if (target === undefined) {
-      respondError(request, reply, fastmeshError('NO_HEALTHY_ENDPOINT', [service]), route.name, service)
+  /**
+   * A gateway error on the Fastify path: through the reply, so the headers plugins set
+   * (Retry-After, WWW-Authenticate, CORS) stay and their onSend hooks run.
+   */
+  const replyError = (request: FastifyRequest, reply: FastifyReply, err: ResponseError): void => {
+    const ex = (request.raw as GatewayRequest)[kExchange]
+    if (ex !== undefined) ex.error = err.code
+    if (reply.sent || reply.raw.headersSent) {
+      writeError(reply.raw, err, request.id)
       return
     }
-    const raw = request.raw as GatewayRequest
-    reply.hijack()
-    const replyHeaders = reply.getHeaders()
-    forward(raw, reply.raw, request.headers, target, forwardContext(raw, request.id, matcher, service, reply.upstreamHeaderEditors, Object.keys(replyHeaders).length > 0 ? replyHeaders : null, extra))
+    void reply.code(err.statusCode).headers(errorHeaders(request.id)).send(errorPayload(err, request.id))
   }
 
-  const forwardContext = (raw: GatewayRequest, requestId: string, matcher: CompiledRouteMatcher, service: string, editors: UpstreamHeadersEditor[] | null, replyHeaders: Record<string, unknown> | null, extra?: Partial<ForwardContext>): ForwardContext => {
-    const route = matcher.config
-    const match = raw[kMatch]!
-    const { headersTimeoutMs, bodyTimeoutMs } = timeouts(route)
-    const ctx: ForwardContext = {
-      requestId,
-      route: route.name,
-      service,
-      path: matcher.rewrite(match) + match.search,
-      headersTimeoutMs,
-      bodyTimeoutMs,
-      rewriteHost: route.destination.rewriteHost,
-      trustForwarded,
-      proto: 'http',
-      start: raw[kStart] ?? process.hrtime.bigint(),
-      recorder,
-      editors,
-      replyHeaders
+  app.setErrorHandler((error: Error & { statusCode?: number, code?: string }, request, reply) => {
+    const err = responseErrorOf(error)
+    if (err.statusCode >= 500 && err.code === catalogue.INTERNAL.code) {
+      request.log.error({ err: error, requestId: request.id, route: (request.raw as GatewayRequest)[kExchange]?.route }, 'request failed in the gateway')
     }
-    return extra === undefined ? ctx : { ...ctx, ...extra }
+    replyError(request, reply, err)
+  })
+  app.setNotFoundHandler((request, reply) => {
+    // Unreachable: a request reaches Fastify only with a route picked. Kept as a clear answer.
+    replyError(request, reply, fastmeshError('NO_ROUTE', [request.method, request.url, request.headers.host ?? '-']))
+  })
+
+  /** Route handler on the Fastify path: after the route's plugins, guard then forward. */
+  const forwardFromFastify = (binding: RouteBinding) => async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const raw = request.raw as GatewayRequest
+    const ex = raw[kExchange]!
+    if (binding.guard !== undefined) {
+      const refusal = await binding.guard(ex)
+      if (refusal !== undefined) { replyError(request, reply, refusal); return }
+    }
+    reply.hijack()
+    const headers = reply.getHeaders()
+    binding.layer.forward(ex, raw[kMatch]!, request.headers, reply.upstreamHeaderEditors, Object.keys(headers).length > 0 ? headers : null)
   }
 
   /**
    * Routes without plugins skip Fastify: nothing would run between the match and the
-   * forward, and a Request/Reply pair, the hook chain and a second lookup cost more than
-   * the routing itself. They behave the same (tests run both kinds).
+   * forward, and a Request/Reply pair and the hook chain cost more than the routing itself.
+   * They behave the same (tests run both kinds).
    */
-  const fastRoutes = new Map<string, (req: GatewayRequest, res: ServerResponse) => void>()
-  const fastForward = (matcher: CompiledRouteMatcher, service: string, endpoints: { pick(): EndpointTarget | undefined }) => (req: GatewayRequest, res: ServerResponse): void => {
-    const requestId = requestIdOf(req)
-    const target = endpoints.pick()
-    if (target === undefined) {
-      answerError(req, res, requestId, fastmeshError('NO_HEALTHY_ENDPOINT', [service]), matcher.name, service)
-      return
+  const fastRoutes = new Map<string, (ex: Exchange, match: RouteMatch) => void>()
+  const fastPath = (binding: RouteBinding) => {
+    const { guard, layer } = binding
+    if (guard === undefined) return (ex: Exchange, match: RouteMatch): void => { layer.forward(ex, match, ex.req.headers, null, null) }
+    return (ex: Exchange, match: RouteMatch): void => {
+      void guard(ex).then((refusal) => {
+        if (refusal !== undefined) layer.answer(ex, refusal, null)
+        else layer.forward(ex, match, ex.req.headers, null, null)
+      }, (err: unknown) => { layer.answer(ex, responseErrorOf(err as Error), null) })
     }
-    forward(req, res, req.headers, target, forwardContext(req, requestId, matcher, service, null, null))
   }
 
-  /** One route: its own encapsulated context, its plugins in order, then the handler. */
-  const registerRoute = async (name: string, plugins: RouteConfig['plugins'], handler: (request: FastifyRequest, reply: FastifyReply) => void | Promise<void>): Promise<void> => {
+  for (const binding of assembly.routes.values()) {
+    // Every route has a Fastify context (upgrades always take it); plugin-less ones also a fast path.
     await app.register(async (scope) => {
-      for (const ref of plugins) {
+      for (const ref of binding.plugins) {
         const def = builtinPlugins.get(ref.name) ?? custom.get(ref.name)!
         // skip-override: the plugin's hooks and decorators land in this route's context,
         // which stays encapsulated from every other route.
         await scope.register(fp(def.plugin), customOptions.get(ref) ?? { ...(ref.options ?? {}) })
       }
       const url = `${ROUTE_URL_PREFIX}${internalUrls.size}`
-      internalUrls.set(name, url)
-      scope.route({ method: scope.supportedMethods, url, handler })
+      internalUrls.set(binding.name, url)
+      scope.route({ method: scope.supportedMethods, url, handler: forwardFromFastify(binding) })
     })
+    if (binding.plugins.length === 0) fastRoutes.set(binding.name, fastPath(binding))
   }
-
-  // Config routes (edge listener, node shared outbound port). With the mesh on they reach
-  // the destination's node gateways over mTLS as this gateway's own identity.
-  for (const matcher of router.ordered) {
-    const route = matcher.config
-    const service = route.destination.service
-    const { key, endpoints } = services.get(selectorFor(config, service, mesh?.selfIdentity), poolSettingsFor(config, service))
-    referenced.add(key)
-    await registerRoute(route.name, route.plugins, (request, reply) => { proxyTo(request, reply, matcher, service, endpoints.pick()) })
-    if (route.plugins.length === 0) fastRoutes.set(route.name, fastForward(matcher, service, endpoints))
-  }
-
-  if (config.gateway.mode === 'node') {
-    // Shared outbound port, no config route matched: the Host header names the service.
-    const byHostServices = new Map<string, ReturnType<ServiceTable['get']>['endpoints']>()
-    await registerRoute(BY_HOST_ROUTE, [], async (request, reply) => {
-      let host = hostOf(request.headers.host)
-      if (host.endsWith('.mesh')) host = host.slice(0, -5)
-      if (!SERVICE_NAME.test(host)) {
-        respondError(request, reply, fastmeshError('NO_ROUTE', [request.method, request.url, request.headers.host ?? '-']))
-        return
-      }
-      let endpoints = byHostServices.get(host)
-      if (endpoints === undefined) {
-        endpoints = services.get(selectorFor(config, host, mesh?.selfIdentity), poolSettingsFor(config, host)).endpoints
-        byHostServices.set(host, endpoints)
-      }
-      // The first call to a service starts its discovery watch: wait for its first answer.
-      if (endpoints.current === undefined) await endpoints.known(FIRST_DISCOVERY_WAIT_MS)
-      proxyTo(request, reply, byHost.matcher, host, endpoints.pick())
-    })
-
-    for (const local of config.localServices) {
-      // Per-upstream listeners: the call carries the local service's identity.
-      for (const up of local.upstreams) {
-        const synthetic = syntheticRoute(upstreamRouteName(local.name, up.service), up.service)
-        fixedRoutes.set(synthetic.matcher.name, synthetic.matcher)
-        const { key, endpoints } = services.get(selectorFor(config, up.service, mesh !== undefined ? local.name : undefined), poolSettingsFor(config, up.service))
-        referenced.add(key)
-        await registerRoute(synthetic.matcher.name, [], (request, reply) => { proxyTo(request, reply, synthetic.matcher, up.service, endpoints.pick()) })
-        fastRoutes.set(synthetic.matcher.name, fastForward(synthetic.matcher, up.service, endpoints))
-      }
-      if (mesh === undefined) continue
-      // Inbound: authorize the verified caller, then hand the call to the local instance.
-      const synthetic = syntheticRoute(inboundRouteName(local.name), local.name)
-      fixedRoutes.set(synthetic.matcher.name, synthetic.matcher)
-      const endpoint = { id: `local:${local.name}`, service: local.name, address: local.address, port: local.port, weight: 1, tags: local.tags, meta: local.meta, health: 'passing' as const, origin: 'local' }
-      const target: EndpointTarget = { endpoint, pool: services.pools.acquire(endpoint, poolSettingsFor(config, local.name), localPoolsUser), label: `${local.address}:${local.port}` }
-      await registerRoute(synthetic.matcher.name, [], async (request, reply) => {
-        const entry = (request.raw as GatewayRequest)[kEntry]
-        const peer = entry?.kind === 'inbound' ? entry.peer : undefined
-        if (peer !== undefined) {
-          const decision = await mesh.authorizer.authorize({ source: peer.service, sourceUri: peer.uri, destination: local.name, method: request.method, path: (request.raw as GatewayRequest)[kMatch]?.path ?? '/' })
-          if (!decision.allowed) {
-            respondError(request, reply, fastmeshError('FORBIDDEN', [peer.service, local.name, decision.reason]), synthetic.matcher.name, local.name)
-            return
-          }
-        } else if (mesh.mtls === 'strict') {
-          // Unreachable with a verified handshake; kept so a listener bug cannot open the door.
-          respondError(request, reply, fastmeshError('FORBIDDEN', ['an unauthenticated caller', local.name, 'mTLS is strict']), synthetic.matcher.name, local.name)
-          return
-        }
-        proxyTo(request, reply, synthetic.matcher, local.name, target, {
-          // The calling gateway is authenticated: keep the forwarding headers it set.
-          trustForwarded: true,
-          proto: 'https',
-          clientCert: peer?.uri
-        })
-      })
-    }
-  }
-
   await app.ready()
-  const route = handler!
+  const toFastify = fastifyHandler!
+  const escapedSlashes = config.gateway.escapedSlashes
+
+  /**
+   * Normalises the request target, once and for every entry alike, and picks the route.
+   * From here on `req.url` is the normalised target: routing, authorization, plugins, the
+   * access log and the upstream all see the same path. Answers itself (and returns
+   * undefined) when the request goes no further.
+   */
+  const route = (req: GatewayRequest, ex: Exchange): { binding: RouteBinding, match: RouteMatch } | undefined => {
+    const url = req.url ?? '/'
+    const target = normalizeRequestTarget(url, escapedSlashes)
+    if ('problem' in target) { answer(ex, fastmeshError('BAD_REQUEST', [target.problem])); return undefined }
+    if (target.target !== url) req.url = target.target
+    const entry = ex.entry
+    let binding: RouteBinding | undefined
+    let match: RouteMatch | undefined
+    if (entry !== undefined && entry.kind !== 'outbound') {
+      binding = assembly.fixedRoute(entry)
+      if (binding === undefined) {
+        answer(ex, entry.kind === 'inbound' ? fastmeshError('UNKNOWN_LOCAL_SERVICE', [entry.service]) : fastmeshError('NO_ROUTE', [ex.method, target.target, req.headers.host ?? '-']))
+        return undefined
+      }
+    } else {
+      match = router.match(ex.method, req.headers.host, target.path, target.search, req.headers)
+      binding = match !== undefined ? assembly.routes.get(match.route.name) : assembly.byHost
+      if (binding === undefined) {
+        answer(ex, fastmeshError('NO_ROUTE', [ex.method, target.target, req.headers.host ?? '-']))
+        return undefined
+      }
+    }
+    match ??= { route: binding.matcher, params: undefined, path: target.path, search: target.search }
+    ex.route = binding.name
+    req[kMatch] = match
+    const refusal = chain.request(ex)
+    if (refusal !== undefined) { answer(ex, refusal); return undefined }
+    return { binding, match }
+  }
+
+  /** The gateway answers before any route's plugins ran. */
+  const answer = (ex: Exchange, err: ResponseError): void => {
+    writeError(ex.res, err, ex.requestId)
+    chain.end(ex, err.statusCode, err.code)
+  }
+
   let inFlight = 0
-  const finished = (): void => { inFlight-- }
+  /** On the response's close: the version's count, and the end of an exchange no layer ended (a plugin replied, the client left). */
+  function onResponseClose (this: GatewayResponse): void {
+    inFlight--
+    const ex = this[kExchange]
+    if (ex === undefined || ex.ended) return
+    // Closed before the response was complete: the client left (499), whatever was sent.
+    if (this.writableFinished) chain.end(ex, this.statusCode, ex.error)
+    else chain.end(ex, 499, 'client closed the connection')
+  }
+  const begin = (req: GatewayRequest, res: GatewayResponse): Exchange => {
+    const ex = new Exchange(req, res, requestIdOf(req), process.hrtime.bigint(), req[kEntry])
+    req[kExchange] = ex
+    res[kExchange] = ex
+    inFlight++
+    res.once('close', onResponseClose)
+    return ex
+  }
 
   return {
     version: opts.version,
     config,
     router,
-    services: referenced,
+    services: assembly.services,
+    routeNames: new Set(assembly.routes.keys()),
+    policies,
     get inFlight () { return inFlight },
     handle (req, res) {
       const r = req as GatewayRequest
-      r[kStart] = process.hrtime.bigint()
-      inFlight++
-      res.once('close', finished)
-      const name = pickRoute(r)
-      if (typeof name === 'object') {
-        answerError(r, res, requestIdOf(r), fastmeshError('BAD_REQUEST', [name.problem]))
-        return
-      }
-      const fast = name !== undefined ? fastRoutes.get(name) : undefined
-      if (fast !== undefined && r.headers.upgrade === undefined) {
-        fast(r, res)
-        return
-      }
-      r[kPicked] = { name }
-      route(req, res)
+      const ex = begin(r, res)
+      const picked = route(r, ex)
+      if (picked === undefined) return
+      const fast = r.headers.upgrade === undefined ? fastRoutes.get(picked.binding.name) : undefined
+      if (fast !== undefined) fast(ex, picked.match)
+      else toFastify(req, res)
     },
     upgrade (req, socket, head) {
       // As @fastify/websocket does: a response bound to the socket lets the upgrade take
-      // the normal route lookup and plugin hooks; the proxy then takes the socket over.
+      // the route's plugin hooks; the endpoint layer then takes the socket over.
       const r = req as GatewayRequest
-      r[kStart] = process.hrtime.bigint()
       r.upgradeHead = head
       const res = new ServerResponse(req)
-      res.assignSocket(socket as import('node:net').Socket)
+      res.assignSocket(socket as Socket)
       res.once('finish', () => { if (res.statusCode !== 101) socket.destroy() })
-      inFlight++
-      res.once('close', finished)
       socket.once('close', () => { if (!res.writableFinished) res.emit('close') })
-      const name = pickRoute(r)
-      if (typeof name === 'object') {
-        answerError(r, res, requestIdOf(r), fastmeshError('BAD_REQUEST', [name.problem]))
-        return
-      }
-      r[kPicked] = { name }
-      route(req, res)
+      const ex = begin(r, res)
+      if (route(r, ex) === undefined) return
+      toFastify(req, res)
     },
     async close () {
       await app.close()
-      services.pools.retainOnly(localPoolsUser, new Set())
+      assembly.close()
     }
   }
 }
-

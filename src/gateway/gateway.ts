@@ -11,15 +11,17 @@ import { ConsulIdentityProvider } from '../identity/consul-provider.js'
 import { MeshTls } from '../identity/mesh-tls.js'
 import { Authorizer } from '../identity/authorization.js'
 import { ServiceTable } from '../balancer/service-table.js'
+import { StateRegistry } from '../state/registry.js'
 import { EmbeddedRegistry } from '../discovery/embedded/registry.js'
-import { ConfigError, checkConfig, configBaseDir, deepFreeze, loadConfigFile, type LoadedConfig } from '../config/load.js'
+import { ConfigError, configBaseDir, deepFreeze, type LoadedConfig } from '../config/load.js'
 import { configInEffect, pendingRestart } from '../config/in-effect.js'
-import type { KvConfigSource } from '../config/kv-source.js'
-import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
+import type { ConfigProvider } from '../config/provider.js'
+import { FileConfigProvider } from '../config/provider-file.js'
+import { ConfigReconciler, type ReloadResult } from '../config/reconciler.js'
+import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log.js'
 import { fastmeshError } from '../errors.js'
-import { ConfigWatcher } from '../config/watch.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import type { Discovery } from '../discovery/types.js'
 import { CompositeDiscovery } from '../discovery/composite.js'
@@ -30,22 +32,17 @@ import { deregisterService, registerConnectProxy, registerService } from '../dis
 export interface GatewayOptions {
   readonly loaded: LoadedConfig
   readonly log: Logger
-  /** Watch the config file and reload on change (and on SIGHUP). */
-  readonly watch?: boolean
-  /** Register SIGHUP/SIGTERM/SIGINT handlers (the CLI does; tests do not). */
+  /**
+   * Where config versions come from (a file, watched or not; Consul KV): its snapshots go
+   * through one ConfigReconciler to the swap, and `reload()` asks it for a fresh one.
+   * Default: the file `loaded.source`, re-read on reload, not watched.
+   */
+  readonly provider?: ConfigProvider
+  /** Register SIGHUP (reload now)/SIGTERM/SIGINT handlers (the CLI does; tests do not). */
   readonly handleSignals?: boolean
-  /** Config from Consul KV instead of (or over) the file: reloads re-read it. */
-  readonly kv?: KvConfigSource
 }
 
-export interface ReloadResult {
-  readonly ok: boolean
-  readonly version: number
-  readonly problems?: readonly ConfigProblem[]
-  readonly error?: string
-  /** Keys the applied config changes that wait for a restart (`listeners.http.port`). */
-  readonly pendingRestart?: readonly string[]
-}
+export type { ReloadResult }
 
 /** The outcome of the last reload attempt (file, SIGHUP, admin, Consul KV), for the admin API. */
 export interface ReloadReport extends ReloadResult {
@@ -60,6 +57,8 @@ export class Gateway {
   readonly discovery: Discovery
   readonly consul: ConsulClient | undefined
   readonly services: ServiceTable
+  /** Per-name state (route statistics, ...) that outlives config versions. */
+  readonly state = new StateRegistry()
   /** Consul service ids this gateway registered and removes on shutdown. */
   private readonly registered = new Set<string>()
   private registrationTimer: NodeJS.Timeout | undefined
@@ -78,9 +77,8 @@ export class Gateway {
   private mesh: MeshContext | undefined
   identity: IdentityProvider | undefined
   private admin: AdminServer | undefined
-  private watcher: ConfigWatcher | undefined
+  private reconciler: ConfigReconciler | undefined
   private recorder: RequestRecorder
-  private reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 0 })
   private draining = false
   private readonly retiring = new Set<Promise<void>>()
   private readonly retiredVersions = new Set<GatewayVersion>()
@@ -200,9 +198,7 @@ export class Gateway {
       }
     }
     this.admin = await startAdmin(this, config.listeners.admin)
-    if (this.options.watch === true && !this.loaded.source.startsWith('kv:')) {
-      this.watcher = new ConfigWatcher(this.loaded.source, () => { void this.reload('file change') }, this.log)
-    }
+    this.configWatcher.start()
     if (this.options.handleSignals === true) this.installSignalHandlers()
     await this.registerInConsul()
     const listeners = Object.fromEntries([...this.servers].map(([name, s]) => [name, s.address()]))
@@ -254,47 +250,29 @@ export class Gateway {
     this.servers.set(name, server)
   }
 
-  /** Reloads from the config file; the running version stays when anything is wrong. */
+  /**
+   * Reload now (SIGHUP, `POST /reload`, tests): the provider reads its source afresh and the
+   * snapshot goes through the same path as a watched change; the running version stays when
+   * anything is wrong.
+   */
   async reload (reason: string): Promise<ReloadResult> {
-    // Reloads run one at a time, in order.
-    this.reloading = this.reloading.then(async () => await this.reloadNow(reason))
-    return await this.reloading
+    return await this.configWatcher.reload(reason)
   }
 
-  /** Applies an already-parsed config (from a file, or from Consul KV later). */
-  async apply (loaded: LoadedConfig, reason: string): Promise<ReloadResult> {
-    this.reloading = this.reloading.then(async () => await this.swapTo(loaded, reason))
-    return await this.reloading
-  }
-
-  /** Validates and applies a parsed document (Consul KV); refused like a bad file. */
-  async applyDocument (doc: unknown, source: string, reason: string): Promise<ReloadResult> {
-    this.reloading = this.reloading.then(async () => {
-      let loaded: LoadedConfig
-      try {
-        loaded = checkConfig(doc, source)
-      } catch (err) {
-        return this.refused(err, reason)
+  /** The one path from the provider to the swap (made on first use: `stop()` may come before `start()`). */
+  private get configWatcher (): ConfigReconciler {
+    const current = (): GatewayVersion | undefined => this.current
+    this.reconciler ??= new ConfigReconciler({
+      provider: this.options.provider ?? new FileConfigProvider(this.options.loaded.source, { log: this.log }),
+      initial: this.options.loaded,
+      log: this.log,
+      target: {
+        get versionNumber () { return current()?.version ?? 0 },
+        swap: async (loaded, reason) => await this.swapTo(loaded, reason),
+        refuse: (err, reason) => this.refused(err, reason)
       }
-      return await this.swapTo(loaded, reason)
     })
-    return await this.reloading
-  }
-
-  /** Counts and logs a config that was refused before it reached the gateway (unparseable KV value). */
-  refuse (err: unknown, reason: string): ReloadResult {
-    return this.refused(err, reason)
-  }
-
-  private async reloadNow (reason: string): Promise<ReloadResult> {
-    let loaded: LoadedConfig
-    try {
-      const kv = this.options.kv
-      loaded = kv !== undefined ? checkConfig(await kv.initial(), kv.source) : await loadConfigFile(this.loaded.source)
-    } catch (err) {
-      return this.refused(err, reason)
-    }
-    return await this.swapTo(loaded, reason)
+    return this.reconciler
   }
 
   private async swapTo (given: LoadedConfig, reason: string): Promise<ReloadResult> {
@@ -344,6 +322,7 @@ export class Gateway {
       config: loaded.config,
       baseDir: configBaseDir(loaded.source),
       services: this.services,
+      state: this.state,
       log: this.log,
       // Read through `this` so a reload's access-log setting applies to every version.
       recorder: { record: (r) => { this.recorder.record(r) } },
@@ -357,9 +336,14 @@ export class Gateway {
    * (their accepted requests may not have picked an endpoint yet); releases the rest.
    */
   private retainServices (): void {
-    const keys = new Set(this.current?.services ?? [])
-    for (const v of this.retiredVersions) for (const key of v.services) keys.add(key)
+    const live = [...(this.current !== undefined ? [this.current] : []), ...this.retiredVersions]
+    const keys = new Set<string>()
+    for (const v of live) for (const key of v.services) keys.add(key)
     this.services.retain(keys)
+    // State goes with its name: kept while any live or draining version uses the name.
+    const routes = new Set<string>()
+    for (const v of live) for (const name of v.routeNames) routes.add(name)
+    this.state.release({ route: routes, service: this.services.selectorKeys(keys) })
   }
 
   /** Lets the old version finish what it started, then closes it. */
@@ -381,8 +365,7 @@ export class Gateway {
   async stop (): Promise<void> {
     if (this.draining) return
     this.draining = true
-    this.watcher?.close()
-    await this.options.kv?.close()
+    await this.reconciler?.close()
     // Leave the catalog before closing listeners: peers stop picking this gateway while it
     // still answers, instead of meeting a closed port until the deregistration reaches them.
     const wasRegistered = this.registered.size > 0

@@ -1,17 +1,17 @@
 // Listeners: the long-lived sockets of a gateway. Each tags a request with where it came
 // in (edge, node outbound, per-upstream, inbound mTLS) and hands it to the current version.
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { once } from 'node:events'
 import { randomUUID } from 'node:crypto'
-import { errorBody, fastmeshError, type FastmeshError, type ResponseError } from '../errors.js'
+import { fastmeshError, type FastmeshError, type ResponseError } from '../errors.js'
 import { tagEntry, type Entry, type GatewayVersion } from './app.js'
 import { hostHeaderProblem } from './host-header.js'
 import { requestIdOf } from './request-id.js'
-import { writeError } from './respond.js'
+import { answerOnSocket, writeError } from './respond.js'
 import type { MeshTls } from '../identity/mesh-tls.js'
 import { peerIdentity } from '../identity/mesh-tls.js'
 
@@ -28,8 +28,6 @@ export type CurrentVersion = () => GatewayVersion
 // Node checks its header and request timeouts on this interval (30 s by default, so a slow
 // client was held up to 30 s past expiry); checking often keeps the overrun under a second.
 const TIMEOUT_CHECK_INTERVAL_MS = 500
-// After an error answer the client should close; one that does not is cut after this.
-const CLOSE_GRACE_MS = 1000
 
 /** The Node server options every listener shares. */
 function serverOptions (limits: ListenerLimits): ServerOptions {
@@ -44,21 +42,6 @@ function serverOptions (limits: ListenerLimits): ServerOptions {
     requireHostHeader: false,
     noDelay: true
   }
-}
-
-/**
- * The one writer of a gateway error on a bare socket (parser errors, timeouts, CONNECT,
- * refused upgrades): the body and headers respond.ts writes, then the connection ends.
- */
-export function answerOnSocket (socket: Duplex, err: ResponseError, requestId: string): void {
-  // A client that is gone mid-answer is nothing to report.
-  socket.on('error', () => { socket.destroy() })
-  if (!socket.writable) { socket.destroy(); return }
-  const body = errorBody(err, requestId)
-  socket.end(`HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`)
-  const timer = setTimeout(() => { socket.destroy() }, CLOSE_GRACE_MS)
-  timer.unref()
-  socket.once('close', () => { clearTimeout(timer) })
 }
 
 /** A refusal of a parsed request: the usual error response, and the connection closes after it. */

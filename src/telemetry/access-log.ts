@@ -71,7 +71,12 @@ export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecord
   }
 }
 
-/** Milliseconds since `start` (a process.hrtime.bigint() reading), to 0.001 ms. */
-export function elapsedMs (start: bigint): number {
-  return Math.round(Number(process.hrtime.bigint() - start) / 1e3) / 1e3
+/** Milliseconds from `start` to `end` (process.hrtime.bigint() readings; end: now), to 0.001 ms. */
+export function elapsedMs (start: bigint, end: bigint = process.hrtime.bigint()): number {
+  return Math.round(Number(end - start) / 1e3) / 1e3
+}
+
+/** The access log as a gateway-wide policy: one line when each exchange ends. */
+export function accessLogPolicy (recorder: RequestRecorder): { readonly name: string, onEnd(r: RequestRecord): void } {
+  return { name: 'access-log', onEnd (r) { recorder.record(r) } }
 }

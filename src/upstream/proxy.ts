@@ -1,5 +1,7 @@
-// Route layer, forwarding: one request to the endpoint the balancer picked, streamed both
-// ways on the endpoint's undici Pool.
+// Endpoint layer, forwarding: one request to the endpoint the service layer picked,
+// streamed both ways on the endpoint's undici Pool. It writes nothing of its own to the
+// client: a failure before the response started goes back to the route layer (which
+// answers, or later retries), and every end is reported to it.
 //
 // Why undici directly and not @fastify/reply-from: pools must outlive a config version and
 // be chosen per request by our balancer (reply-from binds one base URL per registration and
@@ -10,10 +12,7 @@ import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { fastmeshError, type FastmeshError } from '../errors.js'
-import { writeError } from '../gateway/respond.js'
 import type { EndpointTarget } from './endpoint-pool.js'
-import type { RequestRecorder } from '../telemetry/access-log.js'
-import { elapsedMs } from '../telemetry/access-log.js'
 import type { UpstreamHeadersEditor } from '../../plugins/types.js'
 
 /** Request headers that describe one hop and never travel further (RFC 9110 §7.6.1). */
@@ -27,25 +26,34 @@ const HOP_BY_HOP = new Set([
 /** Client-supplied forwarding headers: replaced unless the gateway trusts its client. */
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded'])
 
-export interface ForwardContext {
-  readonly requestId: string
-  readonly route: string
-  readonly service: string
-  /** Path (and query) to request upstream. */
-  readonly path: string
+/** How a route forwards: fixed when the version is built. */
+export interface ForwardSettings {
   readonly headersTimeoutMs: number
   readonly bodyTimeoutMs: number
   readonly rewriteHost: string | undefined
   readonly trustForwarded: boolean
   /** `http` or `https`: what the client used to reach us. */
   readonly proto: string
-  readonly start: bigint
-  readonly recorder: RequestRecorder
+}
+
+/** One forwarded request: what differs per request. */
+export interface UpstreamCall {
+  readonly requestId: string
+  /** Path (and query) to request upstream. */
+  readonly path: string
   readonly editors: UpstreamHeadersEditor[] | null
   /** Headers that plugins set on the Fastify reply; they win over the upstream's. */
   readonly replyHeaders: Record<string, unknown> | null
   /** Inbound mesh calls: the caller's verified SPIFFE ID, sent as X-Forwarded-Client-Cert. */
-  readonly clientCert?: string | undefined
+  readonly clientCert: string | undefined
+}
+
+/** The route layer's side of a forward: told of a failure it may still answer, and of every end. */
+export interface ForwardObserver<C extends UpstreamCall = UpstreamCall> {
+  /** Nothing was sent to the client yet: the route layer answers (or retries). */
+  failed(call: C, err: FastmeshError): void
+  /** The exchange is over: `status` as relayed (499: the client left), `error` when it broke. */
+  ended(call: C, status: number, error: string | undefined): void
 }
 
 function connectionTokens (value: string | string[] | undefined): string[] | undefined {
@@ -56,7 +64,7 @@ function connectionTokens (value: string | string[] | undefined): string[] | und
 }
 
 /** Builds the upstream request headers as a flat [name, value, ...] list. */
-export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingHttpHeaders, ctx: ForwardContext): string[] {
+export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingHttpHeaders, settings: ForwardSettings, call: UpstreamCall): string[] {
   const out: string[] = []
   const nominated = connectionTokens(headers.connection)
   let xff: string | undefined
@@ -67,14 +75,14 @@ export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingH
     if (value === undefined) continue
     if (HOP_BY_HOP.has(name) || (nominated !== undefined && nominated.includes(name))) continue
     if (FORWARDING.has(name)) {
-      if (!ctx.trustForwarded) continue
+      if (!settings.trustForwarded) continue
       const v = Array.isArray(value) ? value.join(', ') : value
       if (name === 'x-forwarded-for') { xff = v; continue }
       if (name === 'x-forwarded-proto') { xfp = v; continue }
       if (name === 'x-forwarded-host') { xfh = v; continue }
     }
     if (name === 'host') {
-      out.push('host', ctx.rewriteHost ?? (value as string))
+      out.push('host', settings.rewriteHost ?? (value as string))
       continue
     }
     // Identity headers are only ever set by us, from a verified certificate.
@@ -82,14 +90,14 @@ export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingH
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
   }
-  if (headers.host === undefined && ctx.rewriteHost !== undefined) out.push('host', ctx.rewriteHost)
+  if (headers.host === undefined && settings.rewriteHost !== undefined) out.push('host', settings.rewriteHost)
   const client = req.socket.remoteAddress ?? ''
   out.push('x-forwarded-for', xff !== undefined ? `${xff}, ${client}` : client)
-  out.push('x-forwarded-proto', xfp ?? ctx.proto)
+  out.push('x-forwarded-proto', xfp ?? settings.proto)
   const host = xfh ?? headers.host
   if (host !== undefined) out.push('x-forwarded-host', host)
-  out.push('x-request-id', ctx.requestId)
-  if (ctx.clientCert !== undefined) out.push('x-forwarded-client-cert', `URI=${ctx.clientCert}`)
+  out.push('x-request-id', call.requestId)
+  if (call.clientCert !== undefined) out.push('x-forwarded-client-cert', `URI=${call.clientCert}`)
   return out
 }
 
@@ -98,13 +106,13 @@ function hasBody (req: IncomingMessage): boolean {
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')
 }
 
-function upstreamError (err: Error & { code?: string }, target: EndpointTarget, ctx: ForwardContext): FastmeshError {
-  if (err.code === 'UND_ERR_HEADERS_TIMEOUT') return fastmeshError('UPSTREAM_TIMEOUT', [target.label, ctx.service, ctx.headersTimeoutMs], err)
-  return fastmeshError('UPSTREAM_FAILURE', [target.label, ctx.service, err.code ?? err.message], err)
+function upstreamError (err: Error & { code?: string }, target: EndpointTarget, settings: ForwardSettings): FastmeshError {
+  if (err.code === 'UND_ERR_HEADERS_TIMEOUT') return fastmeshError('UPSTREAM_TIMEOUT', [target.label, target.endpoint.service, settings.headersTimeoutMs], err)
+  return fastmeshError('UPSTREAM_FAILURE', [target.label, target.endpoint.service, err.code ?? err.message], err)
 }
 
 /** Response headers from undici's raw buffers, hop-by-hop ones dropped, as a flat list. */
-function responseHeaders (raw: Buffer[], ctx: ForwardContext, statusCode: number): string[] {
+function responseHeaders (raw: Buffer[], call: UpstreamCall, statusCode: number): string[] {
   const out: string[] = []
   let nominated: string[] | undefined
   for (let i = 0; i < raw.length; i += 2) {
@@ -120,21 +128,21 @@ function responseHeaders (raw: Buffer[], ctx: ForwardContext, statusCode: number
     headers = []
     for (let i = 0; i < out.length; i += 2) if (!drop.includes(out[i]!)) headers.push(out[i]!, out[i + 1]!)
   }
-  if (ctx.replyHeaders !== null || ctx.editors !== null) headers = applyEdits(headers, ctx, statusCode)
-  headers.push('x-request-id', ctx.requestId)
+  if (call.replyHeaders !== null || call.editors !== null) headers = applyEdits(headers, call, statusCode)
+  headers.push('x-request-id', call.requestId)
   return headers
 }
 
 /** Plugin edits need a map; only routes with response-side plugins pay for it. */
-function applyEdits (flat: string[], ctx: ForwardContext, statusCode: number): string[] {
+function applyEdits (flat: string[], call: UpstreamCall, statusCode: number): string[] {
   const bag: Record<string, string | string[] | undefined> = {}
   for (let i = 0; i < flat.length; i += 2) {
     const k = flat[i]!
     const cur = bag[k]
     bag[k] = cur === undefined ? flat[i + 1]! : Array.isArray(cur) ? [...cur, flat[i + 1]!] : [cur, flat[i + 1]!]
   }
-  if (ctx.replyHeaders !== null) for (const [k, v] of Object.entries(ctx.replyHeaders)) bag[k] = Array.isArray(v) ? v.map(String) : String(v)
-  if (ctx.editors !== null) for (const edit of ctx.editors) edit(bag, statusCode)
+  if (call.replyHeaders !== null) for (const [k, v] of Object.entries(call.replyHeaders)) bag[k] = Array.isArray(v) ? v.map(String) : String(v)
+  if (call.editors !== null) for (const edit of call.editors) edit(bag, statusCode)
   const out: string[] = []
   for (const [k, v] of Object.entries(bag)) {
     if (v === undefined) continue
@@ -148,7 +156,7 @@ function applyEdits (flat: string[], ctx: ForwardContext, statusCode: number): s
  * Streams the exchange. Uses undici's (still supported) raw handler callbacks: they hand
  * over header buffers and body chunks with no per-request wrapper objects.
  */
-class ForwardHandler implements Dispatcher.DispatchHandler {
+class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandler {
   private abortUpstream: ((err: Error) => void) | undefined
   private resumeUpstream: (() => void) | undefined
   private status = 0
@@ -165,7 +173,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly target: EndpointTarget,
-    private readonly ctx: ForwardContext
+    private readonly settings: ForwardSettings,
+    private readonly call: C,
+    private readonly observer: ForwardObserver<C>
   ) {
     res.once('close', this.onClientClose)
   }
@@ -180,8 +190,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return true
     this.status = statusCode
     this.resumeUpstream = resume
-    const res = this.res
-    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.ctx, statusCode))
+    this.res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.call, statusCode))
     return true
   }
 
@@ -198,15 +207,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onError (err: Error): void {
     if (this.done) return
-    const e = upstreamError(err, this.target, this.ctx)
+    const e = upstreamError(err, this.target, this.settings)
     if (this.res.headersSent) {
       // The upstream failed mid-response: cut the client's exchange so the truncation shows.
       this.res.destroy(e)
       this.finish(this.status, e.code)
       return
     }
-    writeError(this.res, e, this.ctx.requestId)
-    this.finish(e.statusCode, e.code)
+    this.done = true
+    this.res.removeListener('close', this.onClientClose)
+    this.observer.failed(this.call, e)
   }
 
   onUpgrade (statusCode: number, rawHeaders: Buffer[] | string[] | null, upstream: Duplex): void {
@@ -219,8 +229,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       const name = raw[i]!.toString().toLowerCase()
       if (name !== 'x-request-id') headers.push(name, raw[i + 1]!.toString())
     }
-    if (this.ctx.replyHeaders !== null || this.ctx.editors !== null) headers = applyEdits(headers, this.ctx, statusCode)
-    headers.push('x-request-id', this.ctx.requestId)
+    if (this.call.replyHeaders !== null || this.call.editors !== null) headers = applyEdits(headers, this.call, statusCode)
+    headers.push('x-request-id', this.call.requestId)
     let head = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
     for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
     head += '\r\n'
@@ -241,34 +251,23 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     this.res.removeListener('close', this.onClientClose)
-    const c = this.ctx
-    c.recorder.record({
-      requestId: c.requestId,
-      method: this.req.method ?? '',
-      path: this.req.url ?? '',
-      route: c.route,
-      destination: c.service,
-      endpoint: this.target.label,
-      status,
-      durationMs: elapsedMs(c.start),
-      ...(error !== undefined ? { error } : {})
-    })
+    this.observer.ended(this.call, status, error)
   }
 }
 
 /** Sends the request to `target` and streams the answer back on `res`. */
-export function forward (req: IncomingMessage, res: ServerResponse, headers: IncomingHttpHeaders, target: EndpointTarget, ctx: ForwardContext): void {
+export function forward<C extends UpstreamCall> (req: IncomingMessage, res: ServerResponse, headers: IncomingHttpHeaders, target: EndpointTarget, settings: ForwardSettings, call: C, observer: ForwardObserver<C>): void {
   // Only a request the listener took as an upgrade (Connection: upgrade) is tunnelled; a bare
   // Upgrade header on an ordinary request is hop-by-hop and dropped like the others.
   const isUpgrade = (req as IncomingMessage & { upgrade?: boolean }).upgrade === true && headers.upgrade !== undefined && req.method === 'GET'
-  const handler = new ForwardHandler(req, res, target, ctx)
+  const handler = new ForwardHandler(req, res, target, settings, call, observer)
   const opts: Dispatcher.DispatchOptions = {
-    path: ctx.path,
+    path: call.path,
     method: req.method as Dispatcher.HttpMethod,
-    headers: upstreamRequestHeaders(req, headers, ctx),
+    headers: upstreamRequestHeaders(req, headers, settings, call),
     body: !isUpgrade && hasBody(req) ? req : null,
-    headersTimeout: ctx.headersTimeoutMs,
-    bodyTimeout: ctx.bodyTimeoutMs
+    headersTimeout: settings.headersTimeoutMs,
+    bodyTimeout: settings.bodyTimeoutMs
   }
   if (isUpgrade) opts.upgrade = String(headers.upgrade)
   try {

@@ -20,7 +20,8 @@ import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { Agent, request } from 'undici'
 import { NetnsLab, netnsUnsupported, type NsProcess, type Portal } from '../helpers/netns.js'
-import { PROJECT_ROOT, consulApi, startConsul, waitFor, type ConsulAgent } from '../helpers/consul.js'
+import { PROJECT_ROOT, consulApi, startConsul, type ConsulAgent } from '../helpers/consul.js'
+import { eventually } from '../helpers/poll.js'
 
 const CLI = path.join(PROJECT_ROOT, 'dist', 'src', 'cli', 'index.js')
 const SAMPLE_APP = path.join(path.dirname(fileURLToPath(import.meta.url)), 'sample-app.js')
@@ -168,22 +169,22 @@ test('the mesh across hosts in network namespaces', { timeout: 240_000 }, async 
       gateways[host] = lab.spawn(host, name, process.execPath, [CLI, 'start', '--config', file])
     }
     await Promise.all(Object.entries(gateways).map(async ([host, g]) => {
-      await waitFor(`${g.name} to be ready (admin /ready)`, async () => {
+      await eventually(async () => {
         if (g.exited !== undefined) throw new Error(`${g.name} exited: ${JSON.stringify(g.exited)}`)
         return (await get(`${portals[host]!.url(ADMIN)}/ready`)).status === 200
-      }, READY_TIMEOUT_MS)
+      }, `${g.name} to be ready (admin /ready)`, READY_TIMEOUT_MS, 100)
     }))
     phase('gateways ready')
 
     // Consul probes each inbound listener (TCP check, first run within its 5 s interval).
     for (const [service, count] of [['web', 1], ['orders', 2], ['payments', 1]] as const) {
-      await waitFor(`${count} passing connect proxy(ies) of ${service} in Consul`, async () => {
+      await eventually(async () => {
         const rows = await consulApi<unknown[]>(consul!, 'GET', `/v1/health/connect/${service}?passing=true`)
         return rows.length === count
-      }, READY_TIMEOUT_MS)
+      }, `${count} passing connect proxy(ies) of ${service} in Consul`, READY_TIMEOUT_MS, 100)
     }
     phase('all connect proxies passing in Consul')
-    await waitFor('web -> orders to answer through the edge', async () => (await viaEdge('/call/orders/x')).status === 200, READY_TIMEOUT_MS)
+    await eventually(async () => (await viaEdge('/call/orders/x')).status === 200, 'web -> orders to answer through the edge', READY_TIMEOUT_MS, 100)
     phase('mesh answering')
   } catch (err) {
     report()
@@ -224,10 +225,10 @@ test('the mesh across hosts in network namespaces', { timeout: 240_000 }, async 
     assert.equal(before.status, 200, `payments answers before the intention: ${JSON.stringify(before.json)}`)
     await consulApi(consul!, 'POST', '/v1/connect/intentions', { SourceName: 'node-a', DestinationName: 'payments', Action: 'deny' })
     // Node B caches an authorization answer for up to mesh.authorization.cacheTtl (1 s).
-    const denied = await waitFor('the deny intention to apply', async () => {
+    const denied = await eventually(async () => {
       const r = await viaEdge('/call/payments/x')
       return r.status === 403 ? r : undefined
-    }, 10_000)
+    }, 'the deny intention to apply', 10_000, 100)
     assert.equal(denied.web.instance, 'web-a')
     assert.equal(denied.web.upstream?.error?.code, 'FASTMESH_ERR_FORBIDDEN')
     assert.match(denied.web.upstream?.error?.message ?? '', /node-a may not call payments/)
@@ -248,13 +249,13 @@ test('the mesh across hosts in network namespaces', { timeout: 240_000 }, async 
     const needed = 5
     let streak = 0
     const seen: string[] = []
-    await waitFor(`${needed} orders calls in a row answered by orders-b`, async () => {
+    await eventually(async () => {
       const r = await viaEdge('/call/orders/x')
       const who = r.status === 200 ? r.web.upstream?.instance ?? '?' : `HTTP ${r.status} ${r.web.upstream?.error?.code ?? ''}`.trim()
       seen.push(who)
       streak = who === 'orders-b' ? streak + 1 : 0
       return streak >= needed
-    }, 15_000, 20)
+    }, `${needed} orders calls in a row answered by orders-b`, 15_000, 20)
     t.diagnostic(`failover: ${Date.now() - stoppedAt} ms after SIGTERM to node-c (pid ${nodeC.pid}); answers meanwhile: ${seen.join(', ')}`)
     assert.ok(await nodeC.waitForExit(10_000), 'node-c exits within 10 s of SIGTERM')
     assert.deepEqual(nodeC.exited, { code: 0, signal: null }, 'node-c shuts down gracefully on SIGTERM')

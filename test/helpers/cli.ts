@@ -12,8 +12,10 @@ export interface CliResult {
   readonly stderr: string
 }
 
+/** Runs the CLI with `args`; FASTMESH_* variables come only from `env`, never from the test runner's. */
 export async function spawnCli (args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Promise<CliResult> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FASTMESH_')))
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })

@@ -9,10 +9,13 @@ import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse, stringify } from 'yaml'
 import { Agent, type Dispatcher } from 'undici'
-import { request as httpRequest } from 'node:http'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { Gateway } from '../../src/gateway/gateway.js'
 import { loadConfigFile } from '../../src/config/load.js'
+import { FileConfigProvider } from '../../src/config/provider-file.js'
 import { createLogger } from '../../src/telemetry/logger.js'
+
+export { eventually } from './poll.js'
 
 /** A config document as a test writes it (the schema fills the rest). */
 export type ConfigDoc = Record<string, unknown>
@@ -115,10 +118,13 @@ export interface GatewayTestOptions {
   readonly logLevel?: string
 }
 
-/** Listeners on loopback port 0, unless the config names its own. */
+/** Listeners on loopback port 0 (a node's outbound, inbound and admin), unless the config names its own. */
 export function withTestListeners (config: string | ConfigDoc): ConfigDoc {
   const doc = (typeof config === 'string' ? parse(config) : structuredClone(config)) as ConfigDoc
-  doc.listeners ??= { http: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } }
+  const any = { address: '127.0.0.1', port: 0 }
+  doc.listeners ??= (doc.gateway as { mode?: string } | undefined)?.mode === 'node'
+    ? { outbound: any, inbound: any, admin: any }
+    : { http: any, admin: any }
   return doc
 }
 
@@ -141,7 +147,7 @@ export async function createGateway (t: TestContext, config: string | ConfigDoc,
   const logs = new LogCapture()
   const log = createLogger({ level: opts.logLevel ?? 'info', destination: logs })
   const loaded = await loadConfigFile(configPath)
-  const gateway = new Gateway({ loaded, log, watch: opts.watch ?? false })
+  const gateway = new Gateway({ loaded, log, provider: new FileConfigProvider(configPath, { log, watch: opts.watch ?? false }) })
   // Stopping a gateway that never started is fine: it only releases what exists.
   defer(t, async () => { await gateway.stop() })
   const agent = new Agent({ keepAliveTimeout: 10_000 })
@@ -196,25 +202,6 @@ export function fixturePlugin (configDir: string, file: string): string {
   return rel.startsWith('.') ? rel : `./${rel}`
 }
 
-/** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
-export async function eventually<T> (check: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 10_000, intervalMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await check()
-      if (v !== undefined && v !== false) return v
-      last = undefined
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() >= deadline) {
-      assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}${last !== undefined ? `; last error: ${(last as Error).message}` : ''}`)
-    }
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
-}
-
 export interface ErrorBody {
   error: { code: string, message: string, requestId: string }
 }
@@ -240,13 +227,17 @@ export async function plainRequest (origin: string, target: string, opts: { meth
   const { hostname, port } = new URL(origin)
   return await new Promise((resolve, reject) => {
     const req = httpRequest({ hostname, port, path: target, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json<T> () { return JSON.parse(text) as T } }) })
-      res.on('error', reject)
+      readResponse(res).then(resolve, reject)
     })
     req.on('error', reject)
     req.end()
   })
+}
+
+/** A node:http(s) response read to the end as an HttpResult. */
+export async function readResponse (res: IncomingMessage): Promise<HttpResult> {
+  let text = ''
+  res.setEncoding('utf8')
+  for await (const chunk of res) text += chunk as string
+  return { status: res.statusCode ?? 0, headers: res.headers, text, json<T> () { return JSON.parse(text) as T } }
 }

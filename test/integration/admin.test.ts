@@ -3,9 +3,9 @@
 // restart keys, the last reload's outcome).
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { request as httpRequest } from 'node:http'
-import { startGateway, eventually } from '../helpers/gateway.js'
-import { startEcho, startSample, startHeldUpstream, embeddedServices, meshConfig, unusedPort } from '../helpers/upstreams.js'
+import { startGateway, eventually, plainRequest } from '../helpers/gateway.js'
+import { startEcho, startSample, startHeldUpstream, embeddedServices, meshConfig } from '../helpers/upstreams.js'
+import { freePort } from '../helpers/ports.js'
 
 interface RoutesBody { version: number, routes: Array<{ name: string, precedence: number[], plugins: string[], destination: { service: string } }> }
 
@@ -141,7 +141,7 @@ test('regression: GET /config does not reveal the Consul ACL token', async (t) =
   const token = 'f3a1c9e2-consul-acl-token'
   // No agent needed: routes use the embedded registry and nothing registers.
   const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }], {
-    discovery: { embedded: { services: embeddedServices({ svc: [echo] }) }, consul: { address: `127.0.0.1:${await unusedPort()}`, token, registerSelf: false } }
+    discovery: { embedded: { services: embeddedServices({ svc: [echo] }) }, consul: { address: `127.0.0.1:${await freePort()}`, token, registerSelf: false } }
   }))
   const res = await g.admin('GET', '/config')
   assert.equal(res.status, 200)
@@ -154,7 +154,7 @@ test('after a reload that changes a listener port, GET /config shows the bound p
   const config = meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }])
   const g = await startGateway(t, config)
   const bound = g.gateway.httpAddress.port
-  const newPort = await unusedPort()
+  const newPort = await freePort()
   await g.writeConfig({ ...config, listeners: { http: { address: '127.0.0.1', port: newPort }, admin: { address: '127.0.0.1', port: 0 } } })
   const reloaded = await g.admin('POST', '/reload')
   assert.deepEqual(reloaded.json(), { status: 'reloaded', version: 2, pendingRestart: ['listeners.http.port'] })
@@ -194,12 +194,7 @@ test('GET /config shows lastReload null before any reload', async (t) => {
 test('an unknown admin path answers 404 FASTMESH_ERR_ADMIN_NOT_FOUND', async (t) => {
   const echo = await startEcho(t, 'svc')
   const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
-  const res = await new Promise<{ status: number, body: string }>((resolve, reject) => {
-    httpRequest(`${g.adminUrl}/nothing-here`, { agent: false }, (r) => {
-      let body = ''
-      r.setEncoding('utf8').on('data', (c: string) => { body += c }).on('end', () => { resolve({ status: r.statusCode ?? 0, body }) })
-    }).on('error', reject).end()
-  })
+  const res = await plainRequest(g.adminUrl, '/nothing-here')
   assert.equal(res.status, 404)
-  assert.equal((JSON.parse(res.body) as { error: { code: string } }).error.code, 'FASTMESH_ERR_ADMIN_NOT_FOUND')
+  assert.equal(res.json<{ error: { code: string } }>().error.code, 'FASTMESH_ERR_ADMIN_NOT_FOUND')
 })

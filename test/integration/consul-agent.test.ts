@@ -6,7 +6,8 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import { startConsul, consulApi, waitFor } from '../helpers/consul.js'
+import { startConsul, consulApi } from '../helpers/consul.js'
+import { eventually } from '../helpers/poll.js'
 
 interface HealthEntry {
   Node: { Node: string }
@@ -67,10 +68,10 @@ test('consul agent -dev: service with an HTTP check, health API, Connect CA root
   })
 
   // the agent syncs to the catalog and runs the check; wait until the health API says passing
-  const entries = await waitFor('web to be passing in /v1/health/service/web', async () => {
+  const entries = await eventually(async () => {
     const list = await consulApi<HealthEntry[]>(agent, 'GET', '/v1/health/service/web?passing=true')
     return list.length > 0 ? list : undefined
-  }, 15_000).catch((err: Error) => {
+  }, 'web to be passing in /v1/health/service/web', 15_000, 100).catch((err: Error) => {
     throw new Error(`${err.message}\n--- agent output ---\n${agent.output().slice(-4000)}`)
   })
   assert.equal(entries.length, 1)

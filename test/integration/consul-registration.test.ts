@@ -31,6 +31,15 @@ describe('Consul registration', () => {
     assert.equal((await consulApi<AgentServices>(agent, 'GET', '/v1/agent/services'))['billing-1'], undefined)
   })
 
+  it('fastmesh register sends fractional check durations (1.5s, 1.5m) that Consul accepts', async () => {
+    const reg = await spawnCli(['register', '--name', 'ledger', '--id', 'ledger-1', '--port', '7002', '--check-http', 'http://127.0.0.1:7002/health',
+      '--interval', '1.5s', '--timeout', '0.5s', '--deregister-after', '1.5m', '--consul', agent.httpAddr])
+    assert.equal(reg.code, 0, reg.stderr)
+    const checks = await consulApi<AgentChecks>(agent, 'GET', '/v1/agent/checks')
+    assert.ok(Object.values(checks).some((c) => c.ServiceID === 'ledger-1' && c.Type === 'http'), 'the HTTP check is registered')
+    assert.equal((await spawnCli(['deregister', 'ledger-1', '--consul', agent.httpAddr])).code, 0)
+  })
+
   it('fastmesh register refuses bad flags with a clear message and exit 2', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['register', '--port', '80'], /--name is required/],

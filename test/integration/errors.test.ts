@@ -5,7 +5,8 @@ import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { startGateway, assertErrorResponse, eventually, plainRequest, tempDir, fixturePlugin } from '../helpers/gateway.js'
-import { startEcho, startSample, startUpstream, unusedPort, meshConfig, embeddedServices } from '../helpers/upstreams.js'
+import { startEcho, startSample, startUpstream, meshConfig, embeddedServices } from '../helpers/upstreams.js'
+import { freePort as unusedPort } from '../helpers/ports.js'
 
 test('a request no route takes gets 404 FASTMESH_ERR_NO_ROUTE with the request id', async (t) => {
   const echo = await startEcho(t, 'api')

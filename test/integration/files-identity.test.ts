@@ -11,6 +11,7 @@ import { FilesIdentityProvider } from '../../src/identity/files-provider.js'
 import { createCaInMemory, createLocalCa, issueLeaf, issueLeafInMemory, type CreatedCa } from '../../src/identity/local-ca.js'
 import type { IdentityChange } from '../../src/identity/types.js'
 import { isFastmeshError } from '../../src/errors.js'
+import { eventually } from '../helpers/poll.js'
 
 interface LogLine { level: number, msg: string, code?: string, service?: string }
 
@@ -39,15 +40,6 @@ function provider (t: TestContext, dir: string, opts: Partial<ConstructorParamet
   const p = new FilesIdentityProvider({ dir, log, debounceMs: 50, pollMs: 50, ...opts })
   t.after(() => p.close())
   return { p, lines }
-}
-
-/** Resolves when `pred` holds, polling every 20 ms; fails after timeoutMs. */
-async function eventually (pred: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!pred()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }
 
 test('loads roots and leaves from the directory', async (t) => {

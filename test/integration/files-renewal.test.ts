@@ -11,8 +11,6 @@ import { defer, eventually, startGateway, tempDir } from '../helpers/gateway.js'
 import { startEcho } from '../helpers/upstreams.js'
 import { createLocalCa, issueLeaf, issueLeafInMemory, type LeafPem } from '../../src/identity/local-ca.js'
 
-const LISTENERS = { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } }
-
 interface CertsLeaf { service: string, serial: string, state: string, renewal: { renewal: string, renewals: number, failures: number, warnings: number, renewAt?: string, warnAt?: string } }
 
 /** A fresh mTLS connection to an inbound listener, one request on it: the status and the serial of the certificate the server presented. */
@@ -47,14 +45,12 @@ test('with the CA key, gateways issue missing leaves and renew short-lived ones 
   const orders = await startEcho(t, 'orders')
   const nodeB = await startGateway(t, {
     gateway: { name: 'node-b', mode: 'node' },
-    listeners: LISTENERS,
     mesh: { mtls: 'strict', identity, authorization: { provider: 'rules', defaultAction: 'allow' } },
     localServices: [{ name: 'orders', port: orders.port }]
   })
   const inbound = nodeB.gateway.listenerAddress('inbound')!.port
   const nodeA = await startGateway(t, {
     gateway: { name: 'node-a', mode: 'node' },
-    listeners: LISTENERS,
     discovery: { embedded: { services: { orders: { endpoints: [{ id: 'node-b', address: '127.0.0.1', port: inbound }] } } } },
     mesh: { mtls: 'strict', identity, authorization: { provider: 'rules', defaultAction: 'allow' } },
     localServices: []
@@ -116,7 +112,6 @@ test('without the CA key, a leaf entering warnBefore is logged once as a warning
   const orders = await startEcho(t, 'orders')
   const nodeB = await startGateway(t, {
     gateway: { name: 'node-b', mode: 'node' },
-    listeners: LISTENERS,
     mesh: { mtls: 'strict', identity: { provider: 'files', dir, warnBefore: '3600s' }, authorization: { provider: 'rules', defaultAction: 'allow' } },
     localServices: [{ name: 'orders', port: orders.port }]
   })

@@ -2,37 +2,16 @@
 // x-request-id handling, and the per-route upstream timeout.
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import { startGateway, assertErrorResponse } from '../helpers/gateway.js'
+import { request as httpRequest } from 'node:http'
+import { startGateway, assertErrorResponse, plainRequest } from '../helpers/gateway.js'
 import { startEcho, startUpstream, meshConfig, type EchoRecord } from '../helpers/upstreams.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-interface RawResponse {
-  status: number
-  headers: IncomingHttpHeaders
-  body: string
-}
-
-/** node:http on a fresh connection: it sends headers (Connection, Keep-Alive, TE...) as given. */
-async function rawRequest (url: string, path: string, headers: Record<string, string>): Promise<RawResponse> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest(`${url}${path}`, { agent: false, headers }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { body += c })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body }) })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
-
 test('hop-by-hop request headers, and the ones Connection names, are not forwarded upstream', async (t) => {
   const echo = await startEcho(t, 'svc')
   const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
-  const res = await rawRequest(g.url, '/x', {
+  const res = await plainRequest(g.url, '/x', { headers: {
     connection: 'keep-alive, X-Secret-Hop, x-other-hop',
     'keep-alive': 'timeout=5',
     'x-secret-hop': 'must not pass',
@@ -42,9 +21,9 @@ test('hop-by-hop request headers, and the ones Connection names, are not forward
     'proxy-connection': 'keep-alive',
     upgrade: 'h2c',
     'x-end-to-end': 'kept'
-  })
+  } })
   assert.equal(res.status, 200)
-  const seen = JSON.parse(res.body) as EchoRecord
+  const seen = res.json<EchoRecord>()
   for (const name of ['keep-alive', 'x-secret-hop', 'x-other-hop', 'te', 'proxy-authorization', 'proxy-connection', 'upgrade']) {
     assert.equal(seen.headers[name], undefined, `${name} reached the upstream`)
   }
@@ -65,9 +44,9 @@ test('hop-by-hop response headers, and the ones Connection names, are not return
     res.end('ok')
   })
   const g = await startGateway(t, meshConfig({ svc: [up] }, [{ name: 'all', destination: { service: 'svc' } }]))
-  const res = await rawRequest(g.url, '/', {})
+  const res = await plainRequest(g.url, '/')
   assert.equal(res.status, 200)
-  assert.equal(res.body, 'ok')
+  assert.equal(res.text, 'ok')
   assert.equal(res.headers['x-upstream-hop'], undefined)
   assert.equal(res.headers['proxy-authenticate'], undefined)
   assert.doesNotMatch(String(res.headers.connection ?? ''), /x-upstream-hop/i)
@@ -202,9 +181,9 @@ test('regression: a request with an Upgrade header but no "Connection: upgrade" 
     socket.end('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n')
   })
   const g = await startGateway(t, meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }]))
-  const res = await rawRequest(g.url, '/plain', { upgrade: 'websocket', connection: 'keep-alive' })
+  const res = await plainRequest(g.url, '/plain', { headers: { upgrade: 'websocket', connection: 'keep-alive' } })
   assert.equal(res.status, 200)
-  const seen = JSON.parse(res.body) as EchoRecord
+  const seen = res.json<EchoRecord>()
   assert.equal(seen.url, '/plain')
   assert.equal(seen.headers.upgrade, undefined)
   assert.equal(upgradeAttempts, 0)

@@ -6,7 +6,7 @@ import { Agent, request } from 'undici'
 import { startConsul, consulApi, type ConsulAgent } from '../helpers/consul.js'
 import { startGateway, eventually, type TestGateway } from '../helpers/gateway.js'
 import { startSampleService, type SampleService } from '../../src/demo/sample-service.js'
-import { unusedPort } from '../helpers/upstreams.js'
+import { freePorts } from '../helpers/ports.js'
 
 describe('mesh over Consul Connect', () => {
   let agent: ConsulAgent
@@ -32,11 +32,9 @@ describe('mesh over Consul Connect', () => {
   it('carries calls between node gateways over mTLS and enforces intentions', async (t) => {
     const consul = { address: agent.httpAddr, wait: '5s' }
     const mesh = { mtls: 'strict', identity: { provider: 'consul' } }
-    const upstreamPort = await unusedPort()
-    const paymentsPort = await unusedPort()
+    const [upstreamPort, paymentsPort] = await freePorts(2)
     const nodeA: TestGateway = await startGateway(t, {
       gateway: { name: 'node-a', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
       discovery: { consul },
       mesh,
       localServices: [{
@@ -47,7 +45,6 @@ describe('mesh over Consul Connect', () => {
     })
     const nodeB: TestGateway = await startGateway(t, {
       gateway: { name: 'node-b', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
       discovery: { consul },
       mesh,
       localServices: [{ name: 'orders', port: apps.orders!.port }, { name: 'payments', port: apps.payments!.port }]

@@ -25,7 +25,6 @@ async function startNode (t: TestContext): Promise<Node> {
   const orders = await startEcho(t, 'orders')
   const gw = await startGateway(t, {
     gateway: { name: 'node-b', mode: 'node' },
-    listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
     mesh: {
       mtls: 'strict',
       identity: { provider: 'files', dir },

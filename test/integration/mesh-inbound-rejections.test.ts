@@ -52,7 +52,6 @@ describe('inbound mTLS rejections', () => {
     t.after(async () => { await orders.close() })
     gw = await startGateway(t, {
       gateway: { name: 'node-b', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
       mesh: {
         mtls: 'strict',
         identity: { provider: 'files', dir },
@@ -132,7 +131,6 @@ describe('inbound mTLS rejections', () => {
     t.after(async () => { await orders.close() })
     const pgw = await startGateway(t, {
       gateway: { name: 'node-p', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
       mesh: { mtls: 'permissive', identity: { provider: 'files', dir: pdir }, authorization: { provider: 'rules', defaultAction: 'allow' } },
       localServices: [{ name: 'orders', port: orders.port }]
     })

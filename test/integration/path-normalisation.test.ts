@@ -11,8 +11,9 @@ import type { TestContext } from 'node:test'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { assertErrorResponse, plainRequest, startGateway, type HttpResult, type TestGateway } from '../helpers/gateway.js'
-import { meshConfig, startEcho, unusedPort, type EchoRecord, type EchoUpstream } from '../helpers/upstreams.js'
+import { assertErrorResponse, plainRequest, readResponse, startGateway, type HttpResult, type TestGateway } from '../helpers/gateway.js'
+import { meshConfig, startEcho, type EchoRecord, type EchoUpstream } from '../helpers/upstreams.js'
+import { freePorts } from '../helpers/ports.js'
 import { createLocalCa, issueLeaf, issueLeafInMemory, type CaPem, type LeafPem } from '../../src/identity/local-ca.js'
 
 /** Every one of these is `/admin` to a server that normalises (RFC 3986) or decodes unreserved escapes. */
@@ -145,7 +146,6 @@ describe('node entries: every way in is authorized on the normalised path', () =
     const orders = await startEcho(t, 'orders')
     const nodeB = await startGateway(t, {
       gateway: { name: 'node-b', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
       mesh: {
         mtls: 'strict',
         identity: { provider: 'files', dir },
@@ -161,14 +161,13 @@ describe('node entries: every way in is authorized on the normalised path', () =
       localServices: [{ name: 'orders', port: orders.port }]
     })
     const inboundPort = nodeB.gateway.listenerAddress('inbound')!.port
-    const upstreamPort = await unusedPort()
+    const [upstreamPort, webPort] = await freePorts(2)
     const nodeA = await startGateway(t, {
       gateway: { name: 'node-a', mode: 'node' },
-      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
       discovery: { embedded: { services: { orders: { endpoints: [{ id: 'node-b', address: '127.0.0.1', port: inboundPort }] } } } },
       mesh: { mtls: 'strict', identity: { provider: 'files', dir }, authorization: { provider: 'rules', defaultAction: 'deny' } },
       routes: [{ name: 'orders-by-route', match: { hosts: ['orders-route.test'] }, destination: { service: 'orders' } }],
-      localServices: [{ name: 'web', port: await unusedPort(), upstreams: [{ service: 'orders', port: upstreamPort }] }]
+      localServices: [{ name: 'web', port: webPort, upstreams: [{ service: 'orders', port: upstreamPort }] }]
     })
     const outbound = (): string => `http://127.0.0.1:${nodeA.gateway.listenerAddress('outbound')!.port}`
     const entries: Record<string, Send> = {
@@ -228,13 +227,7 @@ function mtlsSender (port: number, client: LeafPem, ca: CaPem): Send {
       ca: ca.certPem,
       checkServerIdentity: () => undefined,
       agent: false
-    }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json<T> () { return JSON.parse(text) as T } }) })
-      res.on('error', reject)
-    })
+    }, (res) => { readResponse(res).then(resolve, reject) })
     req.on('error', reject)
     req.end()
   })

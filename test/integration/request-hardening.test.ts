@@ -278,7 +278,6 @@ async function nodeGateway (t: TestContext, mtls: 'strict' | 'permissive', limit
   defer(t, async () => { await orders.close() })
   const g = await startGateway(t, {
     gateway: { name: 'node-h', mode: 'node' },
-    listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
     mesh: { mtls, identity: { provider: 'files', dir }, authorization: { provider: 'rules', defaultAction: 'allow' } },
     localServices: [{ name: 'orders', port: orders.port }],
     limits

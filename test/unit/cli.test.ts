@@ -1,27 +1,10 @@
 // The command line: `fastmesh validate FILE` and usage errors, run as a child process.
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
-
-// This file runs from dist/test/unit/; the CLI is dist/src/cli/index.js.
-const cli = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/index.js')
-
-interface Run { code: number, stdout: string, stderr: string }
-
-function run (args: string[]): Promise<Run> {
-  return new Promise((resolveRun) => {
-    const env = { ...process.env }
-    for (const k of Object.keys(env)) if (k.startsWith('FASTMESH_')) delete env[k]
-    execFile(process.execPath, [cli, ...args], { env, timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1
-      resolveRun({ code, stdout, stderr })
-    })
-  })
-}
+import { join } from 'node:path'
+import { spawnCli } from '../helpers/cli.js'
 
 async function tempFile (t: TestContext, name: string, text: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'fastmesh-cli-'))
@@ -56,7 +39,7 @@ routes:
 
 test('validate on a valid file prints ok and exits 0', async (t) => {
   const file = await tempFile(t, 'valid.yaml', VALID)
-  const r = await run(['validate', file])
+  const r = await spawnCli(['validate', file])
   assert.equal(r.code, 0, r.stderr)
   assert.equal(r.stdout, 'ok\n')
   assert.equal(r.stderr, '')
@@ -64,7 +47,7 @@ test('validate on a valid file prints ok and exits 0', async (t) => {
 
 test('validate on an invalid file exits 2 and lists every problem with its JSON path', async (t) => {
   const file = await tempFile(t, 'invalid.yaml', INVALID)
-  const r = await run(['validate', file])
+  const r = await spawnCli(['validate', file])
   assert.equal(r.code, 2)
   assert.equal(r.stdout, '')
   assert.match(r.stderr, /FASTMESH_ERR_CONFIG_INVALID: 3 problems/)
@@ -77,7 +60,7 @@ test('validate on an invalid file exits 2 and lists every problem with its JSON 
 
 test('validate on malformed YAML exits 2 and names the line and column', async (t) => {
   const file = await tempFile(t, 'broken.yaml', 'routes: [1, 2\ngateway: {}\n')
-  const r = await run(['validate', file])
+  const r = await spawnCli(['validate', file])
   assert.equal(r.code, 2)
   assert.match(r.stderr, /FASTMESH_ERR_CONFIG_PARSE/)
   assert.match(r.stderr, /line 2, column 1/)
@@ -87,7 +70,7 @@ test('validate on a missing file exits 2 with one clear line', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'fastmesh-cli-'))
   t.after(() => rm(dir, { recursive: true, force: true }))
   const file = join(dir, 'nope.yaml')
-  const r = await run(['validate', file])
+  const r = await spawnCli(['validate', file])
   assert.equal(r.code, 2)
   assert.equal(r.stdout, '')
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr)
@@ -95,28 +78,28 @@ test('validate on a missing file exits 2 with one clear line', async (t) => {
 })
 
 test('validate without FILE is a usage error (exit 2, usage shown)', async () => {
-  const r = await run(['validate'])
+  const r = await spawnCli(['validate'])
   assert.equal(r.code, 2)
   assert.match(r.stderr, /^FASTMESH_ERR_CLI_USAGE: validate takes exactly one FILE/)
   assert.match(r.stderr, /Usage:/)
 })
 
 test('an unknown flag is a usage error (exit 2, usage shown)', async () => {
-  const r = await run(['validate', '--bogus', 'x.yaml'])
+  const r = await spawnCli(['validate', '--bogus', 'x.yaml'])
   assert.equal(r.code, 2)
   assert.match(r.stderr, /^FASTMESH_ERR_CLI_USAGE: Unknown option '--bogus'/)
   assert.match(r.stderr, /Usage:/)
 })
 
 test('an unknown command is a usage error (exit 2, usage shown)', async () => {
-  const r = await run(['bogus'])
+  const r = await spawnCli(['bogus'])
   assert.equal(r.code, 2)
   assert.match(r.stderr, /^FASTMESH_ERR_CLI_USAGE: unknown command "bogus"/)
   assert.match(r.stderr, /fastmesh validate FILE/)
 })
 
 test('--help prints the usage on stdout and exits 0', async () => {
-  const r = await run(['--help'])
+  const r = await spawnCli(['--help'])
   assert.equal(r.code, 0)
   assert.match(r.stdout, /Usage:/)
   assert.equal(r.stderr, '')

@@ -1,0 +1,164 @@
+// Assembly: the routes each entry gets, all built from the same layers — a route layer over
+// a destination (service layer → endpoint pools), the route's plugins and, inbound, an
+// authorization guard. Edge and node, outbound and inbound differ only in this wiring.
+import type { FastmeshConfig } from '../config/validate.js'
+import type { RouteConfig } from '../config/schema.js'
+import { durationMs } from '../config/duration.js'
+import { fastmeshError, type ResponseError } from '../errors.js'
+import type { ServiceTable } from '../balancer/service-table.js'
+import { poolSettingsFor, selectorFor } from '../balancer/service-table.js'
+import type { EndpointTarget } from '../upstream/endpoint-pool.js'
+import type { MeshTls } from '../identity/mesh-tls.js'
+import type { Authorizer } from '../identity/authorization.js'
+import { isServiceName } from '../config/names.js'
+import type { Entry, Exchange, PolicyChain } from './exchange.js'
+import { hostOf, type CompiledRouteMatcher, type Router } from './router.js'
+import { RouteLayer, type Destination, type DestinationFor } from './route-layer.js'
+
+/** The mesh parts a version needs when mTLS is on. */
+export interface MeshContext {
+  readonly mtls: 'strict' | 'permissive'
+  readonly tls: MeshTls
+  readonly authorizer: Authorizer
+  /** Identity of calls from the edge and from the node's shared outbound port. */
+  readonly selfIdentity: string
+}
+
+/** One route as a version serves it. */
+export interface RouteBinding {
+  readonly name: string
+  readonly matcher: CompiledRouteMatcher
+  /** Route plugins in config order; none: the route may skip Fastify (the fast path). */
+  readonly plugins: RouteConfig['plugins']
+  readonly layer: RouteLayer
+  /** Checked before forwarding (inbound: the verified caller against authorization). */
+  readonly guard: ((ex: Exchange) => Promise<ResponseError | undefined>) | undefined
+}
+
+export interface Assembly {
+  /** Every route of the version, by name. */
+  readonly routes: ReadonlyMap<string, RouteBinding>
+  /** Node mode, shared outbound port: the destination named by Host when no config route matched. */
+  readonly byHost: RouteBinding | undefined
+  /** The route of a fixed-destination entry (per-upstream, inbound). */
+  fixedRoute(entry: Exclude<Entry, { kind: 'outbound' }>): RouteBinding | undefined
+  /** Keys of the endpoint sets the version uses; grows as by-Host destinations are first named. */
+  readonly services: Set<string>
+  /** Releases what the version holds by itself (its pools to local instances). */
+  close(): void
+}
+
+export const upstreamRouteName = (caller: string, service: string): string => `upstream:${caller}:${service}`
+export const inboundRouteName = (service: string): string => `inbound:${service}`
+export const BY_HOST_ROUTE = 'outbound:by-host'
+
+/** A route the gateway makes itself (per-upstream, inbound, by-host), with default timeouts. */
+function syntheticMatcher (name: string, service: string): CompiledRouteMatcher {
+  const config: RouteConfig = { name, destination: { service }, timeout: '15s', idleTimeout: '60s', plugins: [] }
+  return { name, config, index: -1, precedence: [], rewrite: (m) => m.path }
+}
+
+export interface AssemblyOptions {
+  readonly config: FastmeshConfig
+  readonly router: Router
+  readonly services: ServiceTable
+  readonly chain: PolicyChain
+  readonly mesh: MeshContext | undefined
+}
+
+export function assemble (opts: AssemblyOptions): Assembly {
+  const { config, router, services, chain, mesh } = opts
+  const routes = new Map<string, RouteBinding>()
+  const used = new Set<string>()
+  /** Owns this version's pools to local instances (inbound), released when it closes. */
+  const localPoolsUser = {}
+
+  const endpointsOf = (service: string, caller: string | undefined): Destination => {
+    const { key, endpoints } = services.get(selectorFor(config, service, caller), poolSettingsFor(config, service))
+    used.add(key)
+    return endpoints
+  }
+
+  const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'] } = {}): RouteBinding => {
+    const route = matcher.config
+    const layer = new RouteLayer({
+      name: matcher.name,
+      rewrite: matcher.rewrite,
+      destination,
+      forwarding: {
+        headersTimeoutMs: durationMs(route.timeout),
+        bodyTimeoutMs: durationMs(route.idleTimeout),
+        rewriteHost: route.destination.rewriteHost,
+        trustForwarded: how.trustForwarded ?? config.gateway.trustForwardedHeaders,
+        proto: how.proto ?? 'http'
+      },
+      forwardClientCert: how.forwardClientCert ?? false,
+      chain
+    })
+    const binding: RouteBinding = { name: matcher.name, matcher, plugins: route.plugins, layer, guard: how.guard }
+    routes.set(binding.name, binding)
+    return binding
+  }
+  const fixed = (d: Destination): DestinationFor => () => d
+
+  // Config routes (edge listener, node shared outbound port). With the mesh on they reach
+  // the destination's node gateways over mTLS as this gateway's own identity.
+  for (const matcher of router.ordered) bind(matcher, fixed(endpointsOf(matcher.config.destination.service, mesh?.selfIdentity)))
+
+  let byHost: RouteBinding | undefined
+  const fixedRoutes = new Map<string, RouteBinding>()
+  if (config.gateway.mode === 'node') {
+    // Shared outbound port, no config route matched: the Host header names the service. Its
+    // endpoint set is made on first use and belongs to this version from then on.
+    const named = new Map<string, Destination>()
+    byHost = bind(syntheticMatcher(BY_HOST_ROUTE, '(from Host)'), (ex) => {
+      let host = hostOf(ex.req.headers.host)
+      if (host.endsWith('.mesh')) host = host.slice(0, -5)
+      if (!isServiceName(host)) return fastmeshError('NO_ROUTE', [ex.method, ex.path, ex.req.headers.host ?? '-'])
+      let d = named.get(host)
+      if (d === undefined) named.set(host, d = endpointsOf(host, mesh?.selfIdentity))
+      return d
+    })
+
+    for (const local of config.localServices) {
+      // Per-upstream listeners: the call carries the local service's identity.
+      for (const up of local.upstreams) {
+        const name = upstreamRouteName(local.name, up.service)
+        fixedRoutes.set(name, bind(syntheticMatcher(name, up.service), fixed(endpointsOf(up.service, mesh !== undefined ? local.name : undefined))))
+      }
+      if (mesh === undefined) continue
+      // Inbound: authorize the verified caller, then hand the call to the local instance.
+      const name = inboundRouteName(local.name)
+      const endpoint = { id: `local:${local.name}`, service: local.name, address: local.address, port: local.port, weight: 1, tags: local.tags, meta: local.meta, health: 'passing' as const, origin: 'local' }
+      const target: EndpointTarget = { endpoint, pool: services.pools.acquire(endpoint, poolSettingsFor(config, local.name), localPoolsUser), label: `${local.address}:${local.port}` }
+      const instance: Destination = { service: local.name, current: target, pick: () => target, known: async () => {} }
+      fixedRoutes.set(name, bind(syntheticMatcher(name, local.name), fixed(instance), {
+        // The calling gateway is authenticated: keep the forwarding headers it set.
+        trustForwarded: true,
+        proto: 'https',
+        forwardClientCert: true,
+        guard: async (ex) => await authorizeInbound(mesh, local.name, ex)
+      }))
+    }
+  }
+
+  return {
+    routes,
+    byHost,
+    fixedRoute: (entry) => fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service)),
+    services: used,
+    close: () => { services.pools.retainOnly(localPoolsUser, new Set()) }
+  }
+}
+
+/** The inbound guard: the verified caller may call `service` with this method and path. */
+async function authorizeInbound (mesh: MeshContext, service: string, ex: Exchange): Promise<ResponseError | undefined> {
+  const peer = ex.entry?.kind === 'inbound' ? ex.entry.peer : undefined
+  if (peer === undefined) {
+    // Unreachable in strict mode with a verified handshake; kept so a listener bug cannot open the door.
+    return mesh.mtls === 'strict' ? fastmeshError('FORBIDDEN', ['an unauthenticated caller', service, 'mTLS is strict']) : undefined
+  }
+  const q = ex.path.indexOf('?')
+  const decision = await mesh.authorizer.authorize({ source: peer.service, sourceUri: peer.uri, destination: service, method: ex.method, path: q === -1 ? ex.path : ex.path.slice(0, q) })
+  return decision.allowed ? undefined : fastmeshError('FORBIDDEN', [peer.service, service, decision.reason])
+}

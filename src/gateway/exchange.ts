@@ -1,0 +1,112 @@
+// Gateway-wide layer: one request's passage through a config version (who it is, where it
+// went, how it ended), and the ordered chain of policies that sees every request on every
+// listener, the fast path included: the home of the access log, route statistics and,
+// later, metrics, tracing and load shedding.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ResponseError } from '../errors.js'
+import type { RequestRecord } from '../telemetry/access-log.js'
+import { elapsedMs } from '../telemetry/access-log.js'
+
+/** The verified caller of an inbound mesh call. */
+export interface MeshPeer {
+  readonly service: string
+  readonly uri: string
+}
+
+/**
+ * Which listener a request came in on, set by the listener before the version sees it.
+ * No entry: the edge listener (config routes only).
+ */
+export type Entry =
+  /** Node mode, shared outbound port: config routes, then the destination named by Host. */
+  | { readonly kind: 'outbound' }
+  /** Node mode, a per-upstream listener: always `service`, as `caller`. */
+  | { readonly kind: 'upstream', readonly caller: string, readonly service: string }
+  /** Node mode, the inbound listener: for local `service`; `peer` is the verified caller (mTLS). */
+  | { readonly kind: 'inbound', readonly service: string, readonly peer: MeshPeer | undefined }
+
+/**
+ * One request through a version. It is also the access-log record: the policies read it
+ * when it ends, so a request costs this one object and no second copy.
+ */
+export class Exchange implements RequestRecord {
+  /** The route that took the request (its config name), once chosen. */
+  route: string | undefined = undefined
+  /** The destination service, once chosen. */
+  destination: string | undefined = undefined
+  /** `address:port` of the endpoint the request went to. */
+  endpoint: string | undefined = undefined
+  status = 0
+  /** Set when the gateway itself answered (FASTMESH_ERR_*) or the exchange broke. */
+  error: string | undefined = undefined
+  ended = false
+  private endedAt: bigint | undefined = undefined
+
+  constructor (
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly requestId: string,
+    readonly start: bigint,
+    readonly entry: Entry | undefined
+  ) {}
+
+  get method (): string {
+    return this.req.method ?? ''
+  }
+
+  /** The normalised request target, as routing, plugins and the upstream saw it. */
+  get path (): string {
+    return this.req.url ?? ''
+  }
+
+  get durationMs (): number {
+    return elapsedMs(this.start, this.endedAt)
+  }
+
+  /** Marks the end (first call wins); true when this call ended it. */
+  end (status: number, error: string | undefined): boolean {
+    if (this.ended) return false
+    this.ended = true
+    this.status = status
+    this.error = error
+    this.endedAt = process.hrtime.bigint()
+    return true
+  }
+}
+
+/** A gateway-wide policy: runs for every request of every listener, in chain order. */
+export interface GatewayPolicy {
+  readonly name: string
+  /** After the route is chosen, before its plugins and forwarding: an error answers instead. */
+  onRequest?(ex: Exchange): ResponseError | undefined
+  /** Once, when the exchange has ended (answered, forwarded, refused or cut). */
+  onEnd?(ex: Exchange): void
+}
+
+/** The ordered policies of a version, split by step so an empty step costs one length check. */
+export class PolicyChain {
+  private readonly requestSteps: ReadonlyArray<NonNullable<GatewayPolicy['onRequest']>>
+  private readonly endSteps: ReadonlyArray<NonNullable<GatewayPolicy['onEnd']>>
+
+  constructor (readonly policies: readonly GatewayPolicy[]) {
+    this.requestSteps = policies.flatMap((p) => p.onRequest !== undefined ? [p.onRequest.bind(p)] : [])
+    this.endSteps = policies.flatMap((p) => p.onEnd !== undefined ? [p.onEnd.bind(p)] : [])
+  }
+
+  /** The first policy's refusal, or undefined to go on. */
+  request (ex: Exchange): ResponseError | undefined {
+    const steps = this.requestSteps
+    for (let i = 0; i < steps.length; i++) {
+      const refusal = steps[i]!(ex)
+      if (refusal !== undefined) return refusal
+    }
+    return undefined
+  }
+
+  /** Ends the exchange with `status` (once) and lets every policy see it. */
+  end (ex: Exchange, status: number, error?: string): void {
+    if (!ex.end(status, error)) return
+    const steps = this.endSteps
+    for (let i = 0; i < steps.length; i++) steps[i]!(ex)
+  }
+}
