@@ -21,6 +21,8 @@ export const catalogue = {
     'No configured route matched the request\'s host, path, method, headers and query. Check `GET /routes` on the admin listener.'),
   NO_HEALTHY_ENDPOINT: entry('FASTMESH_ERR_NO_HEALTHY_ENDPOINT', 503, 'Service "%s" has no healthy endpoint',
     'The destination service is known but none of its endpoints is passing its health checks. Check `GET /services` on the admin listener.'),
+  OVERFLOW: entry('FASTMESH_ERR_OVERFLOW', 503, 'Service "%s" is over its circuit-breaker limit %s (%s)',
+    'A circuit-breaker limit of the destination (`services.<name>.circuitBreaker`: concurrent requests, pending requests or concurrent retries) is reached; the gateway answers at once instead of queueing, and the header `x-fastmesh-overflow` names the limit.'),
   UPSTREAM_FAILURE: entry('FASTMESH_ERR_UPSTREAM_FAILURE', 502, 'Upstream %s of service "%s" failed: %s',
     'The gateway could not connect to the chosen endpoint, or it answered with something that is not valid HTTP.'),
   UPSTREAM_TIMEOUT: entry('FASTMESH_ERR_UPSTREAM_TIMEOUT', 504, 'Upstream %s of service "%s" did not answer within %s ms',

@@ -1,9 +1,15 @@
 // Service layer: the usable endpoints of one destination service (a subset of it, in one
 // datacenter), kept current from discovery, each with its endpoint pool, and the
-// balancing choice among them.
+// balancing choice among them (the service's policy, preferring the gateway's own zone).
 import type { Pool } from 'undici'
+import { OutlierDetector, outlierSettings } from './outlier.js'
+import { CircuitLimits, circuitSettings } from './circuit.js'
 import type { Discovery, Endpoint, ServiceSnapshot } from '../discovery/types.js'
+import type { ResponseError } from '../errors.js'
 import type { EndpointPools, EndpointTarget, MeshConnection, PoolSettings } from '../upstream/endpoint-pool.js'
+import { createBalancer, DEFAULT_BALANCING, TargetStats, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
+import { defaultRandom } from './random.js'
+import type { AdmissionKind, AttemptOutcome, PickRequest, ServiceLayer } from './types.js'
 
 export interface ServiceSelector {
   readonly service: string
@@ -38,13 +44,11 @@ interface PoolSource {
  * whole scope (the target list, the previous targets) alive, and each target carried into
  * the next update would chain every older list, with their closed pools, forever.
  */
-class LazyTarget implements EndpointTarget {
-  /** Smooth weighted round robin state. */
-  current = 0
+class LazyTarget implements BalancedTarget {
   readonly label: string
   acquired: Pool | undefined
 
-  constructor (readonly endpoint: Endpoint, private readonly source: PoolSource, pool?: Pool) {
+  constructor (readonly endpoint: Endpoint, private readonly source: PoolSource, pool?: Pool, readonly stats = new TargetStats()) {
     this.label = `${endpoint.address}:${endpoint.port}`
     this.acquired = pool
   }
@@ -56,31 +60,48 @@ class LazyTarget implements EndpointTarget {
   /** The same target for a newer copy of its endpoint (health, weight, tags may differ). */
   with (endpoint: Endpoint): LazyTarget {
     if (endpoint === this.endpoint) return this
-    const t = new LazyTarget(endpoint, this.source, this.acquired)
-    t.current = this.current
-    return t
+    return new LazyTarget(endpoint, this.source, this.acquired, this.stats)
   }
 }
 
-export class ServiceEndpoints implements PoolSource {
-  /** Usable endpoints in a stable order, ready for the balancer. */
+/** Which endpoints the balancer chooses among, with locality on (admin shows it). */
+export type LocalityState = 'off' | 'local' | 'spill-over'
+
+const defaultContext: PolicyContext = { random: defaultRandom, now: () => performance.now() }
+
+export class ServiceEndpoints implements PoolSource, ServiceLayer {
+  /** Usable endpoints in a stable order. */
   private targets: LazyTarget[] = []
-  private weighted = false
-  private totalWeight = 0
-  private next = 0
+  /** The ones the balancer chooses among: all usable, or the local zone's (locality). */
+  private active: LazyTarget[] = []
+  private localityState: LocalityState = 'off'
+  private readonly balancer: Balancer<LazyTarget>
   private snapshot: ServiceSnapshot | undefined
   /** Callers waiting for discovery's first answer (see `known`). */
   private firstAnswer: Array<() => void> = []
   private readonly unwatch: () => void
   private selectorKeyCache: string | undefined
 
+  /** Passive health: endpoints failing in a row leave the balancer for a while. */
+  readonly outlier: OutlierDetector
+  /** Admission under the destination's circuit limits. */
+  readonly circuit: CircuitLimits
+  /** What the balancer was last given: `active` less the ejected endpoints. */
+  private balanced: readonly LazyTarget[] = []
+
   constructor (
     readonly selector: ServiceSelector,
     private readonly discovery: Discovery,
     private readonly pools: EndpointPools,
     readonly settings: PoolSettings,
-    private readonly meshConnector?: (caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector']
+    private readonly meshConnector?: (caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector'],
+    readonly balancing: BalancingSettings = DEFAULT_BALANCING,
+    context: PolicyContext = defaultContext,
+    resilience?: { readonly outlier: OutlierDetector, readonly circuit: CircuitLimits }
   ) {
+    this.outlier = resilience?.outlier ?? new OutlierDetector(selector.service, outlierSettings())
+    this.circuit = resilience?.circuit ?? new CircuitLimits(selector.service, circuitSettings(undefined, settings.pipelining))
+    this.balancer = createBalancer<LazyTarget>(balancing, context)
     this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, {
       ...(selector.datacenter !== undefined ? { datacenter: selector.datacenter } : {}),
       ...(selector.meshCaller !== undefined ? { connect: true } : {})
@@ -97,24 +118,53 @@ export class ServiceEndpoints implements PoolSource {
   }
 
   /**
-   * Round robin over usable endpoints, weighted (smooth, as nginx does) when weights
-   * differ; undefined when none is usable.
+   * An endpoint for one attempt, by the service's policy, among the usable endpoints (of the
+   * local zone while locality holds); one not in `request.tried` when one exists; undefined
+   * when none is usable. Every target returned must be `report`ed once.
    */
-  pick (): EndpointTarget | undefined {
-    const targets = this.targets
-    const n = targets.length
-    if (n === 0) return undefined
-    if (!this.weighted) {
-      if (this.next >= n) this.next = 0
-      return targets[this.next++]
+  pick (request?: PickRequest): BalancedTarget | undefined {
+    // The same array while no ejection changed: the balancer is rebuilt only when one did.
+    const usable = this.outlier.usable(this.active, Date.now())
+    if (usable !== this.balanced) {
+      this.balanced = usable
+      this.balancer.update(usable)
     }
-    let best = targets[0]!
-    for (const t of targets) {
-      t.current += t.endpoint.weight
-      if (t.current > best.current) best = t
-    }
-    best.current -= this.totalWeight
-    return best
+    const t = this.balancer.pick(request)
+    if (t !== undefined) t.stats.inFlight++
+    return t
+  }
+
+  /** Ends the attempt on `target` that `pick` began (in-flight count, latency estimate). */
+  report (target: EndpointTarget, outcome: AttemptOutcome): void {
+    // Only this set's own targets come back here (the contract of ServiceLayer).
+    const t = target as LazyTarget
+    if (t.stats.inFlight > 0) t.stats.inFlight--
+    this.balancer.observe?.(t, outcome.latencyMs, outcome.gatewayError)
+    this.outlier.report(t.endpoint.id, outcome, Date.now())
+  }
+
+  admit (kind: AdmissionKind): ResponseError | undefined {
+    return this.circuit.admit(kind)
+  }
+
+  release (kind: AdmissionKind): void {
+    this.circuit.release(kind)
+  }
+
+  /** Serving only through outlier panic (too few endpoints left): a failover target may do better. */
+  degraded (): boolean {
+    return this.outlier.degraded(this.active, Date.now())
+  }
+
+  /** Which endpoints the balancer uses: `local` zone only, all (`spill-over`), or `off`. */
+  get locality (): LocalityState {
+    return this.localityState
+  }
+
+  /** Per endpoint id: attempts in flight and the latency estimate (ms; undefined before any), for admin. */
+  balancerStats (): Map<string, { inFlight: number, rttMs: number | undefined, active: boolean }> {
+    const active = new Set(this.active)
+    return new Map(this.targets.map((t) => [t.endpoint.id, { inFlight: t.stats.inFlight, rttMs: t.stats.rtt < 0 ? undefined : t.stats.rtt, active: active.has(t) }]))
   }
 
   get healthyCount (): number {
@@ -147,6 +197,9 @@ export class ServiceEndpoints implements PoolSource {
     this.unwatch()
     for (const w of [...this.firstAnswer]) w()
     this.targets = []
+    this.active = []
+    this.balanced = []
+    this.balancer.update([])
     this.pools.retainOnly(this, new Set())
   }
 
@@ -155,9 +208,12 @@ export class ServiceEndpoints implements PoolSource {
     const previous = new Map(this.targets.map((t) => [t.endpoint.id, t]))
     const targets: LazyTarget[] = []
     const inUse = new Set<Pool>()
-    let total = 0
+    const locality = this.balancing.locality
+    let localKnown = 0
     for (const endpoint of snapshot.endpoints) {
-      if (!this.discovery.isUsable(endpoint) || !inSubset(endpoint, this.selector.subset)) continue
+      if (!inSubset(endpoint, this.selector.subset)) continue
+      if (locality !== undefined && endpoint.meta[locality.metaKey] === locality.zone) localKnown++
+      if (!this.discovery.isUsable(endpoint)) continue
       const old = previous.get(endpoint.id)
       // Same address: keep the target and its pool (and balancer state). A set's pool
       // settings never change (other settings make another set: see ServiceTable.get).
@@ -166,11 +222,26 @@ export class ServiceEndpoints implements PoolSource {
         : new LazyTarget(endpoint, this)
       if (target.acquired !== undefined) inUse.add(target.acquired)
       targets.push(target)
-      total += endpoint.weight
     }
     this.targets = targets
-    this.totalWeight = total
-    this.weighted = targets.some((t) => t.endpoint.weight !== targets[0]!.endpoint.weight)
+    this.active = targets
+    this.localityState = 'off'
+    if (locality !== undefined && localKnown > 0) {
+      // Prefer the own zone while enough of it is usable; below that share, every usable
+      // endpoint (local ones included) takes traffic, so the local ones are not overrun.
+      const local = targets.filter((t) => t.endpoint.meta[locality.metaKey] === locality.zone)
+      const share = local.length / localKnown
+      if (local.length > 0 && share >= locality.minLocalShare) {
+        this.active = local
+        this.localityState = 'local'
+      } else {
+        this.localityState = 'spill-over'
+      }
+    }
+    this.balanced = this.outlier.usable(this.active, Date.now())
+    this.balancer.update(this.balanced)
+    this.circuit.setEndpointConnections(targets.length * this.settings.connections)
+    this.outlier.store.prune(snapshot.endpoints.map((e) => e.id))
     this.pools.retainOnly(this, inUse)
     for (const w of [...this.firstAnswer]) w()
   }

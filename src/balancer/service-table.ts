@@ -7,6 +7,12 @@ import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { EndpointPools, type MeshConnection, type PoolSettings } from '../upstream/endpoint-pool.js'
 import { ServiceEndpoints, selectorKey, type ServiceSelector } from './service-endpoints.js'
+import { DEFAULT_BALANCING, EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, RING_VIRTUAL_NODES, type BalancingSettings, type PolicyContext } from './policies/index.js'
+import { defaultRandom } from './random.js'
+import { OutlierDetector, outlierSettings, outlierStoreKind, type OutlierSettings } from './outlier.js'
+import { CircuitLimits, circuitCountersKind, circuitSettings, type CircuitSettings } from './circuit.js'
+import { StateRegistry } from '../state/registry.js'
+import type { Logger } from 'pino'
 
 export function poolSettingsFor (config: FastmeshConfig, service: string): PoolSettings {
   const p = config.services[service]?.connectionPool
@@ -28,9 +34,47 @@ export function selectorFor (config: FastmeshConfig, service: string, meshCaller
   }
 }
 
-/** A set per selector and pool settings: sets with other settings never share pools. */
-function tableKey (selector: ServiceSelector, s: PoolSettings): string {
-  return `${selectorKey(selector)}|${s.connections}/${s.pipelining}/${s.connectTimeoutMs}/${s.keepAliveTimeoutMs}`
+/** Outlier detection and circuit limits of a destination. */
+export interface ResilienceSettings {
+  readonly outlier: OutlierSettings
+  readonly circuit: CircuitSettings
+}
+
+function defaultResilience (pool: PoolSettings): ResilienceSettings {
+  return { outlier: outlierSettings(), circuit: circuitSettings(undefined, pool.pipelining) }
+}
+
+/** `services.<name>.outlierDetection` and `.circuitBreaker`, defaults filled. */
+export function resilienceFor (config: FastmeshConfig, service: string): ResilienceSettings {
+  const policy = config.services[service]
+  return { outlier: outlierSettings(policy?.outlierDetection), circuit: circuitSettings(policy?.circuitBreaker, poolSettingsFor(config, service).pipelining) }
+}
+
+/** The balancing policy of `service` (services.<name>.loadBalancer, gateway.zone). */
+export function balancingFor (config: FastmeshConfig, service: string): BalancingSettings {
+  const lb = config.services[service]?.loadBalancer
+  const zone = config.gateway.zone
+  if (lb === undefined && zone === undefined) return DEFAULT_BALANCING
+  const locality = lb?.locality
+  return {
+    policy: lb?.policy ?? 'round_robin',
+    ...(lb?.hashOn !== undefined ? { hashOn: lb.hashOn } : {}),
+    virtualNodes: lb?.ringHash?.virtualNodes ?? RING_VIRTUAL_NODES,
+    tableSize: lb?.maglev?.tableSize ?? MAGLEV_TABLE_SIZE,
+    decayMs: durationMs(lb?.ewma?.decay ?? EWMA_DECAY),
+    defaultRttMs: durationMs(lb?.ewma?.defaultRtt ?? EWMA_DEFAULT_RTT),
+    ...(zone !== undefined && locality?.enabled !== false
+      ? { locality: { zone, metaKey: locality?.zoneMetaKey ?? 'zone', minLocalShare: locality?.minLocalShare ?? 0.7 } }
+      : {})
+  }
+}
+
+/**
+ * A set per selector, pool settings and balancing policy: sets with other settings never
+ * share pools, and a policy change gives a fresh balancer (its statistics start over).
+ */
+function tableKey (selector: ServiceSelector, s: PoolSettings, b: BalancingSettings): string {
+  return `${selectorKey(selector)}|${s.connections}/${s.pipelining}/${s.connectTimeoutMs}/${s.keepAliveTimeoutMs}|${JSON.stringify(b)}`
 }
 
 export class ServiceTable {
@@ -40,18 +84,32 @@ export class ServiceTable {
   /** Set when the mesh is on: builds the mTLS connector of a pool. */
   meshConnector: ((caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector']) | undefined
 
-  constructor (readonly discovery: Discovery) {}
+  /**
+   * `context`: the random source and clock of every set's balancer (seeded in tests).
+   * `state`: where outlier and circuit state is kept by selector, so sets that replace one
+   * another (new pool or policy settings) and reloads keep ejections and in-flight counts.
+   */
+  constructor (
+    readonly discovery: Discovery,
+    private readonly context: PolicyContext = { random: defaultRandom, now: () => performance.now() },
+    private readonly state: StateRegistry = new StateRegistry(),
+    private readonly log?: Logger
+  ) {}
 
   /**
    * The endpoint set for `selector` under pool `settings`, created on first use, with its
    * key. Side-effect free for sets in use: an existing set is returned as it is, and other
    * settings make another set (the old one stays with the versions using it until `retain`).
    */
-  get (selector: ServiceSelector, settings: PoolSettings): { key: string, endpoints: ServiceEndpoints } {
-    const key = tableKey(selector, settings)
+  get (selector: ServiceSelector, settings: PoolSettings, balancing: BalancingSettings = DEFAULT_BALANCING, resilience: ResilienceSettings = defaultResilience(settings)): { key: string, endpoints: ServiceEndpoints } {
+    const key = `${tableKey(selector, settings, balancing)}|${JSON.stringify(resilience)}`
     let s = this.byKey.get(key)
     if (s === undefined) {
-      s = new ServiceEndpoints(selector, this.discovery, this.pools, settings, this.meshConnector)
+      const stateKey = selectorKey(selector)
+      s = new ServiceEndpoints(selector, this.discovery, this.pools, settings, this.meshConnector, balancing, this.context, {
+        outlier: new OutlierDetector(selector.service, resilience.outlier, this.state.slot(outlierStoreKind, stateKey), this.log !== undefined ? { log: this.log } : {}),
+        circuit: new CircuitLimits(selector.service, resilience.circuit, this.state.slot(circuitCountersKind, stateKey))
+      })
       this.byKey.set(key, s)
     }
     return { key, endpoints: s }

@@ -3,6 +3,7 @@
 import { Type, type Static, type TSchema, type TString } from '@sinclair/typebox'
 import { DURATION_PATTERN } from './duration.js'
 import { SERVICE_NAME_PATTERN } from './names.js'
+import { EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, POLICIES, RING_VIRTUAL_NODES } from '../balancer/policies/types.js'
 
 /** Durations (the one syntax, from duration.ts): the docs show keys of this pattern as type `duration`. */
 export const Duration = Type.String({
@@ -115,20 +116,91 @@ export const ConnectionPoolSchema = strict({
   keepAliveTimeout: dur('30s', 'How long an idle upstream connection is kept.')
 }, { description: 'Upstream connection pool per endpoint.' })
 
+export const HashOnSchema = Type.Union([
+  strict({ header: Type.String({ minLength: 1, description: 'A request header (case-insensitive; repeated headers joined with `,`).' }) }),
+  strict({ cookie: Type.String({ minLength: 1, description: 'A cookie of the request\'s Cookie header.' }) }),
+  strict({ queryParameter: Type.String({ minLength: 1, description: 'A query parameter (case-sensitive; the first value counts).' }) }),
+  strict({ clientAddress: Type.Literal(true, { description: 'The client\'s address (the connection\'s peer).' }) })
+], { description: 'What `ring_hash` and `maglev` hash: exactly one of `header`, `cookie`, `queryParameter`, `clientAddress: true`. A request without that key goes to a random endpoint.' })
+
+export const LocalitySchema = strict({
+  enabled: Type.Boolean({ default: true, description: 'Prefer endpoints in the gateway\'s own zone (`gateway.zone`; nothing happens while it is unset).' }),
+  zoneMetaKey: Type.String({ minLength: 1, default: 'zone', description: 'The endpoint meta key (Consul service meta) holding an endpoint\'s zone.' }),
+  minLocalShare: Type.Number({ minimum: 0, maximum: 1, default: 0.7, description: 'Only the local zone\'s endpoints take traffic while at least this share of them (usable / known in the zone) is usable; below it, every usable endpoint does (spill-over). 0: local whenever one local endpoint is usable.' })
+}, { description: 'Locality preference: same zone first, spill over when the zone is short of healthy endpoints. Admin `/services` shows which applies.' })
+
 export const LoadBalancerSchema = strict({
-  policy: StringEnum(['round_robin'], { default: 'round_robin', description: 'Balancing algorithm over the healthy endpoints; round robin is weighted by endpoint weight (Consul `Weights`).' })
-}, { description: 'How one endpoint is chosen for each request.' })
+  policy: StringEnum(POLICIES, { default: 'round_robin', description: 'Balancing algorithm over the healthy endpoints, all weighted by endpoint weight (Consul `Weights`). `round_robin`: in turn; `random`: drawn at random; `least_request`: the fewer attempts in flight of two random endpoints (power of two choices); `ewma`: the lower peak-EWMA latency × (in flight + 1) of two random endpoints (as Linkerd); `ring_hash` and `maglev`: consistent hashing of `hashOn`, so a key keeps its endpoint and adding or removing one of N endpoints moves about 1/N of the keys.' }),
+  hashOn: Type.Optional(HashOnSchema),
+  ringHash: Type.Optional(strict({
+    virtualNodes: Type.Integer({ minimum: 1, maximum: 4096, default: RING_VIRTUAL_NODES, description: 'Points on the ring per endpoint of the smallest weight (heavier endpoints get proportionally more). More points: a more even spread, a bigger ring.' })
+  }, { description: 'Settings of `ring_hash`.' })),
+  maglev: Type.Optional(strict({
+    tableSize: Type.Integer({ minimum: 7, maximum: 5000011, default: MAGLEV_TABLE_SIZE, description: 'Lookup table slots; must be a prime, well above the number of endpoints (at least 100× for an even spread).' })
+  }, { description: 'Settings of `maglev`.' })),
+  ewma: Type.Optional(strict({
+    decay: dur(EWMA_DECAY, 'How fast an endpoint\'s latency estimate forgets: the time constant of its decay.'),
+    defaultRtt: dur(EWMA_DEFAULT_RTT, 'The latency assumed for an endpoint before its first answer.')
+  }, { description: 'Settings of `ewma`.' })),
+  locality: withDefault(LocalitySchema)
+}, { description: 'How one endpoint is chosen for each attempt.' })
 
 export const SubsetSchema = strict({
   tags: Type.Array(Type.String(), { default: [], description: 'Only endpoints carrying every one of these tags.' }),
   meta: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Only endpoints whose meta has all these values.' })
 }, { description: 'Restricts the service to a subset of its endpoints.' })
 
+export const RETRY_ON = ['connect-failure', 'refused', 'reset', 'gateway-error', '5xx', 'retriable-status-codes'] as const
+
+export const RetryPolicySchema = strict({
+  attempts: Type.Integer({ minimum: 1, maximum: 10, default: 2, description: 'Tries in all, the first included (1: no retry). Each retry picks another endpoint when one exists.' }),
+  perTryTimeout: Type.Optional({ ...Duration, description: 'Time allowed for each try to get response headers; default: the route\'s `timeout`.' }),
+  retryOn: Type.Array(StringEnum(RETRY_ON), { default: ['connect-failure'], description: 'When to retry: `connect-failure` (could not connect: refused, connect timeout, TLS failure; nothing reached the upstream, so any method), `refused` (connection refused only), `reset` (connection reset or closed before response headers), `gateway-error` (connect failure, reset, per-try timeout, or a 502/503/504 answer), `5xx` (any 5xx answer, and gateway errors), `retriable-status-codes` (the statuses in `retriableStatusCodes`).' }),
+  retriableStatusCodes: Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { default: [], description: 'Statuses retried with `retriable-status-codes`.' }),
+  nonIdempotent: Type.Boolean({ default: false, description: 'Also retry POST, PATCH and other non-idempotent methods on conditions other than a connect failure (the upstream may have acted on the first try).' }),
+  bufferBodyBytes: Type.Integer({ minimum: 0, default: 0, description: 'Buffer request bodies up to this many bytes (declared Content-Length) so they can be sent again; a larger or streamed body is retried only after a connect failure that sent none of it.' }),
+  backoff: withDefault(strict({
+    base: dur('25ms', 'First retry waits a random time up to this; each further retry doubles it.'),
+    max: dur('250ms', 'Longest wait before one retry.')
+  }, { description: 'Exponential backoff with full jitter between tries.' })),
+  budget: withDefault(strict({
+    percent: Type.Number({ minimum: 0, maximum: 100, default: 20, description: 'Retries may add at most this share of the route\'s request rate (counted over 10 s), plus `minPerSecond`.' }),
+    minPerSecond: Type.Number({ minimum: 0, default: 10, description: 'Retries per second allowed beyond `percent`, so low-traffic routes can retry at all.' })
+  }, { description: 'The retry budget (as Linkerd and Envoy budget retries): a route past it stops retrying instead of multiplying load on a failing service.' }))
+}, { description: 'Retries of one route (or the default for every route to a service). With nothing configured, a connect failure is retried once on another endpoint.' })
+
+export const OutlierDetectionSchema = strict({
+  enabled: Type.Boolean({ default: true, description: 'Passive outlier detection: the gateway watches every attempt\'s outcome and ejects endpoints that keep failing, even ones without a health check. On by default.' }),
+  consecutiveGatewayErrors: Type.Integer({ minimum: 0, default: 5, description: 'Eject an endpoint after this many consecutive gateway errors (connect failure, reset, timeout: the endpoint, not the application, failed); 0 turns the rule off. 5 (as Envoy) lets a dead endpoint leave after five attempts on it, while one broken keep-alive connection or a short restart does not eject it.' }),
+  consecutive5xx: Type.Integer({ minimum: 0, default: 0, description: 'Eject an endpoint after this many consecutive 5xx answers or gateway errors; 0 (default) turns the rule off, because a 5xx is often the application\'s answer to one request, not a sign of a broken instance. Envoy uses 5 when it is on.' }),
+  baseEjectionTime: dur('30s', 'How long the first ejection lasts; the n-th in a row lasts n times this (at most `maxEjectionTime`). Each `baseEjectionTime` an endpoint stays back without being ejected lowers n by one. 30s as Envoy.'),
+  maxEjectionTime: dur('5m', 'Longest single ejection.'),
+  maxEjectionPercent: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'At most this share of the service\'s endpoints is ejected at once (at least one, unless 0: no ejections). 50 keeps half in rotation should the failures be the gateway\'s own; Envoy uses 10, which for a small service also means one.' }),
+  panicThreshold: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'When fewer than this percentage of the endpoints are left after ejections, ejections are ignored and every endpoint is used (Envoy\'s healthy panic threshold); with failover targets, the next target is tried first. 0 turns panic off.' })
+}, { description: 'Passive outlier detection: ejects endpoints whose attempts keep failing and lets them back after a while. Ejections and returns are logged and shown by admin `/services`.' })
+
+export const CircuitBreakerSchema = strict({
+  maxConnections: Type.Integer({ minimum: 1, default: 1024, description: 'Connections the destination\'s requests may occupy at once, across its endpoints (each carries `connectionPool.pipelining` requests). A request beyond them waits for a connection: it is pending.' }),
+  maxPendingRequests: Type.Integer({ minimum: 0, default: 1024, description: 'Requests that may wait for a connection at once; past it the gateway answers 503 `FASTMESH_ERR_OVERFLOW` with `x-fastmesh-overflow: max-pending-requests` instead of queueing.' }),
+  maxRequests: Type.Integer({ minimum: 1, default: 1024, description: 'Requests to the destination in flight at once; past it, 503 `FASTMESH_ERR_OVERFLOW` with `x-fastmesh-overflow: max-requests`.' }),
+  maxRetries: Type.Integer({ minimum: 0, default: 1024, description: 'Retries to the destination in flight at once; past it a retry is not made (`x-fastmesh-overflow: max-retries`).' })
+}, { description: 'Circuit breaking: limits per destination, answered at once with 503 `FASTMESH_ERR_OVERFLOW` (a header names the limit), never by queueing without bound. The defaults are generous (Envoy\'s 1024); set them from the destination\'s capacity.' })
+
+export const FailoverTargetSchema = strict({
+  subset: Type.Optional(SubsetSchema),
+  service: Type.Optional({ ...ServiceName, description: 'Another service (its own `subset` and `datacenter` do not apply; give them here). Its own `failover` targets follow it in the chain.' }),
+  datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Another Consul datacenter.' }))
+}, { description: 'A failover target: the primary with the given fields replaced (at least one). Without `service`, the primary\'s service; without `datacenter`, the primary\'s; without `subset`, the primary\'s subset, or the whole service when `service` is given.' })
+
 export const ServicePolicySchema = strict({
   datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Ask this Consul datacenter for the service\'s endpoints.' })),
   subset: Type.Optional(SubsetSchema),
   loadBalancer: withDefault(LoadBalancerSchema),
-  connectionPool: withDefault(ConnectionPoolSchema)
+  connectionPool: withDefault(ConnectionPoolSchema),
+  outlierDetection: withDefault(OutlierDetectionSchema),
+  circuitBreaker: withDefault(CircuitBreakerSchema),
+  failover: Type.Array(FailoverTargetSchema, { default: [], description: 'Ordered failover targets, used when the primary (and every earlier target) has no usable endpoint, and left as soon as it has one again. Admin `/services` shows which one serves.' }),
+  retries: Type.Optional({ ...RetryPolicySchema, description: 'Default retries of every route to this service that sets no `retries` of its own.' })
 }, { description: 'Traffic policy for one destination service (applies to every route that targets it).' })
 
 const NamedMatch = (what: string, nameRule: string) => strict({
@@ -155,8 +227,30 @@ export const RouteMatchSchema = strict({
   query: Type.Optional(Type.Array(NamedMatch('Query parameter', 'case-sensitive; the first value counts'), { description: 'All must hold.' }))
 }, { description: 'What a request must look like to take this route. Every given condition must hold; an empty match takes everything.' })
 
-export const DestinationSchema = strict({
+export const BackendSchema = strict({
   service: ServiceName,
+  subset: Type.Optional({ ...SubsetSchema, description: 'Only these endpoints of the service (replaces `services.<name>.subset` for this backend), e.g. a version\'s tag.' }),
+  weight: Type.Integer({ minimum: 0, maximum: 10000, description: 'Relative share of requests; 0 takes the backend out of rotation.' })
+}, { description: 'One weighted backend of a split destination.' })
+
+export const StickyOnSchema = strict({
+  header: Type.Optional(Type.String({ minLength: 1, description: 'Request header whose value keeps a client on one backend.' })),
+  cookie: Type.Optional(Type.String({ minLength: 1, description: 'Cookie whose value keeps a client on one backend.' }))
+}, { description: 'Split by a hash of this key instead of at random: a client sending the same value stays on one backend while the weights are unchanged. Exactly one of `header`, `cookie`; requests without the key are split at random.' })
+
+export const MirrorSchema = strict({
+  service: ServiceName,
+  subset: Type.Optional({ ...SubsetSchema, description: 'Only these endpoints of the mirror service.' }),
+  percent: Type.Number({ minimum: 0, maximum: 100, default: 100, description: 'Share of the route\'s requests that are also sent to the mirror.' }),
+  maxConcurrent: Type.Integer({ minimum: 1, default: 64, description: 'Mirrored requests in flight at most; beyond it a request is not mirrored (counted as skipped), never queued.' }),
+  maxBodyBytes: Type.Integer({ minimum: 0, default: 65536, description: 'Requests with a body are mirrored only when they declare a `Content-Length` of at most this; the copy is taken as the body streams to the primary. 0: bodyless requests only.' }),
+  timeout: dur('5s', 'A mirrored request not answered (to its last byte) by then is abandoned and counted as failed.')
+}, { description: 'Shadow traffic: a copy of a share of the requests goes to another service, fire-and-forget, with header `x-fastmesh-mirror: 1`. Its answer is discarded; it never delays or fails the primary request.' })
+
+export const DestinationSchema = strict({
+  service: Type.Optional({ ...ServiceName, description: 'The destination service. Exactly one of `service`, `backends`.' }),
+  backends: Type.Optional(Type.Array(BackendSchema, { minItems: 1, description: 'A weighted split across services or subsets (canary, blue/green). Exactly one of `service`, `backends`.' })),
+  stickyOn: Type.Optional(StickyOnSchema),
   stripPrefix: Type.Optional(Type.Boolean({ description: 'Remove the matched `path.prefix` before forwarding.' })),
   rewritePath: Type.Optional(Type.String({ pattern: '^/', description: 'Replace the path; `:name` is filled from template or regex parameters. The query string is kept.' })),
   rewriteHost: Type.Optional(Type.String({ minLength: 1, description: 'Host header sent upstream (default: the client\'s Host).' }))
@@ -171,8 +265,11 @@ export const RouteSchema = strict({
   name: Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]*$', description: 'Unique route name; used in the access log and the admin API.' }),
   match: Type.Optional(RouteMatchSchema),
   destination: DestinationSchema,
-  timeout: dur('15s', 'Time allowed for the upstream to start answering (response headers). 504 after it.'),
+  mirror: Type.Optional(MirrorSchema),
+  timeout: dur('15s', 'Time allowed for the upstream to start answering (response headers) on one try (the default per-try timeout). 504 after it.'),
+  requestTimeout: Type.Optional({ ...Duration, description: 'Time allowed for the whole request until response headers, every try and backoff included; default: no limit beyond the tries\' own.' }),
   idleTimeout: dur('60s', 'Longest pause between body chunks from the upstream once it answered.'),
+  retries: Type.Optional(RetryPolicySchema),
   priority: Type.Optional(Type.Integer({ description: 'Overrides the automatic precedence: higher wins (default 0).' })),
   plugins: Type.Array(PluginRefSchema, { default: [], description: 'Plugins run in this order for this route only.' })
 })
@@ -203,7 +300,8 @@ export const GatewaySchema = strict({
   name: Type.String({ minLength: 1, default: 'fastmesh', description: 'This gateway\'s name (logs, registration).' }),
   mode: StringEnum(['edge', 'node'], { default: 'edge', description: '`edge`: north-south gateway; `node`: node-local gateway.' }),
   trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' }),
-  escapedSlashes: StringEnum(['reject', 'unescape', 'keep'], { default: 'reject', description: 'What an escaped slash or backslash (`%2F`, `%5C`) in a request path does, on every listener. `reject`: 400; `unescape`: decoded to `/` before `..` is resolved, so routing, authorization and the upstream see the same segments; `keep`: forwarded encoded, not a separator (only for upstreams that never decode it before resolving `..`). See docs/routing.md.' })
+  escapedSlashes: StringEnum(['reject', 'unescape', 'keep'], { default: 'reject', description: 'What an escaped slash or backslash (`%2F`, `%5C`) in a request path does, on every listener. `reject`: 400; `unescape`: decoded to `/` before `..` is resolved, so routing, authorization and the upstream see the same segments; `keep`: forwarded encoded, not a separator (only for upstreams that never decode it before resolving `..`). See docs/routing.md.' }),
+  zone: Type.Optional(Type.String({ minLength: 1, description: 'The zone this gateway runs in: services prefer endpoints of the same zone (see `services.<name>.loadBalancer.locality`).' }))
 }, { description: 'Who this gateway is and which role it plays.' })
 
 export const InboundListenerSchema = strict({
@@ -286,3 +384,9 @@ export type HealthCheckConfig = Static<typeof HealthCheckSchema>
 export type StaticEndpointConfig = Static<typeof StaticEndpointSchema>
 export type ServicePolicyConfig = Static<typeof ServicePolicySchema>
 export type PluginRefConfig = Static<typeof PluginRefSchema>
+export type BackendConfig = Static<typeof BackendSchema>
+export type MirrorConfig = Static<typeof MirrorSchema>
+export type StickyOnConfig = Static<typeof StickyOnSchema>
+export type OutlierDetectionConfig = Static<typeof OutlierDetectionSchema>
+export type CircuitBreakerConfig = Static<typeof CircuitBreakerSchema>
+export type FailoverTargetConfig = Static<typeof FailoverTargetSchema>

@@ -2,11 +2,14 @@
 // JSON path and a hint, then the checks a schema cannot express (names, references, regexes).
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { closest, distance } from 'fastest-levenshtein'
-import { ConfigSchema, type FastmeshConfigInput } from './schema.js'
+import { ConfigSchema, type FastmeshConfigInput, type RouteConfig } from './schema.js'
 import { METHODS } from 'node:http'
 import { compileTemplate } from '../gateway/path-template.js'
+import { durationMs } from './duration.js'
 import { waitProblem } from '../discovery/consul/wait.js'
 import { builtinPluginNames, builtinPlugins } from '../../plugins/index.js'
+import { failoverTarget } from '../balancer/failover.js'
+import { selectorKey, type ServiceSelector } from '../balancer/service-endpoints.js'
 
 export type FastmeshConfig = FastmeshConfigInput
 
@@ -217,15 +220,16 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
     if (first !== undefined) problems.push({ path: `${at}.name`, message: `duplicate route name "${route.name}"`, hint: `already used by $.routes[${first}]; route names must be unique` })
     else routeNames.set(route.name, i)
 
-    const service = route.destination.service
-    if (discoveryClean && config.discovery.consul === undefined && !knownServices.includes(service)) {
+    for (const { service, path: refPath } of serviceReferences(route, at)) {
+      if (!discoveryClean || config.discovery.consul !== undefined || knownServices.includes(service)) continue
       const guess = didYouMean(service, knownServices)
       problems.push({
-        path: `${at}.destination.service`,
+        path: refPath,
         message: `unknown service "${service}"`,
         hint: guess !== undefined ? `did you mean "${guess}"?` : `declare it under discovery.embedded.services (known: ${knownServices.join(', ') || 'none'})`
       })
     }
+    problems.push(...splitProblems(route, at))
     const match = route.match
     const path = match?.path
     let params: string[] = []
@@ -302,10 +306,110 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
   const waitTooLong = wait !== undefined ? waitProblem(wait) : undefined
   if (waitTooLong !== undefined) problems.push({ path: '$.discovery.consul.wait', message: waitTooLong, hint: 'give a duration from 1s to 10m, e.g. 30s or 5m' })
   problems.push(...meshProblems(config, clean))
+  problems.push(...retryProblems(config))
+  problems.push(...failoverProblems(config, clean))
+  problems.push(...loadBalancerProblems(config, clean))
+  return problems
+}
+
+function isPrime (n: number): boolean {
+  if (n < 2) return false
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false
+  return true
+}
+
+/** Balancing settings that contradict the policy (services.<name>.loadBalancer). */
+function loadBalancerProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  for (const [name, svc] of Object.entries(isMapping(config.services) ? config.services : {})) {
+    if (!clean(`/services/${name}`) || !isMapping(svc.loadBalancer)) continue
+    const lb = svc.loadBalancer
+    const at = jsonPath(`/services/${name}/loadBalancer`)
+    const hashing = lb.policy === 'ring_hash' || lb.policy === 'maglev'
+    if (hashing && lb.hashOn === undefined) problems.push({ path: `${at}.hashOn`, message: `is required with policy "${lb.policy}"`, hint: 'what to hash: { header: NAME }, { cookie: NAME }, { queryParameter: NAME } or { clientAddress: true }' })
+    if (!hashing && lb.hashOn !== undefined) problems.push({ path: `${at}.hashOn`, message: `is only for policies "ring_hash" and "maglev", not "${lb.policy}"`, hint: 'remove hashOn, or set policy: ring_hash or maglev' })
+    for (const [key, policy] of [['ringHash', 'ring_hash'], ['maglev', 'maglev'], ['ewma', 'ewma']] as const) {
+      if (lb[key] !== undefined && lb.policy !== policy) problems.push({ path: `${at}.${key}`, message: `is only for policy "${policy}", not "${lb.policy}"`, hint: `remove ${key}, or set policy: ${policy}` })
+    }
+    const size = lb.maglev?.tableSize
+    if (size !== undefined && !isPrime(size)) problems.push({ path: `${at}.maglev.tableSize`, message: `${size} is not a prime`, hint: 'maglev needs a prime table size, e.g. 65537 or 655373' })
+  }
+  return problems
+}
+
+type RouteSubset = { readonly tags: readonly string[], readonly meta: Readonly<Record<string, string>> }
+
+/** The services a route names (destination, split backends, mirror), each with its JSON path. */
+function serviceReferences (route: RouteConfig, at: string): Array<{ service: string, path: string }> {
+  const d = route.destination
+  const refs: Array<{ service: string, path: string }> = []
+  if (d.service !== undefined) refs.push({ service: d.service, path: `${at}.destination.service` })
+  d.backends?.forEach((b, j) => { refs.push({ service: b.service, path: `${at}.destination.backends[${j}].service` }) })
+  if (route.mirror !== undefined) refs.push({ service: route.mirror.service, path: `${at}.mirror.service` })
+  return refs
+}
+
+function sameSubset (a: RouteSubset | undefined, b: RouteSubset | undefined): boolean {
+  return JSON.stringify([a?.tags ?? [], a?.meta ?? {}]) === JSON.stringify([b?.tags ?? [], b?.meta ?? {}])
+}
+
+/** Weighted splits, sticky keys and mirrors: the contradictions the schema cannot see. */
+function splitProblems (route: RouteConfig, at: string): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const d = route.destination
+  const backends = d.backends
+  if ((d.service === undefined) === (backends === undefined)) {
+    problems.push({ path: `${at}.destination`, message: d.service === undefined ? 'has neither service nor backends' : 'has both service and backends', hint: 'give exactly one: `service` for one destination, `backends` for a weighted split' })
+  }
+  if (backends !== undefined) {
+    if (backends.every((b) => b.weight === 0)) problems.push({ path: `${at}.destination.backends`, message: 'every weight is 0: no request could be sent anywhere', hint: 'give at least one backend a weight above 0' })
+    backends.forEach((b, j) => {
+      const first = backends.findIndex((o) => o.service === b.service && sameSubset(o.subset, b.subset))
+      if (first !== j) problems.push({ path: `${at}.destination.backends[${j}]`, message: `same service and subset as backends[${first}]`, hint: 'merge them into one backend with the summed weight' })
+    })
+  }
+  if (d.stickyOn !== undefined) {
+    const keys = (['header', 'cookie'] as const).filter((k) => d.stickyOn![k] !== undefined)
+    if (keys.length !== 1) problems.push({ path: `${at}.destination.stickyOn`, message: keys.length === 0 ? 'has no key' : 'has header and cookie; give exactly one', hint: 'one of header, cookie' })
+    if (backends === undefined) problems.push({ path: `${at}.destination.stickyOn`, message: 'needs destination.backends', hint: 'stickyOn keeps a client on one backend of a split; a single service has nothing to choose' })
+  }
+  const m = route.mirror
+  if (m !== undefined) {
+    const own = backends ?? (d.service !== undefined ? [{ service: d.service, subset: undefined, weight: 1 }] : [])
+    const live = own.filter((b) => b.weight > 0)
+    if (live.length === 1 && live[0]!.service === m.service && sameSubset(live[0]!.subset, m.subset)) {
+      problems.push({ path: `${at}.mirror.service`, message: `mirrors to the route's own destination "${m.service}"`, hint: 'a mirror is another service or subset (e.g. the next version); mirroring to the destination itself only doubles its load' })
+    }
+  }
   return problems
 }
 
 /** Node mode and mesh settings that only make sense together. */
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+
+type RetryConfig = NonNullable<RouteConfig['retries']>
+
+/** Retry policies that contradict themselves or their route. */
+function retryProblems (config: FastmeshConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const check = (r: RetryConfig, at: string, route?: RouteConfig): void => {
+    const on = new Set<string>(r.retryOn)
+    if (on.has('retriable-status-codes') && r.retriableStatusCodes.length === 0) problems.push({ path: `${at}.retriableStatusCodes`, message: 'is empty but retryOn has "retriable-status-codes"', hint: 'list the statuses to retry, e.g. [503]' })
+    if (!on.has('retriable-status-codes') && r.retriableStatusCodes.length > 0) problems.push({ path: `${at}.retryOn`, message: 'lacks "retriable-status-codes", so retriableStatusCodes is never used', hint: 'add "retriable-status-codes" to retryOn, or drop retriableStatusCodes' })
+    if (r.perTryTimeout !== undefined && route?.requestTimeout !== undefined && durationMs(r.perTryTimeout) > durationMs(route.requestTimeout)) problems.push({ path: `${at}.perTryTimeout`, message: `(${r.perTryTimeout}) is longer than the route's requestTimeout (${route.requestTimeout})`, hint: 'a try can never take longer than the whole request; shorten perTryTimeout' })
+    if (r.backoff !== undefined && durationMs(r.backoff.base) > durationMs(r.backoff.max)) problems.push({ path: `${at}.backoff.base`, message: `(${r.backoff.base}) is longer than backoff.max (${r.backoff.max})`, hint: 'base is the first wait; max caps every wait' })
+    // Only connect failures are retried for any method: nothing reached the upstream.
+    const beyondConnect = [...on].some((c) => c !== 'connect-failure' && c !== 'refused')
+    const methods = route?.match?.methods
+    if (route !== undefined && beyondConnect && r.attempts > 1 && !r.nonIdempotent && methods !== undefined && methods.every((m) => !IDEMPOTENT_METHODS.has(m))) {
+      problems.push({ path: `${at}.retryOn`, message: `retries ${[...on].filter((c) => c !== 'connect-failure' && c !== 'refused').join(', ')} on a route for ${methods.join(', ')} only, which are not idempotent: they would never be retried`, hint: 'set retries.nonIdempotent: true if the upstream tolerates repeats, or retry on connect-failure only' })
+    }
+  }
+  if (Array.isArray(config.routes)) config.routes.forEach((route, i) => { if (route?.retries !== undefined) check(route.retries, `$.routes[${i}].retries`, route) })
+  for (const [name, policy] of Object.entries(config.services ?? {})) if (policy.retries !== undefined) check(policy.retries, jsonPath(`/services/${name}/retries`))
+  return problems
+}
+
 function meshProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   if (!clean('/mesh') || !clean('/localServices') || !clean('/gateway') || !clean('/discovery') || !clean('/listeners')) return problems
@@ -382,4 +486,61 @@ export function validateConfigDocument (doc: unknown): ValidationResult {
 
 export function formatProblems (problems: readonly ConfigProblem[]): string {
   return problems.map((p) => `  ${p.path}: ${p.message}${p.hint !== undefined ? ` (${p.hint})` : ''}`).join('\n')
+}
+
+/**
+ * Failover targets (`services.<name>.failover`): each names something other than its
+ * primary, resolvable with the discovery configured, and chains have no loop.
+ */
+function failoverProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  if (!clean('/services') || !clean('/discovery')) return problems
+  const consul = config.discovery.consul !== undefined
+  const known = Object.keys(config.discovery.embedded.services)
+  /** Service → the other services its targets name, with the JSON path of each reference. */
+  const edges = new Map<string, Array<{ to: string, path: string }>>()
+  for (const [name, policy] of Object.entries(config.services)) {
+    const primary: ServiceSelector = { service: name, ...(policy.datacenter !== undefined ? { datacenter: policy.datacenter } : {}), ...(policy.subset !== undefined ? { subset: policy.subset } : {}) }
+    const seen = new Map<string, number>([[selectorKey(primary), -1]])
+    const out: Array<{ to: string, path: string }> = []
+    policy.failover.forEach((t, i) => {
+      const at = jsonPath(`/services/${name}/failover/${i}`)
+      if (t.subset === undefined && t.service === undefined && t.datacenter === undefined) {
+        problems.push({ path: at, message: 'is empty', hint: 'give at least one of subset, service, datacenter' })
+        return
+      }
+      if (t.datacenter !== undefined && !consul) {
+        problems.push({ path: `${at}.datacenter`, message: 'needs discovery.consul', hint: 'datacenters are Consul\'s; the embedded registry has one' })
+      }
+      if (t.service !== undefined && !consul && !known.includes(t.service)) {
+        const guess = didYouMean(t.service, known)
+        problems.push({ path: `${at}.service`, message: `unknown service "${t.service}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `declare it under discovery.embedded.services (known: ${known.join(', ') || 'none'})` })
+      }
+      const key = selectorKey(failoverTarget(primary, t))
+      const earlier = seen.get(key)
+      if (earlier === -1) problems.push({ path: at, message: `fails over to "${name}" itself`, hint: 'a target must differ from the primary in service, subset or datacenter' })
+      else if (earlier !== undefined) problems.push({ path: at, message: 'repeats an earlier target', hint: `same as ${jsonPath(`/services/${name}/failover/${earlier}`)}` })
+      else seen.set(key, i)
+      if (t.service !== undefined && t.service !== name) out.push({ to: t.service, path: `${at}.service` })
+    })
+    edges.set(name, out)
+  }
+  // A loop through other services (A → B → A): each reported once, at its first edge.
+  const reported = new Set<string>()
+  const walk = (start: string, node: string, trail: string[], paths: string[]): void => {
+    for (const e of edges.get(node) ?? []) {
+      if (e.to === start) {
+        const cycle = [...trail, node]
+        const id = [...cycle].sort().join('\u0000')
+        if (!reported.has(id)) {
+          reported.add(id)
+          problems.push({ path: paths[0] ?? e.path, message: `failover loop: ${[...cycle, start].join(' → ')}`, hint: 'a service\'s failover chain includes the chains of the services it names; remove one of these targets' })
+        }
+      } else if (!trail.includes(e.to) && e.to !== node) {
+        walk(start, e.to, [...trail, node], [...paths, e.path])
+      }
+    }
+  }
+  for (const name of edges.keys()) walk(name, name, [], [])
+  return problems
 }

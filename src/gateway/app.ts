@@ -85,6 +85,8 @@ export interface GatewayVersion {
   readonly services: ReadonlySet<string>
   /** Names of this version's routes (state registry keys). */
   readonly routeNames: ReadonlySet<string>
+  /** Failover chains by `primary > target > ...`, for the admin API. */
+  readonly failovers: Assembly['failovers']
   /** The gateway-wide policies, in order. */
   readonly policies: readonly GatewayPolicy[]
   /** Handles a request from a listener. */
@@ -151,7 +153,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   // Gateway-wide policies, in order: they see every request of every listener.
   const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder)]
   const chain = new PolicyChain(policies)
-  const assembly = assemble({ config, router, services: opts.services, chain, mesh: opts.mesh })
+  const assembly = assemble({ config, router, services: opts.services, chain, mesh: opts.mesh, state: opts.state, log: opts.log.child({ component: 'failover' }) })
   try {
     return await compile(opts, router, custom, customOptions, policies, chain, assembly)
   } catch (err) {
@@ -360,6 +362,7 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
     router,
     services: assembly.services,
     routeNames: new Set(assembly.routes.keys()),
+    failovers: assembly.failovers,
     policies,
     get inFlight () { return inFlight },
     handle (req, res) {

@@ -6,7 +6,7 @@ import type { RouteConfig } from '../config/schema.js'
 import { durationMs } from '../config/duration.js'
 import { fastmeshError, type ResponseError } from '../errors.js'
 import type { ServiceTable } from '../balancer/service-table.js'
-import { poolSettingsFor, selectorFor } from '../balancer/service-table.js'
+import { balancingFor, poolSettingsFor, resilienceFor, selectorFor } from '../balancer/service-table.js'
 import type { EndpointTarget } from '../upstream/endpoint-pool.js'
 import type { MeshTls } from '../identity/mesh-tls.js'
 import type { Authorizer } from '../identity/authorization.js'
@@ -14,6 +14,13 @@ import { isServiceName } from '../config/names.js'
 import type { Entry, Exchange, PolicyChain } from './exchange.js'
 import { hostOf, type CompiledRouteMatcher, type Router } from './router.js'
 import { RouteLayer, type Destination, type DestinationFor } from './route-layer.js'
+import { compileRetryPolicy, retryBudgetKind } from './retry.js'
+import { FailoverChain, describeSelector, failoverSelectors } from '../balancer/failover.js'
+import type { ServiceEndpoints, ServiceSelector } from '../balancer/service-endpoints.js'
+import type { Logger } from 'pino'
+import { routeBackends, weightedDestination, type BackendRef } from './split.js'
+import { Mirror, mirrorStatsKind } from './mirror.js'
+import type { StateRegistry } from '../state/registry.js'
 
 /** The mesh parts a version needs when mTLS is on. */
 export interface MeshContext {
@@ -44,6 +51,8 @@ export interface Assembly {
   fixedRoute(entry: Exclude<Entry, { kind: 'outbound' }>): RouteBinding | undefined
   /** Keys of the endpoint sets the version uses; grows as by-Host destinations are first named. */
   readonly services: Set<string>
+  /** Failover chains, by `primary > target > ...`: which target serves now. */
+  readonly failovers: ReadonlyMap<string, FailoverChain>
   /** Releases what the version holds by itself (its pools to local instances). */
   close(): void
 }
@@ -64,35 +73,76 @@ export interface AssemblyOptions {
   readonly services: ServiceTable
   readonly chain: PolicyChain
   readonly mesh: MeshContext | undefined
+  readonly state: StateRegistry
+  readonly log?: Logger
 }
 
 export function assemble (opts: AssemblyOptions): Assembly {
-  const { config, router, services, chain, mesh } = opts
+  const { config, router, services, chain, mesh, state } = opts
   const routes = new Map<string, RouteBinding>()
   const used = new Set<string>()
+  /** Failover chains of this version, by their targets (admin shows which one serves). */
+  const failovers = new Map<string, FailoverChain>()
   /** Owns this version's pools to local instances (inbound), released when it closes. */
   const localPoolsUser = {}
 
-  const endpointsOf = (service: string, caller: string | undefined): Destination => {
-    const { key, endpoints } = services.get(selectorFor(config, service, caller), poolSettingsFor(config, service))
+  const layerOf = (selector: ServiceSelector): ServiceEndpoints => {
+    const { key, endpoints } = services.get(selector, poolSettingsFor(config, selector.service), balancingFor(config, selector.service), resilienceFor(config, selector.service))
     used.add(key)
     return endpoints
   }
 
-  const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'] } = {}): RouteBinding => {
+  /**
+   * The service layer for `service` (as `caller` over the mesh): its endpoint set, or, with
+   * `services.<name>.failover`, a chain that serves from the first target with a usable
+   * endpoint. A backend's own subset replaces the service's (and its failover).
+   */
+  const endpointsOf = (service: string, caller: string | undefined, subset?: BackendRef['subset']): Destination => {
+    if (subset !== undefined) return layerOf({ ...selectorFor(config, service, caller), subset })
+    const selectors = failoverSelectors(config, service, caller)
+    if (selectors.length === 1) return layerOf(selectors[0]!)
+    const key = selectors.map((sel) => describeSelector(sel)).join(' > ')
+    let chain = failovers.get(key)
+    if (chain === undefined) {
+      chain = new FailoverChain(selectors.map(layerOf), selectors.map(describeSelector), opts.log)
+      failovers.set(key, chain)
+    }
+    return chain
+  }
+
+  /** A config route's destination: its one service, or a weighted (or sticky) split over backends. */
+  const routeDestination = (route: RouteConfig): DestinationFor => {
+    const backends = routeBackends(route.destination)
+    const layers = backends.map((b) => endpointsOf(b.service, mesh?.selfIdentity, b.subset))
+    if (layers.length === 1) return fixed(layers[0]!)
+    const choose = weightedDestination(layers.map((layer, i) => ({ layer, weight: backends[i]!.weight })), { stickyOn: route.destination.stickyOn })
+    return (ex) => choose(ex.req.headers)
+  }
+
+  const mirrorOf = (route: RouteConfig): Mirror | undefined => {
+    const m = route.mirror
+    if (m === undefined) return undefined
+    const layer = endpointsOf(m.service, mesh?.selfIdentity, m.subset)
+    return new Mirror(layer, { percent: m.percent, maxConcurrent: m.maxConcurrent, maxBodyBytes: m.maxBodyBytes, timeoutMs: durationMs(m.timeout) }, state.slot(mirrorStatsKind, route.name))
+  }
+
+  const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'], mirror?: Mirror | undefined } = {}): RouteBinding => {
     const route = matcher.config
     const layer = new RouteLayer({
       name: matcher.name,
       rewrite: matcher.rewrite,
       destination,
+      retry: compileRetryPolicy(route, config),
+      // Looked up on first use, by a live version: the build stays pure.
+      budget: () => state.slot(retryBudgetKind, matcher.name),
       forwarding: {
-        headersTimeoutMs: durationMs(route.timeout),
         bodyTimeoutMs: durationMs(route.idleTimeout),
         rewriteHost: route.destination.rewriteHost,
         trustForwarded: how.trustForwarded ?? config.gateway.trustForwardedHeaders,
         proto: how.proto ?? 'http'
       },
       forwardClientCert: how.forwardClientCert ?? false,
+      mirror: how.mirror,
       chain
     })
     const binding: RouteBinding = { name: matcher.name, matcher, plugins: route.plugins, layer, guard: how.guard }
@@ -103,7 +153,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
 
   // Config routes (edge listener, node shared outbound port). With the mesh on they reach
   // the destination's node gateways over mTLS as this gateway's own identity.
-  for (const matcher of router.ordered) bind(matcher, fixed(endpointsOf(matcher.config.destination.service, mesh?.selfIdentity)))
+  for (const matcher of router.ordered) bind(matcher, routeDestination(matcher.config), { mirror: mirrorOf(matcher.config) })
 
   let byHost: RouteBinding | undefined
   const fixedRoutes = new Map<string, RouteBinding>()
@@ -131,7 +181,8 @@ export function assemble (opts: AssemblyOptions): Assembly {
       const name = inboundRouteName(local.name)
       const endpoint = { id: `local:${local.name}`, service: local.name, address: local.address, port: local.port, weight: 1, tags: local.tags, meta: local.meta, health: 'passing' as const, origin: 'local' }
       const target: EndpointTarget = { endpoint, pool: services.pools.acquire(endpoint, poolSettingsFor(config, local.name), localPoolsUser), label: `${local.address}:${local.port}` }
-      const instance: Destination = { service: local.name, current: target, pick: () => target, known: async () => {} }
+      // The local instance: one fixed endpoint, no balancing or limits of its own.
+      const instance: Destination = { service: local.name, current: target, pick: () => target, report: () => {}, admit: () => undefined, release: () => {}, known: async () => {} }
       fixedRoutes.set(name, bind(syntheticMatcher(name, local.name), fixed(instance), {
         // The calling gateway is authenticated: keep the forwarding headers it set.
         trustForwarded: true,
@@ -147,6 +198,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
     byHost,
     fixedRoute: (entry) => fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service)),
     services: used,
+    failovers,
     close: () => { services.pools.retainOnly(localPoolsUser, new Set()) }
   }
 }

@@ -34,8 +34,12 @@ export class Exchange implements RequestRecord {
   route: string | undefined = undefined
   /** The destination service, once chosen. */
   destination: string | undefined = undefined
-  /** `address:port` of the endpoint the request went to. */
+  /** `address:port` of the endpoint the request went to (the last try's). */
   endpoint: string | undefined = undefined
+  /** Tries made (0: none reached the endpoint layer). */
+  attempts = 0
+  /** Every try's endpoint, in order, when there was more than one. */
+  endpoints: string[] | undefined = undefined
   status = 0
   /** Set when the gateway itself answered (FASTMESH_ERR_*) or the exchange broke. */
   error: string | undefined = undefined

@@ -103,7 +103,7 @@ export class Gateway {
       this.consul = undefined
       this.discovery = new CompositeDiscovery(this.registry, undefined)
     }
-    this.services = new ServiceTable(this.discovery)
+    this.services = new ServiceTable(this.discovery, undefined, this.state, this.log.child({ component: 'outlier' }))
     this.recorder = accessLogRecorder(this.log, this.loaded.config.telemetry.logging.accessLog)
   }
 

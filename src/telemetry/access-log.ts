@@ -14,7 +14,9 @@ export interface RequestRecord {
   readonly status: number
   readonly durationMs: number
   /** Set when the gateway itself answered (FASTMESH_ERR_*) or the exchange broke. */
-  readonly error?: string
+  readonly error?: string  /** Tries made; with more than one, `endpoints` lists each try's endpoint. */
+  readonly attempts?: number
+  readonly endpoints?: readonly string[] | undefined
 }
 
 export interface RequestRecorder {
@@ -50,6 +52,7 @@ export function formatAccessLine (r: RequestRecord, pid: number): string {
     (r.route !== undefined ? ',"route":' + str(r.route) : '') +
     (r.destination !== undefined ? ',"destination":' + str(r.destination) : '') +
     (r.endpoint !== undefined ? ',"endpoint":' + str(r.endpoint) : '') +
+    (r.attempts !== undefined && r.attempts > 1 ? ',"attempts":' + r.attempts + ',"endpoints":' + JSON.stringify(r.endpoints ?? []) : '') +
     ',"status":' + r.status + ',"durationMs":' + r.durationMs +
     (r.error !== undefined ? ',"error":' + str(r.error) : '') + '}\n'
 }

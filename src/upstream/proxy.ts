@@ -28,7 +28,6 @@ const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded
 
 /** How a route forwards: fixed when the version is built. */
 export interface ForwardSettings {
-  readonly headersTimeoutMs: number
   readonly bodyTimeoutMs: number
   readonly rewriteHost: string | undefined
   readonly trustForwarded: boolean
@@ -46,10 +45,16 @@ export interface UpstreamCall {
   readonly replyHeaders: Record<string, unknown> | null
   /** Inbound mesh calls: the caller's verified SPIFFE ID, sent as X-Forwarded-Client-Cert. */
   readonly clientCert: string | undefined
+  /** Time for this try to get response headers (the route's per-try timeout, or what is left of its whole-request timeout). */
+  readonly headersTimeoutMs: number
+  /** The request body, buffered so a retry can send it again; undefined: stream it from the client. */
+  readonly body: Buffer | undefined
 }
 
 /** The route layer's side of a forward: told of a failure it may still answer, and of every end. */
 export interface ForwardObserver<C extends UpstreamCall = UpstreamCall> {
+  /** Response headers arrived (nothing relayed yet): false drops this response (the route layer retries). */
+  responded(call: C, status: number): boolean
   /** Nothing was sent to the client yet: the route layer answers (or retries). */
   failed(call: C, err: FastmeshError): void
   /** The exchange is over: `status` as relayed (499: the client left), `error` when it broke. */
@@ -106,8 +111,8 @@ function hasBody (req: IncomingMessage): boolean {
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')
 }
 
-function upstreamError (err: Error & { code?: string }, target: EndpointTarget, settings: ForwardSettings): FastmeshError {
-  if (err.code === 'UND_ERR_HEADERS_TIMEOUT') return fastmeshError('UPSTREAM_TIMEOUT', [target.label, target.endpoint.service, settings.headersTimeoutMs], err)
+function upstreamError (err: Error & { code?: string }, target: EndpointTarget, call: UpstreamCall): FastmeshError {
+  if (err.code === 'UND_ERR_HEADERS_TIMEOUT') return fastmeshError('UPSTREAM_TIMEOUT', [target.label, target.endpoint.service, call.headersTimeoutMs], err)
   return fastmeshError('UPSTREAM_FAILURE', [target.label, target.endpoint.service, err.code ?? err.message], err)
 }
 
@@ -173,7 +178,6 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly target: EndpointTarget,
-    private readonly settings: ForwardSettings,
     private readonly call: C,
     private readonly observer: ForwardObserver<C>
   ) {
@@ -188,6 +192,13 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     // 1xx informational responses (other than 101) are not relayed.
     if (statusCode < 200) return true
+    if (!this.observer.responded(this.call, statusCode)) {
+      // Dropped for a retry: the connection goes with it (its body is never read).
+      this.done = true
+      this.res.removeListener('close', this.onClientClose)
+      this.abortUpstream?.(new Error(`response ${statusCode} dropped for a retry`))
+      return false
+    }
     this.status = statusCode
     this.resumeUpstream = resume
     this.res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.call, statusCode))
@@ -207,7 +218,7 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
 
   onError (err: Error): void {
     if (this.done) return
-    const e = upstreamError(err, this.target, this.settings)
+    const e = upstreamError(err, this.target, this.call)
     if (this.res.headersSent) {
       // The upstream failed mid-response: cut the client's exchange so the truncation shows.
       this.res.destroy(e)
@@ -260,13 +271,13 @@ export function forward<C extends UpstreamCall> (req: IncomingMessage, res: Serv
   // Only a request the listener took as an upgrade (Connection: upgrade) is tunnelled; a bare
   // Upgrade header on an ordinary request is hop-by-hop and dropped like the others.
   const isUpgrade = (req as IncomingMessage & { upgrade?: boolean }).upgrade === true && headers.upgrade !== undefined && req.method === 'GET'
-  const handler = new ForwardHandler(req, res, target, settings, call, observer)
+  const handler = new ForwardHandler(req, res, target, call, observer)
   const opts: Dispatcher.DispatchOptions = {
     path: call.path,
     method: req.method as Dispatcher.HttpMethod,
     headers: upstreamRequestHeaders(req, headers, settings, call),
-    body: !isUpgrade && hasBody(req) ? req : null,
-    headersTimeout: settings.headersTimeoutMs,
+    body: call.body ?? (!isUpgrade && hasBody(req) ? req : null),
+    headersTimeout: call.headersTimeoutMs,
     bodyTimeout: settings.bodyTimeoutMs
   }
   if (isUpgrade) opts.upgrade = String(headers.upgrade)

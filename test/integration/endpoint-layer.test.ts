@@ -12,7 +12,7 @@ import { freePort } from '../helpers/ports.js'
 import { startHeldUpstream, startUpstream, type Upstream } from '../helpers/upstreams.js'
 import { endpointTarget, send } from '../helpers/layers.js'
 
-const SETTINGS: ForwardSettings = { headersTimeoutMs: 10_000, bodyTimeoutMs: 10_000, rewriteHost: undefined, trustForwarded: false, proto: 'http' }
+const SETTINGS: ForwardSettings = { bodyTimeoutMs: 10_000, rewriteHost: undefined, trustForwarded: false, proto: 'http' }
 
 /** The front server answers a failed forward itself with this status, to show it still could. */
 const FRONT_STATUS = 599
@@ -30,11 +30,12 @@ interface Front extends Upstream {
 }
 
 /** A node:http server whose handler is `forward` to `target`, reporting to a recording observer. */
-async function startFront (t: TestContext, target: EndpointTarget, settings: ForwardSettings = SETTINGS): Promise<Front> {
+async function startFront (t: TestContext, target: EndpointTarget, settings: ForwardSettings = SETTINGS, headersTimeoutMs = 10_000): Promise<Front> {
   const reports: Report[] = []
   const closed: string[] = []
   let n = 0
   const observer: ForwardObserver<UpstreamCall & { res: ServerResponse }> = {
+    responded: () => true,
     failed (call, err) {
       reports.push({ kind: 'failed', requestId: call.requestId, err, headersSent: call.res.headersSent })
       call.res.writeHead(FRONT_STATUS, { 'content-type': 'text/plain' }).end('answered by the front server')
@@ -44,7 +45,7 @@ async function startFront (t: TestContext, target: EndpointTarget, settings: For
     }
   }
   const up = await startUpstream(t, (req, res) => {
-    const call = { requestId: `front-${++n}`, path: req.url ?? '/', editors: null, replyHeaders: null, clientCert: undefined, res }
+    const call = { requestId: `front-${++n}`, path: req.url ?? '/', editors: null, replyHeaders: null, clientCert: undefined, headersTimeoutMs, body: undefined, res }
     res.once('close', () => { closed.push(call.requestId) })
     forward(req, res, req.headers, target, settings, call, observer)
   })
@@ -186,7 +187,7 @@ test('connection refused: failed(call, FASTMESH_ERR_UPSTREAM_FAILURE) and nothin
 
 test('an upstream slower than headersTimeoutMs: failed(call, FASTMESH_ERR_UPSTREAM_TIMEOUT)', async (t) => {
   const held = await startHeldUpstream(t)
-  const front = await startFront(t, endpointTarget(t, held.port), { ...SETTINGS, headersTimeoutMs: 200 })
+  const front = await startFront(t, endpointTarget(t, held.port), SETTINGS, 200)
   const res = await send(front.origin, '/')
   assert.equal(res.status, FRONT_STATUS)
   assert.equal(held.arrived, 1, 'the request reached the upstream')

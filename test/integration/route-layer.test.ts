@@ -12,13 +12,15 @@ import { RouteLayer, type Destination, type DestinationFor } from '../../src/gat
 import type { CompiledRouteMatcher, RouteMatch } from '../../src/gateway/router.js'
 import type { EndpointTarget } from '../../src/upstream/endpoint-pool.js'
 import type { ForwardSettings } from '../../src/upstream/proxy.js'
+import { compileRetryPolicy, RetryBudget } from '../../src/gateway/retry.js'
+import type { FastmeshConfig } from '../../src/config/validate.js'
 import { assertErrorResponse } from '../helpers/gateway.js'
 import { eventually } from '../helpers/poll.js'
 import { freePort } from '../helpers/ports.js'
 import { startEcho, startUpstream, type EchoRecord } from '../helpers/upstreams.js'
 import { endpointTarget, send } from '../helpers/layers.js'
 
-const SETTINGS: ForwardSettings = { headersTimeoutMs: 10_000, bodyTimeoutMs: 10_000, rewriteHost: undefined, trustForwarded: false, proto: 'http' }
+const SETTINGS: ForwardSettings = { bodyTimeoutMs: 10_000, rewriteHost: undefined, trustForwarded: false, proto: 'http' }
 
 interface Ended { readonly requestId: string, readonly status: number, readonly error: string | undefined, readonly destination: string | undefined, readonly endpoint: string | undefined }
 
@@ -36,6 +38,9 @@ function fixedDestination (target: EndpointTarget | undefined, service = 'orders
     knownCalls: [],
     current: target ?? { endpoints: [] },
     pick () { this.picks++; return target },
+    report () {},
+    admit: () => undefined,
+    release () {},
     async known (timeoutMs) { this.knownCalls.push(timeoutMs) }
   }
 }
@@ -60,7 +65,8 @@ async function startRoute (t: TestContext, destination: DestinationFor, opts: { 
   const config: RouteConfig = { name: 'orders', destination: { service: 'orders' }, timeout: '10s', idleTimeout: '10s', plugins: [] }
   const rewrite = opts.rewrite ?? ((m: RouteMatch) => m.path)
   const route: CompiledRouteMatcher = { name: 'orders', config, index: 0, precedence: [], rewrite }
-  const layer = new RouteLayer({ name: 'orders', rewrite, destination, forwarding: SETTINGS, forwardClientCert: false, chain })
+  // One try, no retry: this file is about the route layer's forwarding and answers (retries: test/integration/retries.test.ts).
+  const layer = new RouteLayer({ name: 'orders', rewrite, destination, forwarding: SETTINGS, retry: compileRetryPolicy({ ...config, retries: { attempts: 1, retryOn: ['connect-failure'], retriableStatusCodes: [], nonIdempotent: false, bufferBodyBytes: 0, backoff: { base: '25ms', max: '250ms' }, budget: { percent: 20, minPerSecond: 10 } } }, { services: {} } as unknown as FastmeshConfig), budget: () => new RetryBudget(), forwardClientCert: false, chain })
   let n = 0
   const front = await startUpstream(t, (req, res) => {
     const ex = new Exchange(req, res, `rid-${++n}`, process.hrtime.bigint(), undefined)

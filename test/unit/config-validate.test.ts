@@ -434,3 +434,60 @@ test('limits.headerTimeout defaults to 10s, apart from requestTimeout', () => {
   assert.equal(config.limits.headerTimeout, '10s')
   assert.equal(config.limits.requestTimeout, '5m')
 })
+
+test('services have outlier detection on and generous circuit limits with no config at all', () => {
+  const { config } = load(base({ services: { users: {} } }))
+  assert.equal(config.services.users!.outlierDetection.enabled, true)
+  assert.equal(config.services.users!.outlierDetection.consecutiveGatewayErrors, 5)
+  assert.equal(config.services.users!.circuitBreaker.maxRequests, 1024)
+  assert.deepEqual(config.services.users!.failover, [])
+})
+
+test('a failover loop between services (A → B → A) is refused once, at the first target of the loop', () => {
+  const p = onlyProblem(base({ services: { users: { failover: [{ service: 'orders' }] }, orders: { failover: [{ service: 'users' }] } } }))
+  assert.equal(p.path, '$.services.users.failover[0].service')
+  assert.match(p.message, /failover loop: users → orders → users/)
+})
+
+test('a longer failover loop (A → B → C → A) is refused with the whole loop in the message', () => {
+  const doc = base({ services: { a: { failover: [{ service: 'b' }] }, b: { failover: [{ service: 'c' }] }, c: { failover: [{ service: 'a' }] } } })
+  ;(doc.discovery as Record<string, unknown>).consul = {}
+  const p = onlyProblem(doc)
+  assert.equal(p.path, '$.services.a.failover[0].service')
+  assert.match(p.message, /failover loop: a → b → c → a/)
+})
+
+test('a failover target that is the primary itself is refused at its path', () => {
+  const p = onlyProblem(base({ services: { users: { subset: { tags: ['v1'] }, failover: [{ subset: { tags: ['v1'] } }] } } }))
+  assert.equal(p.path, '$.services.users.failover[0]')
+  assert.match(p.message, /fails over to "users" itself/)
+})
+
+test('an empty failover target is refused: it would name the primary', () => {
+  const p = onlyProblem(base({ services: { users: { failover: [{}] } } }))
+  assert.equal(p.path, '$.services.users.failover[0]')
+  assert.match(p.hint ?? '', /subset, service, datacenter/)
+})
+
+test('a repeated failover target is refused, naming the earlier one', () => {
+  const p = onlyProblem(base({ services: { users: { failover: [{ service: 'orders' }, { service: 'orders' }] } } }))
+  assert.equal(p.path, '$.services.users.failover[1]')
+  assert.match(p.hint ?? '', /\$\.services\.users\.failover\[0\]/)
+})
+
+test('a failover target service unknown to the embedded registry is refused with a did-you-mean', () => {
+  const p = onlyProblem(base({ services: { users: { failover: [{ service: 'ordres' }] } } }))
+  assert.equal(p.path, '$.services.users.failover[0].service')
+  assert.match(p.hint ?? '', /did you mean "orders"\?/)
+})
+
+test('failover to another datacenter needs discovery.consul', () => {
+  const p = onlyProblem(base({ services: { users: { failover: [{ datacenter: 'dc2' }] } } }))
+  assert.equal(p.path, '$.services.users.failover[0].datacenter')
+})
+
+test('failover to another subset, service and datacenter is accepted with Consul', () => {
+  const doc = base({ services: { users: { failover: [{ subset: { tags: ['v1'] } }, { service: 'orders' }, { datacenter: 'dc2' }] } } })
+  ;(doc.discovery as Record<string, unknown>).consul = {}
+  assert.deepEqual(problems(doc), [])
+})

@@ -1,0 +1,131 @@
+// Service layer: circuit breaking for one destination. Requests and retries are admitted
+// against the destination's limits in O(1) and refused at once (503 FASTMESH_ERR_OVERFLOW,
+// a header naming the limit) instead of queueing without bound.
+import { Value } from '@sinclair/typebox/value'
+import { CircuitBreakerSchema, type CircuitBreakerConfig } from '../config/schema.js'
+import { fastmeshError, type FastmeshError } from '../errors.js'
+import { stateKind } from '../state/registry.js'
+import type { AdmissionKind } from './types.js'
+
+/** The response header that names the limit an OVERFLOW answer hit. */
+export const OVERFLOW_HEADER = 'x-fastmesh-overflow'
+
+export type OverflowLimit = 'max-requests' | 'max-pending-requests' | 'max-retries'
+
+/** FASTMESH_ERR_OVERFLOW; `headers` go on the response (`writeError(res, err, id, { ...replyHeaders, ...err.headers })`). */
+export interface OverflowError extends FastmeshError {
+  readonly limit: OverflowLimit
+  readonly headers: Readonly<Record<string, string>>
+}
+
+export function isOverflowError (err: unknown): err is OverflowError {
+  return err instanceof Error && (err as { code?: unknown }).code === 'FASTMESH_ERR_OVERFLOW'
+}
+
+export interface CircuitSettings {
+  readonly maxConnections: number
+  readonly maxPendingRequests: number
+  readonly maxRequests: number
+  readonly maxRetries: number
+  /** Requests one connection carries at once (`connectionPool.pipelining`). */
+  readonly pipelining: number
+}
+
+/** Settings from `services.<name>.circuitBreaker`; the schema's defaults when it is absent. */
+export function circuitSettings (config?: CircuitBreakerConfig, pipelining = 1): CircuitSettings {
+  const c = config ?? (Value.Default(CircuitBreakerSchema, {}) as CircuitBreakerConfig)
+  return { maxConnections: c.maxConnections, maxPendingRequests: c.maxPendingRequests, maxRequests: c.maxRequests, maxRetries: c.maxRetries, pipelining }
+}
+
+/**
+ * What is in flight to one destination, shared by the limits of every config version so a
+ * reload neither forgets requests admitted by the old version nor counts them twice. Kept
+ * in the state registry by the service's selector key.
+ */
+export class CircuitCounters {
+  requests = 0
+  retries = 0
+  readonly overflows: Record<OverflowLimit, number> = { 'max-requests': 0, 'max-pending-requests': 0, 'max-retries': 0 }
+}
+
+export const circuitCountersKind = stateKind('circuit', 'service', () => new CircuitCounters())
+
+export interface CircuitSnapshot {
+  readonly requests: number
+  readonly pending: number
+  readonly retries: number
+  readonly limits: Omit<CircuitSettings, 'pipelining'>
+  readonly overflows: Readonly<Record<OverflowLimit, number>>
+}
+
+/**
+ * The limits of one destination under one version's settings.
+ *
+ * A `request` admission lasts for a client request's whole life (every attempt and the
+ * backoff between them); a `retry` admission lasts for one retry attempt, on top of it.
+ *
+ * Pending requests are those waiting for a connection: the admitted requests beyond what
+ * the destination's connections carry, `min(maxConnections, endpointConnections) ×
+ * pipelining`. They are counted here, not read from undici (`pool.stats.pending` walks
+ * every client of every pool: too dear per request); the count is exact when requests
+ * spread over endpoints as the balancer intends, and errs towards admitting otherwise.
+ * `maxConnections` thus never refuses a request by itself: like Envoy's, it makes requests
+ * pending, and `maxPendingRequests` refuses them.
+ */
+export class CircuitLimits {
+  /** Connections the destination's endpoints may open in all: usable endpoints × `connectionPool.connections`. */
+  private endpointConnections = Infinity
+
+  constructor (
+    readonly service: string,
+    readonly settings: CircuitSettings,
+    readonly counters: CircuitCounters = new CircuitCounters()
+  ) {}
+
+  /** Called by the service layer when its usable endpoints change. */
+  setEndpointConnections (connections: number): void {
+    this.endpointConnections = connections
+  }
+
+  /** Requests in flight that may be on a connection at once. */
+  get connectionSlots (): number {
+    return Math.min(this.settings.maxConnections, this.endpointConnections) * this.settings.pipelining
+  }
+
+  /** Undefined when admitted (match it with one `release(kind)`), else the error to answer with at once. */
+  admit (kind: AdmissionKind): OverflowError | undefined {
+    const c = this.counters
+    const s = this.settings
+    if (kind === 'retry') {
+      if (c.retries >= s.maxRetries) return this.overflow('max-retries', s.maxRetries)
+      c.retries++
+      return undefined
+    }
+    if (c.requests >= s.maxRequests) return this.overflow('max-requests', s.maxRequests)
+    // The new request would wait for a connection behind the pending ones.
+    if (c.requests + 1 - this.connectionSlots > s.maxPendingRequests) return this.overflow('max-pending-requests', s.maxPendingRequests)
+    c.requests++
+    return undefined
+  }
+
+  release (kind: AdmissionKind): void {
+    const c = this.counters
+    if (kind === 'retry') { if (c.retries > 0) c.retries-- } else if (c.requests > 0) c.requests--
+  }
+
+  /** For admin and metrics. */
+  snapshot (): CircuitSnapshot {
+    const c = this.counters
+    const { pipelining: _, ...limits } = this.settings
+    return { requests: c.requests, pending: Math.max(0, c.requests - this.connectionSlots), retries: c.retries, limits, overflows: { ...c.overflows } }
+  }
+
+  private overflow (limit: OverflowLimit, value: number): OverflowError {
+    this.counters.overflows[limit]++
+    // A fresh error each time: the route layer may add what was tried to it.
+    const err = fastmeshError('OVERFLOW', [this.service, limit, value]) as FastmeshError & { limit: OverflowLimit, headers: Record<string, string> }
+    err.limit = limit
+    err.headers = { [OVERFLOW_HEADER]: limit }
+    return err
+  }
+}

@@ -1,0 +1,276 @@
+// Service layer: passive outlier detection for one destination. It watches each attempt's
+// outcome, ejects endpoints that keep failing (for base time × ejections), lets them back
+// when the time is up, and filters the balancer's candidates (max ejection percent, panic).
+import type { Logger } from 'pino'
+import { Value } from '@sinclair/typebox/value'
+import { OutlierDetectionSchema, type OutlierDetectionConfig } from '../config/schema.js'
+import { durationMs } from '../config/duration.js'
+import { stateKind } from '../state/registry.js'
+import type { AttemptOutcome } from './types.js'
+
+export interface OutlierSettings {
+  readonly enabled: boolean
+  /** 0: rule off. */
+  readonly consecutiveGatewayErrors: number
+  /** 0: rule off. */
+  readonly consecutive5xx: number
+  readonly baseEjectionTimeMs: number
+  readonly maxEjectionTimeMs: number
+  readonly maxEjectionPercent: number
+  readonly panicThreshold: number
+}
+
+/** Settings from `services.<name>.outlierDetection`; the schema's defaults when it is absent (a service with no policy). */
+export function outlierSettings (config?: OutlierDetectionConfig): OutlierSettings {
+  const c = config ?? (Value.Default(OutlierDetectionSchema, {}) as OutlierDetectionConfig)
+  return {
+    enabled: c.enabled,
+    consecutiveGatewayErrors: c.consecutiveGatewayErrors,
+    consecutive5xx: c.consecutive5xx,
+    baseEjectionTimeMs: durationMs(c.baseEjectionTime),
+    maxEjectionTimeMs: durationMs(c.maxEjectionTime),
+    maxEjectionPercent: c.maxEjectionPercent,
+    panicThreshold: c.panicThreshold
+  }
+}
+
+/** One endpoint's record. */
+interface EndpointRecord {
+  consecutive5xx: number
+  consecutiveGatewayErrors: number
+  /** The ejection multiplier: ejections in a row, lowered while the endpoint stays back. */
+  ejections: number
+  /** Ejected until this time (ms); 0 while not ejected. */
+  until: number
+  /** Why it was last ejected. */
+  reason: string | undefined
+  /** When it last came back (ms); 0 if never ejected. */
+  returnedAt: number
+}
+
+/**
+ * The per-endpoint records of one destination, shared by the detectors of every config
+ * version (a detector is per version: its settings are that version's), so ejections
+ * survive reloads. Kept in the state registry by the service's selector key.
+ */
+export class OutlierStore {
+  readonly records = new Map<string, EndpointRecord>()
+  readonly ejected = new Set<string>()
+  /** Bumped on every ejection and return (detectors cache `usable` results by it). */
+  version = 0
+  /** Earliest `until` among the ejected; Infinity when none is. */
+  nextExpiry = Infinity
+  /** Candidates the balancer last had (the base of max ejection percent). */
+  hostCount = 0
+
+  /** Forgets endpoints discovery no longer lists (pass every known id, passing or not). */
+  prune (ids: Iterable<string>): void {
+    const keep = new Set(ids)
+    for (const id of this.records.keys()) {
+      if (keep.has(id)) continue
+      this.records.delete(id)
+      if (this.ejected.delete(id)) this.version++
+    }
+  }
+}
+
+/** Outlier records by service selector key (src/balancer/service-endpoints.ts `key`). */
+export const outlierStoreKind = stateKind('outlier', 'service', () => new OutlierStore())
+
+export interface OutlierEvent {
+  readonly type: 'ejected' | 'returned'
+  readonly service: string
+  readonly endpointId: string
+  /** Ejections in a row (the multiplier of this ejection). */
+  readonly ejections: number
+  /** For `ejected`: until when (ms). */
+  readonly until?: number
+  readonly reason?: string
+}
+
+/** One endpoint as admin `/services` shows it. */
+export interface OutlierView {
+  readonly state: 'ejected' | 'healthy'
+  /** While ejected: until when (ms since the epoch with the default clock). */
+  readonly until?: number
+  /** While ejected: why. */
+  readonly reason?: string
+  readonly ejections: number
+  readonly consecutive5xx: number
+  readonly consecutiveGatewayErrors: number
+}
+
+const HEALTHY: OutlierView = { state: 'healthy', ejections: 0, consecutive5xx: 0, consecutiveGatewayErrors: 0 }
+
+export interface OutlierOptions {
+  readonly log?: Logger
+  readonly onChange?: (event: OutlierEvent) => void
+}
+
+/**
+ * Outlier detection of one destination under one config version's settings. Every method
+ * takes `now` (ms; Date.now() in production, a fake clock in tests): ejections end lazily,
+ * when a method sees their time has passed, so no timer runs per endpoint.
+ */
+export class OutlierDetector {
+  private cacheIn: readonly unknown[] | undefined
+  private cacheOut: readonly unknown[] | undefined
+  private cacheVersion = -1
+  private panicking = false
+
+  constructor (
+    readonly service: string,
+    readonly settings: OutlierSettings,
+    readonly store: OutlierStore = new OutlierStore(),
+    private readonly options: OutlierOptions = {}
+  ) {}
+
+  /** Counts one attempt's outcome on `endpointId`; may eject it. */
+  report (endpointId: string, outcome: AttemptOutcome, now: number): void {
+    const s = this.settings
+    if (!s.enabled) return
+    const gatewayError = outcome.gatewayError
+    const is5xx = gatewayError || outcome.status >= 500
+    // No status and no gateway error: the client went away; says nothing about the endpoint.
+    if (!gatewayError && outcome.status === 0) return
+    let r = this.store.records.get(endpointId)
+    if (r === undefined) {
+      if (!is5xx) return
+      r = { consecutive5xx: 0, consecutiveGatewayErrors: 0, ejections: 0, until: 0, reason: undefined, returnedAt: 0 }
+      this.store.records.set(endpointId, r)
+    }
+    if (r.until !== 0) {
+      // Attempts that were in flight when it was ejected change nothing.
+      if (now < r.until) return
+      this.restore(endpointId, r, now)
+    }
+    r.consecutiveGatewayErrors = gatewayError ? r.consecutiveGatewayErrors + 1 : 0
+    r.consecutive5xx = is5xx ? r.consecutive5xx + 1 : 0
+    let reason: string | undefined
+    if (s.consecutiveGatewayErrors > 0 && r.consecutiveGatewayErrors >= s.consecutiveGatewayErrors) reason = `${r.consecutiveGatewayErrors} consecutive gateway errors`
+    else if (s.consecutive5xx > 0 && r.consecutive5xx >= s.consecutive5xx) reason = `${r.consecutive5xx} consecutive 5xx`
+    if (reason !== undefined) this.eject(endpointId, r, reason, now)
+  }
+
+  isEjected (endpointId: string, now: number): boolean {
+    const r = this.store.records.get(endpointId)
+    if (r === undefined || r.until === 0) return false
+    if (now < r.until) return true
+    this.restore(endpointId, r, now)
+    return false
+  }
+
+  /**
+   * The balancer's candidates without the ejected ones; all of them when fewer than
+   * `panicThreshold` percent would be left (panic). Allocation-free while nothing is
+   * ejected, and cached for the same `targets` array until an ejection or return.
+   */
+  usable<T extends { endpoint: { id: string } }> (targets: readonly T[], now: number): readonly T[] {
+    const store = this.store
+    store.hostCount = targets.length
+    if (!this.settings.enabled || store.ejected.size === 0) return this.calm(targets)
+    if (now >= store.nextExpiry) this.sweep(now)
+    if (store.ejected.size === 0) return this.calm(targets)
+    if (targets === this.cacheIn && this.cacheVersion === store.version) return this.cacheOut as readonly T[]
+    let out: readonly T[] = targets.filter((t) => !store.ejected.has(t.endpoint.id))
+    const panic = out.length < targets.length && out.length * 100 < this.settings.panicThreshold * targets.length
+    if (panic) out = targets
+    this.cacheIn = targets
+    this.cacheOut = out
+    this.cacheVersion = store.version
+    this.setPanic(panic, targets.length, now)
+    return out
+  }
+
+  /** Whether `usable(targets)` ignores ejections (panic): a failover chain then tries its next target first. */
+  degraded (targets: readonly { endpoint: { id: string } }[], now: number): boolean {
+    this.usable(targets, now)
+    return this.panicking
+  }
+
+  /** Every endpoint with a record (others are healthy with zero counts: see `view`). */
+  snapshot (now: number): Record<string, OutlierView> {
+    this.sweep(now)
+    const out: Record<string, OutlierView> = {}
+    for (const [id, r] of this.store.records) out[id] = viewOf(r)
+    return out
+  }
+
+  /** One endpoint as admin shows it. */
+  view (endpointId: string, now: number): OutlierView {
+    this.isEjected(endpointId, now)
+    const r = this.store.records.get(endpointId)
+    return r === undefined ? HEALTHY : viewOf(r)
+  }
+
+  /** Whether the last `usable` call ignored ejections (panic). */
+  get inPanic (): boolean {
+    return this.panicking
+  }
+
+  private calm<T> (targets: readonly T[]): readonly T[] {
+    if (this.panicking) this.setPanic(false, targets.length, 0)
+    return targets
+  }
+
+  private eject (endpointId: string, r: EndpointRecord, reason: string, now: number): void {
+    const s = this.settings
+    const store = this.store
+    if (now >= store.nextExpiry) this.sweep(now)
+    // Never more than the share allowed (at least one, unless the share is 0).
+    const allowed = s.maxEjectionPercent === 0 ? 0 : Math.max(1, Math.floor(store.hostCount * s.maxEjectionPercent / 100))
+    if (store.ejected.size >= allowed) return
+    // The multiplier falls by one for each base time the endpoint has stayed back.
+    if (r.returnedAt > 0 && s.baseEjectionTimeMs > 0) r.ejections = Math.max(0, r.ejections - Math.floor((now - r.returnedAt) / s.baseEjectionTimeMs))
+    r.ejections++
+    r.until = now + Math.min(s.baseEjectionTimeMs * r.ejections, Math.max(s.maxEjectionTimeMs, s.baseEjectionTimeMs))
+    // A zero ejection time still ejects for 1 ms: `until` 0 means "not ejected".
+    if (r.until <= now) r.until = now + 1
+    r.reason = reason
+    store.ejected.add(endpointId)
+    if (r.until < store.nextExpiry) store.nextExpiry = r.until
+    store.version++
+    this.options.log?.warn({ service: this.service, endpoint: endpointId, reason, ejections: r.ejections, until: new Date(r.until).toISOString() }, 'outlier detection ejected an endpoint')
+    this.options.onChange?.({ type: 'ejected', service: this.service, endpointId, ejections: r.ejections, until: r.until, reason })
+  }
+
+  private restore (endpointId: string, r: EndpointRecord, now: number): void {
+    r.until = 0
+    r.returnedAt = now
+    r.consecutive5xx = 0
+    r.consecutiveGatewayErrors = 0
+    const store = this.store
+    store.ejected.delete(endpointId)
+    store.version++
+    if (store.ejected.size === 0) store.nextExpiry = Infinity
+    this.options.log?.info({ service: this.service, endpoint: endpointId, ejections: r.ejections }, 'ejected endpoint returned to rotation')
+    this.options.onChange?.({ type: 'returned', service: this.service, endpointId, ejections: r.ejections })
+  }
+
+  /** Ends every ejection whose time is up; recomputes the next expiry. */
+  private sweep (now: number): void {
+    const store = this.store
+    let next = Infinity
+    for (const id of [...store.ejected]) {
+      const r = store.records.get(id)
+      if (r === undefined) { store.ejected.delete(id); continue }
+      if (now >= r.until) this.restore(id, r, now)
+      else if (r.until < next) next = r.until
+    }
+    store.nextExpiry = next
+  }
+
+  private setPanic (panic: boolean, candidates: number, now: number): void {
+    if (panic === this.panicking) return
+    this.panicking = panic
+    if (panic) this.options.log?.warn({ service: this.service, candidates, ejected: this.store.ejected.size, panicThreshold: this.settings.panicThreshold, at: now }, 'outlier detection in panic: too few endpoints left, ejections ignored')
+    else this.options.log?.info({ service: this.service }, 'outlier detection left panic')
+  }
+}
+
+function viewOf (r: EndpointRecord): OutlierView {
+  const base = { ejections: r.ejections, consecutive5xx: r.consecutive5xx, consecutiveGatewayErrors: r.consecutiveGatewayErrors }
+  return r.until !== 0
+    ? { state: 'ejected', until: r.until, ...(r.reason !== undefined ? { reason: r.reason } : {}), ...base }
+    : { state: 'healthy', ...base }
+}

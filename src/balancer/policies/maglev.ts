@@ -1,0 +1,69 @@
+// Maglev policy (consistent hashing, Google's Maglev paper): a lookup table of `tableSize`
+// (a prime) slots filled from each endpoint's own permutation, weighted; a request goes to
+// the owner of slot hash(key) mod size: O(1), no allocation. Removing one of N endpoints
+// moves about 1/N of the keys, and the spread is even to within a slot per endpoint.
+import { type Balancer, type BalancedTarget, type PolicyContext, untried, wasTried } from './types.js'
+import { hash32, type HashKey } from './hash.js'
+import type { PickRequest } from '../types.js'
+
+export class Maglev<T extends BalancedTarget> implements Balancer<T> {
+  private targets: readonly T[] = []
+  private table = new Int32Array(0)
+
+  constructor (private readonly ctx: PolicyContext, private readonly key: HashKey, private readonly size: number) {}
+
+  update (targets: readonly T[]): void {
+    this.targets = targets
+    const m = this.size
+    const table = new Int32Array(m).fill(-1)
+    if (targets.length > 0) {
+      // Fill in label order so the table does not depend on discovery's order.
+      const order = targets.map((_, i) => i).sort((a, b) => (targets[a]!.label < targets[b]!.label ? -1 : 1))
+      const offset = order.map((i) => hash32(targets[i]!.label, 0x5bd1e995) % m)
+      const skip = order.map((i) => (hash32(targets[i]!.label, 0x1b873593) % (m - 1)) + 1)
+      const next = new Float64Array(order.length)
+      let maxWeight = 0
+      for (const t of targets) maxWeight = Math.max(maxWeight, t.endpoint.weight)
+      const share = order.map((i) => targets[i]!.endpoint.weight / maxWeight)
+      const credit = new Float64Array(order.length)
+      let filled = 0
+      while (filled < m) {
+        for (let b = 0; b < order.length && filled < m; b++) {
+          // Weighted: an endpoint takes a slot each round it has a whole credit.
+          credit[b]! += share[b]!
+          if (credit[b]! < 1) continue
+          credit[b]! -= 1
+          let c = (offset[b]! + next[b]! * skip[b]!) % m
+          while (table[c] !== -1) {
+            next[b]!++
+            c = (offset[b]! + next[b]! * skip[b]!) % m
+          }
+          table[c] = order[b]!
+          next[b]!++
+          filled++
+        }
+      }
+    }
+    this.table = table
+  }
+
+  pick (request: PickRequest | undefined): T | undefined {
+    const targets = this.targets
+    if (targets.length === 0) return undefined
+    const k = this.key(request)
+    if (k === undefined) {
+      const t = targets[Math.floor(this.ctx.random() * targets.length)]!
+      return wasTried(request, t) ? untried(targets, request, this.ctx.random, t) : t
+    }
+    const m = this.size
+    const at = hash32(k) % m
+    const first = targets[this.table[at]!]!
+    if (!wasTried(request, first)) return first
+    // A retry: the following slots, until one belongs to an endpoint not tried yet.
+    for (let s = 1; s < m; s++) {
+      const t = targets[this.table[(at + s) % m]!]!
+      if (!wasTried(request, t)) return t
+    }
+    return first
+  }
+}

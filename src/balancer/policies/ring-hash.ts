@@ -1,0 +1,72 @@
+// Ring hash policy (consistent hashing, ketama style): each endpoint owns `virtualNodes`
+// points per unit of weight on a 32-bit ring; a request goes to the owner of the first point
+// at or after its key's hash. Removing one of N endpoints moves only the keys it owned
+// (about 1/N). Lookup is a binary search over a typed array: O(log points), no allocation.
+import { type Balancer, type BalancedTarget, type PolicyContext, untried, wasTried } from './types.js'
+import { hash32, type HashKey } from './hash.js'
+import type { PickRequest } from '../types.js'
+
+/** Keeps a ring of 1,000 heavy endpoints within memory: points beyond this are scaled down. */
+const MAX_POINTS = 1 << 21
+
+export class RingHash<T extends BalancedTarget> implements Balancer<T> {
+  private targets: readonly T[] = []
+  private points = new Uint32Array(0)
+  private owners = new Int32Array(0)
+
+  constructor (private readonly ctx: PolicyContext, private readonly key: HashKey, private readonly virtualNodes: number) {}
+
+  update (targets: readonly T[]): void {
+    this.targets = targets
+    // Points per endpoint depend on its own weight only (relative to the smallest), so other
+    // endpoints joining or leaving never move this one's points.
+    let minWeight = Infinity
+    for (const t of targets) minWeight = Math.min(minWeight, t.endpoint.weight)
+    const counts = targets.map((t) => Math.max(1, Math.round(this.virtualNodes * t.endpoint.weight / minWeight)))
+    const total = counts.reduce((a, b) => a + b, 0)
+    const scale = total > MAX_POINTS ? MAX_POINTS / total : 1
+    const entries: Array<[number, number]> = []
+    targets.forEach((t, i) => {
+      const c = Math.max(1, Math.floor(counts[i]! * scale))
+      for (let v = 0; v < c; v++) entries.push([hash32(`${t.label}-${v}`), i])
+    })
+    // Ties (rare) are broken by label so the ring does not depend on discovery's order.
+    entries.sort((a, b) => a[0] - b[0] || (targets[a[1]]!.label < targets[b[1]]!.label ? -1 : 1))
+    this.points = Uint32Array.from(entries, (e) => e[0])
+    this.owners = Int32Array.from(entries, (e) => e[1])
+  }
+
+  /** Index of the first point at or after `h` (wrapping to 0). */
+  private slot (h: number): number {
+    const points = this.points
+    let lo = 0
+    let hi = points.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (points[mid]! < h) lo = mid + 1
+      else hi = mid
+    }
+    return lo === points.length ? 0 : lo
+  }
+
+  pick (request: PickRequest | undefined): T | undefined {
+    const targets = this.targets
+    if (targets.length === 0) return undefined
+    const k = this.key(request)
+    if (k === undefined) {
+      // No key: any endpoint will do.
+      const t = targets[Math.floor(this.ctx.random() * targets.length)]!
+      return wasTried(request, t) ? untried(targets, request, this.ctx.random, t) : t
+    }
+    const at = this.slot(hash32(k))
+    const first = targets[this.owners[at]!]!
+    if (!wasTried(request, first)) return first
+    // A retry: the next owners clockwise, as a removal of the tried one would give.
+    const n = this.points.length
+    for (let s = 1; s < n; s++) {
+      const t = targets[this.owners[(at + s) % n]!]!
+      if (!wasTried(request, t)) return t
+    }
+    return first
+  }
+}

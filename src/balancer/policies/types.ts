@@ -1,0 +1,119 @@
+// Balancing policies of the service layer: the contract between ServiceEndpoints and one
+// policy (round robin, random, least request, peak EWMA, ring hash, maglev), and the
+// per-endpoint statistics the load-aware policies read.
+import type { EndpointTarget } from '../../upstream/endpoint-pool.js'
+import type { RandomSource } from '../random.js'
+import type { PickRequest } from '../types.js'
+
+export const POLICIES = ['round_robin', 'random', 'least_request', 'ewma', 'ring_hash', 'maglev'] as const
+export type PolicyName = typeof POLICIES[number]
+export const HASH_POLICIES: readonly PolicyName[] = ['ring_hash', 'maglev']
+
+/** What a hash policy hashes: exactly one of these. */
+export type HashOn =
+  | { readonly header: string }
+  | { readonly cookie: string }
+  | { readonly queryParameter: string }
+  | { readonly clientAddress: true }
+
+/** Defaults shared by the schema and the code (one place). */
+export const RING_VIRTUAL_NODES = 128
+export const MAGLEV_TABLE_SIZE = 65537
+export const EWMA_DECAY = '10s'
+export const EWMA_DEFAULT_RTT = '30ms'
+
+/** A service's balancing settings, resolved from config (see balancingFor in service-table.ts). */
+export interface BalancingSettings {
+  readonly policy: PolicyName
+  readonly hashOn?: HashOn
+  /** ring_hash: points on the ring per endpoint of weight 1. */
+  readonly virtualNodes: number
+  /** maglev: lookup table size (a prime). */
+  readonly tableSize: number
+  /** ewma: how fast an endpoint's latency estimate forgets (time constant), ms. */
+  readonly decayMs: number
+  /** ewma: the estimate of an endpoint with no observation yet, ms. */
+  readonly defaultRttMs: number
+  /** Prefer endpoints in the gateway's own zone; undefined when off (or the zone unknown). */
+  readonly locality?: {
+    readonly zone: string
+    readonly metaKey: string
+    readonly minLocalShare: number
+  }
+}
+
+export const DEFAULT_BALANCING: BalancingSettings = {
+  policy: 'round_robin',
+  virtualNodes: RING_VIRTUAL_NODES,
+  tableSize: MAGLEV_TABLE_SIZE,
+  decayMs: 10_000,
+  defaultRttMs: 30
+}
+
+/**
+ * Mutable per-endpoint statistics. One object is shared by every copy of a target (a newer
+ * copy of the endpoint from discovery keeps it), so a report on a target picked before an
+ * update still lands on the counts the balancer reads.
+ */
+export class TargetStats {
+  /** Attempts picked and not reported yet. */
+  inFlight = 0
+  /** Smooth weighted round robin state. */
+  current = 0
+  /** Peak-EWMA latency estimate in ms; negative until the first observation. */
+  rtt = -1
+  /** When `rtt` was last set (clock ms). */
+  stamp = 0
+}
+
+/** An endpoint as a policy sees it. */
+export interface BalancedTarget extends EndpointTarget {
+  readonly stats: TargetStats
+}
+
+/** What a policy is built with: injectable randomness and clock, so tests are exact. */
+export interface PolicyContext {
+  readonly random: RandomSource
+  /** Monotonic milliseconds. */
+  readonly now: () => number
+}
+
+/**
+ * One balancing policy over a target list that `update` replaces (rebuilding rings or
+ * tables there, never in `pick`). `pick` honours `request.tried`: it returns a target not
+ * tried yet when one exists.
+ */
+export interface Balancer<T extends BalancedTarget = BalancedTarget> {
+  update(targets: readonly T[]): void
+  pick(request: PickRequest | undefined): T | undefined
+  /** An attempt on `target` took `latencyMs` (`failed`: the endpoint failed, not the app). */
+  observe?(target: T, latencyMs: number, failed: boolean): void
+}
+
+export function wasTried (request: PickRequest | undefined, t: BalancedTarget): boolean {
+  const tried = request?.tried
+  return tried !== undefined && tried.size > 0 && tried.has(t.endpoint.id)
+}
+
+/**
+ * Slow path for retries, when the policy's choice was tried already: the untried target
+ * with the lowest `score` (the first untried from a random start when no score), or
+ * `fallback` when every target was tried. O(n), on retries only.
+ */
+export function untried<T extends BalancedTarget> (targets: readonly T[], request: PickRequest | undefined, random: () => number, fallback: T, score?: (t: T) => number): T {
+  const n = targets.length
+  const start = Math.floor(random() * n)
+  let best: T | undefined
+  let bestScore = Infinity
+  for (let k = 0; k < n; k++) {
+    const t = targets[(start + k) % n]!
+    if (wasTried(request, t)) continue
+    if (score === undefined) return t
+    const s = score(t)
+    if (best === undefined || s < bestScore) {
+      best = t
+      bestScore = s
+    }
+  }
+  return best ?? fallback
+}

@@ -1,0 +1,260 @@
+// Passive outlier detection of one service, with a fake clock: what ejects an endpoint, for
+// how long, how many may be out at once, panic, and what admin and the log see.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { OutlierDetector, OutlierStore, outlierSettings, outlierStoreKind, type OutlierEvent, type OutlierSettings } from '../../src/balancer/outlier.js'
+import { StateRegistry } from '../../src/state/registry.js'
+import type { AttemptOutcome } from '../../src/balancer/types.js'
+
+const GATEWAY_ERROR: AttemptOutcome = { status: 0, gatewayError: true, latencyMs: 1 }
+const OK: AttemptOutcome = { status: 200, gatewayError: false, latencyMs: 1 }
+const E500: AttemptOutcome = { status: 500, gatewayError: false, latencyMs: 1 }
+const CLIENT_GONE: AttemptOutcome = { status: 0, gatewayError: false, latencyMs: 1 }
+
+function settings (more: Partial<OutlierSettings> = {}): OutlierSettings {
+  return { ...outlierSettings(), ...more }
+}
+
+function targets (n: number): Array<{ endpoint: { id: string } }> {
+  return Array.from({ length: n }, (_, i) => ({ endpoint: { id: `e${i}` } }))
+}
+
+function ids (ts: readonly { endpoint: { id: string } }[]): string[] {
+  return ts.map((t) => t.endpoint.id)
+}
+
+/** A detector over `n` candidates (so max ejection percent has its base), with its events. */
+function detector (more: Partial<OutlierSettings> = {}, n = 10) {
+  const events: OutlierEvent[] = []
+  const d = new OutlierDetector('orders', settings(more), new OutlierStore(), { onChange: (e) => { events.push(e) } })
+  const ts = targets(n)
+  d.usable(ts, 0)
+  return { d, events, ts }
+}
+
+function fail (d: OutlierDetector, id: string, times: number, now: number, outcome = GATEWAY_ERROR): void {
+  for (let i = 0; i < times; i++) d.report(id, outcome, now)
+}
+
+test('defaults with no config: on, 5 consecutive gateway errors, 5xx rule off, 30s base, 50% max ejected, panic below 50%', () => {
+  assert.deepEqual(outlierSettings(), {
+    enabled: true,
+    consecutiveGatewayErrors: 5,
+    consecutive5xx: 0,
+    baseEjectionTimeMs: 30_000,
+    maxEjectionTimeMs: 300_000,
+    maxEjectionPercent: 50,
+    panicThreshold: 50
+  })
+})
+
+test('5 consecutive gateway errors eject an endpoint by default; 4 do not', () => {
+  const { d } = detector()
+  fail(d, 'e0', 4, 1000)
+  assert.equal(d.isEjected('e0', 1000), false)
+  fail(d, 'e0', 1, 1000)
+  assert.equal(d.isEjected('e0', 1000), true)
+  assert.equal(d.isEjected('e1', 1000), false)
+})
+
+test('a success resets the consecutive gateway error count', () => {
+  const { d } = detector()
+  fail(d, 'e0', 4, 0)
+  d.report('e0', OK, 0)
+  fail(d, 'e0', 4, 0)
+  assert.equal(d.isEjected('e0', 0), false)
+  assert.equal(d.view('e0', 0).consecutiveGatewayErrors, 4)
+})
+
+test('a client that went away (no status, no gateway error) neither counts nor resets', () => {
+  const { d } = detector()
+  fail(d, 'e0', 4, 0)
+  d.report('e0', CLIENT_GONE, 0)
+  fail(d, 'e0', 1, 0)
+  assert.equal(d.isEjected('e0', 0), true)
+})
+
+test('5xx answers do not eject by default (the 5xx rule is off)', () => {
+  const { d } = detector()
+  fail(d, 'e0', 50, 0, E500)
+  assert.equal(d.isEjected('e0', 0), false)
+})
+
+test('with consecutive5xx set, that many 5xx answers eject, gateway errors counting as 5xx', () => {
+  const { d } = detector({ consecutive5xx: 3, consecutiveGatewayErrors: 0 })
+  fail(d, 'e0', 2, 0, E500)
+  fail(d, 'e0', 1, 0, GATEWAY_ERROR)
+  assert.equal(d.isEjected('e0', 0), true)
+  assert.equal(d.view('e0', 0).reason, '3 consecutive 5xx')
+})
+
+test('disabled detection never ejects', () => {
+  const { d } = detector({ enabled: false })
+  fail(d, 'e0', 100, 0)
+  assert.equal(d.isEjected('e0', 0), false)
+})
+
+test('an ejected endpoint returns once base ejection time has passed, with its counts reset', () => {
+  const { d, events } = detector({ baseEjectionTimeMs: 30_000 })
+  fail(d, 'e0', 5, 1000)
+  assert.equal(d.isEjected('e0', 30_999), true)
+  assert.equal(d.isEjected('e0', 31_000), false)
+  assert.deepEqual(events.map((e) => [e.type, e.endpointId]), [['ejected', 'e0'], ['returned', 'e0']])
+  assert.equal(d.view('e0', 31_000).consecutiveGatewayErrors, 0)
+})
+
+test('the n-th ejection in a row lasts n times base ejection time, capped by max ejection time', () => {
+  const { d, events } = detector({ baseEjectionTimeMs: 10_000, maxEjectionTimeMs: 25_000 })
+  let now = 0
+  const durations: number[] = []
+  for (let n = 0; n < 4; n++) {
+    fail(d, 'e0', 5, now)
+    const until = d.view('e0', now).until!
+    durations.push(until - now)
+    // Fail again right after it returns: no time back to lower the multiplier.
+    now = until
+    assert.equal(d.isEjected('e0', now), false)
+  }
+  assert.deepEqual(durations, [10_000, 20_000, 25_000, 25_000])
+  assert.deepEqual(events.filter((e) => e.type === 'ejected').map((e) => e.ejections), [1, 2, 3, 4])
+})
+
+test('the multiplier falls by one for each base ejection time an endpoint stays back', () => {
+  const { d } = detector({ baseEjectionTimeMs: 10_000, maxEjectionTimeMs: 1_000_000 })
+  fail(d, 'e0', 5, 0) // 1st: until 10s
+  fail(d, 'e0', 5, 10_000) // 2nd: until 30s
+  fail(d, 'e0', 5, 30_000) // 3rd: until 60s
+  // Back at 60s; 20s later the multiplier has fallen from 3 to 1, so this one is the 2nd.
+  assert.equal(d.isEjected('e0', 60_000), false)
+  fail(d, 'e0', 5, 80_000)
+  assert.equal(d.view('e0', 80_000).ejections, 2)
+  assert.equal(d.view('e0', 80_000).until, 100_000)
+})
+
+test('outcomes of attempts in flight when an endpoint was ejected change nothing', () => {
+  const { d } = detector()
+  fail(d, 'e0', 5, 0)
+  const until = d.view('e0', 0).until
+  d.report('e0', OK, 10)
+  fail(d, 'e0', 10, 10)
+  assert.equal(d.view('e0', 10).until, until)
+  assert.equal(d.view('e0', 10).ejections, 1)
+})
+
+test('usable leaves ejected endpoints out', () => {
+  const { d, ts } = detector({}, 4)
+  fail(d, 'e2', 5, 0)
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e0', 'e1', 'e3'])
+  assert.deepEqual(ids(d.usable(ts, 30_000)), ['e0', 'e1', 'e2', 'e3'])
+})
+
+test('usable returns the very same array while nothing is ejected (no allocation per pick)', () => {
+  const { d, ts } = detector({}, 4)
+  assert.equal(d.usable(ts, 0), ts)
+  fail(d, 'e0', 5, 0)
+  const a = d.usable(ts, 1)
+  assert.equal(d.usable(ts, 2), a, 'cached until an ejection or return')
+})
+
+test('max ejection percent: no more than that share of the endpoints is out at once', () => {
+  const { d, ts, events } = detector({ maxEjectionPercent: 20 }, 10)
+  for (const id of ['e0', 'e1', 'e2', 'e3']) fail(d, id, 5, 0)
+  assert.deepEqual(ids(ts).filter((id) => d.isEjected(id, 0)), ['e0', 'e1'])
+  assert.equal(events.length, 2)
+  // When one returns, the next failure of a held-back endpoint ejects it.
+  assert.equal(d.isEjected('e0', 30_000), false)
+  fail(d, 'e2', 1, 30_000)
+  assert.equal(d.isEjected('e2', 30_000), true)
+})
+
+test('max ejection percent always allows one ejection, even of a small service', () => {
+  const { d } = detector({ maxEjectionPercent: 10 }, 3)
+  fail(d, 'e0', 5, 0)
+  fail(d, 'e1', 5, 0)
+  assert.equal(d.isEjected('e0', 0), true)
+  assert.equal(d.isEjected('e1', 0), false)
+})
+
+test('max ejection percent 0 ejects nothing', () => {
+  const { d } = detector({ maxEjectionPercent: 0 }, 3)
+  fail(d, 'e0', 5, 0)
+  assert.equal(d.isEjected('e0', 0), false)
+})
+
+test('panic: below the panic threshold every endpoint is used, ejections ignored', () => {
+  const { d, ts } = detector({ maxEjectionPercent: 100, panicThreshold: 50 }, 4)
+  fail(d, 'e0', 5, 0)
+  fail(d, 'e1', 5, 0)
+  // 2 of 4 left = 50%: not below the threshold.
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e2', 'e3'])
+  assert.equal(d.degraded(ts, 0), false)
+  fail(d, 'e2', 5, 0)
+  // 1 of 4 left = 25% < 50%: panic.
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e0', 'e1', 'e2', 'e3'])
+  assert.equal(d.degraded(ts, 0), true)
+  assert.equal(d.inPanic, true)
+})
+
+test('panic threshold 0: with every endpoint ejected none is usable', () => {
+  const { d, ts } = detector({ maxEjectionPercent: 100, panicThreshold: 0 }, 2)
+  fail(d, 'e0', 5, 0)
+  fail(d, 'e1', 5, 0)
+  assert.deepEqual(ids(d.usable(ts, 0)), [])
+})
+
+test('a single endpoint that dies is ejected, and panic keeps it in use (nothing else to try)', () => {
+  const { d, ts } = detector({}, 1)
+  fail(d, 'e0', 5, 0)
+  assert.equal(d.isEjected('e0', 0), true)
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e0'])
+  assert.equal(d.degraded(ts, 0), true)
+})
+
+test('snapshot shows each endpoint\'s state, until, reason and counts for admin', () => {
+  const { d } = detector({ baseEjectionTimeMs: 30_000 })
+  fail(d, 'e0', 5, 1000)
+  fail(d, 'e1', 2, 1000)
+  assert.deepEqual(d.snapshot(1000), {
+    e0: { state: 'ejected', until: 31_000, reason: '5 consecutive gateway errors', ejections: 1, consecutive5xx: 5, consecutiveGatewayErrors: 5 },
+    e1: { state: 'healthy', ejections: 0, consecutive5xx: 2, consecutiveGatewayErrors: 2 }
+  })
+  assert.deepEqual(d.view('e9', 1000), { state: 'healthy', ejections: 0, consecutive5xx: 0, consecutiveGatewayErrors: 0 })
+  assert.equal(d.snapshot(31_000).e0!.state, 'healthy')
+})
+
+test('ejections and returns are logged through the logger passed in', () => {
+  const lines: Array<[string, Record<string, unknown>, string]> = []
+  const log = {
+    warn: (o: Record<string, unknown>, m: string) => { lines.push(['warn', o, m]) },
+    info: (o: Record<string, unknown>, m: string) => { lines.push(['info', o, m]) }
+  }
+  const d = new OutlierDetector('orders', settings(), new OutlierStore(), { log: log as never })
+  d.usable(targets(4), 0)
+  fail(d, 'e0', 5, 0)
+  d.isEjected('e0', 30_000)
+  assert.deepEqual(lines.map(([level, o, m]) => [level, o.service, o.endpoint, m]), [
+    ['warn', 'orders', 'e0', 'outlier detection ejected an endpoint'],
+    ['info', 'orders', 'e0', 'ejected endpoint returned to rotation']
+  ])
+  assert.equal(lines[0]![1].reason, '5 consecutive gateway errors')
+})
+
+test('ejections survive a reload: a new version\'s detector over the same stored state sees them', () => {
+  const state = new StateRegistry()
+  const key = '["orders",null,null,[],{}]'
+  const v1 = new OutlierDetector('orders', settings(), state.slot(outlierStoreKind, key))
+  v1.usable(targets(4), 0)
+  fail(v1, 'e0', 5, 0)
+  const v2 = new OutlierDetector('orders', settings({ baseEjectionTimeMs: 1000 }), state.slot(outlierStoreKind, key))
+  assert.equal(v2.isEjected('e0', 10_000), true, 'the ejection made under v1 (30 s) still holds')
+  assert.equal(v2.isEjected('e0', 30_000), false)
+})
+
+test('prune forgets endpoints discovery no longer lists, ejected ones included', () => {
+  const { d } = detector()
+  fail(d, 'e0', 5, 0)
+  fail(d, 'e1', 3, 0)
+  d.store.prune(['e1'])
+  assert.deepEqual(Object.keys(d.snapshot(0)), ['e1'])
+  assert.equal(d.store.ejected.size, 0)
+})
