@@ -1,5 +1,5 @@
 // Closed-loop load with autocannon, in its own process so it never shares an event loop
-// with the harness. Prints one JSON line: { requests, durationS, errors, non2xx }.
+// with the harness. Prints one JSON line: { requests, durationS, errors, non2xx, latencyMs }.
 //   node dist/bench/autocannon-child.js --url URL --connections 50 --duration 8
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
@@ -18,5 +18,6 @@ process.stdout.write(JSON.stringify({
   requests: result.requests.total,
   durationS: result.duration,
   errors: result.errors + result.timeouts,
-  non2xx: result.non2xx
+  non2xx: result.non2xx,
+  latencyMs: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99 }
 }) + '\n')

@@ -16,6 +16,7 @@ declare module 'autocannon' {
     max: number
     total: number
     p50: number
+    p90: number
     p99: number
   }
   interface Result {

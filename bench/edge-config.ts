@@ -15,6 +15,10 @@ export interface EdgeConfigOptions {
   readonly adminPort: number
   /** Connections per endpoint; the Node ceiling uses the same. */
   readonly poolConnections: number
+  /** `services.shop.loadBalancer` (the benchmarked route's service); default: none. */
+  readonly shopLoadBalancer?: Record<string, unknown>
+  /** `retries` of the benchmarked route; default: none. */
+  readonly shopRetries?: Record<string, unknown>
 }
 
 export function edgeConfigYaml (o: EdgeConfigOptions): string {
@@ -28,7 +32,10 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       admin: { address: '127.0.0.1', port: o.adminPort }
     },
     discovery: { embedded: { services: Object.fromEntries(services.map((s) => [s, { endpoints: endpoints(s) }])) } },
-    services: Object.fromEntries(services.map((s) => [s, { connectionPool: { connections: o.poolConnections, keepAliveTimeout: '30s' } }])),
+    services: Object.fromEntries(services.map((s) => [s, {
+      connectionPool: { connections: o.poolConnections, keepAliveTimeout: '30s' },
+      ...(s === 'shop' && o.shopLoadBalancer !== undefined ? { loadBalancer: o.shopLoadBalancer } : {})
+    }])),
     telemetry: { logging: { level: 'info', accessLog: true } },
     routes: [
       { name: 'healthz', match: { path: { exact: '/healthz' } }, destination: { service: 'catalog' } },
@@ -48,7 +55,7 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       { name: 'catalog', match: { path: { prefix: '/catalog' } }, destination: { service: 'catalog', stripPrefix: true } },
       { name: 'orders', match: { path: { prefix: '/orders' } }, destination: { service: 'orders' } },
       { name: 'users', match: { path: { prefix: '/users' } }, destination: { service: 'users' } },
-      { name: EDGE_BENCH_ROUTE, match: { path: { prefix: '/shop' } }, destination: { service: 'shop' } },
+      { name: EDGE_BENCH_ROUTE, match: { path: { prefix: '/shop' } }, destination: { service: 'shop' }, ...(o.shopRetries !== undefined ? { retries: o.shopRetries } : {}) },
       { name: 'fallback', match: { path: { prefix: '/' } }, destination: { service: 'catalog' } }
     ]
   }

@@ -16,6 +16,8 @@ export interface ClosedResult {
   /** Socket errors and timeouts. */
   readonly errors: number
   readonly non2xx: number
+  /** Client-seen latency of the closed loop, ms (send to end of response, per connection). */
+  readonly latencyMs?: { readonly p50: number, readonly p90: number, readonly p99: number }
 }
 
 export interface Percentiles {
@@ -74,6 +76,12 @@ function wrkNumber (text: string, re: RegExp): number | undefined {
   return m === null ? undefined : Number(m[1])
 }
 
+/** A wrk duration ("635.91us", "1.02ms", "2.00s") in ms. */
+function wrkMs (text: string, percent: number): number | undefined {
+  const m = new RegExp(`^\\s+${percent}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(text)
+  return m === null ? undefined : Number(m[1]) * { us: 1e-3, ms: 1, s: 1e3, m: 60e3 }[m[2] as 'us' | 'ms' | 's' | 'm']
+}
+
 /** wrk prints "1.23k"-style suffixes in some fields; requests and durations are plain. */
 function parseWrk (out: string): Omit<ClosedResult, 'tool' | 'rps'> {
   const m = /(\d+) requests in ([\d.]+)(us|ms|s|m)\b/.exec(out)
@@ -81,7 +89,14 @@ function parseWrk (out: string): Omit<ClosedResult, 'tool' | 'rps'> {
   const unit = { us: 1e-6, ms: 1e-3, s: 1, m: 60 }[m[3] as 'us' | 'ms' | 's' | 'm']
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
   const errors = sock === null ? 0 : Number(sock[1]) + Number(sock[2]) + Number(sock[3]) + Number(sock[4])
-  return { requests: Number(m[1]), durationS: Number(m[2]) * unit, errors, non2xx: wrkNumber(out, /Non-2xx or 3xx responses: (\d+)/) ?? 0 }
+  const [p50, p90, p99] = [wrkMs(out, 50), wrkMs(out, 90), wrkMs(out, 99)]
+  return {
+    requests: Number(m[1]),
+    durationS: Number(m[2]) * unit,
+    errors,
+    non2xx: wrkNumber(out, /Non-2xx or 3xx responses: (\d+)/) ?? 0,
+    ...(p50 !== undefined && p90 !== undefined && p99 !== undefined ? { latencyMs: { p50, p90, p99 } } : {})
+  }
 }
 
 export interface ClosedOptions {
@@ -98,7 +113,7 @@ export async function closedLoop (o: ClosedOptions): Promise<ClosedResult> {
   if (o.tool === 'wrk') {
     const threads = Math.max(1, Math.min(o.wrkThreads, o.connections))
     const child = spawnChild('wrk', 'wrk', {
-      args: [`-t${threads}`, `-c${o.connections}`, `-d${o.durationS}s`, '--timeout', '10s', o.url],
+      args: [`-t${threads}`, `-c${o.connections}`, `-d${o.durationS}s`, '--timeout', '10s', '--latency', o.url],
       capture: true
     })
     await finished(child, limitMs)

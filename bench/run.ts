@@ -220,11 +220,12 @@ function summarise (defs: ScenarioDefinition[], results: Map<string, Measurement
       const mine = med(def.name, 'rps')
       if (b !== undefined && mine !== undefined) s[`ratio_to_${base}`] = round(mine / b, 3)
     }
-    // CPU per request relative to the Node ceiling: steadier than req/s on a busy machine.
-    if (def.compareTo.includes('node_ceiling')) {
-      const b = med('node_ceiling', 'cpu_us_per_req')
+    // CPU per request relative to the Node ceiling (or another proxy): steadier than req/s
+    // on a busy machine.
+    for (const base of def.compareTo.filter((b) => b !== 'direct')) {
+      const b = med(base, 'cpu_us_per_req')
       const mine = med(def.name, 'cpu_us_per_req')
-      if (b !== undefined && mine !== undefined && b > 0) s.cpu_ratio_to_node_ceiling = round(mine / b, 3)
+      if (b !== undefined && mine !== undefined && b > 0) s[`cpu_ratio_to_${base}`] = round(mine / b, 3)
     }
     if (def.name !== 'direct') {
       const d50 = med('direct', 'p50_ms')
@@ -357,6 +358,14 @@ async function main (): Promise<void> {
     await writeFile(o.out, JSON.stringify(report, null, 2) + '\n')
     console.log(`\nmedians of ${o.rounds} round(s); load tool: ${tool}; latency: paced ${o.rate} req/s; CPU and RSS of the proxy (of the upstream for direct)\n`)
     console.log(table(scenarios))
+    // Comparisons the table has no column for (edge_retries against edge).
+    for (const def of o.scenarios) {
+      for (const base of def.compareTo.filter((b) => b !== 'direct' && b !== 'node_ceiling')) {
+        const s = scenarios[def.name]!
+        if (s[`ratio_to_${base}`] === undefined) continue
+        console.log(`${def.name} vs ${base}: req/s ×${fmt(s[`ratio_to_${base}`], 3)}, CPU µs/req ×${fmt(s[`cpu_ratio_to_${base}`], 3)}`)
+      }
+    }
     const shown = relative(process.cwd(), o.out)
     console.log(`\nwritten: ${shown.startsWith('..') ? o.out : shown}`)
     if (o.cpuProfDir !== undefined) console.log(`CPU profiles in ${o.cpuProfDir} (figures above include profiler overhead); summarise one with: node dist/bench/profile-summary.js FILE`)

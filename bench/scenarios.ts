@@ -1,6 +1,6 @@
 // The benchmark scenarios, as data: each starts its system under test (in child processes)
 // and says which URL to load and which process's CPU and memory to report. A new scenario
-// (node_to_node_mtls, ...) is one more entry in SCENARIOS.
+// (node_to_node_mtls, edge_retries, ...) is one more entry in SCENARIOS.
 import { writeFile, rm, stat } from 'node:fs/promises'
 import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { freePort, freePorts } from '../test/helpers/ports.js'
 import { spawnChild, stopChild, waitForHttp } from './children.js'
-import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE } from './edge-config.js'
+import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE, type EdgeConfigOptions } from './edge-config.js'
 import { nodeToNodeScenario } from './mesh-scenario.js'
 
 /** What the harness sets up once for every scenario. */
@@ -68,6 +68,48 @@ async function accessLogCounts (file: string, route: string): Promise<{ accessLi
   return { accessLines, routeLines, logBytes: size }
 }
 
+/** The retries of the `edge_retries` scenario: on, with nothing to retry. */
+export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
+
+/**
+ * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
+ * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
+ */
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries'>): Promise<RunningScenario> {
+  const [httpPort, adminPort] = await freePorts(2)
+  const configFile = join(ctx.workDir, `${name}.yaml`)
+  const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
+  await writeFile(configFile, edgeConfigYaml({ upstreamPorts: ctx.upstreamPorts, httpPort, adminPort, poolConnections: ctx.poolConnections, ...extra }))
+  const child = spawnChild(`fastmesh ${name}`, process.execPath, {
+    args: [...ctx.nodeArgs(name), dist('../src/cli/index.js'), 'start', '--config', configFile],
+    env: { ...process.env, FASTMESH_HTTP_PORT: String(httpPort), FASTMESH_ADMIN_PORT: String(adminPort) },
+    logFile
+  })
+  const url = `http://127.0.0.1:${httpPort}${EDGE_BENCH_PATH}`
+  let position = ''
+  try {
+    await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, child)
+    await waitForHttp(url, child)
+    const res = await request(`http://127.0.0.1:${adminPort}/routes`)
+    const { routes } = await res.body.json() as { routes: Array<{ name: string }> }
+    position = `#${routes.findIndex((r) => r.name === EDGE_BENCH_ROUTE) + 1} of ${routes.length} in match order`
+  } catch (err) {
+    await stopChild(child)
+    throw new Error(`${(err as Error).message} (gateway log: ${logFile})`)
+  }
+  return {
+    url,
+    measuredPid: child.pid,
+    async stop () { await stopChild(child) },
+    async afterStop () {
+      const counts = await accessLogCounts(logFile, EDGE_BENCH_ROUTE)
+      // Large (a line per request): counted, not kept.
+      await rm(logFile, { force: true })
+      return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts }
+    }
+  }
+}
+
 export const SCENARIOS: readonly ScenarioDefinition[] = [
   {
     name: 'direct',
@@ -100,40 +142,13 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     name: 'edge',
     description: `load generator → fastmesh edge (14 routes, access log on, route "${EDGE_BENCH_ROUTE}") → upstream`,
     compareTo: ['direct', 'node_ceiling'],
-    async start (ctx) {
-      const [httpPort, adminPort] = await freePorts(2)
-      const configFile = join(ctx.workDir, 'edge.yaml')
-      const logFile = join(ctx.workDir, `edge-round${ctx.round}.log`)
-      await writeFile(configFile, edgeConfigYaml({ upstreamPorts: ctx.upstreamPorts, httpPort, adminPort, poolConnections: ctx.poolConnections }))
-      const child = spawnChild('fastmesh edge', process.execPath, {
-        args: [...ctx.nodeArgs('edge'), dist('../src/cli/index.js'), 'start', '--config', configFile],
-        env: { ...process.env, FASTMESH_HTTP_PORT: String(httpPort), FASTMESH_ADMIN_PORT: String(adminPort) },
-        logFile
-      })
-      const url = `http://127.0.0.1:${httpPort}${EDGE_BENCH_PATH}`
-      let position = ''
-      try {
-        await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, child)
-        await waitForHttp(url, child)
-        const res = await request(`http://127.0.0.1:${adminPort}/routes`)
-        const { routes } = await res.body.json() as { routes: Array<{ name: string }> }
-        position = `#${routes.findIndex((r) => r.name === EDGE_BENCH_ROUTE) + 1} of ${routes.length} in match order`
-      } catch (err) {
-        await stopChild(child)
-        throw new Error(`${(err as Error).message} (gateway log: ${logFile})`)
-      }
-      return {
-        url,
-        measuredPid: child.pid,
-        async stop () { await stopChild(child) },
-        async afterStop () {
-          const counts = await accessLogCounts(logFile, EDGE_BENCH_ROUTE)
-          // Large (a line per request): counted, not kept.
-          await rm(logFile, { force: true })
-          return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts }
-        }
-      }
-    }
+    async start (ctx) { return await startEdge(ctx, 'edge', {}) }
+  },
+  {
+    name: 'edge_retries',
+    description: `the edge scenario with retries on route "${EDGE_BENCH_ROUTE}" (attempts 3, retryOn gateway-error), none needed`,
+    compareTo: ['direct', 'node_ceiling', 'edge'],
+    async start (ctx) { return await startEdge(ctx, 'edge_retries', { shopRetries: EDGE_BENCH_RETRIES }) }
   },
   nodeToNodeScenario
 ]

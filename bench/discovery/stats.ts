@@ -36,17 +36,8 @@ export function round (v: number | null | undefined, digits = 2): number | null 
   return Math.round(v * f) / f
 }
 
-/** A seeded PRNG (mulberry32), so a run's choice of services can be repeated. */
-export function seededRandom (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** A seeded PRNG, so a run's choice of services can be repeated (the one the balancers use in tests). */
+export { seededRandom } from '../../src/balancer/random.js'
 
 export const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6
 

@@ -7,6 +7,7 @@ import type { Gateway } from '../gateway/gateway.js'
 import { fastmeshError, type FastmeshError } from '../errors.js'
 import { errorHeaders, errorPayload } from '../gateway/respond.js'
 import { SERVICE_NAME_PATTERN } from '../config/names.js'
+import { describeSelector } from '../balancer/failover.js'
 import { durationMs } from '../config/duration.js'
 import { leafState } from '../identity/validity.js'
 import { redactSecrets } from '../config/redact.js'
@@ -91,29 +92,52 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     return { version: gateway.version?.version, ...describeRoute(r) }
   })
 
-  app.get('/services', async () => ({
-    discovery: gateway.discovery.kind,
-    services: gateway.discovery.services().map((s) => ({
-      name: s.service,
-      ...(s.datacenter !== undefined ? { datacenter: s.datacenter } : {}),
-      stale: s.stale,
-      ...(s.error !== undefined ? { error: s.error } : {}),
-      updatedAt: new Date(s.updatedAt).toISOString(),
-      healthy: s.endpoints.filter((e) => e.health === 'passing').length,
-      endpoints: s.endpoints.map((e) => ({
-        id: e.id,
-        address: e.address,
-        port: e.port,
-        weight: e.weight,
-        tags: e.tags,
-        meta: e.meta,
-        health: e.health,
-        ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
-        origin: e.origin,
-        ...(e.node !== undefined ? { node: e.node } : {})
-      }))
-    }))
-  }))
+  app.get('/services', async () => {
+    const now = Date.now()
+    const sets = gateway.services.all()
+    return {
+      discovery: gateway.discovery.kind,
+      services: gateway.discovery.services().map((s) => {
+        // The service layer's view of this service: every endpoint set (selector) using it.
+        const layers = sets.filter((set) => set.service === s.service)
+        return {
+          name: s.service,
+          ...(s.datacenter !== undefined ? { datacenter: s.datacenter } : {}),
+          stale: s.stale,
+          ...(s.error !== undefined ? { error: s.error } : {}),
+          updatedAt: new Date(s.updatedAt).toISOString(),
+          healthy: s.endpoints.filter((e) => e.health === 'passing').length,
+          endpoints: s.endpoints.map((e) => {
+            const ejected = layers.map((l) => l.outlier.view(e.id, now)).find((v) => v.state === 'ejected')
+            return {
+              id: e.id,
+              address: e.address,
+              port: e.port,
+              weight: e.weight,
+              tags: e.tags,
+              meta: e.meta,
+              health: e.health,
+              ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
+              // What traffic sees: out of rotation by health, ejected by outlier detection, or healthy.
+              state: e.health !== 'passing' && e.health !== 'warning' ? 'unhealthy' : ejected !== undefined ? 'ejected' : 'healthy',
+              ...(ejected !== undefined ? { ejectedUntil: ejected.until !== undefined ? new Date(ejected.until).toISOString() : undefined, ejectionReason: ejected.reason, ejections: ejected.ejections } : {}),
+              origin: e.origin,
+              ...(e.node !== undefined ? { node: e.node } : {})
+            }
+          }),
+          layers: layers.map((l) => ({
+            selector: describeSelector(l.selector),
+            policy: l.balancing.policy,
+            locality: l.locality,
+            outlierPanic: l.outlier.inPanic,
+            circuit: l.circuit.snapshot(),
+            balancer: Object.fromEntries(l.balancerStats())
+          }))
+        }
+      }),
+      failover: [...(gateway.version?.failovers ?? new Map())].map(([chain, c]) => ({ chain, active: c.active }))
+    }
+  })
 
   app.get<{ Params: Static<typeof ServiceParams> }>('/services/:service', { schema: { params: ServiceParams } }, async (request, reply) => {
     const s = gateway.discovery.snapshot(request.params.service)

@@ -5,6 +5,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { RouteConfig } from '../config/schema.js'
 import type { ServiceLayer } from '../balancer/types.js'
 import { defaultRandom, type RandomSource } from '../balancer/random.js'
+import { hash32 } from '../balancer/policies/hash.js'
 
 /** One backend as the config names it; `subset` undefined: the service's own policy subset. */
 export interface BackendRef {
@@ -29,21 +30,6 @@ export interface StickyOn {
 export interface SplitOptions {
   readonly stickyOn?: StickyOn | undefined
   readonly random?: RandomSource
-}
-
-/** FNV-1a with murmur3's finaliser: short, similar keys (user ids) still spread evenly. */
-export function hashKey (key: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
 }
 
 /** The value of cookie `name` in a Cookie header, or undefined. */
@@ -103,6 +89,6 @@ export function weightedDestination<L = ServiceLayer> (backends: ReadonlyArray<{
   if (sticky === undefined) return () => at(random() * total)
   return (headers) => {
     const key = sticky(headers)
-    return at(key !== undefined ? (hashKey(key) / 4294967296) * total : random() * total)
+    return at(key !== undefined ? (hash32(key) / 4294967296) * total : random() * total)
   }
 }
