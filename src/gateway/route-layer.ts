@@ -38,6 +38,8 @@ class RouteCall implements UpstreamCall {
   /** Per try: `endpoint: outcome`, for the answer when every try failed. */
   causes: string[] | undefined = undefined
   retryAdmitted = false
+  /** Whether the current try's outcome went back to the service layer (once per try). */
+  reported = true
   /** Why the last try failed, answered when no endpoint is left for another. */
   lastError: FastmeshError | undefined = undefined
 
@@ -171,6 +173,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     const left = call.deadline - Date.now()
     call.headersTimeoutMs = Math.max(1, Math.min(this.retry.perTryTimeoutMs, left))
     call.tryStart = performance.now()
+    call.reported = false
     // Before the first try reads the body: the mirror copies it as it streams to the primary.
     if (call.attempt === 1 && this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call)
     forward(ex.req, ex.res, call.headers, target, this.forwarding, call, this)
@@ -178,7 +181,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
 
   responded (call: RouteCall, status: number): boolean {
     const retry = this.retry.retriesStatus(status, call.ex.method) && this.mayRetry(call)
-    call.destination.report(call.target!, { status, gatewayError: false, latencyMs: performance.now() - call.tryStart })
+    this.report(call, status, false)
     if (!retry) return true
     this.note(call, `${call.target!.label}: ${status}`)
     call.lastError = fastmeshError('UPSTREAM_FAILURE', [call.target!.label, call.destination.service, `answered ${status}`])
@@ -188,7 +191,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
 
   failed (call: RouteCall, err: FastmeshError): void {
     const kind = failureKind(err)
-    call.destination.report(call.target!, { status: 0, gatewayError: kind !== 'other', latencyMs: performance.now() - call.tryStart })
+    this.report(call, 0, kind !== 'other')
     this.note(call, `${call.target!.label}: ${causeOf(err)}`)
     call.lastError = err
     // A body streamed from the client is gone once read: only a try that read none may repeat.
@@ -201,7 +204,16 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
   }
 
   ended (call: RouteCall, status: number, error: string | undefined): void {
+    // An upgrade (101) or a client that left before the answer: no headers were seen.
+    if (!call.reported) this.report(call, status === 499 ? 0 : status, false)
     this.finish(call, status, error)
+  }
+
+  /** The try's outcome to the service layer (balancer statistics, outlier detection), once. */
+  private report (call: RouteCall, status: number, gatewayError: boolean): void {
+    if (call.reported) return
+    call.reported = true
+    call.destination.report(call.target!, { status, gatewayError, latencyMs: performance.now() - call.tryStart })
   }
 
   /** The gateway answers the exchange itself (plugin headers kept) and it ends. */

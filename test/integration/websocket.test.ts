@@ -182,3 +182,16 @@ test('regression: stop() ends WebSocket tunnels still open after the drain timeo
   await clientClosed
   assert.equal(ws.readyState, WebSocket.CLOSED)
 })
+
+test('regression: an upgrade ends its try for the balancer (no in-flight count left behind per tunnel)', async (t) => {
+  const up = await startWsUpstream(t)
+  const g = await startGateway(t, meshConfig({ chat: [up.port] }, [{ name: 'chat', destination: { service: 'chat' } }], { services: { chat: { loadBalancer: { policy: 'least_request' } } } }))
+  for (let i = 0; i < 3; i++) {
+    const { ws, messages } = await connectClient(t, g, '/socket')
+    assert.equal((await messages.next()).value, 'welcome')
+    closeQuietly(ws)
+  }
+  const services = (await g.admin('GET', '/services')).json<{ services: Array<{ name: string, layers: Array<{ balancer: Record<string, { inFlight: number }> }> }> }>()
+  const chat = services.services.find((s) => s.name === 'chat')!
+  assert.deepEqual(Object.values(chat.layers[0]!.balancer).map((b) => b.inFlight), [0])
+})
