@@ -127,7 +127,7 @@ function routeStatsPolicy (state: StateRegistry): GatewayPolicy {
       if (route === undefined) return
       let stats = slots.get(route)
       if (stats === undefined) slots.set(route, stats = state.slot(routeStatsKind, route))
-      stats.record(ex.status, ex.durationMs, ex.error)
+      stats.record(ex.status, ex.durationMs, ex.error, ex.attempts)
     }
   }
 }

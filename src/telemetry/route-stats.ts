@@ -10,6 +10,9 @@ export interface RouteStatsSnapshot {
   /** Responses the gateway made itself, by FASTMESH_ERR_* (or plugin) code. */
   readonly errors: Readonly<Record<string, number>>
   readonly durationMs: { readonly sum: number, readonly mean: number | null }
+  /** Tries beyond the first (retries), and requests that needed at least one. */
+  readonly retries: number
+  readonly retriedRequests: number
 }
 
 export class RouteStats {
@@ -18,9 +21,12 @@ export class RouteStats {
   private readonly errors = new Map<string, number>()
   private count = 0
   private durationSum = 0
+  private retries = 0
+  private retried = 0
 
   /** Counts one finished request. No allocation except for an error code seen the first time. */
-  record (status: number, durationMs: number, errorCode?: string): void {
+  record (status: number, durationMs: number, errorCode?: string, attempts = 1): void {
+    if (attempts > 1) { this.retries += attempts - 1; this.retried++ }
     const c = (status / 100) | 0
     this.classes[c >= 1 && c <= 5 ? c : 0]!++
     this.count++
@@ -34,7 +40,9 @@ export class RouteStats {
       requests: this.count,
       byClass: { '1xx': c[1]!, '2xx': c[2]!, '3xx': c[3]!, '4xx': c[4]!, '5xx': c[5]!, other: c[0]! },
       errors: Object.fromEntries(this.errors),
-      durationMs: { sum: this.durationSum, mean: this.count === 0 ? null : this.durationSum / this.count }
+      durationMs: { sum: this.durationSum, mean: this.count === 0 ? null : this.durationSum / this.count },
+      retries: this.retries,
+      retriedRequests: this.retried
     }
   }
 }

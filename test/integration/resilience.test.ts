@@ -83,6 +83,7 @@ test('an instance killed under load with retries off: client errors stop once ou
     }
   }))
   assert.ok(killed)
+  t.diagnostic(`${outcomes.length} requests, ${failures.length} client-visible errors`)
   const LAST = 200
   assert.ok(outcomes.length > LAST * 2, `steady load: ${outcomes.length} requests`)
   assert.ok(failures.length > 0, 'with retries off the killed instance is seen failing')

@@ -59,6 +59,9 @@ test('a 503 is retried on another endpoint with retryOn 5xx, and the access log 
     assert.deepEqual(line?.endpoints, [`127.0.0.1:${sick.port}`, `127.0.0.1:${well.port}`])
     assert.equal(line?.status, 200)
   }
+  const stats = (await g.admin('GET', '/routes/api')).json<{ stats: { retries: number, retriedRequests: number } }>().stats
+  assert.equal(stats.retries, 4, 'admin counts the retries')
+  assert.equal(stats.retriedRequests, 4)
 })
 
 test('without retryOn for statuses, a 503 is relayed as the upstream sent it', async (t) => {

@@ -31,7 +31,9 @@ test('GET /routes shows each route\'s request statistics, zero for a route witho
     requests: 2,
     byClass: { '1xx': 0, '2xx': 1, '3xx': 0, '4xx': 0, '5xx': 1, other: 0 },
     errors: { FASTMESH_ERR_NO_HEALTHY_ENDPOINT: 1 },
-    durationMs: { sum: 6, mean: 3 }
+    durationMs: { sum: 6, mean: 3 },
+    retries: 0,
+    retriedRequests: 0
   })
   assert.equal(body.routes.find((r) => r.name === 'billing')?.stats.requests, 0)
   assert.equal(g.gateway.state.peek(routeStatsKind, 'billing'), undefined, 'reading the admin API makes no state')

@@ -10,7 +10,9 @@ test('a route with no requests reports zero counts and no mean', () => {
     requests: 0,
     byClass: { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0, other: 0 },
     errors: {},
-    durationMs: { sum: 0, mean: null }
+    durationMs: { sum: 0, mean: null },
+    retries: 0,
+    retriedRequests: 0
   })
 })
 
