@@ -107,6 +107,8 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
           ...(s.error !== undefined ? { error: s.error } : {}),
           updatedAt: new Date(s.updatedAt).toISOString(),
           healthy: s.endpoints.filter((e) => e.health === 'passing').length,
+          // Passing and not ejected: what takes traffic now.
+          inRotation: s.endpoints.filter((e) => e.health === 'passing' && !layers.some((l) => l.outlier.view(e.id, now).state === 'ejected')).length,
           endpoints: s.endpoints.map((e) => {
             const ejected = layers.map((l) => l.outlier.view(e.id, now)).find((v) => v.state === 'ejected')
             return {

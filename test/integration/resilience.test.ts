@@ -24,7 +24,7 @@ const EJECT_AFTER = 5
 
 interface AdminEndpoint { id: string, port: number, health: string, state: string, ejectedUntil?: string, ejectionReason?: string }
 interface AdminServices {
-  services: Array<{ name: string, endpoints: AdminEndpoint[] }>
+  services: Array<{ name: string, healthy: number, inRotation: number, endpoints: AdminEndpoint[] }>
   failover: Array<{ chain: string, active: { index: number, target: string } }>
 }
 
@@ -47,6 +47,8 @@ async function assertEjected (g: TestGateway, service: string, port: number): Pr
   assert.equal(e.state, 'ejected', JSON.stringify(e))
   assert.match(String(e.ejectionReason), /consecutive gateway errors/)
   assert.ok(Date.parse(String(e.ejectedUntil)) > Date.now(), `ejectedUntil ${e.ejectedUntil} is in the future`)
+  const s = (await services(g)).services.find((x) => x.name === service)!
+  assert.equal(s.inRotation, s.healthy - 1, 'the service counts the ejected endpoint out of rotation')
   return e
 }
 
@@ -256,6 +258,25 @@ test('an ejection survives a config reload that keeps the service', async (t) =>
   assert.equal(after.ejectedUntil, before.ejectedUntil, 'the same ejection, not a new one')
   // Retries are off: a 200 for every request means the new version never tries the ejected endpoint.
   for (let i = 0; i < 10; i++) assert.equal((await g.request(i % 2 === 0 ? '/' : '/other')).status, 200)
+})
+
+test('an ejection survives a reload that changes the service\'s balancing policy (a new endpoint set, the same outlier records)', async (t) => {
+  const live = await startEcho(t, 'live', { connection: 'close' })
+  const dead = await freePort()
+  const routes = [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 1 } }]
+  const g = await startGateway(t, meshConfig({ api: [live, dead] }, routes))
+  let errors = 0
+  for (let i = 0; i < 20; i++) if ((await g.request('/')).status !== 200) errors++
+  assert.equal(errors, EJECT_AFTER)
+  const before = await assertEjected(g, 'api', dead)
+
+  await g.writeConfig(meshConfig({ api: [live, dead] }, routes, { services: { api: { loadBalancer: { policy: 'least_request' } } } }))
+  const reload = await g.admin('POST', '/reload')
+  assert.equal(reload.status, 200, reload.text)
+
+  const after = await assertEjected(g, 'api', dead)
+  assert.equal(after.ejectedUntil, before.ejectedUntil, 'the same ejection, not a new one')
+  for (let i = 0; i < 10; i++) assert.equal((await g.request('/')).status, 200)
 })
 
 test('fastmesh validate refuses a hash key on a non-hash policy, a failover loop and all-zero split weights, each at its JSON path', async (t) => {
