@@ -54,6 +54,22 @@ test('round_robin with weights 3:1 gives the smooth order a a b a', () => {
   assert.deepEqual(pickN(b, 8).map((t) => t!.endpoint.id), ['a', 'a', 'b', 'a', 'a', 'a', 'b', 'a'])
 })
 
+test('round_robin over a large weighted set (1,000 endpoints, weights 1-3) gives each endpoint exactly its weight per cycle, spread out', () => {
+  const b = createBalancer(settings({ policy: 'round_robin' }), context())
+  const set = Array.from({ length: 1000 }, (_, i) => target(`e${i}`, 1 + (i % 3)))
+  b.update(set)
+  const total = set.reduce((a, t) => a + t.endpoint.weight, 0)
+  const picks = pickN(b, 3 * total).map((t) => t!.endpoint.id)
+  const counts = new Map<string, number[]>()
+  picks.forEach((id, k) => { const at = counts.get(id); if (at === undefined) counts.set(id, [k]); else at.push(k) })
+  for (const t of set) {
+    const at = counts.get(t.endpoint.id) ?? []
+    assert.equal(at.length, 3 * t.endpoint.weight, `${t.endpoint.id} (weight ${t.endpoint.weight})`)
+    // Spread: consecutive picks of one endpoint are never more than two of its strides apart.
+    for (let i = 1; i < at.length; i++) assert.ok(at[i]! - at[i - 1]! <= 2 * total / t.endpoint.weight, `${t.endpoint.id} picked at ${at[i - 1]} then ${at[i]}`)
+  }
+})
+
 test('round_robin on a retry skips the endpoints already tried', () => {
   const b = createBalancer(settings({ policy: 'round_robin' }), context())
   b.update(targets(3))
