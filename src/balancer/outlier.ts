@@ -1,6 +1,7 @@
 // Service layer: passive outlier detection for one destination. It watches each attempt's
 // outcome, ejects endpoints that keep failing (for base time × ejections), lets them back
 // when the time is up, and filters the balancer's candidates (max ejection percent, panic).
+// Rules: consecutive gateway errors, consecutive 5xx, and optionally success rate (as Envoy's).
 import type { Logger } from 'pino'
 import { Value } from '@sinclair/typebox/value'
 import { OutlierDetectionSchema, type OutlierDetectionConfig } from '../config/schema.js'
@@ -18,6 +19,15 @@ export interface OutlierSettings {
   readonly maxEjectionTimeMs: number
   readonly maxEjectionPercent: number
   readonly panicThreshold: number
+  /** Absent: the success-rate rule is off. */
+  readonly successRate?: SuccessRateSettings
+}
+
+export interface SuccessRateSettings {
+  readonly minimumHosts: number
+  readonly requestVolume: number
+  readonly stdevFactor: number
+  readonly intervalMs: number
 }
 
 /** Settings from `services.<name>.outlierDetection`; the schema's defaults when it is absent (a service with no policy). */
@@ -30,7 +40,17 @@ export function outlierSettings (config?: OutlierDetectionConfig): OutlierSettin
     baseEjectionTimeMs: durationMs(c.baseEjectionTime),
     maxEjectionTimeMs: durationMs(c.maxEjectionTime),
     maxEjectionPercent: c.maxEjectionPercent,
-    panicThreshold: c.panicThreshold
+    panicThreshold: c.panicThreshold,
+    ...(c.successRate?.enabled === true
+      ? {
+          successRate: {
+            minimumHosts: c.successRate.minimumHosts,
+            requestVolume: c.successRate.requestVolume,
+            stdevFactor: c.successRate.stdevFactor,
+            intervalMs: durationMs(c.successRate.interval)
+          }
+        }
+      : {})
   }
 }
 
@@ -46,6 +66,9 @@ interface EndpointRecord {
   reason: string | undefined
   /** When it last came back (ms); 0 if never ejected. */
   returnedAt: number
+  /** Success-rate rule: outcomes counted in the current interval, and the successes among them. */
+  requests: number
+  successes: number
 }
 
 /**
@@ -62,6 +85,8 @@ export class OutlierStore {
   nextExpiry = Infinity
   /** Candidates the balancer last had (the base of max ejection percent). */
   hostCount = 0
+  /** Success-rate rule: when the current counting interval began (ms); -Infinity before the first outcome. */
+  intervalStart = -Infinity
 
   /** Forgets endpoints discovery no longer lists (pass every known id, passing or not). */
   prune (ids: Iterable<string>): void {
@@ -133,16 +158,24 @@ export class OutlierDetector {
     const is5xx = gatewayError || outcome.status >= 500
     // No status and no gateway error: the client went away; says nothing about the endpoint.
     if (!gatewayError && outcome.status === 0) return
+    const sr = s.successRate
+    // The interval that ended is judged before this outcome opens the next one.
+    if (sr !== undefined && now - this.store.intervalStart >= sr.intervalMs) this.judgeSuccessRates(sr, now)
     let r = this.store.records.get(endpointId)
     if (r === undefined) {
-      if (!is5xx) return
-      r = { consecutive5xx: 0, consecutiveGatewayErrors: 0, ejections: 0, until: 0, reason: undefined, returnedAt: 0 }
+      // Without the success-rate rule only failures need a record (no allocation per healthy endpoint).
+      if (!is5xx && sr === undefined) return
+      r = { consecutive5xx: 0, consecutiveGatewayErrors: 0, ejections: 0, until: 0, reason: undefined, returnedAt: 0, requests: 0, successes: 0 }
       this.store.records.set(endpointId, r)
     }
     if (r.until !== 0) {
       // Attempts that were in flight when it was ejected change nothing.
       if (now < r.until) return
       this.restore(endpointId, r, now)
+    }
+    if (sr !== undefined) {
+      r.requests++
+      if (!is5xx) r.successes++
     }
     r.consecutiveGatewayErrors = gatewayError ? r.consecutiveGatewayErrors + 1 : 0
     r.consecutive5xx = is5xx ? r.consecutive5xx + 1 : 0
@@ -232,6 +265,39 @@ export class OutlierDetector {
     store.version++
     this.options.log?.warn({ service: this.service, endpoint: endpointId, reason, ejections: r.ejections, until: new Date(r.until).toISOString() }, 'outlier detection ejected an endpoint')
     this.options.onChange?.({ type: 'ejected', service: this.service, endpointId, ejections: r.ejections, until: r.until, reason })
+  }
+
+  /**
+   * Success-rate rule, once per interval: among the endpoints with enough requests (if there
+   * are enough of them), ejects those whose success rate is below mean − factor × stdev; then
+   * starts a new interval. O(endpoints) once per interval, nothing per outcome.
+   */
+  private judgeSuccessRates (sr: SuccessRateSettings, now: number): void {
+    const store = this.store
+    store.intervalStart = now
+    let hosts = 0
+    let sum = 0
+    for (const r of store.records.values()) {
+      if (r.until === 0 && r.requests >= sr.requestVolume) { hosts++; sum += r.successes / r.requests }
+    }
+    if (hosts >= sr.minimumHosts) {
+      const mean = sum / hosts
+      let squares = 0
+      for (const r of store.records.values()) {
+        if (r.until === 0 && r.requests >= sr.requestVolume) squares += (r.successes / r.requests - mean) ** 2
+      }
+      const stdev = Math.sqrt(squares / hosts)
+      const threshold = mean - sr.stdevFactor * stdev
+      for (const [id, r] of store.records) {
+        if (r.until !== 0 || r.requests < sr.requestVolume) continue
+        const rate = r.successes / r.requests
+        // rate < threshold, with a margin so that rates equal up to rounding never count as below.
+        if (mean - rate > sr.stdevFactor * stdev + 1e-9) {
+          this.eject(id, r, `success rate ${rate.toFixed(2)} below ${threshold.toFixed(2)} (mean ${mean.toFixed(2)} − ${sr.stdevFactor} × stdev ${stdev.toFixed(2)})`, now)
+        }
+      }
+    }
+    for (const r of store.records.values()) { r.requests = 0; r.successes = 0 }
   }
 
   private restore (endpointId: string, r: EndpointRecord, now: number): void {

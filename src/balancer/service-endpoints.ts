@@ -73,8 +73,10 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   /** Usable endpoints in a stable order. */
   private targets: LazyTarget[] = []
   /** The ones the balancer chooses among: all usable, or the local zone's (locality). */
-  private active: LazyTarget[] = []
+  private active: readonly LazyTarget[] = []
   private localityState: LocalityState = 'off'
+  /** Endpoints of the own zone that discovery knows (usable or not), for the local share. */
+  private localKnown = 0
   private readonly balancer: Balancer<LazyTarget>
   private snapshot: ServiceSnapshot | undefined
   /** Callers waiting for discovery's first answer (see `known`). */
@@ -124,11 +126,8 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
    */
   pick (request?: PickRequest): BalancedTarget | undefined {
     // The same array while no ejection changed: the balancer is rebuilt only when one did.
-    const usable = this.outlier.usable(this.active, Date.now())
-    if (usable !== this.balanced) {
-      this.balanced = usable
-      this.balancer.update(usable)
-    }
+    const healthy = this.outlier.usable(this.targets, Date.now())
+    if (healthy !== this.balanced) this.rebalance(healthy)
     const t = this.balancer.pick(request)
     if (t !== undefined) t.stats.inFlight++
     return t
@@ -153,7 +152,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
 
   /** Serving only through outlier panic (too few endpoints left): a failover target may do better. */
   degraded (): boolean {
-    return this.outlier.degraded(this.active, Date.now())
+    return this.outlier.degraded(this.targets, Date.now())
   }
 
   /** Which endpoints the balancer uses: `local` zone only, all (`spill-over`), or `off`. */
@@ -224,26 +223,36 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
       targets.push(target)
     }
     this.targets = targets
-    this.active = targets
+    this.localKnown = localKnown
+    this.rebalance(this.outlier.usable(targets, Date.now()))
+    this.circuit.setEndpointConnections(targets.length * this.settings.connections)
+    this.outlier.store.prune(snapshot.endpoints.map((e) => e.id))
+    this.pools.retainOnly(this, inUse)
+    for (const w of [...this.firstAnswer]) w()
+  }
+
+  /**
+   * Gives the balancer the endpoints to choose among: the usable ones not ejected, and of
+   * those only the own zone's while at least `minLocalShare` of the zone's known endpoints
+   * are among them (an ejection can tip a zone into spill-over).
+   */
+  private rebalance (healthy: readonly LazyTarget[]): void {
+    this.balanced = healthy
+    this.active = healthy
     this.localityState = 'off'
-    if (locality !== undefined && localKnown > 0) {
+    const locality = this.balancing.locality
+    if (locality !== undefined && this.localKnown > 0) {
       // Prefer the own zone while enough of it is usable; below that share, every usable
       // endpoint (local ones included) takes traffic, so the local ones are not overrun.
-      const local = targets.filter((t) => t.endpoint.meta[locality.metaKey] === locality.zone)
-      const share = local.length / localKnown
-      if (local.length > 0 && share >= locality.minLocalShare) {
+      const local = healthy.filter((t) => t.endpoint.meta[locality.metaKey] === locality.zone)
+      if (local.length > 0 && local.length / this.localKnown >= locality.minLocalShare) {
         this.active = local
         this.localityState = 'local'
       } else {
         this.localityState = 'spill-over'
       }
     }
-    this.balanced = this.outlier.usable(this.active, Date.now())
-    this.balancer.update(this.balanced)
-    this.circuit.setEndpointConnections(targets.length * this.settings.connections)
-    this.outlier.store.prune(snapshot.endpoints.map((e) => e.id))
-    this.pools.retainOnly(this, inUse)
-    for (const w of [...this.firstAnswer]) w()
+    this.balancer.update(this.active)
   }
 
   /** The pool of one of this set's targets (called by the target on first use). */

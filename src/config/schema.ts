@@ -176,7 +176,14 @@ export const OutlierDetectionSchema = strict({
   baseEjectionTime: dur('30s', 'How long the first ejection lasts; the n-th in a row lasts n times this (at most `maxEjectionTime`). Each `baseEjectionTime` an endpoint stays back without being ejected lowers n by one. 30s as Envoy.'),
   maxEjectionTime: dur('5m', 'Longest single ejection.'),
   maxEjectionPercent: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'At most this share of the service\'s endpoints is ejected at once (at least one, unless 0: no ejections). 50 keeps half in rotation should the failures be the gateway\'s own; Envoy uses 10, which for a small service also means one.' }),
-  panicThreshold: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'When fewer than this percentage of the endpoints are left after ejections, ejections are ignored and every endpoint is used (Envoy\'s healthy panic threshold); with failover targets, the next target is tried first. 0 turns panic off.' })
+  panicThreshold: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'When fewer than this percentage of the endpoints are left after ejections, ejections are ignored and every endpoint is used (Envoy\'s healthy panic threshold); with failover targets, the next target is tried first. 0 turns panic off.' }),
+  successRate: Type.Optional(strict({
+    enabled: Type.Boolean({ default: false, description: 'Turns the success-rate rule on. Off by default: consecutive gateway errors stay the default rule.' }),
+    minimumHosts: Type.Integer({ minimum: 1, default: 5, description: 'The rule applies only when at least this many endpoints had `requestVolume` requests in the interval: fewer give no meaningful mean. 5 as Envoy.' }),
+    requestVolume: Type.Integer({ minimum: 1, default: 100, description: 'Requests an endpoint needs in the interval to be judged (and to count towards the mean). 100 as Envoy.' }),
+    stdevFactor: Type.Number({ minimum: 0, default: 1.9, description: 'An endpoint is ejected when its success rate is below mean − `stdevFactor` × standard deviation of the judged endpoints\' rates. 1.9 as Envoy (its 1900 / 1000).' }),
+    interval: dur('10s', 'Length of one counting interval. The rates are judged when the first outcome after the interval arrives (no timer), then counting starts afresh. 10s as Envoy.')
+  }, { description: 'Success-rate rule (as Envoy\'s): each interval, endpoints whose share of successes (answers below 500 that are not gateway errors; client aborts ignored) is far below the others\' are ejected, within `maxEjectionPercent`, for base time × ejections like the other rules.' }))
 }, { description: 'Passive outlier detection: ejects endpoints whose attempts keep failing and lets them back after a while. Ejections and returns are logged and shown by admin `/services`.' })
 
 export const CircuitBreakerSchema = strict({

@@ -323,6 +323,28 @@ test('locality: only the own zone takes traffic while enough of it is healthy, a
   assert.equal(s.locality, 'local')
 })
 
+test('locality: an outlier ejection in the own zone counts like a health failure (spill-over, then back)', async (t) => {
+  const discovery = new StaticDiscovery()
+  const pools = new EndpointPools()
+  t.after(async () => { await pools.close() })
+  const balancing = settings({ policy: 'round_robin', locality: { zone: 'a', metaKey: 'zone', minLocalShare: 0.7 } })
+  const s = new ServiceEndpoints({ service: 'orders' }, discovery, pools, { connections: 1, pipelining: 1, connectTimeoutMs: 100, keepAliveTimeoutMs: 100 }, undefined, balancing, context())
+  t.after(() => { s.close() })
+  const ids = (n: number): string[] => Array.from({ length: n }, () => { const p = s.pick(NO_HEADERS)!; s.report(p, { status: 200, gatewayError: false, latencyMs: 1 }); return p.endpoint.id }).sort()
+  discovery.set([zoned('a1', 'a'), zoned('a2', 'a'), zoned('b1', 'b'), zoned('b2', 'b')])
+  assert.deepEqual([...new Set(ids(8))], ['a1', 'a2'])
+  // a2 fails five tries in a row: ejected (default rule), and 1 of 2 local endpoints is under 0.7.
+  let failures = 0
+  while (failures < 5) {
+    const p = s.pick(NO_HEADERS)!
+    s.report(p, p.endpoint.id === 'a2' ? { status: 0, gatewayError: true, latencyMs: 1 } : { status: 200, gatewayError: false, latencyMs: 1 })
+    if (p.endpoint.id === 'a2') failures++
+  }
+  s.pick(NO_HEADERS)
+  assert.equal(s.locality, 'spill-over')
+  assert.deepEqual([...new Set(ids(9))], ['a1', 'b1', 'b2'], 'the ejected a2 takes nothing; the other zone helps out')
+})
+
 test('locality is off for a service with no endpoint in the gateway\'s zone', async (t) => {
   const discovery = new StaticDiscovery()
   const pools = new EndpointPools()
