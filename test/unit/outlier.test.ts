@@ -5,6 +5,8 @@ import assert from 'node:assert/strict'
 import { OutlierDetector, OutlierStore, outlierSettings, outlierStoreKind, type OutlierEvent, type OutlierSettings } from '../../src/balancer/outlier.js'
 import { StateRegistry } from '../../src/state/registry.js'
 import type { AttemptOutcome } from '../../src/balancer/types.js'
+import { Value } from '@sinclair/typebox/value'
+import { OutlierDetectionSchema, type OutlierDetectionConfig } from '../../src/config/schema.js'
 
 const GATEWAY_ERROR: AttemptOutcome = { status: 0, gatewayError: true, latencyMs: 1 }
 const OK: AttemptOutcome = { status: 200, gatewayError: false, latencyMs: 1 }
@@ -257,4 +259,96 @@ test('prune forgets endpoints discovery no longer lists, ejected ones included',
   d.store.prune(['e1'])
   assert.deepEqual(Object.keys(d.snapshot(0)), ['e1'])
   assert.equal(d.store.ejected.size, 0)
+})
+
+// Success-rate rule (as Envoy's): judged once per interval, when an outcome arrives after it.
+const SR = { minimumHosts: 5, requestVolume: 100, stdevFactor: 1.9, intervalMs: 10_000 }
+
+/** Reports `[successes, 5xx answers]` on e0, e1, ... at `now`. */
+function traffic (d: OutlierDetector, counts: ReadonlyArray<readonly [number, number]>, now: number): void {
+  counts.forEach(([ok, failed], i) => {
+    fail(d, `e${i}`, ok, now, OK)
+    fail(d, `e${i}`, failed, now, E500)
+  })
+}
+
+/** Five endpoints at about 99% success, the sixth at 50%, 100 requests each. */
+const ONE_BAD: ReadonlyArray<readonly [number, number]> = [[99, 1], [98, 2], [99, 1], [100, 0], [99, 1], [50, 50]]
+
+function ejectedIds (d: OutlierDetector, ts: readonly { endpoint: { id: string } }[], now: number): string[] {
+  return ids(ts).filter((id) => d.isEjected(id, now))
+}
+
+test('success rate: is off by default, and successRate.enabled turns it on with Envoy\'s defaults', () => {
+  assert.equal(outlierSettings().successRate, undefined)
+  const on = Value.Default(OutlierDetectionSchema, { successRate: { enabled: true } }) as OutlierDetectionConfig
+  assert.deepEqual(outlierSettings(on).successRate, SR)
+  const off = Value.Default(OutlierDetectionSchema, { successRate: {} }) as OutlierDetectionConfig
+  assert.equal(outlierSettings(off).successRate, undefined)
+})
+
+test('success rate: an endpoint far below the others is ejected when the interval ends, with the reason', () => {
+  const { d, ts, events } = detector({ successRate: SR }, 6)
+  traffic(d, ONE_BAD, 1000)
+  assert.deepEqual(ejectedIds(d, ts, 10_999), [], 'nothing is judged before the interval ends')
+  d.report('e0', OK, 11_000)
+  assert.deepEqual(ejectedIds(d, ts, 11_000), ['e5'])
+  assert.deepEqual(d.view('e5', 11_000), {
+    state: 'ejected',
+    until: 41_000,
+    reason: 'success rate 0.50 below 0.56 (mean 0.91 − 1.9 × stdev 0.18)',
+    ejections: 1,
+    consecutive5xx: 50,
+    consecutiveGatewayErrors: 0
+  })
+  assert.deepEqual(events.map((e) => [e.type, e.endpointId]), [['ejected', 'e5']])
+})
+
+test('success rate: the same traffic without the rule ejects nothing (off by default)', () => {
+  const { d, ts } = detector({}, 6)
+  traffic(d, ONE_BAD, 1000)
+  d.report('e0', OK, 11_000)
+  assert.deepEqual(ejectedIds(d, ts, 11_000), [])
+})
+
+test('success rate: endpoints below requestVolume are not judged', () => {
+  // 100 requests each, one short of the volume.
+  const { d, ts } = detector({ successRate: { ...SR, requestVolume: 101 } }, 6)
+  traffic(d, ONE_BAD, 1000)
+  d.report('e0', OK, 11_000)
+  assert.deepEqual(ejectedIds(d, ts, 11_000), [])
+})
+
+test('success rate: fewer than minimumHosts judged endpoints eject nothing', () => {
+  const { d, ts } = detector({ successRate: { ...SR, minimumHosts: 7 } }, 6)
+  traffic(d, ONE_BAD, 1000)
+  d.report('e0', OK, 11_000)
+  assert.deepEqual(ejectedIds(d, ts, 11_000), [])
+})
+
+test('success rate: each interval counts afresh (requests of the last one do not add up)', () => {
+  const half = ONE_BAD.map(([ok, failed]) => [Math.ceil(ok / 2), Math.ceil(failed / 2)] as const)
+  const { d, ts } = detector({ successRate: SR }, 6)
+  traffic(d, half, 1000)
+  traffic(d, half, 11_000)
+  d.report('e0', OK, 21_000)
+  assert.deepEqual(ejectedIds(d, ts, 21_000), [])
+})
+
+test('success rate: client aborts count neither as requests nor as failures', () => {
+  const { d, ts } = detector({ successRate: SR }, 6)
+  traffic(d, ONE_BAD, 1000)
+  fail(d, 'e5', 1000, 1000, CLIENT_GONE)
+  d.report('e0', OK, 11_000)
+  assert.match(d.view('e5', 11_000).reason ?? '', /^success rate 0\.50 /)
+  assert.deepEqual(ejectedIds(d, ts, 11_000), ['e5'])
+})
+
+test('success rate: max ejection percent holds back outliers beyond the allowed share', () => {
+  const counts = [...Array.from({ length: 18 }, () => [100, 0] as const), [50, 50] as const, [50, 50] as const]
+  const { d, ts, events } = detector({ successRate: SR, maxEjectionPercent: 5 }, 20)
+  traffic(d, counts, 1000)
+  d.report('e0', OK, 11_000)
+  assert.deepEqual(ejectedIds(d, ts, 11_000), ['e18'])
+  assert.equal(events.length, 1)
 })
