@@ -8,6 +8,7 @@ import { fastmeshError, type FastmeshError } from '../errors.js'
 import { errorHeaders, errorPayload } from '../gateway/respond.js'
 import { SERVICE_NAME_PATTERN } from '../config/names.js'
 import { describeSelector } from '../balancer/failover.js'
+import { MirrorStats, mirrorStatsKind } from '../gateway/mirror.js'
 import { durationMs } from '../config/duration.js'
 import { leafState } from '../identity/validity.js'
 import { redactSecrets } from '../config/redact.js'
@@ -71,7 +72,9 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     destination: r.config.destination,
     timeout: r.config.timeout,
     plugins: r.config.plugins.map((p) => p.name),
-    stats: routeStats(r.name)
+    ...(r.config.retries !== undefined ? { retries: r.config.retries } : {}),
+    stats: routeStats(r.name),
+    ...(r.config.mirror !== undefined ? { mirror: { service: r.config.mirror.service, percent: r.config.mirror.percent, stats: gateway.state.peek(mirrorStatsKind, r.name)?.snapshot() ?? new MirrorStats().snapshot() } } : {})
   })
 
   app.get('/routes', async () => {

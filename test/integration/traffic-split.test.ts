@@ -117,6 +117,12 @@ test('a mirror answering 500 leaves every primary response a 200', async (t) => 
     assert.equal(res.headers['x-served-by'], 'primary')
   }
   await eventually(() => shadow.seen.length === 20, 'every request mirrored (and answered 500)')
+  // Admin counts the mirror's outcomes on the route.
+  const stats = await eventually(async () => {
+    const route = (await g.admin('GET', '/routes')).json<{ routes: Array<{ mirror?: { stats: { sent: number, failed: number } } }> }>().routes[0]
+    return route?.mirror?.stats.failed === 20 ? route.mirror.stats : undefined
+  }, 'admin /routes shows 20 failed mirrored requests')
+  assert.equal(stats.sent, 20)
 })
 
 test('a mirror that never answers leaves every primary response a 200, fast', async (t) => {
