@@ -43,10 +43,6 @@ interface GatewayRequest extends IncomingMessage {
   upgradeHead?: Buffer
 }
 
-interface GatewayResponse extends ServerResponse {
-  [kExchange]?: Exchange
-}
-
 /** Marks the listener a request came in on (before `handle`). */
 export function tagEntry (req: IncomingMessage, entry: Entry): void {
   (req as GatewayRequest)[kEntry] = entry
@@ -339,18 +335,19 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
 
   let inFlight = 0
   /** On the response's close: the version's count, and the end of an exchange no layer ended (a plugin replied, the client left). */
-  function onResponseClose (this: GatewayResponse): void {
+  function onResponseClose (this: ServerResponse): void {
     inFlight--
-    const ex = this[kExchange]
+    // Read through the request: a property added to every ServerResponse would change the
+    // shape Node's own hot paths (writeHead, write, end) see.
+    const ex = (this.req as GatewayRequest)[kExchange]
     if (ex === undefined || ex.ended) return
     // Closed before the response was complete: the client left (499), whatever was sent.
     if (this.writableFinished) chain.end(ex, this.statusCode, ex.error)
     else chain.end(ex, 499, 'client closed the connection')
   }
-  const begin = (req: GatewayRequest, res: GatewayResponse): Exchange => {
+  const begin = (req: GatewayRequest, res: ServerResponse): Exchange => {
     const ex = new Exchange(req, res, requestIdOf(req), process.hrtime.bigint(), req[kEntry])
     req[kExchange] = ex
-    res[kExchange] = ex
     inFlight++
     res.once('close', onResponseClose)
     return ex
