@@ -1,7 +1,7 @@
 // Child processes of the harness: every component (upstream, proxies, load generators)
 // runs in its own process, is tracked here by PID, and is stopped by that PID only.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
-import { openSync, closeSync } from 'node:fs'
+import { openSync, closeSync, rmSync } from 'node:fs'
 import { request } from 'undici'
 
 export interface Child {
@@ -103,4 +103,32 @@ export async function waitForHttp (url: string, child: Child, timeoutMs = 20_000
     await new Promise((resolve) => { setTimeout(resolve, 100) })
   }
   throw new Error(`${child.name} (pid ${child.pid}) not ready at ${url} after ${timeoutMs} ms: ${last}`)
+}
+
+/**
+ * Runs a benchmark's `main` as the process: SIGINT/SIGTERM stop every child (by PID) and
+ * remove the work directory `cleanup` names; exit 0 on success, 1 on failure, 130 when
+ * interrupted (the children dying under an interrupted run is not a failure to report).
+ */
+export function runBenchMain (what: string, main: () => Promise<void>, workDir: () => string | undefined): void {
+  let interrupted = false
+  const removeWorkDir = (): void => {
+    const dir = workDir()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  }
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return
+    interrupted = true
+    console.error(`\n${signal}: stopping child processes`)
+    void stopAllChildren().then(removeWorkDir).finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  process.once('exit', killAllChildrenNow)
+  main().then(() => process.exit(0), async (err: unknown) => {
+    if (interrupted) return
+    console.error(`${what} failed: ${(err as Error).stack ?? String(err)}`)
+    await stopAllChildren()
+    process.exit(1)
+  })
 }

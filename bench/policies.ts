@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { freePorts } from '../test/helpers/ports.js'
 import { POLICIES, type PolicyName } from '../src/balancer/policies/index.js'
-import { killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
+import { runBenchMain, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
 import { closedLoop, pickLoadTool, type LoadTool } from './load.js'
 import { cpuMicros, systemBusyPercent } from './procstat.js'
 import { startEdge, type BenchContext } from './scenarios.js'
@@ -243,22 +243,4 @@ async function main (): Promise<void> {
   console.log(`\nwritten: ${shown.startsWith('..') ? o.out : shown}`)
 }
 
-let interrupted = false
-const onSignal = (signal: NodeJS.Signals): void => {
-  if (interrupted) return
-  interrupted = true
-  console.error(`\n${signal}: stopping child processes`)
-  void stopAllChildren()
-    .then(async () => { if (workDir !== undefined) await rm(workDir, { recursive: true, force: true }) })
-    .finally(() => process.exit(130))
-}
-process.once('SIGINT', onSignal)
-process.once('SIGTERM', onSignal)
-process.once('exit', killAllChildrenNow)
-
-main().then(() => process.exit(0), async (err: unknown) => {
-  if (interrupted) return
-  console.error(`bench failed: ${(err as Error).stack ?? String(err)}`)
-  await stopAllChildren()
-  process.exit(1)
-})
+runBenchMain('bench', main, () => workDir)

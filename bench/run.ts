@@ -15,7 +15,7 @@ import { tmpdir, cpus, release } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../test/helpers/ports.js'
-import { killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
+import { runBenchMain, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
 import { closedLoop, pacedLoad, pickLoadTool, type ClosedResult, type LoadTool, type PacedResult } from './load.js'
 import { cpuMicros, rssMb, clockTicks, systemBusyPercent } from './procstat.js'
 import { SCENARIOS, type BenchContext, type RunningScenario, type ScenarioDefinition } from './scenarios.js'
@@ -376,23 +376,4 @@ async function main (): Promise<void> {
   }
 }
 
-let interrupted = false
-const onSignal = (signal: NodeJS.Signals): void => {
-  if (interrupted) return
-  interrupted = true
-  console.error(`\n${signal}: stopping child processes`)
-  void stopAllChildren()
-    .then(async () => { if (workDir !== undefined) await rm(workDir, { recursive: true, force: true }) })
-    .finally(() => process.exit(130))
-}
-process.once('SIGINT', onSignal)
-process.once('SIGTERM', onSignal)
-process.once('exit', killAllChildrenNow)
-
-main().then(() => process.exit(0), async (err: unknown) => {
-  // After a signal the children die under the run's feet: that is not a failure to report.
-  if (interrupted) return
-  console.error(`bench failed: ${(err as Error).stack ?? String(err)}`)
-  await stopAllChildren()
-  process.exit(1)
-})
+runBenchMain('bench', main, () => workDir)

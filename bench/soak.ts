@@ -28,7 +28,7 @@ import { Agent, request } from 'undici'
 import WebSocket, { WebSocketServer } from 'ws'
 import { stringify } from 'yaml'
 import { freePorts } from '../test/helpers/ports.js'
-import { killAllChildrenNow, spawnChild, stopAllChildren, stopChild, waitForHttp, isRunning, type Child } from './children.js'
+import { runBenchMain, spawnChild, stopChild, waitForHttp, isRunning, type Child } from './children.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)) // dist/bench
 const ROOT = path.resolve(HERE, '..', '..')
@@ -394,22 +394,4 @@ async function main (): Promise<void> {
   }
 }
 
-let interrupted = false
-const onSignal = (signal: NodeJS.Signals): void => {
-  if (interrupted) return
-  interrupted = true
-  console.error(`\n${signal}: stopping the gateway`)
-  void stopAllChildren()
-    .then(() => { if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true }) })
-    .finally(() => process.exit(130))
-}
-process.once('SIGINT', onSignal)
-process.once('SIGTERM', onSignal)
-process.once('exit', killAllChildrenNow)
-
-main().then(() => process.exit(0), async (err: unknown) => {
-  if (interrupted) return
-  console.error(`soak failed: ${(err as Error).stack ?? String(err)}`)
-  await stopAllChildren()
-  process.exit(1)
-})
+runBenchMain('soak', main, () => workDir)

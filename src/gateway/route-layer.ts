@@ -133,10 +133,12 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     const call = new RouteCall(ex, destination, match, headers, ex.requestId, editors, replyHeaders, clientCert, deadline)
     call.path = this.rewrite(match) + match.search
     if (retry.attempts > 1) (this.budget ??= this.budgetOf()).recordRequest()
-    const length = Number(headers['content-length'])
-    if (retry.attempts > 1 && retry.bufferBodyBytes > 0 && length > 0 && length <= retry.bufferBodyBytes && headers['transfer-encoding'] === undefined) {
-      this.bufferBody(call, length)
-      return
+    if (retry.attempts > 1 && retry.bufferBodyBytes > 0 && headers['transfer-encoding'] === undefined) {
+      const length = Number(headers['content-length'])
+      if (length > 0 && length <= retry.bufferBodyBytes) {
+        this.bufferBody(call, length)
+        return
+      }
     }
     this.attempt(call)
   }

@@ -2,7 +2,7 @@
 // (a prime) slots filled from each endpoint's own permutation, weighted; a request goes to
 // the owner of slot hash(key) mod size: O(1), no allocation. Removing one of N endpoints
 // moves about 1/N of the keys, and the spread is even to within a slot per endpoint.
-import { type Balancer, type BalancedTarget, type PolicyContext, untried, wasTried } from './types.js'
+import { type Balancer, type BalancedTarget, type PolicyContext, ownerAt, randomUntried } from './types.js'
 import { hash32, type HashKey } from './hash.js'
 import type { PickRequest } from '../types.js'
 
@@ -51,19 +51,7 @@ export class Maglev<T extends BalancedTarget> implements Balancer<T> {
     const targets = this.targets
     if (targets.length === 0) return undefined
     const k = this.key(request)
-    if (k === undefined) {
-      const t = targets[Math.floor(this.ctx.random() * targets.length)]!
-      return wasTried(request, t) ? untried(targets, request, this.ctx.random, t) : t
-    }
-    const m = this.size
-    const at = hash32(k) % m
-    const first = targets[this.table[at]!]!
-    if (!wasTried(request, first)) return first
-    // A retry: the following slots, until one belongs to an endpoint not tried yet.
-    for (let s = 1; s < m; s++) {
-      const t = targets[this.table[(at + s) % m]!]!
-      if (!wasTried(request, t)) return t
-    }
-    return first
+    if (k === undefined) return randomUntried(targets, request, this.ctx.random)
+    return ownerAt(targets, this.table, hash32(k) % this.size, request)
   }
 }

@@ -2,7 +2,7 @@
 // points per unit of weight on a 32-bit ring; a request goes to the owner of the first point
 // at or after its key's hash. Removing one of N endpoints moves only the keys it owned
 // (about 1/N). Lookup is a binary search over a typed array: O(log points), no allocation.
-import { type Balancer, type BalancedTarget, type PolicyContext, untried, wasTried } from './types.js'
+import { type Balancer, type BalancedTarget, type PolicyContext, ownerAt, randomUntried } from './types.js'
 import { hash32, type HashKey } from './hash.js'
 import type { PickRequest } from '../types.js'
 
@@ -81,20 +81,8 @@ export class RingHash<T extends BalancedTarget> implements Balancer<T> {
     const targets = this.targets
     if (targets.length === 0) return undefined
     const k = this.key(request)
-    if (k === undefined) {
-      // No key: any endpoint will do.
-      const t = targets[Math.floor(this.ctx.random() * targets.length)]!
-      return wasTried(request, t) ? untried(targets, request, this.ctx.random, t) : t
-    }
-    const at = this.slot(hash32(k))
-    const first = targets[this.owners[at]!]!
-    if (!wasTried(request, first)) return first
-    // A retry: the next owners clockwise, as a removal of the tried one would give.
-    const n = this.points.length
-    for (let s = 1; s < n; s++) {
-      const t = targets[this.owners[(at + s) % n]!]!
-      if (!wasTried(request, t)) return t
-    }
-    return first
+    // No key: any endpoint will do.
+    if (k === undefined) return randomUntried(targets, request, this.ctx.random)
+    return ownerAt(targets, this.owners, this.slot(hash32(k)), request)
   }
 }

@@ -117,3 +117,24 @@ export function untried<T extends BalancedTarget> (targets: readonly T[], reques
   }
   return best ?? fallback
 }
+
+/** A random target, or on a retry an untried one: hashing policies when a request has no key. */
+export function randomUntried<T extends BalancedTarget> (targets: readonly T[], request: PickRequest | undefined, random: () => number): T {
+  const t = targets[Math.floor(random() * targets.length)]!
+  return wasTried(request, t) ? untried(targets, request, random, t) : t
+}
+
+/**
+ * The owner at `at` in a hash table or ring, or on a retry the next owner (wrapping) not
+ * tried yet — as removing the tried endpoints would give; the first owner if all were tried.
+ */
+export function ownerAt<T extends BalancedTarget> (targets: readonly T[], owners: ArrayLike<number>, at: number, request: PickRequest | undefined): T {
+  const first = targets[owners[at]!]!
+  if (!wasTried(request, first)) return first
+  const n = owners.length
+  for (let s = 1; s < n; s++) {
+    const t = targets[owners[(at + s) % n]!]!
+    if (!wasTried(request, t)) return t
+  }
+  return first
+}
