@@ -12,6 +12,7 @@ import { MirrorStats, mirrorStatsKind } from '../gateway/mirror.js'
 import { durationMs } from '../config/duration.js'
 import { leafState } from '../identity/validity.js'
 import { redactSecrets } from '../config/redact.js'
+import { AJV_CODE_OPTIONS } from '../config/ajv-options.js'
 import { RouteStats, routeStatsKind, type RouteStatsSnapshot } from '../telemetry/route-stats.js'
 import type { CompiledRouteMatcher } from '../gateway/router.js'
 
@@ -43,7 +44,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   const app = Fastify({
     loggerInstance: gateway.log.child({ component: 'admin' }),
     logController: new LogController({ disableRequestLogging: true }),
-    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false } }
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false, code: AJV_CODE_OPTIONS } }
   })
 
   app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, _request, reply) => {

@@ -3,6 +3,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { closest, distance } from 'fastest-levenshtein'
 import { ConfigSchema, type FastmeshConfigInput, type RouteConfig } from './schema.js'
+import { AJV_CODE_OPTIONS } from './ajv-options.js'
 import { METHODS } from 'node:http'
 import { compileTemplate } from '../gateway/path-template.js'
 import { durationMs } from './duration.js'
@@ -20,7 +21,7 @@ export interface ConfigProblem {
   readonly hint?: string
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true })
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true, code: AJV_CODE_OPTIONS })
 const validateSchema = ajv.compile<FastmeshConfig>(ConfigSchema)
 
 /** `/routes/0/match` → `$.routes[0].match` */

@@ -3,6 +3,7 @@
 // plugins has its own encapsulated context. A version never listens itself: the
 // long-lived listeners hand it requests (src/gateway/gateway.ts). Building is pure: nothing
 // live changes until the gateway swaps the new version in.
+import { AJV_CODE_OPTIONS } from '../config/ajv-options.js'
 import { createServer, METHODS, ServerResponse, type IncomingMessage, type Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Socket } from 'node:net'
@@ -182,6 +183,8 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
       return createServer() as Server
     },
     routerOptions: { maxParamLength: 2048 },
+    // Route schemas a user's plugin declares compile without ajv's optimiser (src/config/ajv-options.ts).
+    ajv: { customOptions: { code: AJV_CODE_OPTIONS } },
     // Our router picked the route already (host, path, method, headers, query, precedence);
     // the request reaches that route's encapsulated context under an internal URL
     // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint). The
