@@ -294,6 +294,7 @@ export class Gateway {
     this.current = next
     this.loaded = loaded
     this.latest = given.config
+    this.recorder.flush()
     this.recorder = accessLogRecorder(this.log, loaded.config.telemetry.logging.accessLog)
     this.log.level = loaded.config.telemetry.logging.level
     this.reloads.ok++
@@ -325,7 +326,7 @@ export class Gateway {
       state: this.state,
       log: this.log,
       // Read through `this` so a reload's access-log setting applies to every version.
-      recorder: { record: (r) => { this.recorder.record(r) } },
+      recorder: { record: (r) => { this.recorder.record(r) }, flush: () => { this.recorder.flush() } },
       version,
       ...(this.mesh !== undefined ? { mesh: this.mesh } : {})
     })
@@ -389,6 +390,8 @@ export class Gateway {
     await this.discovery.close()
     this.mesh?.tls.close()
     await this.identity?.close()
+    // The last exchanges' access lines go out before the stop line.
+    this.recorder.flush()
     this.log.info('fastmesh gateway stopped')
   }
 
@@ -478,6 +481,7 @@ export class Gateway {
       this.log.info({ signal }, 'shutting down: draining in-flight requests')
       this.stop().then(() => { this.log.flush(); process.exit(0) }, (err: unknown) => {
         this.log.error({ err }, 'shutdown failed')
+        this.recorder.flush()
         this.log.flush()
         process.exit(1)
       })

@@ -14,14 +14,20 @@ export interface RequestRecord {
   readonly status: number
   readonly durationMs: number
   /** Set when the gateway itself answered (FASTMESH_ERR_*) or the exchange broke. */
-  readonly error?: string  /** Tries made; with more than one, `endpoints` lists each try's endpoint. */
+  readonly error?: string
+  /** Tries made; with more than one, `endpoints` lists each try's endpoint. */
   readonly attempts?: number
   readonly endpoints?: readonly string[] | undefined
 }
 
 export interface RequestRecorder {
   record(r: RequestRecord): void
+  /** Writes out lines still gathered (before exit, or when a reload replaces the recorder). */
+  flush(): void
 }
+
+/** Lines are handed to the log destination in batches of about this many characters. */
+const BATCH_CHARS = 8192
 
 interface Writable { write(line: string): unknown }
 
@@ -58,19 +64,39 @@ export function formatAccessLine (r: RequestRecord, pid: number): string {
 }
 
 export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecorder {
-  if (!enabled) return { record () {} }
+  if (!enabled) return { record () {}, flush () {} }
   const stream = (log as unknown as Record<symbol, Writable | undefined>)[pino.symbols.streamSym]
   if (stream === undefined || typeof stream.write !== 'function') {
     const access = log.child({ log: 'access' })
-    return { record (r) { access.info(r) } }
+    return { record (r) { access.info(r) }, flush () {} }
   }
   const pid = process.pid
+  // Lines gather for one turn of the event loop (or up to BATCH_CHARS) and reach the
+  // destination as one write. Written one by one, each line made pino's buffer (sonic-boom)
+  // measure its whole pending text again, flattening up to 16 KiB per line: about 3.5 µs
+  // and 5 KiB of garbage per request at the edge. Every line is out before the client can
+  // read its response: the batch goes at the check phase of the turn the exchange ended in.
+  let pending = ''
+  let scheduled = false
+  const flush = (): void => {
+    scheduled = false
+    if (pending === '') return
+    const batch = pending
+    pending = ''
+    stream.write(batch)
+  }
   return {
     record (r) {
       // The level is read on every call: a reload may change it.
       if (!log.isLevelEnabled('info')) return
-      stream.write(formatAccessLine(r, pid))
-    }
+      pending += formatAccessLine(r, pid)
+      if (pending.length >= BATCH_CHARS) flush()
+      else if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    },
+    flush
   }
 }
 
