@@ -1,6 +1,7 @@
 // Child processes of the harness: every component (upstream, proxies, load generators)
 // runs in its own process, is tracked here by PID, and is stopped by that PID only.
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { availableParallelism } from 'node:os'
 import { openSync, closeSync, rmSync } from 'node:fs'
 import { request } from 'undici'
 
@@ -25,6 +26,31 @@ export interface SpawnOptions {
   readonly capture?: boolean
   /** Send stdout and stderr to this file instead (the gateway's logs). */
   readonly logFile?: string
+  /** A proxy under measurement: runs on the proxy CPUs when pinning is on (`pinChildren`). */
+  readonly proxy?: boolean
+}
+
+/** CPU lists for `taskset -c` when pinning is on: proxies on one set, every other child on the rest. */
+let pinning: { readonly proxy: string, readonly rest: string } | undefined
+
+/**
+ * Pins every child spawned from now on (taskset): those spawned as `proxy` to `proxyCpus`
+ * (a comma-separated list), the others (upstreams, load generators) to the remaining CPUs.
+ * With a proxy alone on its CPU, two builds compare within a few percent on a small machine.
+ */
+export function pinChildren (proxyCpus: string): { proxy: string, rest: string } {
+  const cpus = availableParallelism()
+  const proxy = proxyCpus.split(',').map((c) => c.trim()).filter((c) => c !== '')
+  if (proxy.length === 0 || proxy.some((c) => !/^\d+$/.test(c) || Number(c) >= cpus)) throw new Error(`--pin-proxy wants CPU numbers below ${cpus}, comma-separated (got "${proxyCpus}")`)
+  const rest = [...Array(cpus).keys()].map(String).filter((c) => !proxy.includes(c))
+  if (rest.length === 0) throw new Error(`--pin-proxy ${proxyCpus} leaves no CPU for the upstream and the load generator`)
+  try {
+    execFileSync('taskset', ['-c', rest.join(','), 'true'], { stdio: 'pipe' })
+  } catch (err) {
+    throw new Error(`--pin-proxy needs taskset (util-linux): ${(err as Error).message}`)
+  }
+  pinning = { proxy: proxy.join(','), rest: rest.join(',') }
+  return pinning
 }
 
 export function spawnChild (name: string, command: string, opts: SpawnOptions = {}): Child {
@@ -38,7 +64,11 @@ export function spawnChild (name: string, command: string, opts: SpawnOptions = 
   } else {
     stdio = ['ignore', 'ignore', 'inherit']
   }
-  const proc = spawn(command, opts.args ?? [], { stdio, env: opts.env ?? process.env, cwd: opts.cwd })
+  // taskset execs the command in its own process: the PID stays the measured one.
+  const [file, args] = pinning === undefined
+    ? [command, opts.args ?? []]
+    : ['taskset', ['-c', opts.proxy === true ? pinning.proxy : pinning.rest, command, ...(opts.args ?? [])]]
+  const proc = spawn(file, args, { stdio, env: opts.env ?? process.env, cwd: opts.cwd })
   if (fd !== undefined) closeSync(fd)
   if (proc.pid === undefined) throw new Error(`could not start ${name} (${command})`)
   const out: Buffer[] = []

@@ -49,7 +49,8 @@ export const nodeToNodeScenario: ScenarioDefinition = {
     await writeFile(join(ctx.workDir, 'node-b.yaml'), stringify(b))
     const start = (name: string): ReturnType<typeof spawnChild> => spawnChild(`fastmesh ${name}`, process.execPath, {
       args: [...ctx.nodeArgs('node_to_node_mtls'), dist('../src/cli/index.js'), 'start', '--config', join(ctx.workDir, `${name}.yaml`)],
-      logFile: join(ctx.workDir, `${name}-round${ctx.round}.log`)
+      logFile: join(ctx.workDir, `${name}-round${ctx.round}.log`),
+      proxy: true
     })
     const nodeB = start('node-b')
     const nodeA = start('node-a')

@@ -15,7 +15,7 @@ import { tmpdir, cpus, release } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../test/helpers/ports.js'
-import { runBenchMain, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
+import { pinChildren, runBenchMain, spawnChild, stopAllChildren, stopChild, waitForHttp, type Child } from './children.js'
 import { closedLoop, pacedLoad, pickLoadTool, type ClosedResult, type LoadTool, type PacedResult } from './load.js'
 import { cpuMicros, rssMb, clockTicks, systemBusyPercent } from './procstat.js'
 import { SCENARIOS, type BenchContext, type RunningScenario, type ScenarioDefinition } from './scenarios.js'
@@ -43,7 +43,8 @@ const FLAGS = {
   scenarios: { env: 'BENCH_SCENARIOS', default: SCENARIOS.map((s) => s.name).join(','), help: 'scenarios to run, comma-separated' },
   'pool-connections': { env: 'BENCH_POOL_CONNECTIONS', default: '128', help: 'upstream connections per endpoint in every proxy' },
   out: { env: 'BENCH_OUT', default: '', help: 'JSON output (default bench/results/latest.json)' },
-  'cpu-prof': { env: 'BENCH_CPU_PROF', default: '', help: 'DIR: run the proxies under node --cpu-prof, profiles to DIR (figures then include profiler overhead)' }
+  'cpu-prof': { env: 'BENCH_CPU_PROF', default: '', help: 'DIR: run the proxies under node --cpu-prof, profiles to DIR (figures then include profiler overhead)' },
+  'pin-proxy': { env: 'BENCH_PIN_PROXY', default: '', help: 'CPUS: run the proxies on these CPUs (taskset), upstream and load generators on the others: steadier figures for comparing builds' }
 } as const
 type Flag = keyof typeof FLAGS
 
@@ -60,6 +61,7 @@ interface Options {
   poolConnections: number
   out: string
   cpuProfDir: string | undefined
+  pinProxy: string | undefined
 }
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
@@ -98,7 +100,8 @@ function parseOptions (argv: string[]): Options {
     scenarios: SCENARIOS.filter((s) => names.includes(s.name)),
     poolConnections: num('pool-connections', 1),
     out: raw('out') !== '' ? raw('out') : join(repoRoot, 'bench/results/latest.json'),
-    cpuProfDir: raw('cpu-prof') !== '' ? resolve(raw('cpu-prof')) : undefined
+    cpuProfDir: raw('cpu-prof') !== '' ? resolve(raw('cpu-prof')) : undefined,
+    pinProxy: raw('pin-proxy') !== '' ? raw('pin-proxy') : undefined
   }
 }
 
@@ -292,7 +295,10 @@ async function main (): Promise<void> {
   const cpuList = cpus()
   console.log(`fastmesh bench: ${o.scenarios.map((s) => s.name).join(', ')} × ${o.rounds} round(s); closed loop ${tool} -c${o.connections} ${o.durationS}s (+${o.warmupS}s warm-up); paced ${o.rate} req/s for ${o.pacedDurationS}s`)
   console.log(`machine: ${cpuList.length} × ${cpuList[0]?.model ?? '?'}, node ${process.version}; CPU from /proc at ${clockTicks()} ticks/s`)
-  if (cpuList.length < 4) console.log(`note: load generator, proxy and upstream share ${cpuList.length} CPU(s); absolute figures are for this machine only`)
+  if (o.pinProxy !== undefined) {
+    const pinned = pinChildren(o.pinProxy)
+    console.log(`pinned: proxies on CPU ${pinned.proxy}, upstream and load generators on CPU ${pinned.rest}`)
+  } else if (cpuList.length < 4) console.log(`note: load generator, proxy and upstream share ${cpuList.length} CPU(s); absolute figures are for this machine only`)
 
   const backgroundBefore = await systemBusyPercent(1000)
   if (backgroundBefore !== undefined) {
@@ -351,7 +357,8 @@ async function main (): Promise<void> {
         aggregate: 'median of rounds',
         latency: 'paced open loop (exponential gaps), undici keep-alive Pool, send to end of response',
         cpu_rss_process: 'the proxy process; the upstream for direct',
-        cpu_profiled: o.cpuProfDir !== undefined
+        cpu_profiled: o.cpuProfDir !== undefined,
+        pinned_proxy_cpus: o.pinProxy
       }
     }
     await mkdir(dirname(o.out), { recursive: true })

@@ -83,7 +83,8 @@ export async function startEdge (ctx: BenchContext, name: string, extra: Pick<Ed
   const child = spawnChild(`fastmesh ${name}`, process.execPath, {
     args: [...ctx.nodeArgs(name), dist('../src/cli/index.js'), 'start', '--config', configFile],
     env: { ...process.env, FASTMESH_HTTP_PORT: String(httpPort), FASTMESH_ADMIN_PORT: String(adminPort) },
-    logFile
+    logFile,
+    proxy: true
   })
   const url = `http://127.0.0.1:${httpPort}${EDGE_BENCH_PATH}`
   let position = ''
@@ -126,7 +127,8 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     async start (ctx) {
       const port = await freePort()
       const child = spawnChild('node ceiling proxy', process.execPath, {
-        args: [...ctx.nodeArgs('node_ceiling'), dist('./node-ceiling.js'), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)]
+        args: [...ctx.nodeArgs('node_ceiling'), dist('./node-ceiling.js'), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)],
+        proxy: true
       })
       const url = `http://127.0.0.1:${port}${EDGE_BENCH_PATH}`
       try {
