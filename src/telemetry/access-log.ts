@@ -29,7 +29,18 @@ export interface RequestRecorder {
 /** Lines are handed to the log destination in batches of about this many characters. */
 const BATCH_CHARS = 8192
 
-interface Writable { write(line: string): unknown }
+interface Writable { write(line: string): unknown, flushSync?: () => void }
+
+/** Flushes of recorders holding lines not yet written: run if the process exits first. */
+const unflushed = new Set<(exiting: boolean) => void>()
+let exitHookInstalled = false
+
+function flushAllOnExit (): void {
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  // A crash or process.exit() skips the pending setImmediate; 'exit' still runs, synchronously.
+  process.once('exit', () => { for (const flush of [...unflushed]) flush(true) })
+}
 
 /** ISO time, recomputed at most once per millisecond. */
 let lastMs = 0
@@ -78,12 +89,16 @@ export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecord
   // read its response: the batch goes at the check phase of the turn the exchange ended in.
   let pending = ''
   let scheduled = false
-  const flush = (): void => {
+  const flush = (exiting = false): void => {
     scheduled = false
+    unflushed.delete(flush)
     if (pending === '') return
     const batch = pending
     pending = ''
     stream.write(batch)
+    if (exiting) {
+      try { stream.flushSync?.() } catch { /* destination not open: nothing more to do at exit */ }
+    }
   }
   return {
     record (r) {
@@ -93,10 +108,12 @@ export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecord
       if (pending.length >= BATCH_CHARS) flush()
       else if (!scheduled) {
         scheduled = true
+        unflushed.add(flush)
+        flushAllOnExit()
         setImmediate(flush)
       }
     },
-    flush
+    flush () { flush() }
   }
 }
 
