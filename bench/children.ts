@@ -2,7 +2,7 @@
 // runs in its own process, is tracked here by PID, and is stopped by that PID only.
 import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { availableParallelism } from 'node:os'
-import { openSync, closeSync, rmSync } from 'node:fs'
+import { openSync, closeSync, readFileSync, rmSync } from 'node:fs'
 import { request } from 'undici'
 
 export interface Child {
@@ -30,6 +30,22 @@ export interface SpawnOptions {
   readonly proxy?: boolean
 }
 
+/** The CPUs this process may run on (its affinity list in /proc; else 0..n-1). */
+function allowedCpus (): string[] {
+  try {
+    const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('Cpus_allowed_list:'))
+    if (line !== undefined) {
+      const out: string[] = []
+      for (const part of line.slice(line.indexOf(':') + 1).trim().split(',')) {
+        const [from, to] = part.split('-').map(Number) as [number, number | undefined]
+        for (let c = from; c <= (to ?? from); c++) out.push(String(c))
+      }
+      if (out.length > 0) return out
+    }
+  } catch { /* not Linux: fall back to the count */ }
+  return [...Array(availableParallelism()).keys()].map(String)
+}
+
 /** CPU lists for `taskset -c` when pinning is on: proxies on one set, every other child on the rest. */
 let pinning: { readonly proxy: string, readonly rest: string } | undefined
 
@@ -39,15 +55,17 @@ let pinning: { readonly proxy: string, readonly rest: string } | undefined
  * With a proxy alone on its CPU, two builds compare within a few percent on a small machine.
  */
 export function pinChildren (proxyCpus: string): { proxy: string, rest: string } {
-  const cpus = availableParallelism()
+  const allowed = allowedCpus()
   const proxy = proxyCpus.split(',').map((c) => c.trim()).filter((c) => c !== '')
-  if (proxy.length === 0 || proxy.some((c) => !/^\d+$/.test(c) || Number(c) >= cpus)) throw new Error(`--pin-proxy wants CPU numbers below ${cpus}, comma-separated (got "${proxyCpus}")`)
-  const rest = [...Array(cpus).keys()].map(String).filter((c) => !proxy.includes(c))
+  if (proxy.length === 0 || proxy.some((c) => !allowed.includes(c))) throw new Error(`--pin-proxy wants CPUs this process may use (${allowed.join(',')}), comma-separated (got "${proxyCpus}")`)
+  const rest = allowed.filter((c) => !proxy.includes(c))
   if (rest.length === 0) throw new Error(`--pin-proxy ${proxyCpus} leaves no CPU for the upstream and the load generator`)
-  try {
-    execFileSync('taskset', ['-c', rest.join(','), 'true'], { stdio: 'pipe' })
-  } catch (err) {
-    throw new Error(`--pin-proxy needs taskset (util-linux): ${(err as Error).message}`)
+  for (const list of [proxy, rest]) {
+    try {
+      execFileSync('taskset', ['-c', list.join(','), 'true'], { stdio: 'pipe' })
+    } catch (err) {
+      throw new Error(`--pin-proxy: taskset -c ${list.join(',')} failed (taskset is in util-linux): ${(err as Error).message}`)
+    }
   }
   pinning = { proxy: proxy.join(','), rest: rest.join(',') }
   return pinning

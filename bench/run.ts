@@ -297,7 +297,7 @@ async function main (): Promise<void> {
   console.log(`machine: ${cpuList.length} × ${cpuList[0]?.model ?? '?'}, node ${process.version}; CPU from /proc at ${clockTicks()} ticks/s`)
   if (o.pinProxy !== undefined) {
     const pinned = pinChildren(o.pinProxy)
-    console.log(`pinned: proxies on CPU ${pinned.proxy}, upstream and load generators on CPU ${pinned.rest}`)
+    console.log(`pinned: proxies on CPU ${pinned.proxy}, upstream and load generators on CPU ${pinned.rest} (so \`direct\` measures an upstream sharing its CPUs with the load generator)`)
   } else if (cpuList.length < 4) console.log(`note: load generator, proxy and upstream share ${cpuList.length} CPU(s); absolute figures are for this machine only`)
 
   const backgroundBefore = await systemBusyPercent(1000)

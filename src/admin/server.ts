@@ -44,7 +44,8 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   const app = Fastify({
     loggerInstance: gateway.log.child({ component: 'admin' }),
     logController: new LogController({ disableRequestLogging: true }),
-    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false, code: AJV_CODE_OPTIONS } }
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false, code: AJV_CODE_OPTIONS } },
+    serializerOpts: { ajv: { code: AJV_CODE_OPTIONS } }
   })
 
   app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, _request, reply) => {

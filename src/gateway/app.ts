@@ -183,8 +183,10 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
       return createServer() as Server
     },
     routerOptions: { maxParamLength: 2048 },
-    // Route schemas a user's plugin declares compile without ajv's optimiser (src/config/ajv-options.ts).
+    // Schemas a user's plugin declares compile without ajv's optimiser (src/config/ajv-options.ts):
+    // request validation, and the ajv that response serialisation makes for anyOf/oneOf/if.
     ajv: { customOptions: { code: AJV_CODE_OPTIONS } },
+    serializerOpts: { ajv: { code: AJV_CODE_OPTIONS } },
     // Our router picked the route already (host, path, method, headers, query, precedence);
     // the request reaches that route's encapsulated context under an internal URL
     // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint). The

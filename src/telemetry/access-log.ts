@@ -39,7 +39,12 @@ function flushAllOnExit (): void {
   if (exitHookInstalled) return
   exitHookInstalled = true
   // A crash or process.exit() skips the pending setImmediate; 'exit' still runs, synchronously.
-  process.once('exit', () => { for (const flush of [...unflushed]) flush(true) })
+  process.once('exit', () => {
+    for (const flush of [...unflushed]) {
+      // A destination already ended throws: the other recorders' lines still go, and the exit code stays.
+      try { flush(true) } catch { /* nothing more can be written */ }
+    }
+  })
 }
 
 /** ISO time, recomputed at most once per millisecond. */
@@ -85,35 +90,36 @@ export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecord
   // Lines gather for one turn of the event loop (or up to BATCH_CHARS) and reach the
   // destination as one write. Written one by one, each line made pino's buffer (sonic-boom)
   // measure its whole pending text again, flattening up to 16 KiB per line: about 3.5 µs
-  // and 5 KiB of garbage per request at the edge. Every line is out before the client can
-  // read its response: the batch goes at the check phase of the turn the exchange ended in.
+  // and 5 KiB of garbage per request at the edge. The batch goes at the check phase of the
+  // turn the exchange ended in; other log lines of that turn may come before it.
   let pending = ''
   let scheduled = false
-  const flush = (exiting = false): void => {
-    scheduled = false
-    unflushed.delete(flush)
+  const write = (exiting: boolean): void => {
     if (pending === '') return
     const batch = pending
     pending = ''
     stream.write(batch)
-    if (exiting) {
-      try { stream.flushSync?.() } catch { /* destination not open: nothing more to do at exit */ }
-    }
+    if (exiting) stream.flushSync?.()
+  }
+  const flushScheduled = (exiting = false): void => {
+    scheduled = false
+    unflushed.delete(flushScheduled)
+    write(exiting)
   }
   return {
     record (r) {
       // The level is read on every call: a reload may change it.
       if (!log.isLevelEnabled('info')) return
       pending += formatAccessLine(r, pid)
-      if (pending.length >= BATCH_CHARS) flush()
+      if (pending.length >= BATCH_CHARS) write(false)
       else if (!scheduled) {
         scheduled = true
-        unflushed.add(flush)
+        unflushed.add(flushScheduled)
         flushAllOnExit()
-        setImmediate(flush)
+        setImmediate(flushScheduled)
       }
     },
-    flush () { flush() }
+    flush () { write(false) }
   }
 }
 
