@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { startGateway, eventually, assertErrorResponse, defer, type TestGateway } from '../helpers/gateway.js'
+import { startGateway, eventually, assertErrorResponse, defer, type ConfigDoc, type TestGateway } from '../helpers/gateway.js'
 import { startEcho, startSample, startHeldUpstream, meshConfig } from '../helpers/upstreams.js'
 import { freePort } from '../helpers/ports.js'
 import { spawnCli } from '../helpers/cli.js'
@@ -238,7 +238,8 @@ test('failover to another service: traffic moves to it while the primary has no 
   assert.equal((await activeFailover(g)).active.index, 0)
 })
 
-test('an ejection survives a config reload that keeps the service', async (t) => {
+/** A gateway over `api` = [live, dead] with retries off, after outlier detection ejected the dead endpoint. */
+async function withDeadEndpointEjected (t: TestContext): Promise<{ g: TestGateway, live: Awaited<ReturnType<typeof startEcho>>, dead: number, routes: ConfigDoc[], before: Awaited<ReturnType<typeof assertEjected>> }> {
   const live = await startEcho(t, 'live', { connection: 'close' })
   const dead = await freePort()
   const routes = [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 1 } }]
@@ -247,6 +248,11 @@ test('an ejection survives a config reload that keeps the service', async (t) =>
   for (let i = 0; i < 20; i++) if ((await g.request('/')).status !== 200) errors++
   assert.equal(errors, EJECT_AFTER)
   const before = await assertEjected(g, 'api', dead)
+  return { g, live, dead, routes, before }
+}
+
+test('an ejection survives a config reload that keeps the service', async (t) => {
+  const { g, live, dead, routes, before } = await withDeadEndpointEjected(t)
 
   // A new version: one more route, the service and its policy unchanged.
   await g.writeConfig(meshConfig({ api: [live, dead] }, [...routes, { name: 'other', match: { path: { prefix: '/other' } }, destination: { service: 'api' } }]))
@@ -261,14 +267,7 @@ test('an ejection survives a config reload that keeps the service', async (t) =>
 })
 
 test('an ejection survives a reload that changes the service\'s balancing policy (a new endpoint set, the same outlier records)', async (t) => {
-  const live = await startEcho(t, 'live', { connection: 'close' })
-  const dead = await freePort()
-  const routes = [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 1 } }]
-  const g = await startGateway(t, meshConfig({ api: [live, dead] }, routes))
-  let errors = 0
-  for (let i = 0; i < 20; i++) if ((await g.request('/')).status !== 200) errors++
-  assert.equal(errors, EJECT_AFTER)
-  const before = await assertEjected(g, 'api', dead)
+  const { g, live, dead, routes, before } = await withDeadEndpointEjected(t)
 
   await g.writeConfig(meshConfig({ api: [live, dead] }, routes, { services: { api: { loadBalancer: { policy: 'least_request' } } } }))
   const reload = await g.admin('POST', '/reload')
