@@ -19,7 +19,7 @@ import { requestIdOf } from './request-id.js'
 import { Router, type RouteMatch } from './router.js'
 import { normalizeRequestTarget } from './request-target.js'
 import { errorHeaders, errorPayload, responseErrorOf, writeError } from './respond.js'
-import { Exchange, PolicyChain, type Entry, type GatewayPolicy } from './exchange.js'
+import { Exchange, ExchangeFaults, PolicyChain, type Entry, type GatewayPolicy } from './exchange.js'
 import { assemble, type Assembly, type MeshContext, type RouteBinding } from './assembly.js'
 import type { ServiceTable } from '../balancer/service-table.js'
 import type { StateRegistry } from '../state/registry.js'
@@ -68,6 +68,8 @@ export interface BuildOptions {
   readonly state: StateRegistry
   readonly log: Logger
   readonly recorder: RequestRecorder
+  /** Where exceptions raised while serving an exchange are counted (outlives versions). */
+  readonly faults?: ExchangeFaults
   readonly version: number
   /** Present when mesh.mtls is not `off`. */
   readonly mesh?: MeshContext
@@ -149,7 +151,12 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
 
   // Gateway-wide policies, in order: they see every request of every listener.
   const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder)]
-  const chain = new PolicyChain(policies)
+  const faults = opts.faults ?? new ExchangeFaults()
+  const faultLog = opts.log.child({ component: 'exchange' })
+  const chain = new PolicyChain(policies, (ex, where, err) => {
+    faults.record(ex, where, err)
+    faultLog.error({ err, requestId: ex.requestId, route: ex.route, where }, 'exception while serving a request; the request ends, the gateway goes on')
+  })
   const assembly = assemble({ config, router, services: opts.services, chain, mesh: opts.mesh, state: opts.state, log: opts.log.child({ component: 'failover' }) })
   try {
     return await compile(opts, router, custom, customOptions, policies, chain, assembly)
@@ -338,6 +345,17 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
     chain.end(ex, err.statusCode, err.code)
   }
 
+  /** An exception on the way in (routing, a policy, the fast path): this exchange ends with a JSON 500, counted and logged. */
+  const internalFault = (ex: Exchange, where: string, err: unknown): void => {
+    chain.fault(ex, where, err)
+    if (ex.ended) { ex.res.destroy(); return }
+    try {
+      answer(ex, fastmeshError('INTERNAL', [`${where} failed`]))
+    } catch {
+      ex.res.destroy()
+    }
+  }
+
   let inFlight = 0
   /** On the response's close: the version's count, and the end of an exchange no layer ended (a plugin replied, the client left). */
   function onResponseClose (this: ServerResponse): void {
@@ -370,11 +388,15 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
     handle (req, res) {
       const r = req as GatewayRequest
       const ex = begin(r, res)
-      const picked = route(r, ex)
-      if (picked === undefined) return
-      const fast = r.headers.upgrade === undefined ? fastRoutes.get(picked.binding.name) : undefined
-      if (fast !== undefined) fast(ex, picked.match)
-      else toFastify(req, res)
+      try {
+        const picked = route(r, ex)
+        if (picked === undefined) return
+        const fast = r.headers.upgrade === undefined ? fastRoutes.get(picked.binding.name) : undefined
+        if (fast !== undefined) fast(ex, picked.match)
+        else toFastify(req, res)
+      } catch (err) {
+        internalFault(ex, 'request', err)
+      }
     },
     upgrade (req, socket, head) {
       // As @fastify/websocket does: a response bound to the socket lets the upgrade take
@@ -386,8 +408,12 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
       res.once('finish', () => { if (res.statusCode !== 101) socket.destroy() })
       socket.once('close', () => { if (!res.writableFinished) res.emit('close') })
       const ex = begin(r, res)
-      if (route(r, ex) === undefined) return
-      toFastify(req, res)
+      try {
+        if (route(r, ex) === undefined) return
+        toFastify(req, res)
+      } catch (err) {
+        internalFault(ex, 'upgrade', err)
+      }
     },
     async close () {
       await app.close()

@@ -44,6 +44,11 @@ export class Exchange implements RequestRecord {
   /** Set when the gateway itself answered (FASTMESH_ERR_*) or the exchange broke. */
   error: string | undefined = undefined
   ended = false
+  /**
+   * The client's address, read once when the exchange begins: Node detaches the socket from
+   * the request when the exchange ends, and a retry or a timer may still run after that.
+   */
+  readonly clientAddress: string
   private endedAt: bigint | undefined = undefined
 
   constructor (
@@ -52,7 +57,9 @@ export class Exchange implements RequestRecord {
     readonly requestId: string,
     readonly start: bigint,
     readonly entry: Entry | undefined
-  ) {}
+  ) {
+    this.clientAddress = req.socket?.remoteAddress ?? ''
+  }
 
   get method (): string {
     return this.req.method ?? ''
@@ -87,30 +94,68 @@ export interface GatewayPolicy {
   onEnd?(ex: Exchange): void
 }
 
+/** Exceptions raised while serving exchanges, counted across versions (admin shows them). */
+export class ExchangeFaults {
+  count = 0
+  last: { readonly at: string, readonly where: string, readonly message: string, readonly requestId: string } | undefined = undefined
+
+  record (ex: Exchange, where: string, err: unknown): void {
+    this.count++
+    this.last = { at: new Date().toISOString(), where, message: err instanceof Error ? err.message : String(err), requestId: ex.requestId }
+  }
+}
+
+/**
+ * Told of an exception raised while serving one exchange (`where`: a policy's name or a
+ * layer's step): it is logged with the request id and counted, and the process goes on.
+ */
+export type ExchangeFault = (ex: Exchange, where: string, err: unknown) => void
+
 /** The ordered policies of a version, split by step so an empty step costs one length check. */
 export class PolicyChain {
   private readonly requestSteps: ReadonlyArray<NonNullable<GatewayPolicy['onRequest']>>
   private readonly endSteps: ReadonlyArray<NonNullable<GatewayPolicy['onEnd']>>
+  private readonly requestNames: readonly string[]
+  private readonly endNames: readonly string[]
 
-  constructor (readonly policies: readonly GatewayPolicy[]) {
-    this.requestSteps = policies.flatMap((p) => p.onRequest !== undefined ? [p.onRequest.bind(p)] : [])
-    this.endSteps = policies.flatMap((p) => p.onEnd !== undefined ? [p.onEnd.bind(p)] : [])
+  constructor (readonly policies: readonly GatewayPolicy[], readonly fault: ExchangeFault = () => {}) {
+    const withRequest = policies.filter((p) => p.onRequest !== undefined)
+    const withEnd = policies.filter((p) => p.onEnd !== undefined)
+    this.requestSteps = withRequest.map((p) => p.onRequest!.bind(p))
+    this.endSteps = withEnd.map((p) => p.onEnd!.bind(p))
+    this.requestNames = withRequest.map((p) => p.name)
+    this.endNames = withEnd.map((p) => p.name)
   }
 
-  /** The first policy's refusal, or undefined to go on. */
+  /** The first policy's refusal, or undefined to go on. A policy that throws is skipped (and reported). */
   request (ex: Exchange): ResponseError | undefined {
     const steps = this.requestSteps
     for (let i = 0; i < steps.length; i++) {
-      const refusal = steps[i]!(ex)
+      let refusal: ResponseError | undefined
+      try {
+        refusal = steps[i]!(ex)
+      } catch (err) {
+        this.fault(ex, this.requestNames[i]!, err)
+        continue
+      }
       if (refusal !== undefined) return refusal
     }
     return undefined
   }
 
-  /** Ends the exchange with `status` (once) and lets every policy see it. */
+  /**
+   * Ends the exchange with `status` (once) and lets every policy see it. It runs from socket
+   * and timer callbacks, so a policy that throws is reported and the others still run.
+   */
   end (ex: Exchange, status: number, error?: string): void {
     if (!ex.end(status, error)) return
     const steps = this.endSteps
-    for (let i = 0; i < steps.length; i++) steps[i]!(ex)
+    for (let i = 0; i < steps.length; i++) {
+      try {
+        steps[i]!(ex)
+      } catch (err) {
+        this.fault(ex, this.endNames[i]!, err)
+      }
+    }
   }
 }

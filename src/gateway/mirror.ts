@@ -151,10 +151,10 @@ export class Mirror {
       return false
     }
     this.stats.inFlight++
-    const out = upstreamRequestHeaders(req, headers, forwarding, call)
+    const out = upstreamRequestHeaders(headers, forwarding, call)
     out.push(MIRROR_HEADER, '1')
     const q = call.path.indexOf('?')
-    const pick: PickRequest = { headers, clientAddress: req.socket.remoteAddress ?? '', search: q === -1 ? '' : call.path.slice(q), tried: undefined }
+    const pick: PickRequest = { headers, clientAddress: call.clientAddress, search: q === -1 ? '' : call.path.slice(q), tried: undefined }
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod
     if (length === 0 || buffered !== undefined) {
       const body = length === 0 ? null : buffered ?? null

@@ -5,7 +5,7 @@
 // another endpoint) or becomes the gateway's answer. Nothing below it retries.
 import type { IncomingHttpHeaders } from 'node:http'
 import { fastmeshError, type FastmeshError, type ResponseError } from '../errors.js'
-import { forward, type ForwardObserver, type ForwardSettings, type UpstreamCall } from '../upstream/proxy.js'
+import { forward, tryTimeoutError, type ForwardObserver, type ForwardSettings, type TryHandle, type UpstreamCall } from '../upstream/proxy.js'
 import type { EndpointTarget } from '../upstream/endpoint-pool.js'
 import type { ServiceLayer } from '../balancer/types.js'
 import { defaultRandom, type RandomSource } from '../balancer/random.js'
@@ -30,6 +30,12 @@ class RouteCall implements UpstreamCall {
   path = ''
   headersTimeoutMs = 0
   body: Buffer | undefined = undefined
+  /** The current try on the endpoint layer, to abort it (per-try timeout, a fault). */
+  handle: TryHandle | undefined = undefined
+  /** The current try's timer (its per-try timeout, or what is left of the request's). */
+  timer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** Whether the circuit admission of the request was given back (once). */
+  released = false
   /** Tries made so far. */
   attempt = 0
   target: EndpointTarget | undefined = undefined
@@ -52,8 +58,22 @@ class RouteCall implements UpstreamCall {
     readonly editors: UpstreamHeadersEditor[] | null,
     readonly replyHeaders: Record<string, unknown> | null,
     readonly clientCert: string | undefined,
-    readonly deadline: number
+    readonly deadline: number,
+    /** The request has a body (Content-Length above 0, or chunked). */
+    readonly hasBody: boolean
   ) {}
+
+  get clientAddress (): string {
+    return this.ex.clientAddress
+  }
+
+  /**
+   * Whether another try can send the request as the client sent it: it has no body, or the
+   * body was buffered. A streamed body is consumed (and its stream ended) by the first try.
+   */
+  get replayable (): boolean {
+    return !this.hasBody || this.body !== undefined
+  }
 }
 
 export interface RouteLayerOptions {
@@ -112,10 +132,10 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     ex.destination = destination.service
     if (destination.current === undefined) {
       // A destination first used by this request: its discovery watch has just started.
-      void destination.known(FIRST_DISCOVERY_WAIT_MS).then(() => {
+      destination.known(FIRST_DISCOVERY_WAIT_MS).then(() => {
         if (ex.res.destroyed) this.chain.end(ex, 499, 'client closed the connection')
         else this.begin(ex, destination, match, headers, editors, replyHeaders)
-      })
+      }).catch((err: unknown) => { this.fault(ex, undefined, 'first discovery', err) })
       return
     }
     this.begin(ex, destination, match, headers, editors, replyHeaders)
@@ -130,17 +150,23 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     const retry = this.retry
     const deadline = retry.requestTimeoutMs !== undefined ? Date.now() + retry.requestTimeoutMs : Infinity
     const clientCert = this.forwardClientCert && ex.entry?.kind === 'inbound' ? ex.entry.peer?.uri : undefined
-    const call = new RouteCall(ex, destination, match, headers, ex.requestId, editors, replyHeaders, clientCert, deadline)
-    call.path = this.rewrite(match) + match.search
-    if (retry.attempts > 1) (this.budget ??= this.budgetOf()).recordRequest()
-    if (retry.attempts > 1 && retry.bufferBodyBytes > 0 && headers['transfer-encoding'] === undefined) {
-      const length = Number(headers['content-length'])
-      if (length > 0 && length <= retry.bufferBodyBytes) {
-        this.bufferBody(call, length)
-        return
+    const chunked = headers['transfer-encoding'] !== undefined
+    const declared = headers['content-length']
+    const call = new RouteCall(ex, destination, match, headers, ex.requestId, editors, replyHeaders, clientCert, deadline, chunked || (declared !== undefined && declared !== '0'))
+    try {
+      call.path = this.rewrite(match) + match.search
+      if (retry.attempts > 1) (this.budget ??= this.budgetOf()).recordRequest()
+      if (retry.attempts > 1 && retry.bufferBodyBytes > 0 && !chunked && declared !== undefined) {
+        const length = Number(declared)
+        if (length > 0 && length <= retry.bufferBodyBytes) {
+          this.bufferBody(call, length)
+          return
+        }
       }
+      this.attempt(call)
+    } catch (err) {
+      this.fault(ex, call, 'first try', err)
     }
-    this.attempt(call)
   }
 
   /** Reads a small declared body whole, so every try can send it. */
@@ -154,7 +180,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     })
     req.once('end', () => {
       call.body = Buffer.concat(chunks, Math.min(size, length))
-      this.attempt(call)
+      this.guarded(call, 'first try', this.attempt)
     })
     req.once('error', () => { this.finish(call, 499, 'client closed the connection') })
   }
@@ -162,7 +188,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
   private attempt (call: RouteCall): void {
     const ex = call.ex
     if (ex.res.destroyed) { this.finish(call, 499, 'client closed the connection'); return }
-    const target = call.destination.pick({ headers: call.headers, clientAddress: ex.req.socket.remoteAddress ?? '', search: call.match.search, tried: call.tried })
+    const target = call.destination.pick({ headers: call.headers, clientAddress: ex.clientAddress, search: call.match.search, tried: call.tried })
     if (target === undefined) {
       this.giveUp(call, call.lastError ?? fastmeshError('NO_HEALTHY_ENDPOINT', [call.destination.service]))
       return
@@ -172,43 +198,107 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     ex.attempts = call.attempt
     if (call.attempt > 1) ex.endpoints = ex.endpoints === undefined ? [ex.endpoint!, target.label] : [...ex.endpoints, target.label]
     ex.endpoint = target.label
+    // The try's time: its own limit, or what is left of the request's; 0 means no limit.
     const left = call.deadline - Date.now()
-    call.headersTimeoutMs = Math.max(1, Math.min(this.retry.perTryTimeoutMs, left))
+    const perTry = this.retry.perTryTimeoutMs
+    const limit = perTry > 0 ? Math.min(perTry, left) : left
+    call.headersTimeoutMs = limit === Infinity ? 0 : Math.max(1, limit)
     call.tryStart = performance.now()
     call.reported = false
     // Before the first try reads the body: the mirror copies it as it streams to the primary.
     if (call.attempt === 1 && this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call)
-    forward(ex.req, ex.res, call.headers, target, this.forwarding, call, this)
+    // Our own timer, not undici's: undici's coarse timers fire up to a second late.
+    if (call.headersTimeoutMs > 0) call.timer = setTimeout(this.onTryTimeout, call.headersTimeoutMs, call)
+    call.handle = forward(ex.req, ex.res, call.headers, target, this.forwarding, call, this)
+  }
+
+  /** The try's time is up before response headers: the endpoint layer aborts it and reports `failed`. */
+  private readonly onTryTimeout = (call: RouteCall): void => {
+    call.timer = undefined
+    this.guarded(call, 'per-try timeout', () => { call.handle?.abort(tryTimeoutError(call.headersTimeoutMs)) })
+  }
+
+  private stopTimer (call: RouteCall): void {
+    if (call.timer !== undefined) { clearTimeout(call.timer); call.timer = undefined }
   }
 
   responded (call: RouteCall, status: number): boolean {
-    const retry = this.retry.retriesStatus(status, call.ex.method) && this.mayRetry(call)
-    this.report(call, status, false)
-    if (!retry) return true
-    this.note(call, `${call.target!.label}: ${status}`)
-    call.lastError = fastmeshError('UPSTREAM_FAILURE', [call.target!.label, call.destination.service, `answered ${status}`])
-    this.retryLater(call)
-    return false
+    try {
+      this.stopTimer(call)
+      // A body streamed to this try cannot go again: its answer goes back as it is.
+      const retry = this.retry.retriesStatus(status, call.ex.method) && call.replayable && this.mayRetry(call)
+      this.report(call, status, false)
+      if (!retry) return true
+      this.note(call, `${call.target!.label}: ${status}`)
+      call.lastError = fastmeshError('UPSTREAM_FAILURE', [call.target!.label, call.destination.service, `answered ${status}`])
+      this.retryLater(call)
+      return false
+    } catch (err) {
+      this.fault(call.ex, call, 'response headers', err)
+      return false
+    }
   }
 
   failed (call: RouteCall, err: FastmeshError): void {
-    const kind = failureKind(err)
-    this.report(call, 0, kind !== 'other')
-    this.note(call, `${call.target!.label}: ${causeOf(err)}`)
-    call.lastError = err
-    // A body streamed from the client is gone once read: only a try that read none may repeat.
-    const bodyIntact = call.body !== undefined || !call.ex.req.readableDidRead
-    if (bodyIntact && this.retry.retriesFailure(kind, call.ex.method) && this.mayRetry(call)) {
-      this.retryLater(call)
-      return
+    try {
+      this.stopTimer(call)
+      const kind = failureKind(err)
+      this.report(call, 0, kind !== 'other')
+      this.note(call, `${call.target!.label}: ${causeOf(err)}`)
+      call.lastError = err
+      // A body streamed from the client is gone once read: only a try that read none may repeat.
+      const bodyIntact = call.body !== undefined || !call.ex.req.readableDidRead
+      if (bodyIntact && this.retry.retriesFailure(kind, call.ex.method) && this.mayRetry(call)) {
+        this.retryLater(call)
+        return
+      }
+      this.giveUp(call, err)
+    } catch (e) {
+      this.fault(call.ex, call, 'failed try', e)
     }
-    this.giveUp(call, err)
   }
 
   ended (call: RouteCall, status: number, error: string | undefined): void {
-    // An upgrade (101) or a client that left before the answer: no headers were seen.
-    if (!call.reported) this.report(call, status === 499 ? 0 : status, false)
-    this.finish(call, status, error)
+    try {
+      this.stopTimer(call)
+      // An upgrade (101) or a client that left before the answer: no headers were seen.
+      if (!call.reported) this.report(call, status === 499 ? 0 : status, false)
+      this.finish(call, status, error)
+    } catch (err) {
+      this.fault(call.ex, call, 'end', err)
+    }
+  }
+
+  /** Runs `step` for `call` from a timer or stream callback: an exception ends this exchange only. */
+  private guarded (call: RouteCall, where: string, step: (call: RouteCall) => void): void {
+    try {
+      step.call(this, call)
+    } catch (err) {
+      this.fault(call.ex, call, where, err)
+    }
+  }
+
+  /**
+   * An exception while serving `ex` (a bug, ours or a plugin's): the exchange ends with a
+   * JSON 500 (or is cut if its response started), the try is aborted and its admissions given
+   * back, and the fault is logged with the request id and counted. Nothing else is touched.
+   */
+  private fault (ex: Exchange, call: RouteCall | undefined, where: string, err: unknown): void {
+    try {
+      this.chain.fault(ex, `route ${this.name}: ${where}`, err)
+      if (call !== undefined) {
+        this.stopTimer(call)
+        call.handle?.abort(err instanceof Error ? err : new Error(String(err)))
+        if (!call.reported) { call.reported = true; call.destination.report(call.target!, { status: 0, gatewayError: false, latencyMs: performance.now() - call.tryStart }) }
+        this.release(call)
+      }
+      const internal = fastmeshError('INTERNAL', [`${where} failed`])
+      writeError(ex.res, internal, ex.requestId)
+      this.chain.end(ex, internal.statusCode, internal.code)
+    } catch {
+      // The last resort must not throw: cut the connection.
+      ex.res.destroy()
+    }
   }
 
   /** The try's outcome to the service layer (balancer statistics, outlier detection), once. */
@@ -243,8 +333,10 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     (call.tried ??= new Set()).add(call.target!.endpoint.id)
     const wait = this.retry.backoffMs(call.attempt + 1, this.random)
     if (wait <= 0) { this.attempt(call); return }
-    setTimeout(() => { this.attempt(call) }, wait)
+    setTimeout(this.retryNow, wait, call)
   }
+
+  private readonly retryNow = (call: RouteCall): void => { this.guarded(call, 'retry', this.attempt) }
 
   private note (call: RouteCall, cause: string): void {
     (call.causes ??= []).push(cause)
@@ -266,6 +358,8 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
 
   private release (call: RouteCall): void {
     if (call.retryAdmitted) { call.destination.release('retry'); call.retryAdmitted = false }
+    if (call.released) return
+    call.released = true
     call.destination.release('request')
   }
 }

@@ -49,7 +49,30 @@ export interface UpstreamCall {
   readonly headersTimeoutMs: number
   /** The request body, buffered so a retry can send it again; undefined: stream it from the client. */
   readonly body: Buffer | undefined
+  /** The client's address (read when the exchange began), for X-Forwarded-For. */
+  readonly clientAddress: string
 }
+
+/** One try on the endpoint layer, as its caller holds it. */
+export interface TryHandle {
+  /**
+   * Ends the try with `err`: the request to the upstream is aborted and, when no response
+   * was relayed yet, the observer is told `failed` (at once, even if the try still waits
+   * for a connection).
+   */
+  abort(err: Error): void
+}
+
+/** The error a try the route layer's timer ended carries (classified as a timeout). */
+export function tryTimeoutError (ms: number): Error & { code: string } {
+  return Object.assign(new Error(`no response headers within ${ms} ms`), { code: 'UND_ERR_HEADERS_TIMEOUT' })
+}
+
+/**
+ * A response dropped for a retry is read to its end when what is left of it is at most this
+ * big, so its connection goes back to the pool; a longer one closes its connection.
+ */
+const DRAIN_MAX_BYTES = 64 * 1024
 
 /** The route layer's side of a forward: told of a failure it may still answer, and of every end. */
 export interface ForwardObserver<C extends UpstreamCall = UpstreamCall> {
@@ -69,7 +92,7 @@ function connectionTokens (value: string | string[] | undefined): string[] | und
 }
 
 /** Builds the upstream request headers as a flat [name, value, ...] list. */
-export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingHttpHeaders, settings: ForwardSettings, call: UpstreamCall): string[] {
+export function upstreamRequestHeaders (headers: IncomingHttpHeaders, settings: ForwardSettings, call: UpstreamCall): string[] {
   const out: string[] = []
   const nominated = connectionTokens(headers.connection)
   let xff: string | undefined
@@ -96,7 +119,7 @@ export function upstreamRequestHeaders (req: IncomingMessage, headers: IncomingH
     else for (const v of value) out.push(name, v)
   }
   if (headers.host === undefined && settings.rewriteHost !== undefined) out.push('host', settings.rewriteHost)
-  const client = req.socket.remoteAddress ?? ''
+  const client = call.clientAddress
   out.push('x-forwarded-for', xff !== undefined ? `${xff}, ${client}` : client)
   out.push('x-forwarded-proto', xfp ?? settings.proto)
   const host = xfh ?? headers.host
@@ -161,11 +184,15 @@ function applyEdits (flat: string[], call: UpstreamCall, statusCode: number): st
  * Streams the exchange. Uses undici's (still supported) raw handler callbacks: they hand
  * over header buffers and body chunks with no per-request wrapper objects.
  */
-class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandler {
+class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandler, TryHandle {
   private abortUpstream: ((err: Error) => void) | undefined
   private resumeUpstream: (() => void) | undefined
   private status = 0
   private done = false
+  /** Why the try was aborted before it reached a connection (undici's onConnect then aborts it). */
+  private abortedWith: Error | undefined
+  /** Bytes of a response dropped for a retry still allowed before the connection is given up; -1: not dropped. */
+  private drainLeft = -1
   private readonly onClientClose = (): void => {
     if (this.done) return
     this.finish(499, 'client closed the connection')
@@ -184,18 +211,37 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
     res.once('close', this.onClientClose)
   }
 
+  abort (err: Error): void {
+    if (this.done) {
+      // A dropped response being drained: give its connection up too.
+      if (this.drainLeft >= 0) { this.drainLeft = -1; this.abortUpstream?.(err) }
+      return
+    }
+    if (this.abortUpstream !== undefined) { this.abortUpstream(err); return }
+    // Still queued for a connection: the try ends now; undici's onConnect aborts it later.
+    this.abortedWith = err
+    this.onError(err)
+  }
+
   onConnect (abort: (err?: Error) => void): void {
     this.abortUpstream = abort
-    if (this.done) abort(new Error('client closed the connection'))
+    if (this.done && this.drainLeft < 0) abort(this.abortedWith ?? new Error('client closed the connection'))
   }
 
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (this.done) return this.drainLeft >= 0
     // 1xx informational responses (other than 101) are not relayed.
     if (statusCode < 200) return true
     if (!this.observer.responded(this.call, statusCode)) {
-      // Dropped for a retry: the connection goes with it (its body is never read).
+      // Dropped for a retry. A short rest is read and discarded so the connection is reused;
+      // a long or unknown one would hold the connection: it is closed instead.
       this.done = true
       this.res.removeListener('close', this.onClientClose)
+      const length = declaredLength(rawHeaders)
+      if (length !== undefined && length <= DRAIN_MAX_BYTES) {
+        this.drainLeft = length
+        return true
+      }
       this.abortUpstream?.(new Error(`response ${statusCode} dropped for a retry`))
       return false
     }
@@ -206,18 +252,25 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
   }
 
   onData (chunk: Buffer): boolean {
+    if (this.done) {
+      if (this.drainLeft < 0) return false
+      this.drainLeft -= chunk.length
+      if (this.drainLeft < 0) this.abortUpstream?.(new Error('dropped response longer than declared'))
+      return this.drainLeft >= 0
+    }
     if (this.res.write(chunk)) return true
     this.res.once('drain', this.onDrain)
     return false
   }
 
   onComplete (): void {
+    if (this.done) { this.drainLeft = -1; return }
     this.res.end()
     this.finish(this.status, undefined)
   }
 
   onError (err: Error): void {
-    if (this.done) return
+    if (this.done) { this.drainLeft = -1; return }
     const e = upstreamError(err, this.target, this.call)
     if (this.res.headersSent) {
       // The upstream failed mid-response: cut the client's exchange so the truncation shows.
@@ -266,8 +319,23 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
   }
 }
 
-/** Sends the request to `target` and streams the answer back on `res`. */
-export function forward<C extends UpstreamCall> (req: IncomingMessage, res: ServerResponse, headers: IncomingHttpHeaders, target: EndpointTarget, settings: ForwardSettings, call: C, observer: ForwardObserver<C>): void {
+/** The Content-Length of a response from undici's raw header buffers, when it has one. */
+function declaredLength (raw: Buffer[]): number | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    if (name.length === 14 && name.toString('latin1').toLowerCase() === 'content-length') {
+      const n = Number(raw[i + 1]!.toString('latin1'))
+      return Number.isSafeInteger(n) && n >= 0 ? n : undefined
+    }
+  }
+  return undefined
+}
+
+/**
+ * Sends the request to `target` and streams the answer back on `res`. The try's time limit
+ * is the caller's (TryHandle.abort); `call.headersTimeoutMs` is only undici's backstop.
+ */
+export function forward<C extends UpstreamCall> (req: IncomingMessage, res: ServerResponse, headers: IncomingHttpHeaders, target: EndpointTarget, settings: ForwardSettings, call: C, observer: ForwardObserver<C>): TryHandle {
   // Only a request the listener took as an upgrade (Connection: upgrade) is tunnelled; a bare
   // Upgrade header on an ordinary request is hop-by-hop and dropped like the others.
   const isUpgrade = (req as IncomingMessage & { upgrade?: boolean }).upgrade === true && headers.upgrade !== undefined && req.method === 'GET'
@@ -275,9 +343,10 @@ export function forward<C extends UpstreamCall> (req: IncomingMessage, res: Serv
   const opts: Dispatcher.DispatchOptions = {
     path: call.path,
     method: req.method as Dispatcher.HttpMethod,
-    headers: upstreamRequestHeaders(req, headers, settings, call),
+    headers: upstreamRequestHeaders(headers, settings, call),
     body: call.body ?? (!isUpgrade && hasBody(req) ? req : null),
-    headersTimeout: call.headersTimeoutMs,
+    // The caller's timer ends the try on time; undici's (coarse) one only backs it up.
+    headersTimeout: call.headersTimeoutMs > 0 ? call.headersTimeoutMs + BACKSTOP_MS : 0,
     bodyTimeout: settings.bodyTimeoutMs
   }
   if (isUpgrade) opts.upgrade = String(headers.upgrade)
@@ -286,4 +355,8 @@ export function forward<C extends UpstreamCall> (req: IncomingMessage, res: Serv
   } catch (err) {
     handler.onError(err as Error)
   }
+  return handler
 }
+
+/** How much later than the caller's timer undici's own headers timeout fires. */
+const BACKSTOP_MS = 2000

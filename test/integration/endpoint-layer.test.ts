@@ -4,7 +4,7 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
-import { forward, type ForwardObserver, type ForwardSettings, type UpstreamCall } from '../../src/upstream/proxy.js'
+import { forward, tryTimeoutError, type ForwardObserver, type ForwardSettings, type UpstreamCall } from '../../src/upstream/proxy.js'
 import type { EndpointTarget } from '../../src/upstream/endpoint-pool.js'
 import type { FastmeshError } from '../../src/errors.js'
 import { eventually } from '../helpers/poll.js'
@@ -45,9 +45,11 @@ async function startFront (t: TestContext, target: EndpointTarget, settings: For
     }
   }
   const up = await startUpstream(t, (req, res) => {
-    const call = { requestId: `front-${++n}`, path: req.url ?? '/', editors: null, replyHeaders: null, clientCert: undefined, headersTimeoutMs, body: undefined, res }
+    const call = { requestId: `front-${++n}`, path: req.url ?? '/', editors: null, replyHeaders: null, clientCert: undefined, headersTimeoutMs, body: undefined, clientAddress: req.socket.remoteAddress ?? '', res }
     res.once('close', () => { closed.push(call.requestId) })
-    forward(req, res, req.headers, target, settings, call, observer)
+    const handle = forward(req, res, req.headers, target, settings, call, observer)
+    // The route layer's per-try timer, as the caller owns it: abort the try when it is up.
+    if (headersTimeoutMs < 10_000) setTimeout(() => { handle.abort(tryTimeoutError(headersTimeoutMs)) }, headersTimeoutMs)
   })
   return { ...up, origin: `http://127.0.0.1:${up.port}`, reports, closed }
 }
@@ -185,7 +187,7 @@ test('connection refused: failed(call, FASTMESH_ERR_UPSTREAM_FAILURE) and nothin
   assert.equal(front.reports.length, 1, 'no ended after failed')
 })
 
-test('an upstream slower than headersTimeoutMs: failed(call, FASTMESH_ERR_UPSTREAM_TIMEOUT)', async (t) => {
+test('a try its caller aborts as timed out (TryHandle.abort): failed(call, FASTMESH_ERR_UPSTREAM_TIMEOUT)', async (t) => {
   const held = await startHeldUpstream(t)
   const front = await startFront(t, endpointTarget(t, held.port), SETTINGS, 200)
   const res = await send(front.origin, '/')

@@ -56,7 +56,7 @@ async function recordingUpstream (t: TestContext, status = 200): Promise<{ port:
 async function front (t: TestContext, primary: EndpointTarget, mirror: Mirror): Promise<string> {
   let n = 0
   const server = createServer((req, res) => {
-    const call: UpstreamCall = { requestId: `req-${++n}`, path: req.url ?? '/', editors: null, replyHeaders: null, clientCert: undefined, headersTimeoutMs: 10_000, body: undefined }
+    const call: UpstreamCall = { requestId: `req-${++n}`, path: req.url ?? '/', editors: null, replyHeaders: null, clientCert: undefined, headersTimeoutMs: 10_000, body: undefined, clientAddress: req.socket.remoteAddress ?? '' }
     mirror.maybeMirror(req, req.headers, forwarding, call)
     forward(req, res, req.headers, primary, forwarding, call, {
       responded: () => true,
