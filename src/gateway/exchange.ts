@@ -96,7 +96,10 @@ export interface GatewayPolicy {
 
 /** Exceptions raised while serving exchanges, counted across versions (admin shows them). */
 export class ExchangeFaults {
+  /** Exceptions caught by a layer's guard: each ended its own exchange only. */
   count = 0
+  /** Exceptions no guard caught (a plugin's own timer, a library callback), caught by the process-wide last resort. */
+  uncaught = 0
   last: { readonly at: string, readonly where: string, readonly message: string, readonly requestId: string } | undefined = undefined
 
   record (ex: Exchange, where: string, err: unknown): void {

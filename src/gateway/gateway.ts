@@ -5,6 +5,7 @@ import { networkInterfaces } from 'node:os'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildGatewayVersion, type GatewayVersion, type MeshContext } from './app.js'
+import { ExchangeFaults } from './exchange.js'
 import { bind, httpListener, inboundListener, type InboundListener, type ListenerLimits } from './listeners.js'
 import type { IdentityProvider } from '../identity/types.js'
 import { ConsulIdentityProvider } from '../identity/consul-provider.js'
@@ -83,6 +84,8 @@ export class Gateway {
   private readonly retiring = new Set<Promise<void>>()
   private readonly retiredVersions = new Set<GatewayVersion>()
   readonly reloads = { ok: 0, failed: 0 }
+  /** Exceptions raised while serving requests, across versions. */
+  readonly faults = new ExchangeFaults()
 
   constructor (private readonly options: GatewayOptions) {
     this.log = options.log
@@ -327,6 +330,7 @@ export class Gateway {
       log: this.log,
       // Read through `this` so a reload's access-log setting applies to every version.
       recorder: { record: (r) => { this.recorder.record(r) }, flush: () => { this.recorder.flush() } },
+      faults: this.faults,
       version,
       ...(this.mesh !== undefined ? { mesh: this.mesh } : {})
     })
@@ -477,6 +481,24 @@ export class Gateway {
 
   private installSignalHandlers (): void {
     process.on('SIGHUP', () => { void this.reload('SIGHUP') })
+    // The last resort. Every layer guards its own callbacks, so an exception that gets here
+    // came from somewhere no guard reaches (a plugin's own timer, a library's callback): one
+    // request's failure must not end every other request, so it is logged and counted, and
+    // the gateway goes on. Log lines are limited to one a second of each kind (the count is exact).
+    const lastResort = (kind: string): ((err: unknown) => void) => {
+      let lastLogged = 0
+      let unlogged = 0
+      return (err) => {
+        this.faults.uncaught++
+        const now = Date.now()
+        if (now - lastLogged < 1000) { unlogged++; return }
+        lastLogged = now
+        this.log.error({ err, code: 'FASTMESH_ERR_INTERNAL', kind, suppressed: unlogged, uncaught: this.faults.uncaught }, 'exception outside any request guard; the gateway goes on')
+        unlogged = 0
+      }
+    }
+    process.on('uncaughtException', lastResort('uncaughtException'))
+    process.on('unhandledRejection', lastResort('unhandledRejection'))
     const shutdown = (signal: string): void => {
       this.log.info({ signal }, 'shutting down: draining in-flight requests')
       this.stop().then(() => { this.log.flush(); process.exit(0) }, (err: unknown) => {
