@@ -154,7 +154,7 @@ export const RETRY_ON = ['connect-failure', 'refused', 'reset', 'gateway-error',
 
 export const RetryPolicySchema = strict({
   attempts: Type.Integer({ minimum: 1, maximum: 10, default: 2, description: 'Tries in all, the first included (1: no retry). Each retry picks another endpoint when one exists.' }),
-  perTryTimeout: Type.Optional({ ...Duration, description: 'Time allowed for each try to get response headers; default: the route\'s `timeout`.' }),
+  perTryTimeout: Type.Optional({ ...Duration, description: 'Time allowed for each try to get response headers (0s: no limit); default: the route\'s `timeout`. Timed precisely by the gateway, not by the HTTP client\'s coarse timers.' }),
   retryOn: Type.Array(StringEnum(RETRY_ON), { default: ['connect-failure'], description: 'When to retry: `connect-failure` (could not connect: refused, connect timeout, TLS failure; nothing reached the upstream, so any method), `refused` (connection refused only), `reset` (connection reset or closed before response headers), `gateway-error` (connect failure, reset, per-try timeout, or a 502/503/504 answer), `5xx` (any 5xx answer, and gateway errors), `retriable-status-codes` (the statuses in `retriableStatusCodes`).' }),
   retriableStatusCodes: Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { default: [], description: 'Statuses retried with `retriable-status-codes`.' }),
   nonIdempotent: Type.Boolean({ default: false, description: 'Also retry POST, PATCH and other non-idempotent methods on conditions other than a connect failure (the upstream may have acted on the first try).' }),
@@ -273,9 +273,9 @@ export const RouteSchema = strict({
   match: Type.Optional(RouteMatchSchema),
   destination: DestinationSchema,
   mirror: Type.Optional(MirrorSchema),
-  timeout: dur('15s', 'Time allowed for the upstream to start answering (response headers) on one try (the default per-try timeout). 504 after it.'),
-  requestTimeout: Type.Optional({ ...Duration, description: 'Time allowed for the whole request until response headers, every try and backoff included; default: no limit beyond the tries\' own.' }),
-  idleTimeout: dur('60s', 'Longest pause between body chunks from the upstream once it answered.'),
+  timeout: dur('15s', 'Time allowed for the upstream to start answering (response headers) on one try (the default per-try timeout). 504 after it; 0s: no limit.'),
+  requestTimeout: Type.Optional({ ...Duration, description: 'Time allowed for the whole request until response headers, every try and backoff included; default (or 0s): no limit beyond the tries\' own.' }),
+  idleTimeout: dur('60s', 'Longest pause between body chunks from the upstream once it answered (0s: no limit).'),
   retries: Type.Optional(RetryPolicySchema),
   priority: Type.Optional(Type.Integer({ description: 'Overrides the automatic precedence: higher wins (default 0).' })),
   plugins: Type.Array(PluginRefSchema, { default: [], description: 'Plugins run in this order for this route only.' })

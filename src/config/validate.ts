@@ -6,7 +6,7 @@ import { ConfigSchema, type FastmeshConfigInput, type RouteConfig } from './sche
 import { AJV_CODE_OPTIONS } from './ajv-options.js'
 import { METHODS } from 'node:http'
 import { compileTemplate } from '../gateway/path-template.js'
-import { durationMs } from './duration.js'
+import { DURATION_PATTERN, durationMs, isDuration } from './duration.js'
 import { waitProblem } from '../discovery/consul/wait.js'
 import { builtinPluginNames, builtinPlugins } from '../../plugins/index.js'
 import { failoverTarget } from '../balancer/failover.js'
@@ -307,6 +307,7 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
   const waitTooLong = wait !== undefined ? waitProblem(wait) : undefined
   if (waitTooLong !== undefined) problems.push({ path: '$.discovery.consul.wait', message: waitTooLong, hint: 'give a duration from 1s to 10m, e.g. 30s or 5m' })
   problems.push(...meshProblems(config, clean))
+  problems.push(...durationProblems(config, clean))
   problems.push(...retryProblems(config))
   problems.push(...failoverProblems(config, clean))
   problems.push(...loadBalancerProblems(config, clean))
@@ -385,6 +386,76 @@ function splitProblems (route: RouteConfig, at: string): ConfigProblem[] {
   return problems
 }
 
+/** The longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
+export const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * Durations whose `0` means "no limit" (as in Envoy): time limits a request or a drain may
+ * do without. Every other duration is a period or a limit something relies on, where 0 is
+ * refused rather than read as "at once".
+ */
+const ZERO_MEANS_NONE = [
+  /^\$\.routes\[\d+\]\.(timeout|requestTimeout|idleTimeout)$/,
+  /\.retries\.perTryTimeout$/,
+  /\.retries\.backoff\.(base|max)$/,
+  /^\$\.limits\.(headerTimeout|requestTimeout|deregisterGrace|drainTimeout)$/,
+  /\.connectionPool\.connectTimeout$/,
+  /^\$\.mesh\.authorization\.cacheTtl$/
+]
+
+/** Certificate lifetimes are planned in steps (src/identity), never one timer: no timer bound. */
+const NOT_A_TIMER = /^\$\.mesh\.identity\./
+
+/** Every duration value of `value` under `schema`, with its JSON path. */
+function durationsIn (schema: unknown, value: unknown, path: string, out: Map<string, string>): void {
+  if (schema === null || typeof schema !== 'object') return
+  const s = schema as { pattern?: string, properties?: Record<string, unknown>, patternProperties?: Record<string, unknown>, additionalProperties?: unknown, items?: unknown, anyOf?: unknown[], oneOf?: unknown[] }
+  if (s.pattern === DURATION_PATTERN && typeof value === 'string') { out.set(path, value); return }
+  for (const branch of [...(s.anyOf ?? []), ...(s.oneOf ?? [])]) durationsIn(branch, value, path, out)
+  if (Array.isArray(value)) {
+    if (s.items !== undefined) value.forEach((v, i) => { durationsIn(s.items, v, `${path}[${i}]`, out) })
+    return
+  }
+  if (!isMapping(value)) return
+  for (const [key, v] of Object.entries(value)) {
+    const at = /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
+    const own = s.properties?.[key]
+    if (own !== undefined) { durationsIn(own, v, at, out); continue }
+    for (const sub of Object.values(s.patternProperties ?? {})) durationsIn(sub, v, at, out)
+    if (typeof s.additionalProperties === 'object') durationsIn(s.additionalProperties, v, at, out)
+  }
+}
+
+/**
+ * One meaning of 0 everywhere (no limit, where a limit may be off; refused elsewhere), no
+ * duration a timer cannot wait, and service-wide per-try timeouts that fit every route's
+ * whole-request timeout.
+ */
+function durationProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const found = new Map<string, string>()
+  durationsIn(ConfigSchema, config, '$', found)
+  for (const [path, value] of found) {
+    if (!isDuration(value)) continue
+    const ms = durationMs(value)
+    if (ms === 0 && !ZERO_MEANS_NONE.some((re) => re.test(path))) {
+      problems.push({ path, message: `(${value}) must be longer than 0`, hint: 'this duration cannot be switched off; 0 means "no limit" only for request time limits (routes\' timeout, requestTimeout, idleTimeout, perTryTimeout, limits.*Timeout)' })
+    } else if (ms > MAX_TIMER_MS && !NOT_A_TIMER.test(path)) {
+      problems.push({ path, message: `(${value}) is longer than the longest timer (596h, about 24.8 days)`, hint: 'use a shorter duration, or 0s where it means no limit' })
+    }
+  }
+  if (!clean('/routes') || !clean('/services')) return problems
+  ;(Array.isArray(config.routes) ? config.routes : []).forEach((route, i) => {
+    if (route.retries !== undefined || route.requestTimeout === undefined || route.destination.service === undefined) return
+    const perTry = config.services?.[route.destination.service]?.retries?.perTryTimeout
+    const whole = durationMs(route.requestTimeout)
+    if (perTry !== undefined && whole > 0 && durationMs(perTry) > whole) {
+      problems.push({ path: `$.routes[${i}].requestTimeout`, message: `(${route.requestTimeout}) is shorter than the per-try timeout of service "${route.destination.service}" (${perTry}), whose retry policy this route uses`, hint: 'lengthen requestTimeout, shorten services.<name>.retries.perTryTimeout, or give the route its own retries' })
+    }
+  })
+  return problems
+}
+
 /** Node mode and mesh settings that only make sense together. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 
@@ -397,7 +468,7 @@ function retryProblems (config: FastmeshConfig): ConfigProblem[] {
     const on = new Set<string>(r.retryOn)
     if (on.has('retriable-status-codes') && r.retriableStatusCodes.length === 0) problems.push({ path: `${at}.retriableStatusCodes`, message: 'is empty but retryOn has "retriable-status-codes"', hint: 'list the statuses to retry, e.g. [503]' })
     if (!on.has('retriable-status-codes') && r.retriableStatusCodes.length > 0) problems.push({ path: `${at}.retryOn`, message: 'lacks "retriable-status-codes", so retriableStatusCodes is never used', hint: 'add "retriable-status-codes" to retryOn, or drop retriableStatusCodes' })
-    if (r.perTryTimeout !== undefined && route?.requestTimeout !== undefined && durationMs(r.perTryTimeout) > durationMs(route.requestTimeout)) problems.push({ path: `${at}.perTryTimeout`, message: `(${r.perTryTimeout}) is longer than the route's requestTimeout (${route.requestTimeout})`, hint: 'a try can never take longer than the whole request; shorten perTryTimeout' })
+    if (r.perTryTimeout !== undefined && route?.requestTimeout !== undefined && durationMs(route.requestTimeout) > 0 && durationMs(r.perTryTimeout) > durationMs(route.requestTimeout)) problems.push({ path: `${at}.perTryTimeout`, message: `(${r.perTryTimeout}) is longer than the route's requestTimeout (${route.requestTimeout})`, hint: 'a try can never take longer than the whole request; shorten perTryTimeout' })
     if (r.backoff !== undefined && durationMs(r.backoff.base) > durationMs(r.backoff.max)) problems.push({ path: `${at}.backoff.base`, message: `(${r.backoff.base}) is longer than backoff.max (${r.backoff.max})`, hint: 'base is the first wait; max caps every wait' })
     // Only connect failures are retried for any method: nothing reached the upstream.
     const beyondConnect = [...on].some((c) => c !== 'connect-failure' && c !== 'refused')

@@ -61,7 +61,8 @@ export function compileRetryPolicy (route: RouteConfig, config: FastmeshConfig):
   return {
     attempts: p?.attempts ?? 2,
     perTryTimeoutMs: durationMs(p?.perTryTimeout ?? route.timeout),
-    requestTimeoutMs: route.requestTimeout !== undefined ? durationMs(route.requestTimeout) : undefined,
+    // 0 means no limit, as everywhere in the config.
+    requestTimeoutMs: route.requestTimeout !== undefined && durationMs(route.requestTimeout) > 0 ? durationMs(route.requestTimeout) : undefined,
     bufferBodyBytes: p?.bufferBodyBytes ?? 0,
     retriesFailure (kind, method) {
       // Nothing reached the upstream: safe for every method.

@@ -491,3 +491,34 @@ test('failover to another subset, service and datacenter is accepted with Consul
   ;(doc.discovery as Record<string, unknown>).consul = {}
   assert.deepEqual(problems(doc), [])
 })
+
+test('durations: 0s is accepted as "no limit" for request time limits', () => {
+  assert.deepEqual(paths(base({
+    routes: [route('r', { timeout: '0s', requestTimeout: '0s', idleTimeout: '0s', retries: { perTryTimeout: '0s', backoff: { base: '0ms', max: '0ms' } } })],
+    limits: { headerTimeout: '0s', requestTimeout: '0s', drainTimeout: '0s' }
+  })), [])
+})
+
+test('durations: 0s is refused where a limit cannot be off (health-check interval, mirror timeout), with its path', () => {
+  const doc = base({ routes: [route('r', { mirror: { service: 'orders', timeout: '0s' } })] })
+  ;(doc.discovery as { embedded: { services: { users: Record<string, unknown> } } }).embedded.services.users.healthCheck = { path: '/h', interval: '0s' }
+  assert.deepEqual(paths(doc).sort(), ['$.discovery.embedded.services.users.healthCheck.interval', '$.routes[0].mirror.timeout'])
+  assert.match(problems(doc)[0]!.message, /must be longer than 0/)
+})
+
+test('durations: a duration longer than a timer can wait is refused (a 1000h mirror timeout would fire at once)', () => {
+  const p = onlyProblem(base({ routes: [route('r', { mirror: { service: 'orders', timeout: '1000h' } })] }))
+  assert.equal(p.path, '$.routes[0].mirror.timeout')
+  assert.match(p.message, /longest timer/)
+})
+
+test('durations: certificate lifetimes under mesh.identity are not timer-bound', () => {
+  const ps = problems(base({ mesh: { identity: { leafValidity: '8760h' } } })).filter((p) => p.message.includes('longest timer'))
+  assert.deepEqual(ps, [])
+})
+
+test('a service-level perTryTimeout longer than the requestTimeout of a route using it is refused at the route', () => {
+  const p = onlyProblem(base({ services: { users: { retries: { perTryTimeout: '5s' } } }, routes: [route('r', { requestTimeout: '2s' })] }))
+  assert.equal(p.path, '$.routes[0].requestTimeout')
+  assert.match(p.message, /per-try timeout of service "users" \(5s\)/)
+})
