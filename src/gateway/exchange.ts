@@ -43,6 +43,8 @@ export class Exchange implements RequestRecord {
   status = 0
   /** Set when the gateway itself answered (FASTMESH_ERR_*) or the exchange broke. */
   error: string | undefined = undefined
+  /** Why the last try failed, when the gateway answered with an upstream error. */
+  cause: string | undefined = undefined
   ended = false
   /**
    * The client's address, read once when the exchange begins: Node detaches the socket from
@@ -68,6 +70,12 @@ export class Exchange implements RequestRecord {
   /** The normalised request target, as routing, plugins and the upstream saw it. */
   get path (): string {
     return this.req.url ?? ''
+  }
+
+  /** The verified caller of an inbound mesh call. */
+  get caller (): string | undefined {
+    const entry = this.entry
+    return entry !== undefined && entry.kind === 'inbound' ? entry.peer?.uri : undefined
   }
 
   get durationMs (): number {

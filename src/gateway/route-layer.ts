@@ -344,6 +344,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
 
   /** No (further) try: answer with `err`, saying what was tried when there was more than one try. */
   private giveUp (call: RouteCall, err: FastmeshError): void {
+    call.ex.cause = failureCause(err)
     const answer: ResponseError = call.attempt > 1 || (call.causes !== undefined && call.causes.length > 1)
       ? { statusCode: err.statusCode, code: err.code, message: `${err.message} (after ${call.attempt} tries: ${call.causes!.join('; ')})` }
       : err
@@ -362,6 +363,14 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     call.released = true
     call.destination.release('request')
   }
+}
+
+/** Why a try failed, for the access log: its kind, and the underlying code when there is one. */
+function failureCause (err: FastmeshError): string {
+  const kind = failureKind(err)
+  if (kind === 'timeout') return 'timeout'
+  const code = causeOf(err)
+  return kind === 'other' ? code : `${kind}: ${code}`
 }
 
 /** The short cause of a failed try, for the answer and the log: undici's code when there is one. */

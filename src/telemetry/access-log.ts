@@ -18,6 +18,10 @@ export interface RequestRecord {
   /** Tries made; with more than one, `endpoints` lists each try's endpoint. */
   readonly attempts?: number
   readonly endpoints?: readonly string[] | undefined
+  /** Inbound mesh calls: the caller's verified SPIFFE ID. */
+  readonly caller?: string | undefined
+  /** Why the gateway answered with an upstream error: the last try's failure (`refused: ECONNREFUSED`, `reset: ECONNRESET`, `timeout`, `connect-failure: CERT_HAS_EXPIRED`). */
+  readonly cause?: string | undefined
 }
 
 export interface RequestRecorder {
@@ -75,8 +79,10 @@ export function formatAccessLine (r: RequestRecord, pid: number): string {
     (r.destination !== undefined ? ',"destination":' + str(r.destination) : '') +
     (r.endpoint !== undefined ? ',"endpoint":' + str(r.endpoint) : '') +
     (r.attempts !== undefined && r.attempts > 1 ? ',"attempts":' + r.attempts + ',"endpoints":' + JSON.stringify(r.endpoints ?? []) : '') +
+    (r.caller !== undefined ? ',"caller":' + str(r.caller) : '') +
     ',"status":' + r.status + ',"durationMs":' + r.durationMs +
-    (r.error !== undefined ? ',"error":' + str(r.error) : '') + '}\n'
+    (r.error !== undefined ? ',"error":' + str(r.error) : '') +
+    (r.cause !== undefined ? ',"cause":' + str(r.cause) : '') + '}\n'
 }
 
 export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecorder {

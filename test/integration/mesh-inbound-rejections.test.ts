@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Pool, type Dispatcher } from 'undici'
 import pino from 'pino'
-import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { startGateway, eventually, type TestGateway } from '../helpers/gateway.js'
 import { startSampleService } from '../../src/demo/sample-service.js'
 import { createLocalCa, issueLeaf, createCaInMemory, issueLeafInMemory, type CaPem, type LeafPem } from '../../src/identity/local-ca.js'
 import { FilesIdentityProvider } from '../../src/identity/files-provider.js'
@@ -66,6 +66,9 @@ describe('inbound mTLS rejections', () => {
       assert.ok('status' in r, JSON.stringify(r))
       assert.equal(r.status, 200)
       assert.match(r.body, /orders-1/)
+      // The inbound access log names the verified caller.
+      const line = await eventually(() => gw.logs.entries().find((e) => e.log === 'access' && e.route === 'inbound:orders'), 'the inbound access line', 5000)
+      assert.match(String(line.caller), /^spiffe:\/\/.+\/svc\/web$/)
     })
 
     await t.test('no client certificate: the handshake is refused', async () => {
