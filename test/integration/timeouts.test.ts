@@ -9,7 +9,7 @@ import { startGateway, assertErrorResponse, eventually, type HttpResult, type Te
 import { startHeldUpstream, meshConfig } from '../helpers/upstreams.js'
 
 /** How much later than its limit a timed-out answer may come on a busy machine. */
-const LATE_MS = 150
+const LATE_MS = 250
 
 /** The access log's `attempts` of a request (its line is written on the next turn). */
 async function attemptsOf (g: TestGateway, requestId: string): Promise<number | undefined> {
