@@ -36,6 +36,8 @@ class RouteCall implements UpstreamCall {
   timer: ReturnType<typeof setTimeout> | undefined = undefined
   /** Whether the circuit admission of the request was given back (once). */
   released = false
+  /** A fault ended the exchange: what the endpoint layer reports after it is ignored. */
+  faulted = false
   /** Tries made so far. */
   attempt = 0
   target: EndpointTarget | undefined = undefined
@@ -187,6 +189,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
 
   private attempt (call: RouteCall): void {
     const ex = call.ex
+    if (call.faulted || ex.ended) return
     if (ex.res.destroyed) { this.finish(call, 499, 'client closed the connection'); return }
     const target = call.destination.pick({ headers: call.headers, clientAddress: ex.clientAddress, search: call.match.search, tried: call.tried })
     if (target === undefined) {
@@ -223,6 +226,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
   }
 
   responded (call: RouteCall, status: number): boolean {
+    if (call.faulted) return false
     try {
       this.stopTimer(call)
       // A body streamed to this try cannot go again: its answer goes back as it is.
@@ -240,6 +244,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
   }
 
   failed (call: RouteCall, err: FastmeshError): void {
+    if (call.faulted) return
     try {
       this.stopTimer(call)
       const kind = failureKind(err)
@@ -259,6 +264,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
   }
 
   ended (call: RouteCall, status: number, error: string | undefined): void {
+    if (call.faulted) return
     try {
       this.stopTimer(call)
       // An upgrade (101) or a client that left before the answer: no headers were seen.
@@ -287,6 +293,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     try {
       this.chain.fault(ex, `route ${this.name}: ${where}`, err)
       if (call !== undefined) {
+        call.faulted = true
         this.stopTimer(call)
         call.handle?.abort(err instanceof Error ? err : new Error(String(err)))
         if (!call.reported) { call.reported = true; call.destination.report(call.target!, { status: 0, gatewayError: false, latencyMs: performance.now() - call.tryStart }) }

@@ -51,6 +51,8 @@ interface RouteFront {
   readonly ends: Ended[]
   /** Request ids whose response has closed on the server side. */
   readonly closed: string[]
+  /** Exceptions the route layer reported while serving (`requestId: where: message`). */
+  readonly faults: string[]
 }
 
 /**
@@ -58,15 +60,17 @@ interface RouteFront {
  * (request ids `rid-1`, `rid-2`, ...), a RouteMatch whose params carry `id: '7'`, and
  * `replyHeaders` as a route's plugins left them.
  */
-async function startRoute (t: TestContext, destination: DestinationFor, opts: { rewrite?: (m: RouteMatch) => string, replyHeaders?: Record<string, unknown> } = {}): Promise<RouteFront> {
+async function startRoute (t: TestContext, destination: DestinationFor, opts: { rewrite?: (m: RouteMatch) => string, replyHeaders?: Record<string, unknown>, retries?: Partial<NonNullable<RouteConfig['retries']>> } = {}): Promise<RouteFront> {
   const ends: Ended[] = []
   const closed: string[] = []
-  const chain = new PolicyChain([{ name: 'recorder', onEnd (ex) { ends.push({ requestId: ex.requestId, status: ex.status, error: ex.error, destination: ex.destination, endpoint: ex.endpoint }) } }])
+  const faults: string[] = []
+  const chain = new PolicyChain([{ name: 'recorder', onEnd (ex) { ends.push({ requestId: ex.requestId, status: ex.status, error: ex.error, destination: ex.destination, endpoint: ex.endpoint }) } }],
+    (ex, where, err) => { faults.push(`${ex.requestId}: ${where}: ${(err as Error).message}`) })
   const config: RouteConfig = { name: 'orders', destination: { service: 'orders' }, timeout: '10s', idleTimeout: '10s', plugins: [] }
   const rewrite = opts.rewrite ?? ((m: RouteMatch) => m.path)
   const route: CompiledRouteMatcher = { name: 'orders', config, index: 0, precedence: [], rewrite }
   // One try, no retry: this file is about the route layer's forwarding and answers (retries: test/integration/retries.test.ts).
-  const layer = new RouteLayer({ name: 'orders', rewrite, destination, forwarding: SETTINGS, retry: compileRetryPolicy({ ...config, retries: { attempts: 1, retryOn: ['connect-failure'], retriableStatusCodes: [], nonIdempotent: false, bufferBodyBytes: 0, backoff: { base: '25ms', max: '250ms' }, budget: { percent: 20, minPerSecond: 10 } } }, { services: {} } as unknown as FastmeshConfig), budget: () => new RetryBudget(), forwardClientCert: false, chain })
+  const layer = new RouteLayer({ name: 'orders', rewrite, destination, forwarding: SETTINGS, retry: compileRetryPolicy({ ...config, retries: { attempts: 1, retryOn: ['connect-failure'], retriableStatusCodes: [], nonIdempotent: false, bufferBodyBytes: 0, backoff: { base: '25ms', max: '250ms' }, budget: { percent: 20, minPerSecond: 10 }, ...opts.retries } }, { services: {} } as unknown as FastmeshConfig), budget: () => new RetryBudget(), forwardClientCert: false, chain })
   let n = 0
   const front = await startUpstream(t, (req, res) => {
     const ex = new Exchange(req, res, `rid-${++n}`, process.hrtime.bigint(), undefined)
@@ -77,7 +81,7 @@ async function startRoute (t: TestContext, destination: DestinationFor, opts: { 
     const match: RouteMatch = { route, params: { id: '7' }, path: q === -1 ? url : url.slice(0, q), search: q === -1 ? '' : url.slice(q) }
     layer.forward(ex, match, req.headers, null, opts.replyHeaders ?? null)
   })
-  return { origin: `http://127.0.0.1:${front.port}`, ends, closed }
+  return { origin: `http://127.0.0.1:${front.port}`, ends, closed, faults }
 }
 
 test('the upstream path is rewrite(match) followed by the query as matched', async (t) => {
@@ -184,4 +188,33 @@ test('a DestinationFor that returns a ResponseError is answered as it is', async
   assert.equal(body.error.requestId, 'rid-1')
   assert.equal(res.headers['x-plugin'], 'kept')
   assert.deepEqual(front.ends, [{ requestId: 'rid-1', status: 421, error: 'TEST_MISDIRECTED', destination: undefined, endpoint: undefined }])
+})
+
+test('an exception in a retry timer (the service layer throws) ends only that exchange: JSON 500, reported once, admission given back, the next request served', async (t) => {
+  const dead = await freePort()
+  const echo = await startEcho(t, 'orders-a')
+  const deadTarget = endpointTarget(t, dead)
+  const liveTarget = endpointTarget(t, echo.port)
+  let admitted = 0
+  let throwOnRetry = true
+  const destination: TestDestination = {
+    ...fixedDestination(deadTarget),
+    pick (req) {
+      this.picks++
+      if (req.tried === undefined) return throwOnRetry ? deadTarget : liveTarget
+      if (throwOnRetry) throw new Error('pick failed in a timer')
+      return liveTarget
+    },
+    admit: () => { admitted++; return undefined },
+    release: () => { admitted-- }
+  }
+  const front = await startRoute(t, () => destination, { retries: { attempts: 2, backoff: { base: '20ms', max: '20ms' } } })
+  const res = await send(front.origin, '/a')
+  assertErrorResponse(res, 500, 'FASTMESH_ERR_INTERNAL')
+  await eventually(() => front.ends.length === 1, 'the end to be recorded')
+  assert.equal(front.ends[0]!.status, 500)
+  assert.deepEqual(front.faults.map((f) => f.replace(/: pick failed.*/, '')), ['rid-1: route orders: retry'])
+  assert.equal(admitted, 0, 'every admission (request and retry) was given back')
+  throwOnRetry = false
+  assert.equal((await send(front.origin, '/b')).status, 200)
 })
