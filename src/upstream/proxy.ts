@@ -284,7 +284,19 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
   }
 
   onUpgrade (statusCode: number, rawHeaders: Buffer[] | string[] | null, upstream: Duplex): void {
+    // undici calls this outside any try: a failure here must end this tunnel only.
+    try {
+      this.tunnel(statusCode, rawHeaders, upstream)
+    } catch {
+      upstream.destroy()
+      this.req.socket?.destroy()
+      this.finish(502, 'FASTMESH_ERR_INTERNAL')
+    }
+  }
+
+  private tunnel (statusCode: number, rawHeaders: Buffer[] | string[] | null, upstream: Duplex): void {
     const client = this.req.socket
+    if (client === null || client.destroyed) { upstream.destroy(); this.finish(499, 'client closed the connection'); return }
     // Connection and Upgrade stay (they make the 101); the rest is treated as any response:
     // the upstream's x-request-id replaced by ours, response-side plugin edits applied.
     const raw = rawHeaders ?? []
