@@ -1,0 +1,163 @@
+// Version, Fastify host: the one Fastify instance of a config version, which never listens.
+// Each route with plugins gets its own encapsulated context, reached under an internal URL
+// named after the route; the host restores the client's URL before any plugin runs, gives
+// plugins the reply decorations they use, and turns their errors into the gateway's answers
+// (status and headers kept). After the plugins, the route's guard runs and the route layer
+// forwards.
+import { AJV_CODE_OPTIONS } from '../config/ajv-options.js'
+import { createServer, METHODS, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Logger } from 'pino'
+import { catalogue, fastmeshError, type ErrorKey, type FastmeshError, type ResponseError } from '../errors.js'
+import { errorHeaders, errorPayload, responseErrorOf, writeError } from './respond.js'
+import { requestIdOf } from './request-id.js'
+import { exchangeOf, matchOf, type GatewayRequest } from './gateway-request.js'
+import type { RouteBinding } from './assembly.js'
+import type { RoutePluginDefinition, UpstreamHeadersEditor } from '../../plugins/index.js'
+
+/** Internal URLs of the routes' Fastify contexts: never seen by plugins, logs or upstreams. */
+const ROUTE_URL_PREFIX = '/.fastmesh-route/'
+
+/** A route's internal URL, from its name (hex: route names may hold `:` and `/`, which a URL path would read). */
+function internalUrl (routeName: string): string {
+  return ROUTE_URL_PREFIX + Buffer.from(routeName).toString('hex')
+}
+
+declare module 'fastify' {
+  interface FastifyReply {
+    upstreamHeaderEditors: UpstreamHeadersEditor[] | null
+  }
+  interface FastifyInstance {
+    /** Makes the catalogue error `key` for a route plugin to throw (status, code and body as the gateway's own). */
+    fastmeshError(key: ErrorKey, args?: unknown[]): FastmeshError
+  }
+}
+
+export interface FastifyHostOptions {
+  readonly log: Logger
+  readonly version: number
+  readonly routes: Iterable<RouteBinding>
+  /** A route's plugins, each with its definition and checked options, in config order. */
+  readonly pluginsOf: (binding: RouteBinding) => ReadonlyArray<{ readonly def: RoutePluginDefinition, readonly options: Record<string, unknown> }>
+}
+
+export interface FastifyHost {
+  /** Runs a request whose exchange and match are tagged through its route's context. */
+  dispatch(req: IncomingMessage, res: ServerResponse): void
+  close(): Promise<void>
+}
+
+export async function buildFastifyHost (opts: FastifyHostOptions): Promise<FastifyHost> {
+  let fastifyHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
+  const app = Fastify<Server, IncomingMessage, ServerResponse>({
+    loggerInstance: opts.log.child({ version: opts.version }),
+    // The access log is ours; Fastify's per-request child loggers would cost an allocation each.
+    logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: (logger) => logger,
+    genReqId: (req) => exchangeOf(req)?.requestId ?? requestIdOf(req),
+    requestIdHeader: false,
+    return503OnClosing: false,
+    frameworkErrors: (error, request, reply) => {
+      replyError(request as unknown as FastifyRequest, reply as unknown as FastifyReply, fastmeshError('BAD_REQUEST', [error.message]))
+    },
+    serverFactory: (h) => {
+      fastifyHandler = h
+      // Never listens: the gateway's listeners outlive every version.
+      return createServer() as Server
+    },
+    routerOptions: { maxParamLength: 2048 },
+    // Schemas a user's plugin declares compile without ajv's optimiser (src/config/ajv-options.ts):
+    // request validation, and the ajv that response serialisation makes for anyOf/oneOf/if.
+    ajv: { customOptions: { code: AJV_CODE_OPTIONS } },
+    serializerOpts: { ajv: { code: AJV_CODE_OPTIONS } },
+    // Our router picked the route already (host, path, method, headers, query, precedence);
+    // the request reaches that route's encapsulated context under its internal URL
+    // (find-my-way caps constrained handlers at 31 per node, so no `*` + constraint). The
+    // onRequest hook below puts the client's URL back before any plugin runs.
+    rewriteUrl (raw) {
+      const route = exchangeOf(raw)?.route
+      const url = route !== undefined ? internalUrl(route) : ROUTE_URL_PREFIX
+      const search = matchOf(raw)?.search ?? ''
+      // The query stays on, so plugins reading request.query see the client's.
+      return search === '' ? url : url + search
+    }
+  })
+  app.addHook('onRequest', (request, _reply, done) => {
+    const raw = request.raw as GatewayRequest & { originalUrl?: string }
+    if (raw.originalUrl !== undefined) raw.url = raw.originalUrl
+    done()
+  })
+  app.decorateReply('upstreamHeaderEditors', null)
+  app.decorateReply('onUpstreamHeaders', function (this: FastifyReply, editor: UpstreamHeadersEditor) {
+    (this.upstreamHeaderEditors ??= []).push(editor)
+  })
+  app.decorate('fastmeshError', (key: ErrorKey, args: unknown[] = []) => {
+    if (!(key in catalogue)) throw fastmeshError('INTERNAL', [`unknown error key "${String(key)}"`])
+    return fastmeshError(key, args)
+  })
+  // Bodies stream through untouched: no parser reads them.
+  // A route without a method condition takes every method Node parses (PURGE, LINK, ...),
+  // not only those Fastify knows by default. CONNECT never reaches a version.
+  for (const method of METHODS) {
+    if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true })
+  }
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_req, _payload, done) => { done(null) })
+
+  /**
+   * A gateway error on the Fastify path: through the reply, so the headers plugins set
+   * (Retry-After, WWW-Authenticate, CORS) stay and their onSend hooks run.
+   */
+  const replyError = (request: FastifyRequest, reply: FastifyReply, err: ResponseError): void => {
+    const ex = exchangeOf(request.raw)
+    if (ex !== undefined) ex.error = err.code
+    if (reply.sent || reply.raw.headersSent) {
+      writeError(reply.raw, err, request.id)
+      return
+    }
+    void reply.code(err.statusCode).headers(errorHeaders(request.id)).send(errorPayload(err, request.id))
+  }
+
+  app.setErrorHandler((error: Error & { statusCode?: number, code?: string }, request, reply) => {
+    const err = responseErrorOf(error)
+    if (err.statusCode >= 500 && err.code === catalogue.INTERNAL.code) {
+      request.log.error({ err: error, requestId: request.id, route: exchangeOf(request.raw)?.route }, 'request failed in the gateway')
+    }
+    replyError(request, reply, err)
+  })
+  app.setNotFoundHandler((request, reply) => {
+    // Unreachable: a request reaches Fastify only with a route picked. Kept as a clear answer.
+    replyError(request, reply, fastmeshError('NO_ROUTE', [request.method, request.url, request.headers.host ?? '-']))
+  })
+
+  /** Route handler: after the route's plugins, guard then forward. */
+  const forwardFromFastify = (binding: RouteBinding) => async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const ex = exchangeOf(request.raw)!
+    if (binding.guard !== undefined) {
+      const refusal = await binding.guard(ex)
+      if (refusal !== undefined) { replyError(request, reply, refusal); return }
+    }
+    reply.hijack()
+    const headers = reply.getHeaders()
+    binding.layer.forward(ex, matchOf(request.raw)!, request.headers, reply.upstreamHeaderEditors, Object.keys(headers).length > 0 ? headers : null)
+  }
+
+  // Every route has a context (upgrades always take it); plugin-less ones also have a fast path (src/gateway/entry.ts).
+  for (const binding of opts.routes) {
+    await app.register(async (scope) => {
+      for (const { def, options } of opts.pluginsOf(binding)) {
+        // skip-override: the plugin's hooks and decorators land in this route's context,
+        // which stays encapsulated from every other route.
+        await scope.register(fp(def.plugin), options)
+      }
+      scope.route({ method: scope.supportedMethods, url: internalUrl(binding.name), handler: forwardFromFastify(binding) })
+    })
+  }
+  await app.ready()
+  const dispatch = fastifyHandler!
+  return {
+    dispatch,
+    async close () { await app.close() }
+  }
+}
