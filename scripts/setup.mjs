@@ -9,11 +9,14 @@
 // Each component is one entry of COMPONENTS below. For each, in order:
 //   1. the command on PATH, when its version is at least `minVersion`;
 //   2. the copy already in .tools/bin;
-//   3. on Debian/apt machines, the Debian package of `debian.suite`, fetched with
+//   3. on Debian/apt machines, the Debian packages of `debian.suite`, fetched with
 //      `apt-get download` from the mirror this machine already uses, through a private
 //      source list and private state/cache dirs (the system's apt setup is not touched;
 //      signatures are verified with the Debian archive keyring), unpacked with
-//      `dpkg-deb -x`, and the listed files copied into .tools/.
+//      `dpkg-deb -x`, and the listed files copied into .tools/. Shared libraries the
+//      binary needs that are not installed on the machine are unpacked too, into a lib
+//      dir of their own, and .tools/bin/<bin> is then a small shell wrapper that runs the
+//      binary with that dir on LD_LIBRARY_PATH (nothing is installed system-wide).
 // Plain ESM JavaScript with node built-ins only: it runs before `npm ci` has built anything.
 // It writes nothing outside the project except temp dirs it removes.
 
@@ -29,14 +32,23 @@ const DEBIAN_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg'
 const SETUP_COMMAND = 'npm run setup'
 
 /**
- * The components. To add one (Redis, promtool, chromium, ...), add an entry:
+ * The components. To add one (promtool, chromium, ...), add an entry:
  *   name        what the messages call it
  *   usedBy      what needs it (for the messages)
- *   bin         command name; installed as .tools/bin/<bin>
+ *   bin         command name; available as .tools/bin/<bin>
  *   minVersion  lowest acceptable version, 'MAJOR.MINOR[.PATCH]'
  *   versionArgs arguments that print the version; versionPattern captures it
- *   debian      { suite, package, license, files: { '<path in the .deb>': '<path under .tools>' } }
- *               suite null = the machine's own suite (VERSION_CODENAME)
+ *   debian      how to get it from Debian's packages:
+ *     suite     the suite to fetch from; null = the machine's own suite (VERSION_CODENAME),
+ *               for binaries linked against the machine's own libraries (Debian machines only)
+ *     packages  [{ name, license, files?, libs? }], fetched together:
+ *                 files  { '<path in the .deb>': '<path under .tools>' }, copied as they are
+ *                 libs   shared-object names ('libfoo.so.1') of the package, found wherever
+ *                        the package keeps them (usr/lib/<multiarch>/...), copied into libDir
+ *     libDir    (with libs) where they go, under .tools
+ *     run       (with libDir) the binary, under .tools: .tools/bin/<bin> is then a shell
+ *               wrapper that execs it with libDir on LD_LIBRARY_PATH; without `run`, one of
+ *               the files must be copied to bin/<bin> itself
  *   otherwise   what to do where the Debian route is not available
  */
 const COMPONENTS = [
@@ -49,9 +61,9 @@ const COMPONENTS = [
     versionPattern: /Consul v(\d+\.\d+(?:\.\d+)?)/,
     debian: {
       suite: 'bullseye',
-      package: 'consul',
-      license: 'MPL-2.0',
-      files: { 'usr/bin/consul': 'bin/consul' },
+      packages: [
+        { name: 'consul', license: 'MPL-2.0', files: { 'usr/bin/consul': 'bin/consul' } },
+      ],
     },
     otherwise:
       'Install Consul >= 1.8 from HashiCorp\'s packages (https://developer.hashicorp.com/consul/install, ' +
@@ -59,6 +71,32 @@ const COMPONENTS = [
       'or copy the binary out of the docker image into .tools/bin: ' +
       'id=$(docker create hashicorp/consul:1.8.7) && mkdir -p .tools/bin && ' +
       'docker cp "$id:/bin/consul" .tools/bin/consul && docker rm "$id"',
+  },
+  {
+    name: 'Redis',
+    usedBy: 'the tests of rate limits shared through Redis',
+    bin: 'redis-server',
+    minVersion: '6.2',
+    versionArgs: ['--version'],
+    versionPattern: /Redis server v=(\d+\.\d+(?:\.\d+)?)/,
+    debian: {
+      suite: null, // linked against the machine's own libssl, libsystemd, ...
+      packages: [
+        // Debian's `redis-server` package holds only a symlink redis-server -> redis-check-rdb
+        // (plus config and init scripts): the server is this binary of redis-tools, which
+        // runs as the server under any name but redis-check-rdb/redis-check-aof.
+        { name: 'redis-tools', license: 'BSD-3-Clause', files: { 'usr/bin/redis-check-rdb': 'redis/bin/redis-server' } },
+        // its libraries that a Debian machine does not have without Redis installed
+        { name: 'libjemalloc2', license: 'BSD-2-Clause', libs: ['libjemalloc.so.2'] },
+        { name: 'liblzf1', license: 'BSD-2-Clause', libs: ['liblzf.so.1'] },
+      ],
+      libDir: 'redis/lib',
+      run: 'redis/bin/redis-server',
+    },
+    otherwise:
+      'Install Redis >= 6.2 so that `redis-server` is on PATH: `apt-get install redis-server` on ' +
+      'Debian or Ubuntu, `dnf install redis` on Fedora, `brew install redis` on macOS ' +
+      '(https://redis.io/docs/latest/operate/oss_and_stack/install/).',
   },
 ]
 
@@ -156,9 +194,31 @@ function locate(component) {
   if (fs.existsSync(local)) {
     const v = versionOf(component, local)
     if (v && compareVersions(v, component.minVersion) >= 0) return { found: true, where: local, how: 'in .tools', version: v, notes }
-    notes.push(`${rel(local)} is ${v ? `version ${v}` : 'not runnable'}, need >= ${component.minVersion}`)
+    const libs = v ? [] : missingLibraries(component)
+    notes.push(`${rel(local)} is ${v ? `version ${v}` : `not runnable${libs.length > 0 ? ` (missing ${libs.join(', ')})` : ''}`}, need >= ${component.minVersion}`)
   }
   return { found: false, notes }
+}
+
+/** The binary that .tools/bin/<bin> runs: itself, or what its wrapper execs. */
+function localBinary(component) {
+  return path.join(TOOLS, component.debian?.run ?? path.join('bin', component.bin))
+}
+
+/**
+ * Shared libraries the .tools copy needs that the dynamic loader does not find (with the
+ * component's libDir on LD_LIBRARY_PATH, as its wrapper runs it); [] when `ldd` is not there
+ * or the binary is static.
+ */
+function missingLibraries(component) {
+  const bin = localBinary(component)
+  if (!fs.existsSync(bin) || !findOnPath('ldd')) return []
+  const libDir = component.debian?.libDir
+  const env = libDir
+    ? { ...process.env, LD_LIBRARY_PATH: [path.join(TOOLS, libDir), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') }
+    : process.env
+  const r = run('ldd', [bin], { env, timeout: 10_000 })
+  return [...r.stdout.matchAll(/^\s*(\S+) => not found/gm)].map((m) => m[1])
 }
 
 // --- Debian ------------------------------------------------------------------------------
@@ -176,12 +236,17 @@ function readOsRelease() {
   }
 }
 
-/** Why the Debian route cannot be used here, or null when it can. */
-function debianUnavailableReason() {
+/** Why the component's Debian route cannot be used here, or null when it can. */
+function debianUnavailableReason(component) {
   if (process.platform !== 'linux') return `this is ${process.platform}, not Debian`
   const osr = readOsRelease()
   const ids = [osr.ID, ...(osr.ID_LIKE ?? '').split(/\s+/)].filter(Boolean)
   if (!ids.includes('debian')) return `this is ${osr.PRETTY_NAME ?? 'a Linux'} without apt`
+  if (component.debian.suite === null) {
+    // binaries linked against the machine's own libraries come from the machine's own suite
+    if (osr.ID !== 'debian') return `this is ${osr.PRETTY_NAME ?? osr.ID}, not Debian, whose packages ${component.name} would need`
+    if (!osr.VERSION_CODENAME) return `/etc/os-release names no VERSION_CODENAME, the Debian suite to fetch ${component.name} from`
+  }
   for (const tool of ['apt-get', 'dpkg-deb']) {
     if (!findOnPath(tool)) return `\`${tool}\` is not on PATH`
   }
@@ -249,14 +314,44 @@ function debianMirror() {
   return { uri: uri.replace(/\/+$/, ''), from: pick.file }
 }
 
-/** Fetches the component's Debian package and copies its files into .tools. Returns the binary path. */
-function installFromDebian(component) {
-  const { suite: wantedSuite, package: pkg, files, license } = component.debian
-  const suite = wantedSuite ?? readOsRelease().VERSION_CODENAME
-  const mirror = debianMirror()
-  log(`${component.name}: fetching Debian package \`${pkg}\` from ${mirror.uri} ${suite}/main (${license}; mirror from ${mirror.from})`)
+/** Copies src to dest with the mode given, through a temp name: a half-written file is never in place. */
+function installFile(src, dest, mode) {
+  fs.mkdirSync(path.dirname(dest), { recursive: true })
+  const partial = `${dest}.partial-${process.pid}`
+  fs.copyFileSync(src, partial) // follows symlinks (liblzf.so.1 -> liblzf.so.1.5): the file itself
+  fs.chmodSync(partial, mode)
+  fs.renameSync(partial, dest)
+}
 
-  const tmp = makeTempDir(pkg)
+/** The text of .tools/bin/<bin> for a component with `run`: exec it with libDir on LD_LIBRARY_PATH. */
+function wrapperScript(component) {
+  const binDir = path.join(TOOLS, 'bin')
+  const target = path.relative(binDir, path.join(TOOLS, component.debian.run))
+  const libDir = path.relative(binDir, path.join(TOOLS, component.debian.libDir))
+  const pkgs = component.debian.packages.map((p) => p.name).join(', ')
+  return [
+    '#!/bin/sh',
+    `# Written by scripts/setup.mjs: runs ${component.name} from the Debian packages ${pkgs},`,
+    `# unpacked into .tools/, with the shared libraries unpacked beside it (not installed`,
+    '# system-wide). exec: the process started as this script is the binary itself.',
+    'here=$(dirname "$(readlink -f "$0")")',
+    `LD_LIBRARY_PATH="$here/${libDir}\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"`,
+    'export LD_LIBRARY_PATH',
+    `exec "$here/${target}" "$@"`,
+    '',
+  ].join('\n')
+}
+
+/** Fetches the component's Debian packages and copies their files into .tools. Returns the binary path. */
+function installFromDebian(component) {
+  const { suite: wantedSuite, packages, libDir, run: runTarget } = component.debian
+  const suite = wantedSuite ?? readOsRelease().VERSION_CODENAME
+  const names = packages.map((p) => p.name)
+  const mirror = debianMirror()
+  const licenses = packages.map((p) => `${p.name}: ${p.license}`).join(', ')
+  log(`${component.name}: fetching Debian package(s) ${names.map((n) => `\`${n}\``).join(', ')} from ${mirror.uri} ${suite}/main (${licenses}; mirror from ${mirror.from})`)
+
+  const tmp = makeTempDir(names[0])
   const dirs = { lists: path.join(tmp, 'lists'), cache: path.join(tmp, 'cache'), download: path.join(tmp, 'download'), extract: path.join(tmp, 'extract') }
   for (const d of [path.join(dirs.lists, 'partial'), path.join(dirs.cache, 'archives', 'partial'), dirs.download, dirs.extract]) {
     fs.mkdirSync(d, { recursive: true })
@@ -278,27 +373,50 @@ function installFromDebian(component) {
 
   const started = Date.now()
   mustRun('apt-get', ['-q', 'update', ...aptOptions])
-  mustRun('apt-get', ['-q', 'download', ...aptOptions, pkg], { cwd: dirs.download })
+  mustRun('apt-get', ['-q', 'download', ...aptOptions, ...names], { cwd: dirs.download })
   const debs = fs.readdirSync(dirs.download).filter((f) => f.endsWith('.deb'))
-  if (debs.length !== 1) throw new SetupError(`expected one .deb after \`apt-get download ${pkg}\`, found: ${debs.join(', ') || 'none'}`)
-  mustRun('dpkg-deb', ['-x', path.join(dirs.download, debs[0]), dirs.extract])
-  log(`${component.name}: fetched and unpacked ${debs[0]} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 
-  let binPath = null
-  for (const [from, to] of Object.entries(files)) {
-    const src = path.join(dirs.extract, from)
-    const dest = path.join(TOOLS, to)
-    if (!fs.existsSync(src)) throw new SetupError(`${debs[0]} has no ${from}`)
-    fs.mkdirSync(path.dirname(dest), { recursive: true })
-    // copy next to the destination, then rename: a half-written binary is never in place
-    const partial = `${dest}.partial-${process.pid}`
-    fs.copyFileSync(src, partial)
-    fs.chmodSync(partial, 0o755)
-    fs.renameSync(partial, dest)
-    if (to === path.join('bin', component.bin)) binPath = dest
+  // What to copy where: [source in an unpacked package, destination under .tools]
+  const copies = []
+  for (const pkg of packages) {
+    const found = debs.filter((f) => f.startsWith(`${pkg.name}_`))
+    if (found.length !== 1) throw new SetupError(`expected one ${pkg.name}_*.deb after \`apt-get download ${names.join(' ')}\`, found: ${debs.join(', ') || 'none'}`)
+    const deb = found[0]
+    const into = path.join(dirs.extract, pkg.name)
+    mustRun('dpkg-deb', ['-x', path.join(dirs.download, deb), into])
+    for (const [from, to] of Object.entries(pkg.files ?? {})) {
+      if (!fs.existsSync(path.join(into, from))) throw new SetupError(`${deb} has no ${from}`)
+      copies.push([path.join(into, from), to])
+    }
+    if ((pkg.libs ?? []).length > 0) {
+      const all = fs.readdirSync(into, { recursive: true }).map(String)
+      for (const lib of pkg.libs) {
+        const hit = all.filter((f) => path.basename(f) === lib && /(^|\/)lib(64)?\//.test(f)).sort()[0]
+        if (!hit) throw new SetupError(`${deb} has no ${lib} in a lib dir`)
+        copies.push([path.join(into, hit), path.join(libDir, lib)])
+      }
+    }
+  }
+  log(`${component.name}: fetched and unpacked ${debs.join(', ')} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+
+  // .tools/bin/<bin> last: while it is missing the component counts as not installed.
+  const binRel = path.join('bin', component.bin)
+  copies.sort(([, a], [, b]) => Number(a === binRel) - Number(b === binRel))
+  for (const [src, to] of copies) {
+    installFile(src, path.join(TOOLS, to), libDir && to.startsWith(`${libDir}/`) ? 0o644 : 0o755)
+  }
+  if (runTarget) {
+    const staged = path.join(tmp, 'wrapper')
+    fs.writeFileSync(staged, wrapperScript(component))
+    installFile(staged, path.join(TOOLS, binRel), 0o755)
   }
   removeTempDirs()
-  return binPath ?? path.join(TOOLS, 'bin', component.bin)
+  const missing = missingLibraries(component)
+  if (missing.length > 0) {
+    throw new SetupError(`${rel(localBinary(component))} needs shared libraries this machine does not have: ${missing.join(', ')} ` +
+      '(add the Debian packages that hold them to its COMPONENTS entry, or install them with apt-get)')
+  }
+  return path.join(TOOLS, binRel)
 }
 
 // --- main --------------------------------------------------------------------------------
@@ -318,7 +436,7 @@ for (const component of COMPONENTS) {
   }
   if (checkOnly) {
     console.error(`setup: ${missingMessage(component, found.notes)}.`)
-    const why = component.debian ? debianUnavailableReason() : 'no automatic install'
+    const why = component.debian ? debianUnavailableReason(component) : 'no automatic install'
     console.error(why
       ? `setup: it cannot be installed automatically here (${why}). ${component.otherwise}`
       : `setup: run \`${SETUP_COMMAND}\` to install it into .tools/.`)
@@ -326,7 +444,7 @@ for (const component of COMPONENTS) {
     continue
   }
   for (const note of found.notes) log(`${component.name}: ${note}`)
-  const why = component.debian ? debianUnavailableReason() : 'no automatic install'
+  const why = component.debian ? debianUnavailableReason(component) : 'no automatic install'
   if (why) {
     console.error(`setup: ${missingMessage(component, [])}, and it cannot be installed automatically here (${why}).`)
     console.error(`setup: ${component.otherwise}`)
