@@ -8,4 +8,4 @@ export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Ma
 
 export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]
 
-export type { RoutePluginDefinition, UpstreamHeadersEditor } from './types.js'
+export type { RoutePluginDefinition, RoutePluginContext, RequestContext, UpstreamHeadersEditor } from './types.js'

@@ -1,4 +1,6 @@
-// The contract of a route plugin: an ordinary Fastify plugin plus a typed options schema.
+// The contract of a route plugin: an ordinary Fastify plugin plus a typed options schema,
+// and what the gateway offers it (the route it runs on, state that outlives reloads, who is
+// calling). Protocol-neutral: nothing here is HTTP/1-specific.
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { FastifyPluginAsync } from 'fastify'
 
@@ -14,9 +16,44 @@ export interface RoutePluginDefinition<S extends TSchema = TSchema> {
 /** What a response-side plugin gets: the upstream's headers, to edit in place before they go out. */
 export type UpstreamHeadersEditor = (headers: Record<string, string | string[] | undefined>, statusCode: number) => void
 
+/** What the gateway offers a route plugin at registration, as `fastify.fastmesh`. */
+export interface RoutePluginContext {
+  /** The route's name in the config. */
+  readonly route: string
+  /**
+   * State that outlives config versions: under `name` on this route (prefix it with the
+   * plugin's name: every plugin of the route shares the namespace), the same object on
+   * every reload that keeps the route (made by `create` on first use). Dropped, with
+   * `dispose`, once no live or draining version has the route. Use it for counters and
+   * caches a reload must not reset (a rate limiter's windows, a JWKS cache).
+   */
+  state<T>(name: string, create: () => T, dispose?: (value: T) => void): T
+  /** Whether X-Forwarded-For from clients may be believed (`gateway.trustForwardedHeaders`). */
+  readonly trustForwardedHeaders: boolean
+}
+
+/** What the gateway offers a route plugin about one request, as `request.fastmesh`. */
+export interface RequestContext {
+  readonly requestId: string
+  /** The route's name in the config. */
+  readonly route: string | undefined
+  /** The verified caller of an inbound mesh call (its SPIFFE ID), from the mTLS handshake; undefined elsewhere. */
+  readonly caller: string | undefined
+  /** The address of the peer that opened the connection (never a header's claim). */
+  readonly clientAddress: string
+}
+
 declare module 'fastify' {
   interface FastifyReply {
     /** Registers an edit of the upstream response headers (runs before they are written). */
     onUpstreamHeaders(editor: UpstreamHeadersEditor): void
+  }
+  interface FastifyInstance {
+    /** The route this plugin runs on and the gateway's services for it (see RoutePluginContext). */
+    readonly fastmesh: RoutePluginContext
+  }
+  interface FastifyRequest {
+    /** Who is calling, on which route (see RequestContext). */
+    readonly fastmesh: RequestContext
   }
 }

@@ -142,6 +142,8 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
   const host = await buildFastifyHost({
     log: opts.log,
     version: opts.version,
+    state: opts.state,
+    trustForwardedHeaders: config.gateway.trustForwardedHeaders,
     routes: assembly.routes.values(),
     pluginsOf: (binding) => binding.plugins.map((ref) => ({
       def: builtinPlugins.get(ref.name) ?? custom.get(ref.name)!,

@@ -14,7 +14,8 @@ import { errorHeaders, errorPayload, responseErrorOf, writeError } from './respo
 import { requestIdOf } from './request-id.js'
 import { exchangeOf, matchOf, type GatewayRequest } from './gateway-request.js'
 import type { RouteBinding } from './assembly.js'
-import type { RoutePluginDefinition, UpstreamHeadersEditor } from '../../plugins/index.js'
+import type { RoutePluginContext, RoutePluginDefinition, UpstreamHeadersEditor } from '../../plugins/index.js'
+import { stateKind, type StateKind, type StateRegistry } from '../state/registry.js'
 
 /** Internal URLs of the routes' Fastify contexts: never seen by plugins, logs or upstreams. */
 const ROUTE_URL_PREFIX = '/.fastmesh-route/'
@@ -37,6 +38,9 @@ declare module 'fastify' {
 export interface FastifyHostOptions {
   readonly log: Logger
   readonly version: number
+  /** Where plugins keep state across versions (`fastify.fastmesh.state`). */
+  readonly state: StateRegistry
+  readonly trustForwardedHeaders: boolean
   readonly routes: Iterable<RouteBinding>
   /** A route's plugins, each with its definition and checked options, in config order. */
   readonly pluginsOf: (binding: RouteBinding) => ReadonlyArray<{ readonly def: RoutePluginDefinition, readonly options: Record<string, unknown> }>
@@ -46,6 +50,49 @@ export interface FastifyHost {
   /** Runs a request whose exchange and match are tagged through its route's context. */
   dispatch(req: IncomingMessage, res: ServerResponse): void
   close(): Promise<void>
+}
+
+/** A plugin's state under one name: filled on first use, disposed with the route's name. */
+interface PluginStateBox { value: unknown, filled: boolean, dispose: ((value: never) => void) | undefined }
+
+/** One state kind per name plugins use, keyed by route (released with the route's name). */
+const pluginStateKinds = new Map<string, StateKind<PluginStateBox>>()
+export function pluginStateKind (name: string): StateKind<PluginStateBox> {
+  let kind = pluginStateKinds.get(name)
+  if (kind === undefined) {
+    kind = stateKind<PluginStateBox>(`plugin:${name}`, 'route', () => ({ value: undefined, filled: false, dispose: undefined }), (box) => { if (box.filled) box.dispose?.(box.value as never) })
+    pluginStateKinds.set(name, kind)
+  }
+  return kind
+}
+
+/** What a route's plugins see as `fastify.fastmesh`. */
+function routePluginContext (route: string, registry: StateRegistry, trustForwardedHeaders: boolean): RoutePluginContext {
+  return {
+    route,
+    trustForwardedHeaders,
+    state<T> (name: string, create: () => T, dispose?: (value: T) => void): T {
+      const box = registry.slot(pluginStateKind(name), route)
+      if (!box.filled) {
+        box.value = create()
+        box.filled = true
+        box.dispose = dispose as PluginStateBox['dispose']
+      }
+      return box.value as T
+    }
+  }
+}
+
+/**
+ * A plugin as Fastify should register it in a route's context: with skip-override, so its
+ * hooks apply to the route. One that `fastify-plugin` wrapped already keeps its own metadata
+ * (name, dependencies, decorators), so Fastify's checks of them run; a bare function is
+ * wrapped under the name the config gives it.
+ */
+function asRoutePlugin (def: RoutePluginDefinition): RoutePluginDefinition['plugin'] {
+  const plugin = def.plugin as RoutePluginDefinition['plugin'] & { [key: symbol]: unknown }
+  if (plugin[Symbol.for('skip-override')] === true) return plugin
+  return fp(plugin, { name: def.name })
 }
 
 export async function buildFastifyHost (opts: FastifyHostOptions): Promise<FastifyHost> {
@@ -83,9 +130,12 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
       return search === '' ? url : url + search
     }
   })
+  // Plugins see who calls on which route as `request.fastmesh`: the exchange itself, read-only.
+  app.decorateRequest('fastmesh', null as never)
   app.addHook('onRequest', (request, _reply, done) => {
     const raw = request.raw as GatewayRequest & { originalUrl?: string }
     if (raw.originalUrl !== undefined) raw.url = raw.originalUrl
+    ;(request as { fastmesh: unknown }).fastmesh = exchangeOf(raw)
     done()
   })
   app.decorateReply('upstreamHeaderEditors', null)
@@ -146,10 +196,11 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
   // Every route has a context (upgrades always take it); plugin-less ones also have a fast path (src/gateway/entry.ts).
   for (const binding of opts.routes) {
     await app.register(async (scope) => {
+      scope.decorate('fastmesh', routePluginContext(binding.name, opts.state, opts.trustForwardedHeaders))
       for (const { def, options } of opts.pluginsOf(binding)) {
         // skip-override: the plugin's hooks and decorators land in this route's context,
         // which stays encapsulated from every other route.
-        await scope.register(fp(def.plugin), options)
+        await scope.register(asRoutePlugin(def), options)
       }
       scope.route({ method: scope.supportedMethods, url: internalUrl(binding.name), handler: forwardFromFastify(binding) })
     })
