@@ -1,9 +1,11 @@
 // The built-in route plugins, by the name a route's `plugins` list uses.
 import type { RoutePluginDefinition } from './types.js'
 import { headers } from './headers/index.js'
+import { rateLimitDefinition } from './rate-limit/index.js'
 
 export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Map<string, RoutePluginDefinition>([
-  [headers.name, headers as unknown as RoutePluginDefinition]
+  [headers.name, headers as unknown as RoutePluginDefinition],
+  [rateLimitDefinition.name, rateLimitDefinition as unknown as RoutePluginDefinition]
 ])
 
 export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]

@@ -390,6 +390,8 @@ export class Gateway {
     await Promise.all(this.retiring)
     await this.current?.close()
     await this.admin?.close()
+    // State outside versions is disposed with the gateway (plugins' connections, timers).
+    this.state.clear()
     await this.services.close()
     await this.discovery.close()
     this.mesh?.tls.close()

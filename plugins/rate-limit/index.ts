@@ -1,0 +1,97 @@
+// Built-in route plugin `rate-limit`: @fastify/rate-limit on the route, keyed by client
+// address, verified caller, a header or the whole route, with counters that survive reloads
+// (local windows in the plugin state) or are shared by every gateway replica (Redis). Over
+// the limit: 429 FASTMESH_ERR_RATE_LIMITED with Retry-After and RateLimit-* headers.
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import rateLimit from '@fastify/rate-limit'
+import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
+import { fastmeshError } from '../../src/errors.js'
+import type { RoutePluginDefinition } from '../types.js'
+import { LocalWindows, RedisWindows, type WindowStore } from './stores.js'
+
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+
+export const RateLimitOptionsSchema = Type.Object({
+  max: Type.Integer({ minimum: 1, description: 'Requests allowed per key in each window.' }),
+  timeWindow: Type.String({ pattern: DURATION_PATTERN, default: '1m', description: 'Length of a window (a fixed window, starting at a key\'s first request), e.g. `1s`, `1m`.' }),
+  keyBy: Type.String({
+    pattern: `^(client|caller|route|header:${TOKEN})$`,
+    default: 'client',
+    description: 'What is counted: `client` (the client address; the first X-Forwarded-For address only when `gateway.trustForwardedHeaders` is on), `caller` (the verified mesh identity of an inbound call; calls without one share one key), `header:<name>` (a request header\'s value; requests without it share one key), `route` (every request of the route together).'
+  }),
+  store: Type.Optional(Type.Object({
+    redis: Type.Object({
+      url: Type.String({ pattern: '^rediss?://', description: 'Redis URL, e.g. `redis://127.0.0.1:6379/0`.' }),
+      timeout: Type.String({ pattern: DURATION_PATTERN, default: '100ms', description: 'Longest a request waits on Redis; past it, `failMode` decides.' }),
+      failMode: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open', description: '`open`: a request Redis cannot count goes through; `closed`: it gets 503 FASTMESH_ERR_RATE_LIMIT_UNAVAILABLE.' }),
+      prefix: Type.String({ default: 'fastmesh-rl:', description: 'Key prefix in Redis (the route name and the key follow).' })
+    }, { additionalProperties: false, description: 'Counters in Redis, shared by every gateway replica that uses the same URL and route name.' })
+  }, { additionalProperties: false }))
+}, { additionalProperties: false })
+
+export type RateLimitOptions = Static<typeof RateLimitOptionsSchema>
+
+/** How a request's key is read; `undefined` values share one key. */
+function keyOf (keyBy: string, trustForwarded: boolean): (request: FastifyRequest) => string {
+  if (keyBy === 'route') return () => 'route'
+  if (keyBy === 'caller') return (request) => `caller:${request.fastmesh.caller ?? '-'}`
+  if (keyBy.startsWith('header:')) {
+    const name = keyBy.slice(7).toLowerCase()
+    return (request) => {
+      const v = request.headers[name]
+      return `header:${Array.isArray(v) ? v.join(',') : v ?? '-'}`
+    }
+  }
+  if (!trustForwarded) return (request) => `client:${request.fastmesh.clientAddress}`
+  return (request) => {
+    const xff = request.headers['x-forwarded-for']
+    const first = (Array.isArray(xff) ? xff[0] : xff)?.split(',')[0]?.trim()
+    return `client:${first !== undefined && first !== '' ? first : request.fastmesh.clientAddress}`
+  }
+}
+
+const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions & Record<string, unknown>> = async (fastify, options) => {
+  const route = fastify.fastmesh.route
+  const windowMs = durationMs(options.timeWindow)
+  if (windowMs < 1) throw fastmeshError('CONFIG_INVALID', [`route "${route}"`, '  rate-limit timeWindow must be longer than 0'])
+  const redis = options.store?.redis
+  // The store outlives reloads: counters (and the Redis connection) carry on when the config changes.
+  const store: WindowStore = redis === undefined
+    ? fastify.fastmesh.state('rate-limit:local', () => new LocalWindows())
+    : fastify.fastmesh.state(`rate-limit:redis:${redis.url}|${redis.prefix}`, () => new RedisWindows(redis.url, redis.prefix, fastify.log), (s) => { s.close() })
+  const timeoutMs = redis !== undefined ? durationMs(redis.timeout) : 0
+  const failClosed = redis?.failMode === 'closed'
+  const keyPrefix = `${route}:`
+
+  class RouteStore {
+    incr (key: string, cb: (err: Error | null, res?: { current: number, ttl: number }) => void, timeWindow: number, max: number): void {
+      store.incr(keyPrefix + key, timeWindow, timeoutMs).then((res) => { cb(null, res) }, (err: Error) => {
+        // Redis could not count it in time: the fail mode decides, never a longer wait.
+        if (failClosed) cb(fastmeshError('RATE_LIMIT_UNAVAILABLE', [route, err.message]))
+        else cb(null, { current: 0, ttl: timeWindow })
+        void max
+      })
+    }
+
+    child (): RouteStore { return this }
+  }
+
+  await fastify.register(rateLimit, {
+    global: true,
+    max: options.max,
+    timeWindow: windowMs,
+    hook: 'onRequest',
+    enableDraftSpec: true,
+    keyGenerator: keyOf(options.keyBy, fastify.fastmesh.trustForwardedHeaders),
+    store: RouteStore as never,
+    errorResponseBuilder: (_request, ctx) => fastmeshError('RATE_LIMITED', [route, ctx.max, options.timeWindow, Math.ceil(ctx.ttl / 1000)])
+  })
+}
+
+export const rateLimitDefinition: RoutePluginDefinition<typeof RateLimitOptionsSchema> = {
+  name: 'rate-limit',
+  description: 'Limit requests per client, caller, header value or route in a time window; counters survive reloads, or are shared across gateways in Redis.',
+  optionsSchema: RateLimitOptionsSchema,
+  plugin: rateLimitPlugin
+}
