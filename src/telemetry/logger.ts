@@ -2,6 +2,7 @@
 // (pino's worker-thread transport costs less CPU per line, but when its buffer fills under
 // sustained load the writer blocks the event loop; measured here it made the edge slower.)
 import pino, { type Logger } from 'pino'
+import { redactText } from '../config/redact.js'
 
 export type { Logger }
 
@@ -24,8 +25,22 @@ export function createLogger (opts: LoggerOptions): Logger {
     level: opts.level,
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) }
+    formatters: { level: (label) => ({ level: label }) },
+    serializers: { err: redactedError }
   }, destination)
+}
+
+/**
+ * pino's error serializer, with the message and stack through the one redaction rule: an
+ * error from a client library may quote a URL with its password.
+ */
+export function redactedError (err: unknown): unknown {
+  const out = pino.stdSerializers.err(err as Error) as unknown
+  if (out === null || typeof out !== 'object') return out
+  const o = out as { message?: unknown, stack?: unknown }
+  if (typeof o.message === 'string') o.message = redactText(o.message)
+  if (typeof o.stack === 'string') o.stack = redactText(o.stack)
+  return o
 }
 
 /** Writes out buffered log lines (before exit). */

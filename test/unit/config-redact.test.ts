@@ -1,20 +1,20 @@
-// Secret redaction for config shown by the admin API: which values are hidden, and that the
-// rest of the config is shown as it is.
+// Secret redaction, the one rule for every view, log line and error message: which values are
+// hidden, and that the rest is shown as it is.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { REDACTED, isSecretKey, redactSecrets } from '../../src/config/redact.js'
+import { REDACTED, isSecretName, redactAt, redactedJson, redactSecrets, redactText } from '../../src/config/redact.js'
 
 test('the Consul token is redacted', () => {
   const out = redactSecrets({ discovery: { consul: { address: '127.0.0.1:8500', token: 'b1gs3cr3t' } } })
   assert.deepEqual(out, { discovery: { consul: { address: '127.0.0.1:8500', token: REDACTED } } })
 })
 
-test('keys named like token, secret, password, api key, authorization or private key are redacted, in any case or spelling', () => {
-  for (const key of ['token', 'consulToken', 'client_secret', 'password', 'x-api-key', 'Authorization', 'privateKey', 'key']) {
-    assert.equal(isSecretKey(key), true, key)
+test('keys named like token, secret, password, api key, credential, auth, cookie or key are redacted, in any case or spelling', () => {
+  for (const key of ['token', 'consulToken', 'client_secret', 'password', 'passwd', 'api_key', 'apikey', 'x-api-key', 'credentials', 'Authorization', 'proxy-authorization', 'privateKey', 'access_key', 'key', 'cookie', 'Set-Cookie', 'x-auth', 'x-auth-user', 'x-internal-token', 'access_token']) {
+    assert.equal(isSecretName(key), true, key)
   }
-  for (const key of ['name', 'address', 'keepAliveTimeout', 'tags', 'meta', 'module']) {
-    assert.equal(isSecretKey(key), false, key)
+  for (const key of ['name', 'address', 'keepAliveTimeout', 'tags', 'meta', 'module', 'zoneMetaKey', 'header', 'x-trace']) {
+    assert.equal(isSecretName(key), false, key)
   }
 })
 
@@ -24,6 +24,34 @@ test('secrets in plugin options and header values are redacted', () => {
     name: 'r',
     plugins: [{ name: 'token', options: { token: REDACTED, header: 'x-auth' } }, { name: 'headers', options: { request: { set: { authorization: REDACTED, 'x-trace': '1' } } } }]
   })
+})
+
+test('regression: cookie and x-auth header values set by a plugin are redacted', () => {
+  const set = { cookie: 'session=abc', 'set-cookie': 'a=b', 'x-auth': 'u1', 'x-auth-signature': 'sig', 'x-request-source': 'edge' }
+  assert.deepEqual(redactSecrets({ set }), { set: { cookie: REDACTED, 'set-cookie': REDACTED, 'x-auth': REDACTED, 'x-auth-signature': REDACTED, 'x-request-source': 'edge' } })
+})
+
+test('regression: route header and query match values of credential-bearing names are redacted', () => {
+  const match = {
+    headers: [{ name: 'x-internal-token', exact: 'tok-123' }, { name: 'Authorization', prefix: 'Bearer s3' }, { name: 'cookie', regex: 'sid=[a-z]+' }, { name: 'x-beta', exact: '1' }],
+    query: [{ name: 'access_token', exact: 'qs-secret' }, { name: 'page', exact: '2' }]
+  }
+  assert.deepEqual(redactSecrets({ match }), {
+    match: {
+      headers: [{ name: 'x-internal-token', exact: REDACTED }, { name: 'Authorization', prefix: REDACTED }, { name: 'cookie', regex: REDACTED }, { name: 'x-beta', exact: '1' }],
+      query: [{ name: 'access_token', exact: REDACTED }, { name: 'page', exact: '2' }]
+    }
+  })
+})
+
+test('regression: passwords inside URLs are redacted (URL userinfo), wherever the URL is', () => {
+  assert.deepEqual(redactSecrets({ upstream: 'https://svc:pa55@db.internal:5432/x', list: ['redis://:pw@r:6379'], plain: 'http://host/a@b' }), {
+    upstream: `https://${REDACTED}@db.internal:5432/x`,
+    list: [`redis://${REDACTED}@r:6379`],
+    plain: 'http://host/a@b'
+  })
+  assert.equal(redactText('connect to http://user:p%40ss@consul:8500 failed'), `connect to http://${REDACTED}@consul:8500 failed`)
+  assert.equal(redactText('https://ghp_TOKEN@github.com/x.git'), `https://${REDACTED}@github.com/x.git`)
 })
 
 test('a PEM private key is redacted under any key name', () => {
@@ -44,4 +72,20 @@ test('redaction copies: the input config is not changed', () => {
   const config = Object.freeze({ token: 'x' })
   redactSecrets(config)
   assert.equal(config.token, 'x')
+})
+
+test('redactedJson is the JSON of redactSecrets', () => {
+  const value = { meta: { api_key: 'k1', zone: 'a' }, url: 'http://u:p@h', n: 1 }
+  assert.equal(redactedJson(value), JSON.stringify(redactSecrets(value)))
+  assert.deepEqual(JSON.parse(redactedJson(value)), { meta: { api_key: REDACTED, zone: 'a' }, url: `http://${REDACTED}@h`, n: 1 })
+})
+
+test('redactAt hides what redactedJson hides at the same place, and only that', () => {
+  const doc = { discovery: { consul: { token: 5 } }, routes: [{ match: { headers: [{ name: 'x-api-key', exact: 7 }, { name: 'x-beta', exact: 8 }] } }], tokens: ['a'], mesh: { authorization: { defaultAction: 'maybe' } } }
+  assert.equal(redactAt(doc, '/discovery/consul/token', 5), REDACTED)
+  assert.equal(redactAt(doc, '/routes/0/match/headers/0/exact', 7), REDACTED)
+  assert.equal(redactAt(doc, '/routes/0/match/headers/1/exact', 8), 8)
+  assert.equal(redactAt(doc, '/tokens/0', 'a'), REDACTED)
+  assert.equal(redactAt(doc, '/mesh/authorization/defaultAction', 'maybe'), 'maybe')
+  assert.equal(redactAt(doc, '/routes/0/match/hosts/0', 'http://u:p@h'), `http://${REDACTED}@h`)
 })

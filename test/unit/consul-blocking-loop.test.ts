@@ -98,6 +98,16 @@ test('Consul settings come from CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN unless gi
   assert.throws(() => resolveConsul({ address: 'a:b:c' }, {}), /invalid Consul address/)
 })
 
+test('regression: a Consul address with credentials is refused at start without printing the password', () => {
+  for (const [settings, env] of [[{ address: 'http://fastmesh:s3cretpw@consul:8500' }, {}], [{}, { CONSUL_HTTP_ADDR: 'fastmesh:s3cretpw@consul:8500' }]] as const) {
+    assert.throws(() => resolveConsul(settings, env), (err: Error) => {
+      assert.match(err.message, /credentials/)
+      assert.ok(!err.message.includes('s3cretpw'), err.message)
+      return true
+    })
+  }
+})
+
 test('health entries become endpoints: worst check wins, service address over node address, weights', () => {
   const entry = (id: string, address: string, checks: ConsulHealthEntry['Checks'], weights?: { Passing: number, Warning: number }): ConsulHealthEntry => ({
     Node: { Node: 'n1', Address: '10.0.0.1' },

@@ -9,6 +9,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import Consul from 'consul'
 import { Agent, request } from 'undici'
 import { waitMs, waitParam } from './wait.js'
+import { parseConsulAddress } from '../../config/consul-address.js'
 
 export interface ConsulSettings {
   /** `host:port` or `http(s)://host:port`. */
@@ -30,22 +31,22 @@ export interface ResolvedConsul {
   readonly maxConnections: number
 }
 
-/** Explicit settings win, then CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN, then 127.0.0.1:8500. */
+/**
+ * Explicit settings win, then CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN, then 127.0.0.1:8500. The
+ * address is checked by the same rule as config validation (src/config/consul-address.ts);
+ * a refused address is not quoted when it carries credentials.
+ */
 export function resolveConsul (settings: Partial<ConsulSettings> = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConsul {
-  let raw = settings.address ?? env.CONSUL_HTTP_ADDR ?? '127.0.0.1:8500'
-  let secure = env.CONSUL_HTTP_SSL === 'true'
-  const scheme = /^(https?):\/\//.exec(raw)
-  if (scheme !== null) {
-    secure = scheme[1] === 'https'
-    raw = raw.slice(scheme[0].length)
+  const given = settings.address ?? env.CONSUL_HTTP_ADDR
+  const from = settings.address !== undefined ? 'Consul address' : 'CONSUL_HTTP_ADDR'
+  const parsed = parseConsulAddress(given ?? '127.0.0.1:8500')
+  if ('problem' in parsed) {
+    throw new Error(given !== undefined && !given.includes('@') ? `invalid ${from} "${given}": ${parsed.problem}` : `invalid ${from}: it ${parsed.problem}`)
   }
-  raw = raw.replace(/\/+$/, '')
-  const m = /^(\[[^\]]+\]|[^:]+)(?::([0-9]+))?$/.exec(raw)
-  if (m === null) throw new Error(`invalid Consul address "${settings.address ?? env.CONSUL_HTTP_ADDR}": expected host:port`)
-  const host = m[1]!.replace(/^\[|\]$/g, '')
-  const port = m[2] !== undefined ? Number(m[2]) : 8500
+  const { host, hostLiteral, port } = parsed.address
+  const secure = parsed.address.secure ?? env.CONSUL_HTTP_SSL === 'true'
   const token = settings.token ?? (env.CONSUL_HTTP_TOKEN !== undefined && env.CONSUL_HTTP_TOKEN !== '' ? env.CONSUL_HTTP_TOKEN : undefined)
-  return { host, port, secure, token, datacenter: settings.datacenter, url: `${secure ? 'https' : 'http'}://${m[1]}:${port}`, maxConnections: settings.maxConnections ?? 128 }
+  return { host, port, secure, token, datacenter: settings.datacenter, url: `${secure ? 'https' : 'http'}://${hostLiteral}:${port}`, maxConnections: settings.maxConnections ?? 128 }
 }
 
 export interface BlockingResult<T> {
