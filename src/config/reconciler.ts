@@ -1,6 +1,7 @@
 // The one config watcher: every snapshot from the gateway's provider (file change, Consul KV
 // change, SIGHUP, `POST /reload`) comes through here, one at a time and in order; a snapshot
-// identical to the config in effect is dropped, the rest are validated and handed to the swap.
+// identical to the config in effect is dropped (or, right after a refusal, clears it), the
+// rest are validated and handed to the swap.
 import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
 import { checkConfig, type LoadedConfig } from './load.js'
@@ -14,6 +15,8 @@ export interface ReloadResult {
   readonly error?: string
   /** Keys the applied config changes that wait for a restart (`listeners.http.port`). */
   readonly pendingRestart?: readonly string[]
+  /** The config in effect was offered again after a refusal: nothing was built, the refusal is cleared. */
+  readonly restored?: boolean
 }
 
 /** What the reconciler drives: the gateway's swap and its refusal record. */
@@ -24,6 +27,11 @@ export interface ReconcileTarget {
   swap(loaded: LoadedConfig, reason: string): Promise<ReloadResult>
   /** Counts, logs and records a config that never reached a build. */
   refuse(err: unknown, reason: string): ReloadResult
+  /**
+   * Records that the config in effect was offered again after a refusal (the good file put
+   * back): nothing is built, and the last outcome stops being that refusal.
+   */
+  restored(reason: string): ReloadResult
 }
 
 export interface ConfigReconcilerOptions {
@@ -48,6 +56,8 @@ export function loadSnapshot (snapshot: ConfigSnapshot): LoadedConfig {
 export class ConfigReconciler {
   private queue: Promise<unknown> = Promise.resolve()
   private inEffect: string
+  /** The last outcome was a refusal: the config in effect offered again is news ("restored"). */
+  private refusedLast = false
   private started = false
 
   constructor (private readonly opts: ConfigReconcilerOptions) {
@@ -80,7 +90,7 @@ export class ConfigReconciler {
         snapshot = await this.opts.provider.snapshot(reason)
       } catch (err) {
         // The source could not be asked at all (Consul unreachable): refused like a bad config.
-        return this.opts.target.refuse(err, reason)
+        return this.settled(this.opts.target.refuse(err, reason))
       }
       return await this.apply(snapshot, true)
     })
@@ -102,15 +112,22 @@ export class ConfigReconciler {
     try {
       loaded = loadSnapshot(snapshot)
     } catch (err) {
-      return target.refuse(err, snapshot.reason)
+      return this.settled(target.refuse(err, snapshot.reason))
     }
     const hash = configHash(loaded)
     if (!force && hash === this.inEffect) {
+      if (this.refusedLast) return this.settled(target.restored(snapshot.reason))
       this.opts.log.debug({ reason: snapshot.reason, source: snapshot.source }, 'config unchanged; not a reload')
       return { ok: true, version: target.versionNumber }
     }
-    const result = await target.swap(loaded, snapshot.reason)
+    const result = this.settled(await target.swap(loaded, snapshot.reason))
     if (result.ok) this.inEffect = hash
+    return result
+  }
+
+  /** Remembers whether the last outcome was a refusal. */
+  private settled (result: ReloadResult): ReloadResult {
+    this.refusedLast = !result.ok
     return result
   }
 }

@@ -21,6 +21,7 @@ import { FileConfigProvider } from '../config/provider-file.js'
 import { ConfigReconciler, type ReloadResult } from '../config/reconciler.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
+import { redactText } from '../config/redact.js'
 import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log.js'
 import { fastmeshError } from '../errors.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
@@ -272,7 +273,8 @@ export class Gateway {
       target: {
         get versionNumber () { return current()?.version ?? 0 },
         swap: async (loaded, reason) => await this.swapTo(loaded, reason),
-        refuse: (err, reason) => this.refused(err, reason)
+        refuse: (err, reason) => this.refused(err, reason),
+        restored: (reason) => this.restored(reason)
       }
     })
     return this.reconciler
@@ -310,8 +312,20 @@ export class Gateway {
   private refused (err: unknown, reason: string): ReloadResult {
     this.reloads.failed++
     const problems = err instanceof ConfigError ? err.problems : undefined
-    this.log.error({ reason, err, problems, version: this.current?.version }, 'config refused; the running config keeps serving')
-    return this.report(reason, { ok: false, version: this.current?.version ?? 0, error: (err as Error).message, ...(problems !== undefined ? { problems } : {}) })
+    // The message goes to the log, `lastReload` and the 409 answer: through the one redaction
+    // rule. A ConfigError is logged without its cause: a YAML parser's cause quotes source lines.
+    const error = redactText((err as Error).message)
+    const logged = err instanceof ConfigError ? { code: err.code, message: error } : err
+    this.log.error({ reason, err: logged, problems, version: this.current?.version }, 'config refused; the running config keeps serving')
+    return this.report(reason, { ok: false, version: this.current?.version ?? 0, error, ...(problems !== undefined ? { problems } : {}) })
+  }
+
+  /** The config in effect was offered again after a refusal: say so, and clear the refusal. */
+  private restored (reason: string): ReloadResult {
+    const version = this.current?.version ?? 0
+    this.log.info({ reason, version }, 'config restored: the config in effect was offered again, the last refusal no longer applies')
+    const pending = this.pendingRestart
+    return this.report(reason, { ok: true, version, restored: true, ...(pending.length > 0 ? { pendingRestart: pending } : {}) })
   }
 
   /** Keeps the outcome for the admin API (`GET /config` → `lastReload`). */

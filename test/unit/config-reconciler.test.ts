@@ -40,6 +40,12 @@ class RecordingTarget implements ReconcileTarget {
     this.refusals.push({ err, reason })
     return { ok: false, version: this.versionNumber, error: (err as Error).message }
   }
+
+  readonly restorations: string[] = []
+  restored (reason: string): ReloadResult {
+    this.restorations.push(reason)
+    return { ok: true, version: this.versionNumber, restored: true }
+  }
 }
 
 function setup (): { provider: ScriptedProvider, target: RecordingTarget, reconciler: ConfigReconciler } {
@@ -124,6 +130,27 @@ test('regression: a config whose build failed is tried again when it comes again
   target.failBuild = false
   assert.equal((await reconciler.offer({ source: SOURCE, reason: 'file change', document: doc('b') })).ok, true)
   assert.deepEqual(target.swaps.map((s) => s.name), ['b'])
+})
+
+test('regression: the config in effect offered again after a refusal clears the refusal ("restored"), without a build', async () => {
+  const { target, reconciler } = setup()
+  const bad = await reconciler.offer({ source: SOURCE, reason: 'file change', document: { routes: [{ name: 'x', destinaton: {} }] } })
+  assert.equal(bad.ok, false)
+  // The good file is put back: the same config as the one in effect.
+  const back = await reconciler.offer({ source: SOURCE, reason: 'file change', document: doc('a') })
+  assert.deepEqual(back, { ok: true, version: 1, restored: true })
+  assert.deepEqual(target.restorations, ['file change'])
+  assert.deepEqual(target.swaps, [])
+  // Once cleared, the same config again is simply unchanged.
+  assert.deepEqual(await reconciler.offer({ source: SOURCE, reason: 'file change', document: doc('a') }), { ok: true, version: 1 })
+  assert.equal(target.restorations.length, 1)
+})
+
+test('the config in effect offered again after a failed build also clears the refusal', async () => {
+  const { target, reconciler } = setup()
+  target.failBuild = true
+  assert.equal((await reconciler.offer({ source: SOURCE, reason: 'consul kv change', document: doc('b') })).ok, false)
+  assert.equal((await reconciler.offer({ source: SOURCE, reason: 'consul kv change', document: doc('a') })).restored, true)
 })
 
 test('close stops the provider', async () => {
