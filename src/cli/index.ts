@@ -48,7 +48,7 @@ Usage:
   fastmesh --help
 
 Environment: FASTMESH_HTTP_ADDRESS, FASTMESH_HTTP_PORT, FASTMESH_ADMIN_ADDRESS,
-FASTMESH_ADMIN_PORT, FASTMESH_LOG_LEVEL override the config file. CONSUL_HTTP_ADDR and
+FASTMESH_ADMIN_PORT, FASTMESH_ADMIN_TOKEN, FASTMESH_LOG_LEVEL override the config file. CONSUL_HTTP_ADDR and
 CONSUL_HTTP_TOKEN are the Consul defaults, as for Consul's own tools. The default KV key
 is fastmesh/config/<gateway.name>.`
 
@@ -402,7 +402,9 @@ async function demo (args: string[]): Promise<void> {
   const gateway = new Gateway({ loaded, log, provider: new FileConfigProvider(file, { log, watch: values.config !== undefined }), handleSignals: true })
   await gateway.start()
   const edge = `http://127.0.0.1:${gateway.httpAddress.port}`
-  const admin = `http://127.0.0.1:${gateway.adminAddress.port}`
+  // With a token, the hints name the variable, never the secret itself.
+  const tokenHint = process.env.FASTMESH_ADMIN_TOKEN !== undefined && process.env.FASTMESH_ADMIN_TOKEN !== '' ? '$FASTMESH_ADMIN_TOKEN' : '<listeners.admin.token>'
+  const admin = `${loaded.config.listeners.admin.token !== undefined ? `-H "Authorization: Bearer ${tokenHint}" ` : ''}http://127.0.0.1:${gateway.adminAddress.port}`
   const orders = samples.find((s) => s.name === 'orders')
   process.stderr.write(`
 fastmesh demo mesh is up — ${samples.length} sample instances behind the edge gateway.

@@ -43,7 +43,7 @@ export function parseConfigText (text: string, source: string): unknown {
   return doc.toJS()
 }
 
-/** Environment variables that override listener addresses and the log level. */
+/** Environment variables that override listener addresses, the admin token and the log level. */
 export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = process.env): unknown {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return doc
   const d = doc as Record<string, Record<string, unknown> | undefined>
@@ -69,6 +69,13 @@ export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = proces
   listener('admin', 'FASTMESH_ADMIN')
   listener('outbound', 'FASTMESH_OUTBOUND')
   listener('inbound', 'FASTMESH_INBOUND')
+  // docker-compose passes the admin token this way (an empty value is "not set").
+  const adminToken = env.FASTMESH_ADMIN_TOKEN
+  if (adminToken !== undefined && adminToken !== '') {
+    const listeners = section('listeners')
+    const admin = (listeners.admin ??= { port: defaultPorts.admin }) as Record<string, unknown>
+    admin.token = adminToken
+  }
   const level = env.FASTMESH_LOG_LEVEL
   if (level !== undefined) {
     const telemetry = section('telemetry')

@@ -2,7 +2,8 @@
 // validation (ajv) and of the reference doc docs/config.md (src/config/docs.ts).
 import { Type, type Static, type TSchema, type TString } from '@sinclair/typebox'
 import { DURATION_PATTERN } from './duration.js'
-import { SERVICE_NAME_PATTERN } from './names.js'
+import { ENDPOINT_ID_PATTERN, ENDPOINT_ID_RULE, SERVICE_NAME_PATTERN } from './names.js'
+import { ENDPOINT_ADDRESS_RULE } from './addresses.js'
 import { EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, POLICIES, RING_VIRTUAL_NODES } from '../balancer/policies/types.js'
 
 /** Durations (the one syntax, from duration.ts): the docs show keys of this pattern as type `duration`. */
@@ -13,7 +14,6 @@ export const Duration = Type.String({
 })
 
 const Port = Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one.' })
-const Host = Type.String({ minLength: 1, description: 'IP address or hostname to bind or connect to.' })
 
 function dur (value: string, description: string) {
   return Type.String({ ...Duration, default: value, description })
@@ -57,8 +57,8 @@ export const HealthCheckSchema = strict({
 }, { description: 'Active HTTP health check run by the gateway against every endpoint of the service.' })
 
 export const StaticEndpointSchema = strict({
-  id: Type.Optional(Type.String({ minLength: 1, description: 'Stable endpoint id; defaults to `address:port`.' })),
-  address: Host,
+  id: Type.Optional(Type.String({ pattern: ENDPOINT_ID_PATTERN, description: `Stable endpoint id (${ENDPOINT_ID_RULE}); defaults to \`address:port\`.` })),
+  address: Type.String({ minLength: 1, description: `The endpoint's address: ${ENDPOINT_ADDRESS_RULE}.` }),
   port: Type.Integer({ minimum: 1, maximum: 65535 }),
   weight: Type.Integer({ minimum: 1, default: 1, description: 'Relative weight: round robin sends this endpoint traffic in proportion to it.' }),
   tags: Type.Array(Type.String(), { default: [] }),
@@ -317,9 +317,19 @@ export const InboundListenerSchema = strict({
   advertiseAddress: Type.Optional(Type.String({ minLength: 1, description: 'Address other gateways use to reach this listener (registered in Consul). Default: the bind address, or the first non-loopback IPv4 address when binding all addresses.' }))
 }, { description: 'Node mode: the mTLS listener other gateways call (client certificate required in `strict`).' })
 
+/** Admin Host allow-list entries: a host name or IP literal, without a port (ports are not compared). */
+const ADMIN_HOST_PATTERN = '^([A-Za-z0-9_.-]+|\\[[0-9a-fA-F:.]+\\])$'
+
+export const AdminListenerSchema = strict({
+  address: Type.String({ default: '127.0.0.1', description: 'Address to bind. Anything but loopback (`127.0.0.1`, `::1`, `localhost`) requires `token`.' }),
+  port: Port,
+  token: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7e]{16,}$', description: 'Bearer token the admin API requires (`Authorization: Bearer <token>`) on every path but `/live` and `/ready`: at least 16 visible ASCII characters, e.g. from `openssl rand -hex 32`. Required when `address` is not loopback; when set on loopback it is required too. Env FASTMESH_ADMIN_TOKEN overrides. Shown as `<redacted>`.' })),
+  allowedHosts: Type.Array(Type.String({ pattern: ADMIN_HOST_PATTERN }), { default: [], description: 'More names the admin API answers to in the Host header (a DNS name or the container address it is called by), without port. Always accepted: on a loopback bind `localhost`, `127.0.0.1`, `[::1]` and the bound address; on a specific address, that address; on `0.0.0.0`/`::`, with this list set, loopback names and this host\'s interface addresses. On `0.0.0.0`/`::` with this list empty, Host is not checked (the token protects the API). Other Host values get 421 `FASTMESH_ERR_ADMIN_MISDIRECTED` (DNS rebinding).' })
+}, { description: 'Admin API (keep it on loopback; see docs/admin.md, "Access"). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT / FASTMESH_ADMIN_TOKEN override.' })
+
 export const ListenersSchema = strict({
   http: withDefault({ ...ListenerSchema, description: 'Edge listener for client traffic. Env FASTMESH_HTTP_ADDRESS / FASTMESH_HTTP_PORT override.' }, { port: 8080 }),
-  admin: withDefault({ ...ListenerSchema, description: 'Admin API (keep it on loopback). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT override.' }, { port: 15000 }),
+  admin: withDefault(AdminListenerSchema, { port: 15000 }),
   outbound: withDefault({ ...ListenerSchema, description: 'Node mode: where local apps send plain HTTP; the destination is the Host header (`orders`, `orders.mesh`) or an absolute-form URI (HTTP_PROXY). Env FASTMESH_OUTBOUND_PORT overrides.' }, { port: 15001 }),
   inbound: withDefault(InboundListenerSchema, { port: 15443 })
 }, { description: 'Where the gateway listens. An edge binds `http`; a node binds `outbound`, its per-upstream ports and (with the mesh on) `inbound`; both bind `admin`. Changes take effect on restart.' })

@@ -4,6 +4,9 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { closest, distance } from 'fastest-levenshtein'
 import { ConfigSchema, type FastmeshConfigInput, type RouteConfig } from './schema.js'
 import { AJV_CODE_OPTIONS } from './ajv-options.js'
+import { REDACTED, redactAt, redactText } from './redact.js'
+import { CONSUL_ADDRESS_FORM, parseConsulAddress } from './consul-address.js'
+import { ENDPOINT_ADDRESS_RULE, endpointAddressProblem, isLoopbackAddress } from './addresses.js'
 import { METHODS } from 'node:http'
 import { compileTemplate } from '../gateway/path-template.js'
 import { DURATION_PATTERN, durationMs, isDuration } from './duration.js'
@@ -51,6 +54,15 @@ function describeValue (v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`
 }
 
+/**
+ * The value an ajv error is about, as a message may quote it: secrets (by the one rule of
+ * src/config/redact.ts) show their type only, so a refusal never echoes them.
+ */
+function quoteValue (e: ErrorObject, doc: unknown): string {
+  const shown = redactAt(doc, e.instancePath, e.data)
+  return shown === REDACTED && e.data !== REDACTED && e.data !== null && typeof e.data !== 'object' ? `${typeof e.data} ${REDACTED}` : describeValue(shown)
+}
+
 type ParentSchema = {
   description?: string
   properties?: Record<string, unknown>
@@ -90,7 +102,7 @@ function chosenBranch (e: ErrorObject): number | undefined {
  * branch its keys select (`{ prefix: 5 }` → `prefix` must be a string), or else one line
  * about the union itself (two keys given, an unknown key, not an object).
  */
-function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
+function schemaProblems (errors: ErrorObject[], doc: unknown): ConfigProblem[] {
   const unions: UnionFailure[] = errors.filter((e) => e.keyword === 'anyOf').map((e) => ({
     instancePath: e.instancePath,
     branches: e.schemaPath + '/',
@@ -116,7 +128,7 @@ function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
       if (u !== undefined && (u.chosen === undefined || !e.schemaPath.startsWith(`${u.branches}${u.chosen}/`))) continue
     }
     if (e.keyword === 'required' && explained.has(`${e.instancePath}\n${(e.params as { missingProperty: string }).missingProperty}`)) continue
-    const p = problemFor(e)
+    const p = problemFor(e, doc)
     const key = `${p.path}\n${p.message}`
     if (seen.has(key)) continue
     seen.add(key)
@@ -125,7 +137,7 @@ function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
   return problems
 }
 
-function problemFor (e: ErrorObject): ConfigProblem {
+function problemFor (e: ErrorObject, doc: unknown): ConfigProblem {
   const parent = e.parentSchema as ParentSchema
   switch (e.keyword) {
     case 'additionalProperties': {
@@ -148,24 +160,24 @@ function problemFor (e: ErrorObject): ConfigProblem {
       return { path: jsonPath(e.instancePath, key), message: 'is required', hint: describe(parent?.properties?.[key]) }
     }
     case 'type':
-      return { path: jsonPath(e.instancePath), message: `must be ${(e.params as { type: string }).type}, got ${describeValue(e.data)}`, hint: describe(e.schema === undefined ? undefined : parent) }
+      return { path: jsonPath(e.instancePath), message: `must be ${(e.params as { type: string }).type}, got ${quoteValue(e, doc)}`, hint: describe(e.schema === undefined ? undefined : parent) }
     case 'enum': {
       const allowed = (e.params as { allowedValues: unknown[] }).allowedValues.map(String)
       const guess = typeof e.data === 'string' ? didYouMean(e.data, allowed) : undefined
       return {
         path: jsonPath(e.instancePath),
-        message: `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${describeValue(e.data)}`,
+        message: `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${quoteValue(e, doc)}`,
         hint: guess !== undefined ? `did you mean "${guess}"?` : describe(parent)
       }
     }
     case 'pattern':
-      return { path: jsonPath(e.instancePath), message: `${describeValue(e.data)} does not match ${(e.params as { pattern: string }).pattern}`, hint: describe(parent) }
+      return { path: jsonPath(e.instancePath), message: `${quoteValue(e, doc)} does not match ${(e.params as { pattern: string }).pattern}`, hint: describe(parent) }
     case 'anyOf': {
       // Reached only when no single branch is meant (see schemaProblems).
       const keys = (parent?.anyOf ?? []).flatMap((b) => Object.keys(b.properties ?? {}))
       const oneOf = `one of the keys ${keys.join(', ')}`
       if (!isMapping(e.data)) {
-        return { path: jsonPath(e.instancePath), message: `must be a mapping with ${oneOf}, got ${describeValue(e.data)}`, hint: describe(parent) }
+        return { path: jsonPath(e.instancePath), message: `must be a mapping with ${oneOf}, got ${quoteValue(e, doc)}`, hint: describe(parent) }
       }
       const given = Object.keys(e.data)
       const wrong = given.find((k) => !keys.includes(k))
@@ -292,6 +304,8 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
   for (const [name, svc] of Object.entries(embedded)) {
     const ids = new Set<string>()
     svc.endpoints.forEach((ep, j) => {
+      const addressProblem = endpointAddressProblem(ep.address)
+      if (addressProblem !== undefined) problems.push({ path: jsonPath(`/discovery/embedded/services/${name}/endpoints/${j}/address`), message: `${describeValue(redactText(ep.address))} ${addressProblem}`, hint: `an endpoint address is ${ENDPOINT_ADDRESS_RULE}` })
       const id = ep.id ?? `${ep.address}:${ep.port}`
       if (ids.has(id)) problems.push({ path: jsonPath(`/discovery/embedded/services/${name}/endpoints/${j}`), message: `duplicate endpoint "${id}"`, hint: 'each endpoint of a service needs its own address:port or id' })
       ids.add(id)
@@ -303,11 +317,19 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
     const kinds = (['http', 'tcp', 'ttl'] as const).filter((k) => c[k] !== undefined)
     if (kinds.length !== 1) problems.push({ path: `$.discovery.consul.register[${i}].check`, message: kinds.length === 0 ? 'has no check kind' : `has ${kinds.join(' and ')}; give exactly one`, hint: 'one of http, tcp, ttl' })
   })
+  // Checked even when other keys of discovery failed the schema: its problem is reported in the same run.
+  const rawAddress = isMapping(config.discovery) && isMapping(config.discovery.consul) ? config.discovery.consul.address : undefined
+  const consulAddress = typeof rawAddress === 'string' && clean('/discovery/consul/address') ? rawAddress : undefined
+  const parsedAddress = consulAddress !== undefined ? parseConsulAddress(consulAddress) : undefined
+  if (parsedAddress !== undefined && 'problem' in parsedAddress) {
+    problems.push({ path: '$.discovery.consul.address', message: parsedAddress.problem, hint: `the agent's HTTP address: ${CONSUL_ADDRESS_FORM}` })
+  }
   const wait = discoveryClean ? config.discovery.consul?.wait : undefined
   const waitTooLong = wait !== undefined ? waitProblem(wait) : undefined
   if (waitTooLong !== undefined) problems.push({ path: '$.discovery.consul.wait', message: waitTooLong, hint: 'give a duration from 1s to 10m, e.g. 30s or 5m' })
   problems.push(...meshProblems(config, clean))
   problems.push(...durationProblems(config, clean))
+  problems.push(...adminProblems(config, clean))
   problems.push(...retryProblems(config))
   problems.push(...failoverProblems(config, clean))
   problems.push(...loadBalancerProblems(config, clean))
@@ -513,6 +535,21 @@ function meshProblems (config: FastmeshConfig, clean: (instancePath: string) => 
   return problems
 }
 
+/**
+ * The admin API can change routing: off loopback it needs a token, checked here so that
+ * `fastmesh validate` and `start` refuse the same configs (environment overrides applied).
+ */
+function adminProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  if (!clean('/listeners')) return []
+  const admin = config.listeners.admin
+  if (admin.token !== undefined || isLoopbackAddress(admin.address)) return []
+  return [{
+    path: '$.listeners.admin.token',
+    message: `is required: the admin listener binds ${admin.address}, which is not loopback, and the admin API can change routing`,
+    hint: 'set listeners.admin.token or env FASTMESH_ADMIN_TOKEN to a secret of 16+ characters (e.g. `openssl rand -hex 32`); clients send `Authorization: Bearer <token>`. Or bind the admin listener to 127.0.0.1'
+  }]
+}
+
 const pluginValidators = new WeakMap<object, ValidateFunction>()
 
 /** Checks (and fills defaults of) a plugin's options against the plugin's own schema. */
@@ -523,7 +560,7 @@ export function pluginOptionProblems (plugin: string, schema: object, options: u
     pluginValidators.set(schema, validate)
   }
   if (validate(options)) return []
-  return schemaProblems(validate.errors ?? []).map((p) => ({
+  return schemaProblems(validate.errors ?? [], options).map((p) => ({
     ...p,
     path: at + p.path.slice(1),
     hint: p.hint ?? `see the options of plugin "${plugin}" in docs/plugins.md`
@@ -549,11 +586,16 @@ export function validateConfigDocument (doc: unknown): ValidationResult {
     const clean = (at: string) => !errors.some((e) => within(e.instancePath, at))
     const declared = (doc as { customPlugins?: unknown }).customPlugins
     const custom = isMapping(declared) ? Object.keys(declared) : []
-    return { problems: [...schemaProblems(errors), ...semanticProblems(doc as FastmeshConfig, custom, clean)] }
+    return { problems: redactProblems([...schemaProblems(errors, doc), ...semanticProblems(doc as FastmeshConfig, custom, clean)]) }
   }
   const config = doc
-  const problems = semanticProblems(config, Object.keys(config.customPlugins))
+  const problems = redactProblems(semanticProblems(config, Object.keys(config.customPlugins)))
   return problems.length > 0 ? { problems } : { config, problems }
+}
+
+/** The last pass over every problem's text: what redactText recognises on its own (URL userinfo) is hidden. */
+function redactProblems (problems: ConfigProblem[]): ConfigProblem[] {
+  return problems.map((p) => ({ path: p.path, message: redactText(p.message), ...(p.hint !== undefined ? { hint: redactText(p.hint) } : {}) }))
 }
 
 export function formatProblems (problems: readonly ConfigProblem[]): string {

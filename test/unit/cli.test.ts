@@ -104,3 +104,31 @@ test('--help prints the usage on stdout and exits 0', async () => {
   assert.match(r.stdout, /Usage:/)
   assert.equal(r.stderr, '')
 })
+
+const ADMIN_OFF_LOOPBACK = VALID + 'listeners: { http: { address: 127.0.0.1, port: 0 }, admin: { address: 0.0.0.0, port: 0 } }\n'
+
+test('regression: start and validate refuse an admin listener off loopback without a token (exit 2), naming listeners.admin.token and FASTMESH_ADMIN_TOKEN', async (t) => {
+  const file = await tempFile(t, 'admin.yaml', ADMIN_OFF_LOOPBACK)
+  for (const args of [['validate', file], ['start', '--config', file]]) {
+    const r = await spawnCli(args)
+    assert.equal(r.code, 2, `${args[0]}: ${r.stderr}`)
+    assert.match(r.stderr, /\$\.listeners\.admin\.token/)
+    assert.match(r.stderr, /FASTMESH_ADMIN_TOKEN/)
+  }
+})
+
+test('validate accepts an admin listener off loopback when FASTMESH_ADMIN_TOKEN is set', async (t) => {
+  const file = await tempFile(t, 'admin.yaml', ADMIN_OFF_LOOPBACK)
+  const r = await spawnCli(['validate', file], { FASTMESH_ADMIN_TOKEN: 'c0ffee00c0ffee00c0ffee00' })
+  assert.equal(r.code, 0, r.stderr)
+})
+
+test('regression: start and validate refuse a Consul address with a password (exit 2) and never print the password', async (t) => {
+  const file = await tempFile(t, 'consul.yaml', VALID.replace('discovery:\n', 'discovery:\n  consul: { address: "http://fastmesh:pw-s3cret@127.0.0.1:8500", registerSelf: false }\n'))
+  for (const args of [['validate', file], ['start', '--config', file]]) {
+    const r = await spawnCli(args)
+    assert.equal(r.code, 2, `${args[0]}: ${r.stderr}`)
+    assert.match(r.stderr, /\$\.discovery\.consul\.address/)
+    assert.ok(!r.stdout.includes('pw-s3cret') && !r.stderr.includes('pw-s3cret'), r.stderr)
+  }
+})

@@ -336,7 +336,7 @@ test('env overrides listener addresses, ports and the log level', () => {
     FASTMESH_LOG_LEVEL: 'debug'
   })
   assert.deepEqual(config.listeners.http, { address: '0.0.0.0', port: 9999 })
-  assert.deepEqual(config.listeners.admin, { address: '::1', port: 0 })
+  assert.deepEqual(config.listeners.admin, { address: '::1', port: 0, allowedHosts: [] })
   assert.equal(config.telemetry.logging.level, 'debug')
 })
 
@@ -369,7 +369,7 @@ test('defaults are filled', () => {
   assert.equal(r.idleTimeout, '60s')
   assert.deepEqual(r.plugins, [])
   assert.deepEqual(config.listeners.http, { address: '127.0.0.1', port: 8080 })
-  assert.deepEqual(config.listeners.admin, { address: '127.0.0.1', port: 15000 })
+  assert.deepEqual(config.listeners.admin, { address: '127.0.0.1', port: 15000, allowedHosts: [] })
   assert.equal(config.gateway.mode, 'edge')
   assert.equal(config.gateway.name, 'fastmesh')
   assert.equal(config.limits.maxHeaderBytes, 16384)
@@ -521,4 +521,110 @@ test('a service-level perTryTimeout longer than the requestTimeout of a route us
   const p = onlyProblem(base({ services: { users: { retries: { perTryTimeout: '5s' } } }, routes: [route('r', { requestTimeout: '2s' })] }))
   assert.equal(p.path, '$.routes[0].requestTimeout')
   assert.match(p.message, /per-try timeout of service "users" \(5s\)/)
+})
+
+// --- secrets in problems, addresses, the admin listener -----------------------------------
+
+/** Every problem's text (path, message, hint), for asserting what a refusal would print. */
+function problemText (doc: unknown): string {
+  return problems(doc).map((p) => `${p.path}: ${p.message} (${p.hint ?? ''})`).join('\n')
+}
+
+test('regression: a problem about a secret-named value does not quote the value', () => {
+  const doc = base()
+  ;(doc.discovery as Record<string, unknown>).consul = { token: 987654321 }
+  const p = onlyProblem(doc)
+  assert.equal(p.path, '$.discovery.consul.token')
+  assert.equal(p.message, 'must be string, got number <redacted>')
+  assert.ok(!problemText(doc).includes('987654321'))
+})
+
+test('regression: a problem about a credential-bearing header match value does not quote the value', () => {
+  const doc = base({ routes: [route('r', { match: { headers: [{ name: 'x-internal-token', exact: 4242424242 }] } })] })
+  const text = problemText(doc)
+  assert.match(text, /\$\.routes\[0\]\.match\.headers\[0\]\.exact: must be string, got number <redacted>/)
+  assert.ok(!text.includes('4242424242'), text)
+})
+
+test('regression: a problem quoting a URL does not show the URL\'s password', () => {
+  const text = problemText(base({ routes: [route('r', { match: { hosts: ['http://admin:hunter2@shop.example'] } })] }))
+  assert.match(text, /\$\.routes\[0\]\.match\.hosts\[0\]/)
+  assert.ok(!text.includes('hunter2'), text)
+})
+
+test('regression: a Consul address with credentials is refused at validation, without printing the password', () => {
+  for (const address of ['http://fastmesh:s3cretpw@consul.internal:8500', 'fastmesh:s3cretpw@consul.internal:8500']) {
+    const doc = base()
+    ;(doc.discovery as Record<string, unknown>).consul = { address }
+    const p = onlyProblem(doc)
+    assert.equal(p.path, '$.discovery.consul.address')
+    assert.match(p.message, /credentials/)
+    assert.match(p.message, /discovery\.consul\.token or env CONSUL_HTTP_TOKEN/)
+    assert.ok(!problemText(doc).includes('s3cretpw'))
+  }
+})
+
+test('a Consul address the gateway could not start with is refused at validation', () => {
+  for (const address of ['a:b:c', 'consul:99999', 'http://consul:8500/v1']) {
+    const doc = base()
+    ;(doc.discovery as Record<string, unknown>).consul = { address }
+    assert.deepEqual(paths(doc), ['$.discovery.consul.address'], address)
+  }
+  const ok = base()
+  ;(ok.discovery as Record<string, unknown>).consul = { address: 'https://[::1]:8501' }
+  assert.deepEqual(problems(ok), [])
+})
+
+test('an embedded endpoint address that is neither an IP address nor a host name is refused', () => {
+  const doc = base()
+  ;(doc.discovery as { embedded: { services: Record<string, unknown> } }).embedded.services.users = { endpoints: [{ address: 'not an address!', port: 1 }, { address: '[::1]', port: 2 }, { address: '::1', port: 3 }, { address: 'users.internal', port: 4 }] }
+  assert.deepEqual(paths(doc), ['$.discovery.embedded.services.users.endpoints[0].address', '$.discovery.embedded.services.users.endpoints[1].address'])
+})
+
+test('an endpoint id with "/" or ".." is refused', () => {
+  for (const id of ['a/b', '..', 'x..y', 'has space']) {
+    const doc = base()
+    ;(doc.discovery as { embedded: { services: Record<string, unknown> } }).embedded.services.users = { endpoints: [{ id, address: '127.0.0.1', port: 1 }] }
+    assert.deepEqual(paths(doc), ['$.discovery.embedded.services.users.endpoints[0].id'], id)
+  }
+})
+
+test('regression: an admin listener off loopback without a token is refused, naming listeners.admin.token and FASTMESH_ADMIN_TOKEN', () => {
+  for (const address of ['0.0.0.0', '::', '10.1.2.3', 'gateway.internal']) {
+    const p = onlyProblem(base({ listeners: { admin: { address, port: 15000 } } }))
+    assert.equal(p.path, '$.listeners.admin.token', address)
+    assert.match(p.message, /is required/)
+    assert.match(p.hint ?? '', /FASTMESH_ADMIN_TOKEN/)
+  }
+  assert.throws(() => load(base(), { FASTMESH_ADMIN_ADDRESS: '0.0.0.0' }), (err: ConfigError) => err.problems.some((p) => p.path === '$.listeners.admin.token'))
+})
+
+test('an admin listener on loopback needs no token', () => {
+  for (const address of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) {
+    assert.deepEqual(problems(base({ listeners: { admin: { address, port: 15000 } } })), [], address)
+  }
+})
+
+test('an admin listener off loopback with a token, from the file or FASTMESH_ADMIN_TOKEN, is accepted', () => {
+  const token = 'f0e1d2c3b4a59687f0e1d2c3'
+  assert.deepEqual(problems(base({ listeners: { admin: { address: '0.0.0.0', port: 15000, token } } })), [])
+  const { config } = load(base(), { FASTMESH_ADMIN_ADDRESS: '0.0.0.0', FASTMESH_ADMIN_TOKEN: token })
+  assert.equal(config.listeners.admin.token, token)
+  assert.equal(config.listeners.admin.address, '0.0.0.0')
+})
+
+test('an empty FASTMESH_ADMIN_TOKEN is no token', () => {
+  const { config } = load(base(), { FASTMESH_ADMIN_TOKEN: '' })
+  assert.equal(config.listeners.admin.token, undefined)
+})
+
+test('an admin token shorter than 16 characters is refused without being quoted', () => {
+  const doc = base({ listeners: { admin: { address: '127.0.0.1', port: 15000, token: 'short-tok' } } })
+  assert.deepEqual(paths(doc), ['$.listeners.admin.token'])
+  assert.ok(!problemText(doc).includes('short-tok'))
+})
+
+test('admin allowedHosts take host names and IP literals without a port', () => {
+  assert.deepEqual(problems(base({ listeners: { admin: { port: 15000, allowedHosts: ['gateway.internal', '10.0.0.5', '[fd00::5]'] } } })), [])
+  assert.deepEqual(paths(base({ listeners: { admin: { port: 15000, allowedHosts: ['gateway.internal:15000'] } } })), ['$.listeners.admin.allowedHosts[0]'])
 })
