@@ -1,17 +1,22 @@
 // The admin API on its own listener (loopback by default): liveness, readiness, routes,
-// services with endpoint health, runtime endpoint registration, reload, config dump (secrets redacted).
-import Fastify, { LogController } from 'fastify'
+// services with endpoint health, runtime endpoint registration, reload, config dump. Every
+// answer is redacted by the one rule (src/config/redact.ts); access rules are in access.ts.
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { AddressInfo } from 'node:net'
 import type { Gateway } from '../gateway/gateway.js'
 import { fastmeshError, type FastmeshError } from '../errors.js'
 import { errorHeaders, errorPayload } from '../gateway/respond.js'
-import { SERVICE_NAME_PATTERN } from '../config/names.js'
-import { describeSelector } from '../balancer/failover.js'
+import { ENDPOINT_ID_PATTERN, ENDPOINT_ID_RE, ENDPOINT_ID_RULE, SERVICE_NAME_PATTERN } from '../config/names.js'
+import { endpointAddressProblem } from '../config/addresses.js'
+import { describeSelector, type FailoverChain } from '../balancer/failover.js'
 import { MirrorStats, mirrorStatsKind } from '../gateway/mirror.js'
 import { durationMs } from '../config/duration.js'
 import { leafState } from '../identity/validity.js'
-import { redactSecrets } from '../config/redact.js'
+import { redactedJson } from '../config/redact.js'
+import { AdminAccess, isJsonContentType } from './access.js'
+import type { ServiceSnapshot } from '../discovery/types.js'
+import type { ServiceEndpoints } from '../balancer/service-endpoints.js'
 import { AJV_CODE_OPTIONS } from '../config/ajv-options.js'
 import { RouteStats, routeStatsKind, type RouteStatsSnapshot } from '../telemetry/route-stats.js'
 import type { CompiledRouteMatcher } from '../gateway/router.js'
@@ -22,8 +27,8 @@ export interface AdminServer {
 }
 
 const RegistrationBody = Type.Object({
-  id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-  address: Type.String({ minLength: 1, maxLength: 255 }),
+  id: Type.Optional(Type.String({ pattern: ENDPOINT_ID_PATTERN })),
+  address: Type.String({ minLength: 1, maxLength: 253 }),
   port: Type.Integer({ minimum: 1, maximum: 65535 }),
   weight: Type.Optional(Type.Integer({ minimum: 1 })),
   tags: Type.Optional(Type.Array(Type.String())),
@@ -31,24 +36,73 @@ const RegistrationBody = Type.Object({
 }, { additionalProperties: false })
 
 const ServiceParams = Type.Object({ service: Type.String({ pattern: SERVICE_NAME_PATTERN }) })
-const EndpointParams = Type.Object({ service: Type.String(), id: Type.String() })
+const EndpointParams = Type.Object({ service: Type.String({ pattern: SERVICE_NAME_PATTERN }), id: Type.String({ pattern: ENDPOINT_ID_PATTERN }) })
 const RouteParams = Type.Object({ name: Type.String({ minLength: 1 }) })
 /** What a route with no counted request reports. */
 const noStats = new RouteStats()
 
-function send (reply: import('fastify').FastifyReply, err: FastmeshError) {
+/** An endpoint registration is a few hundred bytes; nothing the admin API takes is near this. */
+const BODY_LIMIT_BYTES = 64 * 1024
+
+declare module 'fastify' {
+  /** Per-route admin settings (Fastify route `config`); only the admin app sets them. */
+  interface FastifyContextConfig {
+    /** Answered without Host check or token: read-only, revealing nothing (health checkers call by IP). */
+    adminProbe?: boolean
+    /** Takes a JSON body: any other (or no) content type is 415. */
+    adminJsonBody?: boolean
+  }
+}
+
+function send (reply: FastifyReply, err: FastmeshError) {
   return reply.code(err.statusCode).headers(errorHeaders(reply.request.id)).send(errorPayload(err, reply.request.id))
 }
 
-export async function startAdmin (gateway: Gateway, listen: { address: string, port: number }): Promise<AdminServer> {
+/**
+ * The access rules, in order: Host (DNS rebinding), token, same origin for changes, JSON
+ * bodies only. The probes (`/live`, `/ready`) skip them. Returns the refusal, if any.
+ */
+function refusal (access: AdminAccess, request: FastifyRequest): FastmeshError | undefined {
+  const route = request.routeOptions.config ?? {}
+  if (route.adminProbe === true) return undefined
+  const host = request.headers.host
+  const hostProblem = access.hostProblem(request.raw.rawHeaders, request.raw.httpVersion, host)
+  if (hostProblem !== undefined) return fastmeshError('ADMIN_MISDIRECTED', [JSON.stringify(host ?? ''), hostProblem])
+  if (!access.authorized(request.headers.authorization)) return fastmeshError('ADMIN_UNAUTHORIZED', ['a valid token: send `Authorization: Bearer <listeners.admin.token>`'])
+  if (request.method === 'GET' || request.method === 'HEAD') return undefined
+  if (access.crossOrigin(request.headers.origin, host)) return fastmeshError('ADMIN_CROSS_ORIGIN', [JSON.stringify(request.headers.origin)])
+  const hasBody = request.headers['transfer-encoding'] !== undefined || Number(request.headers['content-length'] ?? 0) > 0
+  const type = request.headers['content-type']
+  if ((hasBody || route.adminJsonBody === true) && !isJsonContentType(type)) return fastmeshError('ADMIN_UNSUPPORTED_MEDIA_TYPE', [type === undefined ? 'no Content-Type' : JSON.stringify(type)])
+  return undefined
+}
+
+export async function startAdmin (gateway: Gateway, listen: { address: string, port: number, token?: string | undefined, allowedHosts?: readonly string[] }): Promise<AdminServer> {
   const app = Fastify({
     loggerInstance: gateway.log.child({ component: 'admin' }),
     logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT_BYTES,
     ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false, code: AJV_CODE_OPTIONS } },
     serializerOpts: { ajv: { code: AJV_CODE_OPTIONS } }
   })
+  // Every object the admin API answers with, errors included, is serialized through the one
+  // redaction rule: no view can forget it.
+  app.setReplySerializer((payload) => redactedJson(payload))
 
-  app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, _request, reply) => {
+  const accessFor = (boundAddress: string) => new AdminAccess({ address: listen.address, boundAddress, token: listen.token, allowedHosts: listen.allowedHosts ?? [] })
+  // Replaced once bound: a name bind (`localhost`) then also answers to the address it got.
+  let access = accessFor(listen.address)
+  app.addHook('onRequest', async (request, reply) => {
+    const refused = refusal(access, request)
+    if (refused === undefined) return
+    if (refused.statusCode === 401) void reply.header('www-authenticate', 'Bearer realm="fastmesh-admin"')
+    return send(reply, refused)
+  })
+
+  app.setErrorHandler((error: Error & { validation?: unknown, statusCode?: number }, request, reply) => {
+    // Fastify's own body refusals, in the catalogue's terms.
+    if (error.statusCode === 413) return send(reply, fastmeshError('ADMIN_BODY_TOO_LARGE', [BODY_LIMIT_BYTES]))
+    if (error.statusCode === 415) return send(reply, fastmeshError('ADMIN_UNSUPPORTED_MEDIA_TYPE', [JSON.stringify(request.headers['content-type'] ?? '')]))
     if (error.validation !== undefined || (error.statusCode ?? 500) < 500) {
       return send(reply, fastmeshError('ADMIN_BAD_REQUEST', [error.message]))
     }
@@ -57,9 +111,10 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   })
   app.setNotFoundHandler((request, reply) => send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no admin resource ${request.method} ${request.url}`])))
 
-  app.get('/live', async () => ({ status: 'live' }))
+  const probe = { adminProbe: true }
+  app.get('/live', { config: probe }, async () => ({ status: 'live' }))
 
-  app.get('/ready', async (_request, reply) => {
+  app.get('/ready', { config: probe }, async (_request, reply) => {
     const ready = gateway.ready
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', version: gateway.version?.version ?? 0 })
   })
@@ -97,71 +152,101 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     return { version: gateway.version?.version, ...describeRoute(r) }
   })
 
+  /**
+   * One service as traffic sees it: endpoints with health and ejection state, the service
+   * layer (every endpoint set using it) and the failover chains it takes part in. The same
+   * object in `GET /services` and `GET /services/:service`.
+   */
+  const describeService = (s: ServiceSnapshot, sets: readonly ServiceEndpoints[], now: number) => {
+    const layers = sets.filter((set) => set.service === s.service)
+    return {
+      name: s.service,
+      ...(s.datacenter !== undefined ? { datacenter: s.datacenter } : {}),
+      stale: s.stale,
+      ...(s.error !== undefined ? { error: s.error } : {}),
+      updatedAt: new Date(s.updatedAt).toISOString(),
+      healthy: s.endpoints.filter((e) => e.health === 'passing').length,
+      // Passing and not ejected: what takes traffic now.
+      inRotation: s.endpoints.filter((e) => e.health === 'passing' && !layers.some((l) => l.outlier.view(e.id, now).state === 'ejected')).length,
+      endpoints: s.endpoints.map((e) => {
+        const ejected = layers.map((l) => l.outlier.view(e.id, now)).find((v) => v.state === 'ejected')
+        return {
+          id: e.id,
+          address: e.address,
+          port: e.port,
+          weight: e.weight,
+          tags: e.tags,
+          meta: e.meta,
+          health: e.health,
+          ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
+          // What traffic sees: out of rotation by health, ejected by outlier detection, or healthy.
+          state: e.health !== 'passing' && e.health !== 'warning' ? 'unhealthy' : ejected !== undefined ? 'ejected' : 'healthy',
+          ...(ejected !== undefined ? { ejectedUntil: ejected.until !== undefined ? new Date(ejected.until).toISOString() : undefined, ejectionReason: ejected.reason, ejections: ejected.ejections } : {}),
+          origin: e.origin,
+          ...(e.node !== undefined ? { node: e.node } : {})
+        }
+      }),
+      layers: layers.map((l) => ({
+        selector: describeSelector(l.selector),
+        policy: l.balancing.policy,
+        locality: l.locality,
+        outlierPanic: l.outlier.inPanic,
+        circuit: l.circuit.snapshot(),
+        balancer: Object.fromEntries(l.balancerStats())
+      }))
+    }
+  }
+
+  /** Failover chains of the serving version with their active target; `service`: only chains it is part of. */
+  const failoverChains = (service?: string) => [...(gateway.version?.failovers ?? new Map<string, FailoverChain>())]
+    .filter(([, c]) => service === undefined || c.layers.some((l) => l.service === service))
+    .map(([chain, c]) => ({ chain, active: c.active }))
+
   app.get('/services', async () => {
     const now = Date.now()
     const sets = gateway.services.all()
     return {
       discovery: gateway.discovery.kind,
-      services: gateway.discovery.services().map((s) => {
-        // The service layer's view of this service: every endpoint set (selector) using it.
-        const layers = sets.filter((set) => set.service === s.service)
-        return {
-          name: s.service,
-          ...(s.datacenter !== undefined ? { datacenter: s.datacenter } : {}),
-          stale: s.stale,
-          ...(s.error !== undefined ? { error: s.error } : {}),
-          updatedAt: new Date(s.updatedAt).toISOString(),
-          healthy: s.endpoints.filter((e) => e.health === 'passing').length,
-          // Passing and not ejected: what takes traffic now.
-          inRotation: s.endpoints.filter((e) => e.health === 'passing' && !layers.some((l) => l.outlier.view(e.id, now).state === 'ejected')).length,
-          endpoints: s.endpoints.map((e) => {
-            const ejected = layers.map((l) => l.outlier.view(e.id, now)).find((v) => v.state === 'ejected')
-            return {
-              id: e.id,
-              address: e.address,
-              port: e.port,
-              weight: e.weight,
-              tags: e.tags,
-              meta: e.meta,
-              health: e.health,
-              ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
-              // What traffic sees: out of rotation by health, ejected by outlier detection, or healthy.
-              state: e.health !== 'passing' && e.health !== 'warning' ? 'unhealthy' : ejected !== undefined ? 'ejected' : 'healthy',
-              ...(ejected !== undefined ? { ejectedUntil: ejected.until !== undefined ? new Date(ejected.until).toISOString() : undefined, ejectionReason: ejected.reason, ejections: ejected.ejections } : {}),
-              origin: e.origin,
-              ...(e.node !== undefined ? { node: e.node } : {})
-            }
-          }),
-          layers: layers.map((l) => ({
-            selector: describeSelector(l.selector),
-            policy: l.balancing.policy,
-            locality: l.locality,
-            outlierPanic: l.outlier.inPanic,
-            circuit: l.circuit.snapshot(),
-            balancer: Object.fromEntries(l.balancerStats())
-          }))
-        }
-      }),
-      failover: [...(gateway.version?.failovers ?? new Map())].map(([chain, c]) => ({ chain, active: c.active }))
+      services: gateway.discovery.services().map((s) => describeService(s, sets, now)),
+      failover: failoverChains()
     }
   })
 
   app.get<{ Params: Static<typeof ServiceParams> }>('/services/:service', { schema: { params: ServiceParams } }, async (request, reply) => {
     const s = gateway.discovery.snapshot(request.params.service)
     if (s === undefined) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no service "${request.params.service}"`]))
-    return { name: s.service, stale: s.stale, endpoints: s.endpoints }
+    return { discovery: gateway.discovery.kind, ...describeService(s, gateway.services.all(), Date.now()), failover: failoverChains(s.service) }
   })
 
+  /** Runtime registration adds endpoints to services the config declares in the embedded registry, nothing else. */
+  const embeddedService = (service: string): boolean => Object.hasOwn(gateway.config.discovery.embedded.services, service)
+  const notEmbedded = (service: string) => fastmeshError('ADMIN_NOT_FOUND', [`no service "${service}" in the embedded registry: runtime registration adds endpoints to services declared under discovery.embedded.services`])
+  const endpointOrigin = (service: string, id: string): string | undefined => gateway.registry.snapshot(service)?.endpoints.find((e) => e.id === id)?.origin
+
   app.post<{ Params: Static<typeof ServiceParams>, Body: Static<typeof RegistrationBody> }>('/services/:service/endpoints', {
+    config: { adminJsonBody: true },
     schema: { params: ServiceParams, body: RegistrationBody }
   }, async (request, reply) => {
-    const endpoint = gateway.registry.register(request.params.service, request.body)
+    const { service } = request.params
+    const body = request.body
+    const addressProblem = endpointAddressProblem(body.address)
+    if (addressProblem !== undefined) return send(reply, fastmeshError('ADMIN_BAD_REQUEST', [`body/address ${addressProblem}`]))
+    if (!embeddedService(service)) return send(reply, notEmbedded(service))
+    const id = body.id ?? `${body.address}:${body.port}`
+    if (body.id === undefined && !ENDPOINT_ID_RE.test(id)) return send(reply, fastmeshError('ADMIN_BAD_REQUEST', [`body/id is required: the default "address:port" is not a valid id (${ENDPOINT_ID_RULE})`]))
+    if (endpointOrigin(service, id) === 'config') {
+      return send(reply, fastmeshError('ADMIN_CONFLICT', [`endpoint "${id}" of service "${service}" comes from the config file; change it there, or register under another id`]))
+    }
+    const endpoint = gateway.registry.register(service, { ...body, id })
     return reply.code(201).send(endpoint)
   })
 
   app.delete<{ Params: Static<typeof EndpointParams> }>('/services/:service/endpoints/:id', { schema: { params: EndpointParams } }, async (request, reply) => {
-    const removed = gateway.registry.deregister(request.params.service, request.params.id)
-    if (!removed) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no endpoint "${request.params.id}" in service "${request.params.service}"`]))
+    const { service, id } = request.params
+    const origin = endpointOrigin(service, id)
+    if (origin === undefined) return send(reply, fastmeshError('ADMIN_NOT_FOUND', [`no endpoint "${id}" in service "${service}"`]))
+    if (origin === 'config') return send(reply, fastmeshError('ADMIN_CONFLICT', [`endpoint "${id}" of service "${service}" comes from the config file; remove it there`]))
+    gateway.registry.deregister(service, id)
     return reply.code(204).send()
   })
 
@@ -202,7 +287,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
 
   app.get('/authz', async () => ({ decisions: gateway.meshContext?.authorizer.countRows() ?? [] }))
 
-  // Secrets never leave through the admin API (src/config/redact.ts says which values).
+  // Secrets never leave through the admin API: the reply serializer redacts (src/config/redact.ts).
   app.get('/config', async () => {
     const last = gateway.lastReload
     const address = (a: AddressInfo) => ({ address: a.address, port: a.port })
@@ -210,12 +295,12 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
       version: gateway.version?.version,
       source: gateway.configSource,
       // Restart-only keys (listeners, discovery.consul, mesh, ...) as the gateway started with them.
-      config: redactSecrets(gateway.config),
+      config: gateway.config,
       listening: { ...Object.fromEntries(Object.entries(gateway.boundListeners).map(([name, a]) => [name, address(a)])), admin: address(gateway.adminAddress) },
       pendingRestart: gateway.pendingRestart,
       lastReload: last === undefined
         ? null
-        : { at: last.at, reason: last.reason, ok: last.ok, version: last.version, ...(last.error !== undefined ? { error: last.error } : {}), ...(last.problems !== undefined ? { problems: last.problems } : {}), ...(last.pendingRestart !== undefined ? { pendingRestart: last.pendingRestart } : {}) },
+        : { at: last.at, reason: last.reason, ok: last.ok, version: last.version, ...(last.restored === true ? { restored: true } : {}), ...(last.error !== undefined ? { error: last.error } : {}), ...(last.problems !== undefined ? { problems: last.problems } : {}), ...(last.pendingRestart !== undefined ? { pendingRestart: last.pendingRestart } : {}) },
       reloads: { ...gateway.reloads }
     }
   })
@@ -225,8 +310,10 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   } catch (cause) {
     throw fastmeshError('LISTEN', [`${listen.address}:${listen.port} (admin)`, (cause as Error).message], cause)
   }
+  const bound = app.server.address() as AddressInfo
+  access = accessFor(bound.address)
   return {
-    address: app.server.address() as AddressInfo,
+    address: bound,
     close: async () => { await app.close() }
   }
 }

@@ -3,7 +3,7 @@
 // restart keys, the last reload's outcome).
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { startGateway, eventually, plainRequest } from '../helpers/gateway.js'
+import { startGateway, eventually, plainRequest, assertErrorResponse } from '../helpers/gateway.js'
 import { startEcho, startSample, startHeldUpstream, embeddedServices, meshConfig } from '../helpers/upstreams.js'
 import { freePort } from '../helpers/ports.js'
 
@@ -197,4 +197,115 @@ test('an unknown admin path answers 404 FASTMESH_ERR_ADMIN_NOT_FOUND', async (t)
   const res = await plainRequest(g.adminUrl, '/nothing-here')
   assert.equal(res.status, 404)
   assert.equal(res.json<{ error: { code: string } }>().error.code, 'FASTMESH_ERR_ADMIN_NOT_FOUND')
+})
+
+// --- secrets in every view ------------------------------------------------------------------
+
+test('regression: GET /config and GET /routes hide route header and query match values of credential-bearing names', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{
+    name: 'internal',
+    match: { headers: [{ name: 'x-internal-token', exact: 'hdr-s3cret-1' }, { name: 'x-beta', exact: 'yes' }], query: [{ name: 'access_token', exact: 'qs-s3cret-2' }] },
+    destination: { service: 'svc' }
+  }]))
+  for (const path of ['/config', '/routes', '/routes/internal']) {
+    const res = await g.admin('GET', path)
+    assert.equal(res.status, 200)
+    assert.ok(!res.text.includes('hdr-s3cret-1') && !res.text.includes('qs-s3cret-2'), `${path}: ${res.text}`)
+    assert.ok(res.text.includes('"x-beta","exact":"yes"'), `${path} shows other match values`)
+  }
+  // The route still matches on the real value.
+  assert.equal((await g.request('/?access_token=qs-s3cret-2', { headers: { 'x-internal-token': 'hdr-s3cret-1', 'x-beta': 'yes' } })).status, 200)
+})
+
+test('regression: GET /config hides passwords inside URLs and cookie and x-auth header values', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [{
+    name: 'r',
+    destination: { service: 'svc' },
+    plugins: [{ name: 'headers', options: { request: { set: { cookie: 'sid=cookie-s3cret', 'x-auth': 'xauth-s3cret', 'x-callback': 'https://svc:url-s3cret@hooks.example/cb' } } } }]
+  }]))
+  const res = await g.admin('GET', '/config')
+  for (const secret of ['cookie-s3cret', 'xauth-s3cret', 'url-s3cret']) assert.ok(!res.text.includes(secret), `${secret} in ${res.text}`)
+  assert.ok(res.text.includes('https://<redacted>@hooks.example/cb'), 'the URL is shown without its userinfo')
+})
+
+test('regression: GET /services and GET /services/:service hide endpoint meta api_key, as /config does', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, {
+    discovery: { embedded: { services: { svc: { endpoints: [{ id: 'svc-1', address: '127.0.0.1', port: echo.port, meta: { api_key: 'meta-s3cret', zone: 'z1' } }] } } } },
+    routes: [{ name: 'r', destination: { service: 'svc' } }]
+  })
+  const registered = await g.admin('POST', '/services/svc/endpoints', { id: 'svc-2', address: '127.0.0.1', port: echo.port, meta: { password: 'reg-s3cret' } })
+  assert.equal(registered.status, 201)
+  assert.ok(!registered.text.includes('reg-s3cret'), registered.text)
+  for (const path of ['/services', '/services/svc', '/config']) {
+    const res = await g.admin('GET', path)
+    assert.ok(!res.text.includes('meta-s3cret') && !res.text.includes('reg-s3cret'), `${path}: ${res.text}`)
+    if (path !== '/config') assert.ok(res.text.includes('"api_key":"<redacted>","zone":"z1"'), `${path}: ${res.text}`)
+  }
+})
+
+test('regression: a refused reload does not echo a secret in the 409 answer, in lastReload or in the log', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const config = meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }])
+  const g = await startGateway(t, config)
+  await g.writeConfig({
+    ...config,
+    discovery: { ...(config.discovery as object), consul: { address: 'http://fastmesh:pw-s3cret-1@consul.internal:8500', token: 31415926535 } },
+    routes: [{ name: 'all', match: { headers: [{ name: 'authorization', exact: 27182818284 }] }, destination: { service: 'svc' } }]
+  })
+  const res = await g.admin('POST', '/reload')
+  assertErrorResponse(res, 409, 'FASTMESH_ERR_ADMIN_RELOAD_FAILED')
+  const problems = res.json<{ problems: Array<{ path: string }> }>().problems.map((p) => p.path).sort()
+  assert.deepEqual(problems, ['$.discovery.consul.address', '$.discovery.consul.token', '$.routes[0].match.headers[0].exact'])
+  const config409 = (await g.admin('GET', '/config')).text
+  const logs = g.logs.lines.join('\n')
+  for (const secret of ['pw-s3cret-1', '31415926535', '27182818284']) {
+    assert.ok(!res.text.includes(secret), `409 answer: ${res.text}`)
+    assert.ok(!config409.includes(secret), `lastReload: ${config409}`)
+    assert.ok(!logs.includes(secret), `log: ${logs}`)
+  }
+  assert.equal(g.logs.withMessage('config refused; the running config keeps serving').length, 1)
+})
+
+test('regression: the good config put back after a refused reload clears lastReload (ok, restored) with an info log line', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const config = meshConfig({ svc: [echo] }, [{ name: 'all', destination: { service: 'svc' } }])
+  const g = await startGateway(t, config, { watch: true })
+  await g.writeConfig({ routes: [{ name: 'broken', destinaton: { service: 'svc' } }] })
+  await eventually(async () => (await g.admin('GET', '/config')).json<ConfigBody>().lastReload?.ok === false, 'the broken file to be refused')
+  await g.writeConfig(config)
+  const last = await eventually(async () => {
+    const l = (await g.admin('GET', '/config')).json<ConfigBody>().lastReload
+    return l?.ok === true ? l : undefined
+  }, 'the restored file to clear the refusal')
+  assert.equal((last as { restored?: boolean }).restored, true)
+  assert.equal(last.version, 1, 'nothing was rebuilt')
+  assert.equal(last.reason, 'file change')
+  const line = g.logs.withMessage('config restored: the config in effect was offered again, the last refusal no longer applies')
+  assert.equal(line.length, 1)
+  assert.equal(line[0]!.level, 'info')
+  assert.deepEqual((await g.admin('GET', '/config')).json<ConfigBody>().reloads, { ok: 0, failed: 1 })
+})
+
+// --- one service, the same view as in the list ----------------------------------------------
+
+test('regression: GET /services/:service shows the same service object as GET /services (state, layers, failover)', async (t) => {
+  const users = await startEcho(t, 'users')
+  const orders = await startEcho(t, 'orders')
+  const g = await startGateway(t, meshConfig({ users: [users], orders: [orders] }, [{ name: 'users', destination: { service: 'users' } }], {
+    services: { users: { failover: [{ service: 'orders' }] } }
+  }))
+  assert.equal((await g.request('/')).status, 200)
+  interface ServiceView { name: string, endpoints: Array<{ state: string }>, layers: unknown[], [key: string]: unknown }
+  const list = (await g.admin('GET', '/services')).json<{ discovery: string, services: ServiceView[], failover: Array<{ chain: string, active: string }> }>()
+  const one = (await g.admin('GET', '/services/users')).json<ServiceView & { discovery: string, failover: Array<{ chain: string }> }>()
+  const { discovery, failover, ...service } = one
+  assert.equal(discovery, list.discovery)
+  assert.deepEqual(service, list.services.find((s) => s.name === 'users'))
+  assert.equal(service.endpoints[0]?.state, 'healthy')
+  assert.ok(service.layers.length >= 1, 'the service layer is shown')
+  assert.deepEqual(failover, list.failover.filter((c) => c.chain.startsWith('users')))
+  assert.equal(failover.length, 1)
 })
