@@ -94,9 +94,38 @@ export function deepFreeze<T> (value: T): T {
   return value
 }
 
-/** Validates a parsed document; throws ConfigError listing every problem. */
+/**
+ * A copy of a parsed document in which every mapping and list is its own. A YAML alias
+ * (`admin: *loopback`) reads back as the very object it names; validation fills defaults and
+ * environment overrides in place, so each place it is used would get the others' keys.
+ * Throws on an alias inside the node it names (a document that contains itself).
+ */
+function ownTree (value: unknown, ancestors: Set<object> = new Set()): unknown {
+  if (value === null || typeof value !== 'object') return value
+  if (ancestors.has(value)) throw new Error('a YAML alias refers to a node that contains it')
+  ancestors.add(value)
+  let out: unknown
+  if (Array.isArray(value)) {
+    out = value.map((v) => ownTree(v, ancestors))
+  } else {
+    const copy: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) copy[k] = ownTree(v, ancestors)
+    out = copy
+  }
+  ancestors.delete(value)
+  return out
+}
+
+/** Validates a parsed document (the caller's copy is left as it was); throws ConfigError listing every problem. */
 export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const result = validateConfigDocument(applyEnvOverrides(doc, env))
+  let own: unknown
+  try {
+    own = ownTree(doc)
+  } catch (cause) {
+    const err = fastmeshError('CONFIG_INVALID', [source, `  $: ${(cause as Error).message}`])
+    throw new ConfigError(err.code, err.message, [{ path: '$', message: (cause as Error).message }], { cause })
+  }
+  const result = validateConfigDocument(applyEnvOverrides(own, env))
   if (result.config === undefined) {
     const err = fastmeshError('CONFIG_INVALID', [source, formatProblems(result.problems)])
     throw new ConfigError(err.code, err.message, result.problems)

@@ -121,12 +121,10 @@ export interface GatewayTestOptions {
 /** Listeners on loopback port 0 (a node's outbound, inbound and admin), unless the config names its own. */
 export function withTestListeners (config: string | ConfigDoc): ConfigDoc {
   const doc = (typeof config === 'string' ? parse(config) : structuredClone(config)) as ConfigDoc
-  // One object per listener: a shared one would be written as a YAML alias and read back as
-  // one object, which the schema's per-listener defaults would then mix.
-  const any = () => ({ address: '127.0.0.1', port: 0 })
+  const any = { address: '127.0.0.1', port: 0 }
   doc.listeners ??= (doc.gateway as { mode?: string } | undefined)?.mode === 'node'
-    ? { outbound: any(), inbound: any(), admin: any() }
-    : { http: any(), admin: any() }
+    ? { outbound: any, inbound: any, admin: any }
+    : { http: any, admin: any }
   return doc
 }
 

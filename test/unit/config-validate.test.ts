@@ -628,3 +628,15 @@ test('admin allowedHosts take host names and IP literals without a port', () => 
   assert.deepEqual(problems(base({ listeners: { admin: { port: 15000, allowedHosts: ['gateway.internal', '10.0.0.5', '[fd00::5]'] } } })), [])
   assert.deepEqual(paths(base({ listeners: { admin: { port: 15000, allowedHosts: ['gateway.internal:15000'] } } })), ['$.listeners.admin.allowedHosts[0]'])
 })
+
+test('regression: one YAML-aliased object used for two listeners gets each listener\'s own defaults (not an unknown key)', () => {
+  const text = 'listeners:\n  admin: &lo { address: 127.0.0.1, port: 0 }\n  outbound: *lo\n  http: *lo\n'
+  const { config } = loadConfigText(text, 'test.yaml', {})
+  assert.deepEqual(config.listeners.admin, { address: '127.0.0.1', port: 0, allowedHosts: [] })
+  assert.deepEqual(config.listeners.outbound, { address: '127.0.0.1', port: 0 })
+  assert.deepEqual(config.listeners.http, { address: '127.0.0.1', port: 0 })
+})
+
+test('a YAML alias inside the node it names is one problem at $, not a crash', () => {
+  assert.throws(() => loadConfigText('a: &x { b: *x }\n', 'test.yaml', {}), (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.path === '$')
+})
