@@ -287,6 +287,12 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
 
   app.get('/authz', async () => ({ decisions: gateway.meshContext?.authorizer.countRows() ?? [] }))
 
+  // Exceptions raised while serving requests: each ended its own exchange, the gateway went on.
+  app.get('/faults', async () => {
+    const f = gateway.faults
+    return { caught: f.count, uncaught: f.uncaught, last: f.last ?? null }
+  })
+
   // Secrets never leave through the admin API: the reply serializer redacts (src/config/redact.ts).
   app.get('/config', async () => {
     const last = gateway.lastReload

@@ -1,7 +1,7 @@
 // The one error-to-response translator: every response the gateway makes itself (routing,
 // forwarding, listeners, plugins' errors, admin) is shaped here — status from the error,
 // the small JSON body `{error:{code,message,requestId}}`, and an x-request-id.
-import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { catalogue, errorBody, fastmeshError, isFastmeshError, type ResponseError } from '../errors.js'
 
@@ -19,6 +19,16 @@ export function errorHeaders (requestId: string): OutgoingHttpHeaders {
 }
 
 /**
+ * Whether the request declared a body that has not all arrived yet. (A bodiless request is
+ * not `complete` while its 'request' event runs, so `complete` alone does not say it.)
+ */
+export function bodyUnread (req: IncomingMessage): boolean {
+  if (req.complete) return false
+  const h = req.headers
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')
+}
+
+/**
  * Writes `err` on a response nothing was written to yet. `headers` are kept (a route
  * plugin's CORS or rate-limit headers); ours win for the body's own. Too late for a status,
  * the exchange is cut so the client sees a broken response, not a short one.
@@ -29,6 +39,9 @@ export function writeError (res: ServerResponse, err: ResponseError, requestId: 
     return
   }
   const body = errorBody(err, requestId)
+  // Answered before the request body was all read: close the connection after the answer
+  // (the unread rest cannot be told from the next request, and the body stream may be gone).
+  if (res.req !== undefined && bodyUnread(res.req)) res.shouldKeepAlive = false
   if (headers != null) for (const name in headers) res.setHeader(name, headers[name] as string | string[])
   const own = errorHeaders(requestId)
   own['content-length'] = Buffer.byteLength(body)

@@ -189,8 +189,9 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
 
   private attempt (call: RouteCall): void {
     const ex = call.ex
-    if (call.faulted || ex.ended) return
-    if (ex.res.destroyed) { this.finish(call, 499, 'client closed the connection'); return }
+    if (call.faulted) return
+    // The client left while the retry waited: the admissions go back, the exchange ends (once).
+    if (ex.ended || ex.res.destroyed) { this.finish(call, 499, 'client closed the connection'); return }
     const target = call.destination.pick({ headers: call.headers, clientAddress: ex.clientAddress, search: call.match.search, tried: call.tried })
     if (target === undefined) {
       this.giveUp(call, call.lastError ?? fastmeshError('NO_HEALTHY_ENDPOINT', [call.destination.service]))
@@ -273,6 +274,12 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     } catch (err) {
       this.fault(call.ex, call, 'end', err)
     }
+  }
+
+  /** The endpoint layer caught an exception of ours or a plugin's (not the upstream's) on this try. */
+  faulted (call: RouteCall, where: string, err: unknown): void {
+    if (call.faulted) return
+    this.fault(call.ex, call, where, err)
   }
 
   /** Runs `step` for `call` from a timer or stream callback: an exception ends this exchange only. */

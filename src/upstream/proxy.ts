@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { fastmeshError, type FastmeshError } from '../errors.js'
+import { bodyUnread } from '../gateway/respond.js'
 import type { EndpointTarget } from './endpoint-pool.js'
 import type { UpstreamHeadersEditor } from '../../plugins/types.js'
 
@@ -82,6 +83,8 @@ export interface ForwardObserver<C extends UpstreamCall = UpstreamCall> {
   failed(call: C, err: FastmeshError): void
   /** The exchange is over: `status` as relayed (499: the client left), `error` when it broke. */
   ended(call: C, status: number, error: string | undefined): void
+  /** An exception that is neither the upstream's nor the client's (a plugin's header edit, a bug): the exchange ends as a fault. */
+  faulted(call: C, where: string, err: unknown): void
 }
 
 function connectionTokens (value: string | string[] | undefined): string[] | undefined {
@@ -245,9 +248,20 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
       this.abortUpstream?.(new Error(`response ${statusCode} dropped for a retry`))
       return false
     }
+    let headers: string[]
+    try {
+      headers = responseHeaders(rawHeaders, this.call, statusCode)
+    } catch (err) {
+      // A route plugin's edit of the response headers failed: not the upstream's fault.
+      this.done = true
+      this.res.removeListener('close', this.onClientClose)
+      this.abortUpstream?.(new Error('response dropped: its header edit failed'))
+      this.observer.faulted(this.call, 'response header edit', err)
+      return false
+    }
     this.status = statusCode
     this.resumeUpstream = resume
-    this.res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.call, statusCode))
+    this.res.writeHead(statusCode, statusText, headers)
     return true
   }
 
@@ -265,6 +279,9 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
 
   onComplete (): void {
     if (this.done) { this.drainLeft = -1; return }
+    // The upstream answered before the client's body was all read (and undici may have let go
+    // of the body stream): the rest can never be read, so the connection cannot carry another request.
+    if (bodyUnread(this.req)) this.res.shouldKeepAlive = false
     this.res.end()
     this.finish(this.status, undefined)
   }
@@ -287,10 +304,13 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
     // undici calls this outside any try: a failure here must end this tunnel only.
     try {
       this.tunnel(statusCode, rawHeaders, upstream)
-    } catch {
+    } catch (err) {
       upstream.destroy()
       this.req.socket?.destroy()
-      this.finish(502, 'FASTMESH_ERR_INTERNAL')
+      if (this.done) return
+      this.done = true
+      this.res.removeListener('close', this.onClientClose)
+      this.observer.faulted(this.call, 'upgrade', err)
     }
   }
 

@@ -42,6 +42,9 @@ async function startFront (t: TestContext, target: EndpointTarget, settings: For
     },
     ended (call, status, error) {
       reports.push({ kind: 'ended', requestId: call.requestId, status, error })
+    },
+    faulted (call, where, err) {
+      throw new Error(`unexpected fault of ${call.requestId} at ${where}: ${String(err)}`)
     }
   }
   const up = await startUpstream(t, (req, res) => {

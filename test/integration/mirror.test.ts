@@ -61,7 +61,8 @@ async function front (t: TestContext, primary: EndpointTarget, mirror: Mirror): 
     forward(req, res, req.headers, primary, forwarding, call, {
       responded: () => true,
       failed: (_c, err) => { res.writeHead(err.statusCode).end(err.code) },
-      ended: () => {}
+      ended: () => {},
+      faulted: () => { res.destroy() }
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

@@ -41,4 +41,6 @@ test('a plugin whose own timer throws does not stop the gateway process: logged,
   const kinds = new Set(g.logs().filter((e) => e.code === 'FASTMESH_ERR_INTERNAL').map((e) => e.kind))
   assert.ok(kinds.has('uncaughtException'), 'the timer exception was logged')
   assert.ok(kinds.has('unhandledRejection'), 'the unhandled rejection was logged')
+  const faults = await (await request(`${g.adminUrl}/faults`)).body.json() as { uncaught: number }
+  assert.ok(faults.uncaught >= 10, `admin /faults counts every one (5 requests x 2 faults): ${JSON.stringify(faults)}`)
 })
