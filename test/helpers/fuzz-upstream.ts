@@ -14,7 +14,7 @@ import { startUpstream } from './upstreams.js'
 
 export const BEHAVIOURS = [
   'ok', 'ok-chunked', '500', '502', '503', 'slow', 'hang', 'reset-early', 'reset-before-headers',
-  'close-before-headers', 'reset-during-body', '200-then-hang', 'garbage'
+  'close-before-headers', 'reset-during-body', '200-then-hang', '503-then-hang', 'early-503', 'hints-then-ok', 'garbage'
 ] as const
 export type Behaviour = typeof BEHAVIOURS[number]
 
@@ -33,41 +33,56 @@ export function mulberry32 (seed: number): () => number {
   }
 }
 
-/** Byte `i` of the request body of exchange `id`. */
-export function requestByte (id: number, i: number): number {
-  return (id * 7 + i * 13 + (i >>> 7)) & 0xff
-}
-
-/** The request body of exchange `id`, `len` bytes. */
-export function requestBody (id: number, len: number, from = 0): Buffer {
-  const b = Buffer.allocUnsafe(len)
-  for (let i = 0; i < len; i++) b[i] = requestByte(id, from + i)
+/** Random bytes that bodies are cut from: each exchange's body starts at its own offset. */
+const PATTERN = ((): Buffer => {
+  const rnd = mulberry32(0x5eed)
+  const b = Buffer.allocUnsafe(512 * 1024)
+  for (let i = 0; i < b.length; i++) b[i] = Math.floor(rnd() * 256)
   return b
+})()
+const OFFSETS = 64 * 1024
+const MAX_BODY = PATTERN.length - 2 * OFFSETS
+
+function patternFrom (offset: number, len: number): Buffer {
+  if (len > MAX_BODY) throw new Error(`bodies of the fuzz test are at most ${MAX_BODY} bytes`)
+  return PATTERN.subarray(offset, offset + len)
 }
 
-/** Size of the response body the upstreams send for exchange `id`. */
+/** The request body of exchange `id`, `len` bytes (bytes `from` to `from + len` of it). */
+export function requestBody (id: number, len: number, from = 0): Buffer {
+  return patternFrom(((id * 7919) % OFFSETS) + from, len)
+}
+
+/** Size of the response body the upstreams send for exchange `id`: mostly small, some around 64 KiB and above. */
 export function responseSize (id: number): number {
-  return id % 11 === 0 ? 65_536 : 64 + (id % 97)
+  return id % 11 === 0 ? [65_535, 65_536, 65_537, 200_000][id % 4]! : 64 + (id % 97)
 }
 
 /** The response body of exchange `id` (the same from every upstream and try). */
 export function responseBody (id: number): Buffer {
-  const len = responseSize(id)
-  const b = Buffer.allocUnsafe(len)
-  for (let i = 0; i < len; i++) b[i] = (id * 3 + i * 29 + (i >>> 9)) & 0xff
-  return b
+  return patternFrom(OFFSETS + ((id * 104_729) % OFFSETS), responseSize(id))
 }
 
 /** The status a behaviour answers with, when it answers in full. */
 export function behaviourStatus (b: Behaviour): number | undefined {
   switch (b) {
-    case 'ok': case 'ok-chunked': case 'slow': return 200
+    case 'ok': case 'ok-chunked': case 'slow': case 'hints-then-ok': return 200
     case '500': return 500
     case '502': return 502
-    case '503': return 503
+    case '503': case 'early-503': return 503
     default: return undefined
   }
 }
+
+/** The status of the response head a behaviour sends, also when it breaks the body off. */
+export function headStatus (b: Behaviour): number | undefined {
+  if (b === 'reset-during-body' || b === '200-then-hang') return 200
+  if (b === '503-then-hang') return 503
+  return behaviourStatus(b)
+}
+
+/** Behaviours that send a response head and then break the body off. */
+export const CUTS_MID_BODY: ReadonlySet<Behaviour> = new Set<Behaviour>(['reset-during-body', '200-then-hang', '503-then-hang'])
 
 export function resolveBehaviour (plan: string, arrival: number, endpoint: number): Behaviour {
   let byEndpoint: string | undefined
@@ -85,7 +100,7 @@ export function resolveBehaviour (plan: string, arrival: number, endpoint: numbe
 /** One request of an exchange that reached an upstream. */
 export interface Arrival {
   readonly id: number
-  /** 1-based: the n-th request of this exchange to reach any upstream. */
+  /** 1-based: the n-th request of this exchange to reach any upstream (0: a mirrored copy). */
   readonly n: number
   readonly endpoint: number
   readonly behaviour: Behaviour
@@ -110,11 +125,17 @@ export interface Arrival {
 /** Every arrival of every exchange, shared by the upstreams of one test. */
 export class FuzzRecorder {
   readonly arrivals = new Map<number, Arrival[]>()
+  /** Mirrored copies (`x-fastmesh-mirror`), kept apart: they are not tries. Their `n` is 0. */
+  readonly mirrors = new Map<number, Arrival[]>()
   /** Requests without `x-fuzz-id` (plain checks). */
   plain = 0
 
   of (id: number): Arrival[] {
     return this.arrivals.get(id) ?? []
+  }
+
+  mirrorsOf (id: number): Arrival[] {
+    return this.mirrors.get(id) ?? []
   }
 }
 
@@ -140,10 +161,13 @@ export async function startFuzzUpstream (t: TestContext, index: number, recorder
       req.on('end', () => { res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 }).end('ok') })
       return
     }
-    let list = recorder.arrivals.get(id)
-    if (list === undefined) { list = []; recorder.arrivals.set(id, list) }
+    // A mirrored copy behaves as its upstream's `eK` or `*` entry says (no `tN`: it is not a try).
+    const mirrored = req.headers['x-fastmesh-mirror'] !== undefined
+    const lists = mirrored ? recorder.mirrors : recorder.arrivals
+    let list = lists.get(id)
+    if (list === undefined) { list = []; lists.set(id, list) }
     const plan = String(req.headers['x-fuzz-plan'] ?? '')
-    const n = list.length + 1
+    const n = mirrored ? 0 : list.length + 1
     const behaviour = resolveBehaviour(plan, n, index)
     const a: Arrival = {
       id, n, endpoint: index, behaviour, method: req.method ?? '', headers: req.headers, at: performance.now(),
@@ -156,17 +180,20 @@ export async function startFuzzUpstream (t: TestContext, index: number, recorder
       socket.resetAndDestroy()
       return
     }
+    // Answers before reading the body (an upload refused at once), then reads it.
+    if (behaviour === 'early-503') answer(a, res, 503)
     req.on('data', (chunk: Buffer) => {
-      if (a.corruptAt === undefined) {
-        for (let i = 0; i < chunk.length; i++) {
-          if (chunk[i] !== requestByte(id, a.bytes + i)) { a.corruptAt = a.bytes + i; break }
-        }
+      if (a.corruptAt === undefined && a.bytes + chunk.length <= MAX_BODY && !chunk.equals(requestBody(id, chunk.length, a.bytes))) {
+        const expected = requestBody(id, chunk.length, a.bytes)
+        let i = 0
+        while (chunk[i] === expected[i]) i++
+        a.corruptAt = a.bytes + i
       }
       a.bytes += chunk.length
     })
     req.on('end', () => {
       a.complete = true
-      act(a, res, socket)
+      if (behaviour !== 'early-503') act(a, res, socket)
     })
   })
 
@@ -217,6 +244,15 @@ export async function startFuzzUpstream (t: TestContext, index: number, recorder
         res.writeHead(200, headersOf(a, { 'content-length': body.length }))
         res.write(body.subarray(0, body.length >> 1))
         return
+      case '503-then-hang':
+        res.writeHead(503, headersOf(a, { 'content-length': body.length }))
+        res.write(body.subarray(0, body.length >> 1))
+        return
+      case 'hints-then-ok':
+        res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' })
+        answer(a, res, 200)
+        return
+      case 'early-503': return
       case 'garbage':
         socket.end('HTTP/1.1 2OO NOT HTTP\r\nno colon here\r\n\r\n')
         return

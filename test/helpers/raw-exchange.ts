@@ -14,7 +14,7 @@ export type BodySend =
   /** Transfer-Encoding: chunked, in `chunks` chunks, one per event-loop turn. */
   | { readonly kind: 'chunked', readonly body: Buffer, readonly chunks: number }
 
-export type ClientMode = 'normal' | 'abort-after-headers' | 'abort-mid-body' | 'abort-after-first-byte'
+export type ClientMode = 'normal' | 'abort-after-headers' | 'abort-mid-body' | 'abort-after-first-byte' | 'abort-while-waiting'
 
 export interface RawRequest {
   readonly port: number
@@ -26,8 +26,16 @@ export interface RawRequest {
   readonly mode: ClientMode
   /** Abort with an RST (`resetAndDestroy`) rather than a FIN. */
   readonly reset?: boolean
+  /** `abort-while-waiting`: abort this long after the request was sent whole, unless an answer began. Default 100. */
+  readonly abortAfterMs?: number
   /** Give up on the exchange after this long (the gateway never finished its answer). */
   readonly timeoutMs?: number
+  /**
+   * Keep the connection: the request goes without `Connection: close`, and once its answer
+   * is complete (and the request sent whole) this second request is written on the same
+   * connection (it should say `connection: close`), unless the answer said it closes.
+   */
+  readonly followUp?: string
 }
 
 export interface RawOutcome {
@@ -41,7 +49,11 @@ export interface RawOutcome {
   readonly socketError: string | undefined
   /** The gateway never closed the connection within `timeoutMs`. */
   readonly timedOut: boolean
+  /** The follow-up request was written. */
+  readonly followUpSent: boolean
   readonly durationMs: number
+  /** performance.now() when the exchange began (before connecting). */
+  readonly startedAt: number
 }
 
 function head (req: RawRequest): string {
@@ -50,7 +62,7 @@ function head (req: RawRequest): string {
   const b = req.body
   if (b.kind === 'length' || b.kind === 'slow') s += `content-length: ${b.body.length}\r\n`
   if (b.kind === 'chunked') s += 'transfer-encoding: chunked\r\n'
-  return `${s}connection: close\r\n\r\n`
+  return req.followUp !== undefined ? `${s}\r\n` : `${s}connection: close\r\n\r\n`
 }
 
 function pieces (body: Buffer, n: number): Buffer[] {
@@ -73,6 +85,15 @@ export async function rawExchange (req: RawRequest): Promise<RawOutcome> {
   let sentAll = false
   let timedOut = false
   let closed = false
+  let followUpSent = false
+  const maybeFollow = (): void => {
+    if (req.followUp === undefined || followUpSent || !sentAll || closed) return
+    let first: ParsedResponse
+    try { first = parseResponse(Buffer.concat(chunks), req.method) } catch { return }
+    if (!first.complete || /close/i.test(header(first, 'connection') ?? '')) return
+    followUpSent = true
+    socket.write(req.followUp)
+  }
   const abort = (): void => {
     if (aborted || closed) return
     aborted = true
@@ -83,6 +104,7 @@ export async function rawExchange (req: RawRequest): Promise<RawOutcome> {
     socket.on('data', (c: Buffer) => {
       chunks.push(c)
       if (req.mode === 'abort-after-first-byte') abort()
+      else maybeFollow()
     })
     socket.on('error', (err: Error & { code?: string }) => { socketError ??= err.code ?? err.message })
     socket.on('close', () => { closed = true; resolve() })
@@ -122,10 +144,15 @@ export async function rawExchange (req: RawRequest): Promise<RawOutcome> {
       if (!write('0\r\n\r\n')) return
     }
     sentAll = true
+    maybeFollow()
+    if (req.mode === 'abort-while-waiting') {
+      await sleep(req.abortAfterMs ?? 100)
+      if (chunks.length === 0) abort()
+    }
   }
   await Promise.all([send(), done])
   clearTimeout(timer)
-  return { received: Buffer.concat(chunks), sentAll, aborted, socketError, timedOut, durationMs: performance.now() - start }
+  return { received: Buffer.concat(chunks), sentAll, aborted, socketError, timedOut, followUpSent, durationMs: performance.now() - start, startedAt: start }
 }
 
 export interface ParsedResponse {
@@ -137,6 +164,8 @@ export interface ParsedResponse {
   readonly complete: boolean
   /** Bytes after the framed response (a second answer, or garbage). */
   readonly extra: number
+  /** Bytes the framed response takes (where a next one would start). */
+  readonly length: number
 }
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -173,27 +202,27 @@ export function parseResponse (raw: Buffer, method: string): ParsedResponse {
   if (te.length > 0 && te.join(',').trim().toLowerCase() !== 'chunked') throw new Error(`unexpected Transfer-Encoding ${te.join(',')}`)
   const rest = raw.subarray(end + 4)
   if (method === 'HEAD' || status === 204 || status === 304) {
-    return { status, headers, body: Buffer.alloc(0), complete: true, extra: rest.length }
+    return { status, headers, body: Buffer.alloc(0), complete: true, extra: rest.length, length: end + 4 }
   }
   if (te.length > 0) {
     const body: Buffer[] = []
     let at = 0
     for (;;) {
       const eol = rest.indexOf('\r\n', at)
-      if (eol < 0) return { status, headers, body: Buffer.concat(body), complete: false, extra: 0 }
+      if (eol < 0) return { status, headers, body: Buffer.concat(body), complete: false, extra: 0, length: raw.length }
       const sizeText = rest.subarray(at, eol).toString('latin1').split(';')[0]!.trim()
       if (!/^[0-9a-fA-F]+$/.test(sizeText)) throw new Error(`bad chunk size ${JSON.stringify(sizeText)}`)
       const size = parseInt(sizeText, 16)
       if (size === 0) {
         // No trailers expected: the last chunk is followed by an empty line.
-        if (rest.length < eol + 4) return { status, headers, body: Buffer.concat(body), complete: false, extra: 0 }
+        if (rest.length < eol + 4) return { status, headers, body: Buffer.concat(body), complete: false, extra: 0, length: raw.length }
         if (rest.subarray(eol + 2, eol + 4).toString('latin1') !== '\r\n') throw new Error('trailers or garbage after the last chunk')
-        return { status, headers, body: Buffer.concat(body), complete: true, extra: rest.length - (eol + 4) }
+        return { status, headers, body: Buffer.concat(body), complete: true, extra: rest.length - (eol + 4), length: end + 4 + eol + 4 }
       }
       const dataEnd = eol + 2 + size
       if (rest.length < dataEnd + 2) {
         body.push(rest.subarray(eol + 2, Math.min(rest.length, dataEnd)))
-        return { status, headers, body: Buffer.concat(body), complete: false, extra: 0 }
+        return { status, headers, body: Buffer.concat(body), complete: false, extra: 0, length: raw.length }
       }
       if (rest.subarray(dataEnd, dataEnd + 2).toString('latin1') !== '\r\n') throw new Error('chunk data not followed by CRLF')
       body.push(rest.subarray(eol + 2, dataEnd))
@@ -202,10 +231,10 @@ export function parseResponse (raw: Buffer, method: string): ParsedResponse {
   }
   if (lengths.length > 0) {
     const n = Number(lengths[0])
-    return { status, headers, body: rest.subarray(0, n), complete: rest.length >= n, extra: Math.max(0, rest.length - n) }
+    return { status, headers, body: rest.subarray(0, n), complete: rest.length >= n, extra: Math.max(0, rest.length - n), length: end + 4 + Math.min(n, rest.length) }
   }
   // Close-delimited: whatever came until the close.
-  return { status, headers, body: rest, complete: true, extra: 0 }
+  return { status, headers, body: rest, complete: true, extra: 0, length: raw.length }
 }
 
 /** The value of header `name` (first), or undefined. */
