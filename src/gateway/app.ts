@@ -23,6 +23,7 @@ import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
 import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
 import { builtinPlugins, type RoutePluginDefinition } from '../../plugins/index.js'
 
+import { exchangeOf } from './gateway-request.js'
 export { tagEntry } from './gateway-request.js'
 export type { Entry } from './exchange.js'
 export type { MeshContext } from './assembly.js'
@@ -144,6 +145,10 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
     version: opts.version,
     state: opts.state,
     trustForwardedHeaders: config.gateway.trustForwardedHeaders,
+    onFault: (req, where, err) => {
+      const ex = exchangeOf(req)
+      if (ex !== undefined) chain.fault(ex, where, err)
+    },
     routes: assembly.routes.values(),
     pluginsOf: (binding) => binding.plugins.map((ref) => ({
       def: builtinPlugins.get(ref.name) ?? custom.get(ref.name)!,

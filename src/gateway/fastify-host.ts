@@ -41,6 +41,8 @@ export interface FastifyHostOptions {
   /** Where plugins keep state across versions (`fastify.fastmesh.state`). */
   readonly state: StateRegistry
   readonly trustForwardedHeaders: boolean
+  /** Told of an exception a plugin raised where no answer can carry it any more (an onResponse hook). */
+  readonly onFault: (request: IncomingMessage, where: string, err: unknown) => void
   readonly routes: Iterable<RouteBinding>
   /** A route's plugins, each with its definition and checked options, in config order. */
   readonly pluginsOf: (binding: RouteBinding) => ReadonlyArray<{ readonly def: RoutePluginDefinition, readonly options: Record<string, unknown> }>
@@ -95,12 +97,27 @@ function asRoutePlugin (def: RoutePluginDefinition): RoutePluginDefinition['plug
   return fp(plugin, { name: def.name })
 }
 
+/**
+ * Fastify's request log lines are off (the access log is ours), but an error Fastify reports
+ * at the end of a request — a plugin's onResponse hook that threw, after the answer went out
+ * — is a fault of that exchange: logged with its request id and counted.
+ */
+class FaultLogController extends LogController {
+  constructor (private readonly onFault: FastifyHostOptions['onFault']) {
+    super({ disableRequestLogging: true })
+  }
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest): void {
+    if (error != null) this.onFault(request.raw, 'after the answer (onResponse)', error)
+  }
+}
+
 export async function buildFastifyHost (opts: FastifyHostOptions): Promise<FastifyHost> {
   let fastifyHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
   const app = Fastify<Server, IncomingMessage, ServerResponse>({
     loggerInstance: opts.log.child({ version: opts.version }),
     // The access log is ours; Fastify's per-request child loggers would cost an allocation each.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new FaultLogController(opts.onFault),
     childLoggerFactory: (logger) => logger,
     genReqId: (req) => exchangeOf(req)?.requestId ?? requestIdOf(req),
     requestIdHeader: false,
