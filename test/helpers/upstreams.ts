@@ -3,8 +3,12 @@
 import type { TestContext } from 'node:test'
 import { createServer, type IncomingHttpHeaders, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
 import { startSampleService, type SampleService } from '../../src/demo/sample-service.js'
 import { defer } from './gateway.js'
+import { freePort } from './ports.js'
 
 export interface Upstream {
   readonly server: Server
@@ -119,6 +123,60 @@ export async function startHeldUpstream (t: TestContext, body = 'released'): Pro
     release () {
       released = true
       for (const answer of held.splice(0)) answer()
+    }
+  }
+}
+
+export interface UpstreamProcess {
+  readonly port: number
+  /** The instance name it answers with (`{ "served": name }`). */
+  readonly name: string
+  /** The running process's PID (undefined while killed). */
+  readonly pid: number | undefined
+  /** SIGKILL, as a crashed machine or an OOM kill: no FIN for requests in flight, no goodbye. */
+  kill(): void
+  /** Resolves once the process is gone (at once if it is not running). */
+  exited(): Promise<void>
+  /** Starts it again on the same port (after `kill`); resolves once it listens. */
+  restart(): Promise<void>
+}
+
+/**
+ * An upstream in its own process (test/fixtures/upstream-process.ts) on `port` (a free one
+ * when not given), so a test can kill it for real, by PID, and start it again on the same
+ * port. Killed after the test.
+ */
+export async function startUpstreamProcess (t: TestContext, name: string, port?: number): Promise<UpstreamProcess> {
+  const fixture = fileURLToPath(new URL('../fixtures/upstream-process.js', import.meta.url))
+  const at = port ?? await freePort()
+  let child: ChildProcess | undefined
+  const start = async (): Promise<void> => {
+    const c = spawn(process.execPath, [fixture, String(at), name], { stdio: ['ignore', 'pipe', 'inherit'] })
+    child = c
+    defer(t, () => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') })
+    await once(c.stdout!, 'data')
+  }
+  await start()
+  return {
+    port: at,
+    name,
+    get pid () { return child?.exitCode === null && child.signalCode === null ? child.pid : undefined },
+    kill () {
+      const c = child
+      if (c !== undefined && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    },
+    async exited () {
+      const c = child
+      if (c !== undefined && c.exitCode === null && c.signalCode === null) await once(c, 'exit')
+    },
+    async restart () {
+      const c = child
+      // The port is free again only once the old process is gone.
+      if (c !== undefined && c.exitCode === null && c.signalCode === null) {
+        if (!c.killed) c.kill('SIGKILL')
+        await once(c, 'exit')
+      }
+      await start()
     }
   }
 }

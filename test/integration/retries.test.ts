@@ -3,12 +3,9 @@
 // whole-request timeouts, the budget, and an instance killed (SIGKILL) under steady load.
 import test, { type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
-import { request as undiciRequest } from 'undici'
-import { startGateway, type TestGateway, defer } from '../helpers/gateway.js'
-import { startUpstream, startEcho, meshConfig, type EchoRecord } from '../helpers/upstreams.js'
+import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { startUpstream, startUpstreamProcess, startEcho, meshConfig, type EchoRecord } from '../helpers/upstreams.js'
+import { load, failures } from '../helpers/load.js'
 import { freePort } from '../helpers/ports.js'
 
 /** An upstream answering `status` to everything, counting requests and body bytes. */
@@ -125,32 +122,8 @@ test('an exhausted retry budget stops retries (the failure is answered)', async 
 })
 
 test('an instance killed under steady load, with retries on: no client-visible error', async (t) => {
-  const fixture = fileURLToPath(new URL('../fixtures/upstream-process.js', import.meta.url))
-  const ports = [await freePort(), await freePort(), await freePort()]
-  const children = ports.map((port, i) => spawn(process.execPath, [fixture, String(port), `u${i}`], { stdio: ['ignore', 'pipe', 'inherit'] }))
-  for (const c of children) defer(t, () => { if (c.exitCode === null) c.kill('SIGKILL') })
-  await Promise.all(children.map(async (c) => { await once(c.stdout!, 'data') }))
-  const g = await startGateway(t, meshConfig({ api: ports }, [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 3, retryOn: ['gateway-error'], budget: { percent: 100, minPerSecond: 1000 } } }]))
-  const deadline = Date.now() + 2500
-  const killAt = Date.now() + 800
-  let killed = false
-  const failures: string[] = []
-  let ok = 0
-  const worker = async (): Promise<void> => {
-    while (Date.now() < deadline) {
-      if (!killed && Date.now() >= killAt) { killed = true; children[1]!.kill('SIGKILL') }
-      try {
-        const res = await undiciRequest(`${g.url}/item`, { dispatcher: g.agent })
-        const text = await res.body.text()
-        if (res.statusCode === 200) ok++
-        else failures.push(`${res.statusCode} ${text}`)
-      } catch (err) {
-        failures.push((err as Error).message)
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: 8 }, worker))
-  assert.ok(killed)
-  assert.ok(ok > 200, `steady load: ${ok} answers`)
-  assert.deepEqual(failures, [], 'no client-visible error')
+  const ups = [await startUpstreamProcess(t, 'u0'), await startUpstreamProcess(t, 'u1'), await startUpstreamProcess(t, 'u2')]
+  const g = await startGateway(t, meshConfig({ api: ups }, [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 3, retryOn: ['gateway-error'], budget: { percent: 100, minPerSecond: 1000 } } }]))
+  const outcomes = await load(g, 1200, 8, new Map([[400, () => { ups[1]!.kill() }]]))
+  assert.deepEqual(failures(outcomes).map((o) => `${o.status} ${o.text}`), [], 'no client-visible error')
 })
