@@ -104,7 +104,20 @@ export class FailoverChain implements ServiceLayer {
     return { index: this.activeIndex, target: this.names[this.activeIndex] ?? String(this.activeIndex) }
   }
 
+  /**
+   * The first layer that serves normally, else the first in panic. A retry goes to the first
+   * such layer that still has an endpoint this request has not tried (Envoy's previous
+   * priorities): when the primary's usable endpoints were all tried, its next try moves on.
+   */
   pick (request: PickRequest): EndpointTarget | undefined {
+    if (request.tried !== undefined && request.tried.size > 0) {
+      const target = this.choose(request.untriedOnly === true ? request : { ...request, untriedOnly: true })
+      if (target !== undefined || request.untriedOnly === true) return target
+    }
+    return this.choose(request)
+  }
+
+  private choose (request: PickRequest): EndpointTarget | undefined {
     const layers = this.layers
     let firstDegraded = -1
     for (let i = 0; i < layers.length; i++) {

@@ -1,7 +1,9 @@
 // Service layer: passive outlier detection for one destination. It watches each attempt's
 // outcome, ejects endpoints that keep failing (for base time × ejections), lets them back
 // when the time is up, and filters the balancer's candidates (max ejection percent, panic).
-// Rules: consecutive gateway errors, consecutive 5xx, and optionally success rate (as Envoy's).
+// Rules: consecutive gateway errors (502/503/504 answers included), consecutive 5xx, and
+// optionally success rate (as Envoy's). Apart from them, an endpoint no connection can be made
+// to is unreachable: out at once, whatever the share, until a connect probe reaches it.
 import type { Logger } from 'pino'
 import { Value } from '@sinclair/typebox/value'
 import { OutlierDetectionSchema, type OutlierDetectionConfig } from '../config/schema.js'
@@ -21,6 +23,14 @@ export interface OutlierSettings {
   readonly panicThreshold: number
   /** Absent: the success-rate rule is off. */
   readonly successRate?: SuccessRateSettings
+  /** Absent: an endpoint refusing connections is only counted by the rules above. */
+  readonly unreachable?: UnreachableSettings
+}
+
+/** How often an unreachable endpoint is probed: after `baseMs`, doubling per failed probe up to `maxMs`. */
+export interface UnreachableSettings {
+  readonly baseMs: number
+  readonly maxMs: number
 }
 
 export interface SuccessRateSettings {
@@ -50,6 +60,9 @@ export function outlierSettings (config?: OutlierDetectionConfig): OutlierSettin
             intervalMs: durationMs(c.successRate.interval)
           }
         }
+      : {}),
+    ...(c.unreachable.enabled
+      ? { unreachable: { baseMs: durationMs(c.unreachable.backoff.base), maxMs: durationMs(c.unreachable.backoff.max) } }
       : {})
   }
 }
@@ -69,6 +82,12 @@ interface EndpointRecord {
   /** Success-rate rule: outcomes counted in the current interval, and the successes among them. */
   requests: number
   successes: number
+  /** Unreachable (a connection could not be made): when its next connect probe is due (ms); 0 while reachable. */
+  probeAt: number
+  /** A connect probe is under way. */
+  probing: boolean
+  /** Connect failures and failed probes since the last answer: each doubles the probe interval. */
+  unreachableStreak: number
 }
 
 /**
@@ -79,10 +98,14 @@ interface EndpointRecord {
 export class OutlierStore {
   readonly records = new Map<string, EndpointRecord>()
   readonly ejected = new Set<string>()
-  /** Bumped on every ejection and return (detectors cache `usable` results by it). */
+  /** Endpoints no connection could be made to, until a connect probe succeeds. */
+  readonly unreachable = new Set<string>()
+  /** Bumped on every ejection and return, unreachable or reachable again (detectors cache `usable` results by it). */
   version = 0
   /** Earliest `until` among the ejected; Infinity when none is. */
   nextExpiry = Infinity
+  /** Earliest `probeAt` among the unreachable not being probed; Infinity when none is. */
+  nextProbe = Infinity
   /** Candidates the balancer last had (the base of max ejection percent). */
   hostCount = 0
   /** Success-rate rule: when the current counting interval began (ms); -Infinity before the first outcome. */
@@ -95,6 +118,7 @@ export class OutlierStore {
       if (keep.has(id)) continue
       this.records.delete(id)
       if (this.ejected.delete(id)) this.version++
+      if (this.unreachable.delete(id)) this.version++
     }
   }
 }
@@ -103,20 +127,20 @@ export class OutlierStore {
 export const outlierStoreKind = stateKind('outlier', 'service', () => new OutlierStore())
 
 export interface OutlierEvent {
-  readonly type: 'ejected' | 'returned'
+  readonly type: 'ejected' | 'returned' | 'unreachable' | 'reachable'
   readonly service: string
   readonly endpointId: string
   /** Ejections in a row (the multiplier of this ejection). */
   readonly ejections: number
-  /** For `ejected`: until when (ms). */
+  /** For `ejected`: until when (ms); for `unreachable`: when it is probed (ms). */
   readonly until?: number
   readonly reason?: string
 }
 
-/** One endpoint as admin `/services` shows it. */
+/** One endpoint as admin `/services` shows it (an unreachable one is out of rotation too: `ejected`). */
 export interface OutlierView {
   readonly state: 'ejected' | 'healthy'
-  /** While ejected: until when (ms since the epoch with the default clock). */
+  /** While ejected: until when (ms since the epoch with the default clock); unreachable: its next probe. */
   readonly until?: number
   /** While ejected: why. */
   readonly reason?: string
@@ -126,6 +150,15 @@ export interface OutlierView {
 }
 
 const HEALTHY: OutlierView = { state: 'healthy', ejections: 0, consecutive5xx: 0, consecutiveGatewayErrors: 0 }
+const NO_PROBES: readonly string[] = []
+
+/** Why an unreachable endpoint is out of rotation (admin, log). */
+export const UNREACHABLE_REASON = 'unreachable: a connection could not be made; back once a connect probe succeeds'
+
+/** Answers that say the endpoint, or what is in front of it, failed: gateway failures as Envoy counts them. */
+function isGatewayStatus (status: number): boolean {
+  return status === 502 || status === 503 || status === 504
+}
 
 export interface OutlierOptions {
   readonly log?: Logger
@@ -150,7 +183,7 @@ export class OutlierDetector {
     private readonly options: OutlierOptions = {}
   ) {}
 
-  /** Counts one attempt's outcome on `endpointId`; may eject it. */
+  /** Counts one attempt's outcome on `endpointId`; may eject it, or mark it unreachable. */
   report (endpointId: string, outcome: AttemptOutcome, now: number): void {
     const s = this.settings
     if (!s.enabled) return
@@ -158,6 +191,12 @@ export class OutlierDetector {
     const is5xx = gatewayError || outcome.status >= 500
     // No status and no gateway error: the client went away; says nothing about the endpoint.
     if (!gatewayError && outcome.status === 0) return
+    // Nothing reached it: out of rotation at once (not counted by the rules below, whose
+    // ejections last far longer than an endpoint that listens again needs).
+    if (outcome.unreachable === true && s.unreachable !== undefined) {
+      this.markUnreachable(endpointId, s.unreachable, now)
+      return
+    }
     const sr = s.successRate
     // The interval that ended is judged before this outcome opens the next one.
     if (sr !== undefined && now - this.store.intervalStart >= sr.intervalMs) this.judgeSuccessRates(sr, now)
@@ -165,7 +204,7 @@ export class OutlierDetector {
     if (r === undefined) {
       // Without the success-rate rule only failures need a record (no allocation per healthy endpoint).
       if (!is5xx && sr === undefined) return
-      r = { consecutive5xx: 0, consecutiveGatewayErrors: 0, ejections: 0, until: 0, reason: undefined, returnedAt: 0, requests: 0, successes: 0 }
+      r = newRecord()
       this.store.records.set(endpointId, r)
     }
     if (r.until !== 0) {
@@ -177,7 +216,9 @@ export class OutlierDetector {
       r.requests++
       if (!is5xx) r.successes++
     }
-    r.consecutiveGatewayErrors = gatewayError ? r.consecutiveGatewayErrors + 1 : 0
+    // Any answer shows a connection could be made.
+    if (outcome.status !== 0) r.unreachableStreak = 0
+    r.consecutiveGatewayErrors = gatewayError || isGatewayStatus(outcome.status) ? r.consecutiveGatewayErrors + 1 : 0
     r.consecutive5xx = is5xx ? r.consecutive5xx + 1 : 0
     let reason: string | undefined
     if (s.consecutiveGatewayErrors > 0 && r.consecutiveGatewayErrors >= s.consecutiveGatewayErrors) reason = `${r.consecutiveGatewayErrors} consecutive gateway errors`
@@ -194,31 +235,101 @@ export class OutlierDetector {
   }
 
   /**
-   * The balancer's candidates without the ejected ones; all of them when fewer than
-   * `panicThreshold` percent would be left (panic). Allocation-free while nothing is
-   * ejected, and cached for the same `targets` array until an ejection or return.
+   * The balancer's candidates without the ejected and the unreachable ones. When fewer than
+   * `panicThreshold` percent would be left (both count as not usable), panic: ejections are
+   * ignored, but an unreachable endpoint is still left out; only when every endpoint is
+   * unreachable are they all returned (a connect attempt costs little, and is retried on
+   * another endpoint). Allocation-free while every endpoint is usable, and cached for the
+   * same `targets` array until an ejection, return, or change of reachability.
    */
   usable<T extends { endpoint: { id: string } }> (targets: readonly T[], now: number): readonly T[] {
     const store = this.store
     store.hostCount = targets.length
-    if (!this.settings.enabled || store.ejected.size === 0) return this.calm(targets)
+    if (!this.settings.enabled || (store.ejected.size === 0 && store.unreachable.size === 0)) return this.calm(targets)
     if (now >= store.nextExpiry) this.sweep(now)
-    if (store.ejected.size === 0) return this.calm(targets)
+    if (store.ejected.size === 0 && store.unreachable.size === 0) return this.calm(targets)
     if (targets === this.cacheIn && this.cacheVersion === store.version) return this.cacheOut as readonly T[]
-    let out: readonly T[] = targets.filter((t) => !store.ejected.has(t.endpoint.id))
-    const panic = out.length < targets.length && out.length * 100 < this.settings.panicThreshold * targets.length
-    if (panic) out = targets
+    const reachable = store.unreachable.size === 0 ? targets : targets.filter((t) => !store.unreachable.has(t.endpoint.id))
+    const healthy = store.ejected.size === 0 ? reachable : reachable.filter((t) => !store.ejected.has(t.endpoint.id))
+    const panic = healthy.length < targets.length && healthy.length * 100 < this.settings.panicThreshold * targets.length
+    let out = panic ? reachable : healthy
+    if (reachable.length === 0) out = targets
     this.cacheIn = targets
     this.cacheOut = out
     this.cacheVersion = store.version
-    this.setPanic(panic, targets.length, now)
+    this.setPanic(panic || reachable.length === 0, targets.length, now)
     return out
   }
 
-  /** Whether `usable(targets)` ignores ejections (panic): a failover chain then tries its next target first. */
+  /**
+   * Whether `usable(targets)` serves below the panic threshold (ejections ignored) or with
+   * every endpoint unreachable: a failover chain then tries its next target first.
+   */
   degraded (targets: readonly { endpoint: { id: string } }[], now: number): boolean {
     this.usable(targets, now)
     return this.panicking
+  }
+
+  /**
+   * The unreachable endpoints whose connect probe is due, among those `known` (the caller
+   * can reach them: it has their address); each is marked as being probed and must get one
+   * `probed`. Cheap when none is due (one comparison).
+   */
+  dueProbes (now: number, known: (endpointId: string) => boolean): readonly string[] {
+    const store = this.store
+    const unreachable = this.settings.unreachable
+    if (now < store.nextProbe || unreachable === undefined) return NO_PROBES
+    let out: string[] | undefined
+    let next = Infinity
+    for (const id of store.unreachable) {
+      const r = store.records.get(id)
+      if (r === undefined || r.probing) continue
+      if (now >= r.probeAt) {
+        if (known(id)) {
+          r.probing = true
+          if (out === undefined) out = []
+          out.push(id)
+          continue
+        }
+        // Not this caller's to probe (say, discovery no longer lists it as passing): later.
+        r.probeAt = now + probeWait(unreachable, r.unreachableStreak)
+      }
+      if (r.probeAt < next) next = r.probeAt
+    }
+    store.nextProbe = next
+    return out ?? NO_PROBES
+  }
+
+  /**
+   * The result of a connect probe `dueProbes` asked for: reachable again, or probed again
+   * later (the wait doubled); undefined: abandoned (its set closed), due again at once.
+   */
+  probed (endpointId: string, reachable: boolean | undefined, now: number): void {
+    const store = this.store
+    const r = store.records.get(endpointId)
+    if (r === undefined || !r.probing) return
+    r.probing = false
+    if (r.probeAt === 0) return
+    if (reachable === undefined) {
+      if (r.probeAt < store.nextProbe) store.nextProbe = r.probeAt
+      return
+    }
+    if (reachable) {
+      r.probeAt = 0
+      store.unreachable.delete(endpointId)
+      store.version++
+      this.options.log?.info({ service: this.service, endpoint: endpointId }, 'unreachable endpoint accepts connections again: back in rotation')
+      this.options.onChange?.({ type: 'reachable', service: this.service, endpointId, ejections: r.ejections })
+      return
+    }
+    r.unreachableStreak++
+    r.probeAt = now + probeWait(this.settings.unreachable ?? { baseMs: 0, maxMs: 0 }, r.unreachableStreak)
+    if (r.probeAt < store.nextProbe) store.nextProbe = r.probeAt
+  }
+
+  /** Whether `endpointId` is out of rotation as unreachable. */
+  isUnreachable (endpointId: string): boolean {
+    return this.store.unreachable.has(endpointId)
   }
 
   /** Every endpoint with a record (others are healthy with zero counts: see `view`). */
@@ -234,6 +345,24 @@ export class OutlierDetector {
     this.isEjected(endpointId, now)
     const r = this.store.records.get(endpointId)
     return r === undefined ? HEALTHY : viewOf(r)
+  }
+
+  private markUnreachable (endpointId: string, settings: UnreachableSettings, now: number): void {
+    const store = this.store
+    let r = store.records.get(endpointId)
+    if (r === undefined) {
+      r = newRecord()
+      store.records.set(endpointId, r)
+    }
+    // Attempts that were on their way when it was marked change nothing.
+    if (r.probeAt !== 0) return
+    r.unreachableStreak++
+    r.probeAt = now + probeWait(settings, r.unreachableStreak)
+    store.unreachable.add(endpointId)
+    store.version++
+    if (r.probeAt < store.nextProbe) store.nextProbe = r.probeAt
+    this.options.log?.warn({ service: this.service, endpoint: endpointId, probeAt: new Date(r.probeAt).toISOString() }, 'endpoint unreachable (connection failed): out of rotation until a connect probe succeeds')
+    this.options.onChange?.({ type: 'unreachable', service: this.service, endpointId, ejections: r.ejections, until: r.probeAt, reason: UNREACHABLE_REASON })
   }
 
   /** Whether the last `usable` call ignored ejections (panic). */
@@ -329,14 +458,23 @@ export class OutlierDetector {
   private setPanic (panic: boolean, candidates: number, now: number): void {
     if (panic === this.panicking) return
     this.panicking = panic
-    if (panic) this.options.log?.warn({ service: this.service, candidates, ejected: this.store.ejected.size, panicThreshold: this.settings.panicThreshold, at: now }, 'outlier detection in panic: too few endpoints left, ejections ignored')
+    if (panic) this.options.log?.warn({ service: this.service, candidates, ejected: this.store.ejected.size, unreachable: this.store.unreachable.size, panicThreshold: this.settings.panicThreshold, at: now }, 'outlier detection in panic: too few usable endpoints left, ejections ignored')
     else this.options.log?.info({ service: this.service }, 'outlier detection left panic')
   }
 }
 
+function newRecord (): EndpointRecord {
+  return { consecutive5xx: 0, consecutiveGatewayErrors: 0, ejections: 0, until: 0, reason: undefined, returnedAt: 0, requests: 0, successes: 0, probeAt: 0, probing: false, unreachableStreak: 0 }
+}
+
+/** Time to the next probe of an endpoint unreachable `streak` times in a row. */
+function probeWait (s: UnreachableSettings, streak: number): number {
+  return Math.max(1, Math.min(s.baseMs * 2 ** Math.max(0, Math.min(streak - 1, 30)), Math.max(s.maxMs, s.baseMs)))
+}
+
 function viewOf (r: EndpointRecord): OutlierView {
   const base = { ejections: r.ejections, consecutive5xx: r.consecutive5xx, consecutiveGatewayErrors: r.consecutiveGatewayErrors }
-  return r.until !== 0
-    ? { state: 'ejected', until: r.until, ...(r.reason !== undefined ? { reason: r.reason } : {}), ...base }
-    : { state: 'healthy', ...base }
+  if (r.until !== 0) return { state: 'ejected', until: r.until, ...(r.reason !== undefined ? { reason: r.reason } : {}), ...base }
+  if (r.probeAt !== 0) return { state: 'ejected', until: r.probeAt, reason: UNREACHABLE_REASON, ...base }
+  return { state: 'healthy', ...base }
 }

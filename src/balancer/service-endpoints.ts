@@ -1,13 +1,14 @@
 // Service layer: the usable endpoints of one destination service (a subset of it, in one
 // datacenter), kept current from discovery, each with its endpoint pool, and the
 // balancing choice among them (the service's policy, preferring the gateway's own zone).
+import { createConnection, type Socket } from 'node:net'
 import type { Pool } from 'undici'
 import { OutlierDetector, outlierSettings } from './outlier.js'
 import { CircuitLimits, circuitSettings } from './circuit.js'
 import type { Discovery, Endpoint, ServiceSnapshot } from '../discovery/types.js'
 import type { ResponseError } from '../errors.js'
 import type { EndpointPools, EndpointTarget, MeshConnection, PoolSettings } from '../upstream/endpoint-pool.js'
-import { createBalancer, DEFAULT_BALANCING, TargetStats, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
+import { createBalancer, DEFAULT_BALANCING, TargetStats, wasTried, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
 import { defaultRandom } from './random.js'
 import type { AdmissionKind, AttemptOutcome, PickRequest, ServiceLayer } from './types.js'
 
@@ -90,6 +91,8 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   readonly circuit: CircuitLimits
   /** What the balancer was last given: `active` less the ejected endpoints. */
   private balanced: readonly LazyTarget[] = []
+  /** Connect probes of unreachable endpoints under way (destroyed on close). */
+  private readonly probes = new Set<Socket>()
 
   constructor (
     readonly selector: ServiceSelector,
@@ -121,15 +124,18 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
 
   /**
    * An endpoint for one attempt, by the service's policy, among the usable endpoints (of the
-   * local zone while locality holds); one not in `request.tried` when one exists; undefined
+   * local zone while locality holds); one not in `request.tried` when one exists (with
+   * `untriedOnly`, none otherwise, nor an unreachable one tried as a last resort); undefined
    * when none is usable. Every target returned must be `report`ed once.
    */
   pick (request?: PickRequest): BalancedTarget | undefined {
     // The same array while no ejection changed: the balancer is rebuilt only when one did.
-    const healthy = this.outlier.usable(this.targets, Date.now())
+    const healthy = this.usableNow(Date.now())
     if (healthy !== this.balanced) this.rebalance(healthy)
     const t = this.balancer.pick(request)
-    if (t !== undefined) t.stats.inFlight++
+    if (t === undefined) return undefined
+    if (request?.untriedOnly === true && (wasTried(request, t) || this.outlier.isUnreachable(t.endpoint.id))) return undefined
+    t.stats.inFlight++
     return t
   }
 
@@ -150,9 +156,45 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.circuit.release(kind)
   }
 
-  /** Serving only through outlier panic (too few endpoints left): a failover target may do better. */
+  /** Serving only through outlier panic (too few usable endpoints left): a failover target may do better. */
   degraded (): boolean {
-    return this.outlier.degraded(this.targets, Date.now())
+    const now = Date.now()
+    this.usableNow(now)
+    return this.outlier.degraded(this.targets, now)
+  }
+
+  /** The endpoints outlier detection lets through; starts the connect probes that are due. */
+  private usableNow (now: number): readonly LazyTarget[] {
+    if (now >= this.outlier.store.nextProbe) {
+      for (const id of this.outlier.dueProbes(now, (id) => this.targets.some((t) => t.endpoint.id === id))) {
+        const target = this.targets.find((t) => t.endpoint.id === id)
+        if (target !== undefined) this.probe(target)
+      }
+    }
+    return this.outlier.usable(this.targets, now)
+  }
+
+  /**
+   * A TCP connect to an unreachable endpoint (no request, no TLS): connected means it listens
+   * again. Bounded by the connect timeout; the result goes to outlier detection.
+   */
+  private probe (target: LazyTarget): void {
+    const { id, address, port } = target.endpoint
+    const socket = createConnection({ host: address, port })
+    this.probes.add(socket)
+    let done = false
+    const end = (reachable: boolean | undefined): void => {
+      if (done) return
+      done = true
+      this.probes.delete(socket)
+      socket.destroy()
+      this.outlier.probed(id, reachable, Date.now())
+    }
+    socket.setTimeout(this.settings.connectTimeoutMs, () => { end(false) })
+    socket.once('connect', () => { end(true) })
+    socket.once('error', () => { end(false) })
+    // Destroyed by close(): abandoned, not failed (another set of the service may probe it).
+    socket.once('close', () => { end(undefined) })
   }
 
   /** Which endpoints the balancer uses: `local` zone only, all (`spill-over`), or `off`. */
@@ -194,6 +236,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
 
   close (): void {
     this.unwatch()
+    for (const socket of [...this.probes]) socket.destroy()
     for (const w of [...this.firstAnswer]) w()
     this.targets = []
     this.active = []

@@ -12,8 +12,18 @@ export interface PickRequest {
   readonly clientAddress: string
   /** The request's query string (`?a=b`, or ''), for hashing by a query parameter. */
   readonly search: string
-  /** Endpoint ids this request already tried: a retry picks another when one exists. */
+  /**
+   * Endpoint ids this request already tried: a retry picks another when one exists. A
+   * destination of several tiers (failover) gives a retry to the first tier in its order that
+   * still has an untried usable endpoint (Envoy's previous-priorities predicate), and takes a
+   * tried one only when no tier has any.
+   */
   readonly tried: ReadonlySet<string> | undefined
+  /**
+   * Only a usable endpoint not in `tried` (of any tier), or none: undefined when every usable
+   * one was tried (an endpoint known to be unreachable, used when nothing else is, does not count).
+   */
+  readonly untriedOnly?: boolean
 }
 
 /** How one attempt on an endpoint ended, as the route layer saw it. */
@@ -22,6 +32,8 @@ export interface AttemptOutcome {
   readonly status: number
   /** A connect failure, reset or timeout: the endpoint, not the application, failed. */
   readonly gatewayError: boolean
+  /** No TCP connection could be made (refused, connect timeout, host unreachable): nothing reached the endpoint. */
+  readonly unreachable?: boolean
   /** Time from dispatch to response headers (or to the failure), in ms. */
   readonly latencyMs: number
 }

@@ -7,6 +7,7 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import pino from 'pino'
 import type { Pool } from 'undici'
+import { createServer } from 'node:http'
 import { EmbeddedRegistry, type EmbeddedServiceInput } from '../../src/discovery/embedded/registry.js'
 import { ServiceEndpoints, type ServiceSelector } from '../../src/balancer/service-endpoints.js'
 import { EndpointPools, type EndpointTarget, type PoolSettings } from '../../src/upstream/endpoint-pool.js'
@@ -203,4 +204,42 @@ test('a closed endpoint set releases its pools and ignores later discovery updat
   layer.registry.register('orders', { id: 'b', address: '127.0.0.1', port: 2 })
   assert.equal(s.pick(), undefined)
   assert.equal(layer.pools.size, 0)
+})
+
+const REFUSED = { status: 0, gatewayError: true, unreachable: true, latencyMs: 1 }
+
+test('an endpoint reported unreachable leaves rotation at once and is back once a TCP connect probe reaches it', async (t) => {
+  const live = await startUpstream(t, (_req, res) => { res.end('ok') })
+  const port = await freePort()
+  const layer = serviceLayer(t, { orders: { endpoints: [ep('live', live.port), ep('dead', port)] } })
+  const s = layer.endpoints()
+  const dead = targetOf(s, 'dead')
+  s.report(dead, REFUSED)
+  assert.deepEqual(picks(s, 4), ['live', 'live', 'live', 'live'])
+  // A probe while nothing listens fails: the next one is scheduled later, and it stays out.
+  const firstProbe = s.outlier.view('dead', Date.now()).until!
+  await eventually(() => { s.pick(); return s.outlier.view('dead', Date.now()).until! > firstProbe }, 'a failed probe to schedule the next', 5000, 50)
+  assert.equal(s.outlier.isUnreachable('dead'), true)
+  assert.deepEqual(picks(s, 4), ['live', 'live', 'live', 'live'])
+  const again = createServer((_req, res) => { res.end('ok') })
+  await new Promise<void>((resolve) => { again.listen(port, '127.0.0.1', () => { resolve() }) })
+  t.after(() => { again.close() })
+  // Picks drive the probes (no timer): back within the probe backoff's max (2 s) of listening.
+  await eventually(() => picks(s, 2).includes('dead'), 'the endpoint to be back in rotation', 5000, 50)
+  assert.equal(layer.pools.size, 0, 'a probe is a bare TCP connect: it makes no pool')
+})
+
+test('with unreachable endpoints, a pick with untriedOnly returns none rather than a tried or unreachable endpoint', (t) => {
+  const layer = serviceLayer(t, { orders: { endpoints: [ep('a', 1), ep('b', 2)] } })
+  const s = layer.endpoints()
+  s.report(targetOf(s, 'a'), REFUSED)
+  const request = { headers: {}, clientAddress: '', search: '', tried: new Set(['orders-2']), untriedOnly: true }
+  // b tried; a unreachable: nothing for a retry that must not repeat an endpoint.
+  assert.equal(s.pick({ ...request, tried: new Set(['b']) }), undefined)
+  assert.equal(s.pick({ ...request, tried: new Set(['x']) })?.endpoint.id, 'b')
+  s.report(targetOf(s, 'b'), REFUSED)
+  // Every endpoint unreachable: a first try still gets one (the last resort), a retry that must not repeat gets none.
+  assert.notEqual(s.pick(), undefined)
+  assert.equal(s.pick({ ...request, tried: new Set(['x']) }), undefined)
+  assert.equal(s.degraded(), true)
 })

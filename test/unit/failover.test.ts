@@ -26,8 +26,11 @@ class FakeLayer implements FailoverLayer {
     this.target = { endpoint: { id: `${service}-1` }, label: service } as unknown as EndpointTarget
   }
 
-  pick (): EndpointTarget | undefined {
-    return this.up ? this.target : undefined
+  /** Its one endpoint; with `untriedOnly`, none once the request tried it. */
+  pick (request: PickRequest): EndpointTarget | undefined {
+    if (!this.up) return undefined
+    if (request.untriedOnly === true && request.tried?.has(this.target.endpoint.id) === true) return undefined
+    return this.target
   }
 
   report (target: EndpointTarget): void {
@@ -99,6 +102,35 @@ test('when every layer is in panic or down, the first one in panic serves', () =
   layers[1]!.panic = true
   layers[2]!.panic = true
   assert.equal(c.pick(REQUEST), layers[1]!.target)
+})
+
+function retry (...tried: string[]): PickRequest {
+  return { ...REQUEST, tried: new Set(tried) }
+}
+
+test('regression: a retry leaves the primary once the request tried its every usable endpoint (previous priorities), where it used to try the dead primary again', () => {
+  const { c, layers } = chain()
+  assert.equal(c.pick(retry('orders-1')), layers[1]!.target)
+  assert.equal(c.pick(retry('orders-1', 'orders-v1-1')), layers[2]!.target)
+})
+
+test('a retry stays on the primary while it has an endpoint the request has not tried', () => {
+  const { c, layers } = chain()
+  assert.equal(c.pick(retry('elsewhere-1')), layers[0]!.target)
+  assert.equal(c.active.index, 0)
+})
+
+test('a retry that tried every layer takes a tried endpoint the usual way; with untriedOnly it gets none', () => {
+  const { c, layers } = chain()
+  const all = retry('orders-1', 'orders-v1-1', 'orders@dc2-1')
+  assert.equal(c.pick(all), layers[0]!.target)
+  assert.equal(c.pick({ ...all, untriedOnly: true }), undefined)
+})
+
+test('a retry passes over a layer in panic for a later one with an untried endpoint, as a first try does', () => {
+  const { c, layers } = chain()
+  layers[1]!.panic = true
+  assert.equal(c.pick(retry('orders-1')), layers[2]!.target)
 })
 
 test('a report goes to the layer that picked the target', () => {

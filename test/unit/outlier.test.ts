@@ -11,6 +11,7 @@ import { OutlierDetectionSchema, type OutlierDetectionConfig } from '../../src/c
 const GATEWAY_ERROR: AttemptOutcome = { status: 0, gatewayError: true, latencyMs: 1 }
 const OK: AttemptOutcome = { status: 200, gatewayError: false, latencyMs: 1 }
 const E500: AttemptOutcome = { status: 500, gatewayError: false, latencyMs: 1 }
+const REFUSED: AttemptOutcome = { status: 0, gatewayError: true, unreachable: true, latencyMs: 1 }
 const CLIENT_GONE: AttemptOutcome = { status: 0, gatewayError: false, latencyMs: 1 }
 
 function settings (more: Partial<OutlierSettings> = {}): OutlierSettings {
@@ -38,7 +39,7 @@ function fail (d: OutlierDetector, id: string, times: number, now: number, outco
   for (let i = 0; i < times; i++) d.report(id, outcome, now)
 }
 
-test('defaults with no config: on, 5 consecutive gateway errors, 5xx rule off, 30s base, 50% max ejected, panic below 50%', () => {
+test('defaults with no config: on, 5 consecutive gateway errors, 5xx rule off, 30s base, 50% max ejected, panic below 50%, unreachable probed from 250ms to 2s', () => {
   assert.deepEqual(outlierSettings(), {
     enabled: true,
     consecutiveGatewayErrors: 5,
@@ -46,7 +47,8 @@ test('defaults with no config: on, 5 consecutive gateway errors, 5xx rule off, 3
     baseEjectionTimeMs: 30_000,
     maxEjectionTimeMs: 300_000,
     maxEjectionPercent: 50,
-    panicThreshold: 50
+    panicThreshold: 50,
+    unreachable: { baseMs: 250, maxMs: 2000 }
   })
 })
 
@@ -74,6 +76,25 @@ test('a client that went away (no status, no gateway error) neither counts nor r
   d.report('e0', CLIENT_GONE, 0)
   fail(d, 'e0', 1, 0)
   assert.equal(d.isEjected('e0', 0), true)
+})
+
+test('regression: 502, 503 and 504 answers count as gateway errors, so an endpoint answering them to everything is ejected by default', () => {
+  for (const status of [502, 503, 504]) {
+    const { d } = detector()
+    fail(d, 'e0', 4, 0, { status, gatewayError: false, latencyMs: 1 })
+    assert.equal(d.isEjected('e0', 0), false)
+    fail(d, 'e0', 1, 0, { status, gatewayError: false, latencyMs: 1 })
+    assert.equal(d.isEjected('e0', 0), true, `${status}`)
+    assert.equal(d.view('e0', 0).reason, '5 consecutive gateway errors')
+  }
+})
+
+test('a plain 500 is not a gateway error: it breaks a run of them', () => {
+  const { d } = detector()
+  fail(d, 'e0', 4, 0, { status: 503, gatewayError: false, latencyMs: 1 })
+  fail(d, 'e0', 1, 0, E500)
+  fail(d, 'e0', 4, 0, { status: 502, gatewayError: false, latencyMs: 1 })
+  assert.equal(d.isEjected('e0', 0), false)
 })
 
 test('5xx answers do not eject by default (the 5xx rule is off)', () => {
@@ -351,4 +372,136 @@ test('success rate: max ejection percent holds back outliers beyond the allowed 
   d.report('e0', OK, 11_000)
   assert.deepEqual(ejectedIds(d, ts, 11_000), ['e18'])
   assert.equal(events.length, 1)
+})
+
+// Unreachable endpoints: a connection could not be made. Out at once, back once a probe connects.
+
+test('regression: a refused connection takes an endpoint out at once, beyond max ejection percent (which left a dead endpoint usable)', () => {
+  const { d, ts, events } = detector({ maxEjectionPercent: 50 }, 3)
+  d.report('e0', REFUSED, 0)
+  d.report('e1', REFUSED, 0)
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e2'])
+  assert.equal(d.isEjected('e0', 0), false, 'not an ejection: no ejection time, no multiplier')
+  assert.equal(d.isUnreachable('e0'), true)
+  assert.deepEqual(events.map((e) => [e.type, e.endpointId]), [['unreachable', 'e0'], ['unreachable', 'e1']])
+  assert.equal(d.view('e0', 0).state, 'ejected')
+  assert.match(d.view('e0', 0).reason ?? '', /^unreachable: /)
+  assert.equal(d.view('e0', 0).until, 250)
+})
+
+test('regression: unreachable endpoints count as not usable for panic and failover (the panic threshold could never fire)', () => {
+  const { d, ts } = detector({}, 3)
+  d.report('e0', REFUSED, 0)
+  assert.equal(d.degraded(ts, 0), false, '2 of 3 usable')
+  d.report('e1', REFUSED, 0)
+  assert.equal(d.degraded(ts, 0), true, '1 of 3 usable: below 50%')
+  // Panic ignores ejections, never unreachability: the one reachable endpoint takes the traffic.
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e2'])
+})
+
+test('panic ignores ejections but still leaves unreachable endpoints out', () => {
+  const { d, ts } = detector({}, 4)
+  d.report('e0', REFUSED, 0)
+  d.report('e1', REFUSED, 0)
+  fail(d, 'e2', 5, 0)
+  assert.equal(d.isEjected('e2', 0), true)
+  assert.equal(d.degraded(ts, 0), true)
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e2', 'e3'])
+})
+
+test('with every endpoint unreachable, every endpoint is returned (a connect attempt is the last resort) and the layer is degraded', () => {
+  const { d, ts } = detector({}, 2)
+  d.report('e0', REFUSED, 0)
+  d.report('e1', REFUSED, 0)
+  assert.deepEqual(ids(d.usable(ts, 0)), ['e0', 'e1'])
+  assert.equal(d.degraded(ts, 0), true)
+})
+
+test('a refused connection does not count towards consecutive gateway errors (no 30 s ejection once the endpoint listens again)', () => {
+  const { d } = detector({}, 10)
+  fail(d, 'e0', 4, 0)
+  d.report('e0', REFUSED, 0)
+  assert.equal(d.isEjected('e0', 0), false)
+  assert.equal(d.view('e0', 0).consecutiveGatewayErrors, 4)
+})
+
+test('with unreachable off, a refused connection is one more gateway error', () => {
+  const { d, ts } = detector({ unreachable: undefined }, 10)
+  fail(d, 'e0', 5, 0, REFUSED)
+  assert.equal(d.isUnreachable('e0'), false)
+  assert.equal(d.isEjected('e0', 0), true)
+  assert.deepEqual(d.dueProbes(1_000_000, () => true), [])
+  assert.equal(ids(d.usable(ts, 0)).includes('e0'), false)
+})
+
+test('probes: due after the base wait, one at a time, only for endpoints the caller knows', () => {
+  const { d } = detector({}, 3)
+  d.report('e0', REFUSED, 1000)
+  d.report('e1', REFUSED, 1000)
+  assert.deepEqual(d.dueProbes(1249, () => true), [])
+  assert.deepEqual(d.dueProbes(1250, (id) => id === 'e0'), ['e0'])
+  assert.deepEqual(d.dueProbes(1250, () => true), [], 'e0 is being probed; e1 is not due again yet (not known a moment ago)')
+  assert.deepEqual(d.dueProbes(1500, () => true), ['e1'])
+})
+
+test('a probe that connects brings the endpoint back; one that fails doubles the wait, up to the max', () => {
+  const { d, ts, events } = detector({}, 3)
+  d.report('e0', REFUSED, 0)
+  const waits: number[] = []
+  let now = 0
+  for (let i = 0; i < 5; i++) {
+    const due = d.view('e0', now).until!
+    waits.push(due - now)
+    now = due
+    assert.deepEqual(d.dueProbes(now, () => true), ['e0'])
+    d.probed('e0', false, now)
+  }
+  assert.deepEqual(waits, [250, 500, 1000, 2000, 2000])
+  now = d.view('e0', now).until!
+  assert.deepEqual(d.dueProbes(now, () => true), ['e0'])
+  d.probed('e0', true, now)
+  assert.equal(d.isUnreachable('e0'), false)
+  assert.deepEqual(ids(d.usable(ts, now)), ['e0', 'e1', 'e2'])
+  assert.deepEqual(events.map((e) => e.type), ['unreachable', 'reachable'])
+})
+
+test('an answer resets the probe backoff; a refusal after a probe connected (and no answer) keeps doubling it', () => {
+  const { d } = detector({}, 3)
+  d.report('e0', REFUSED, 0)
+  d.dueProbes(250, () => true)
+  d.probed('e0', true, 250)
+  d.report('e0', REFUSED, 300)
+  assert.equal(d.view('e0', 300).until, 800, 'second in a row: 500 ms')
+  d.dueProbes(800, () => true)
+  d.probed('e0', true, 800)
+  d.report('e0', OK, 900)
+  d.report('e0', REFUSED, 1000)
+  assert.equal(d.view('e0', 1000).until, 1250, 'after an answer: the base wait again')
+})
+
+test('an abandoned probe (its endpoint set closed) leaves the endpoint unreachable and due at once', () => {
+  const { d } = detector({}, 3)
+  d.report('e0', REFUSED, 0)
+  assert.deepEqual(d.dueProbes(250, () => true), ['e0'])
+  d.probed('e0', undefined, 260)
+  assert.equal(d.isUnreachable('e0'), true)
+  assert.deepEqual(d.dueProbes(260, () => true), ['e0'])
+})
+
+test('refusals of attempts already on their way when the endpoint was marked change nothing', () => {
+  const { d } = detector({}, 3)
+  d.report('e0', REFUSED, 0)
+  d.report('e0', REFUSED, 100)
+  assert.equal(d.view('e0', 100).until, 250)
+})
+
+test('unreachable marks survive a reload (same stored state) and prune forgets them', () => {
+  const state = new StateRegistry()
+  const key = '["orders",null,null,[],{}]'
+  const v1 = new OutlierDetector('orders', settings(), state.slot(outlierStoreKind, key))
+  v1.report('e0', REFUSED, 0)
+  const v2 = new OutlierDetector('orders', settings(), state.slot(outlierStoreKind, key))
+  assert.deepEqual(ids(v2.usable(targets(3), 0)), ['e1', 'e2'])
+  v2.store.prune(['e1', 'e2'])
+  assert.equal(v2.isUnreachable('e0'), false)
 })
