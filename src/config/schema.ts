@@ -151,11 +151,13 @@ export const SubsetSchema = strict({
 }, { description: 'Restricts the service to a subset of its endpoints.' })
 
 export const RETRY_ON = ['connect-failure', 'refused', 'reset', 'gateway-error', '5xx', 'retriable-status-codes'] as const
+/** Retried with nothing configured: nothing reached the upstream, or it broke off before answering (idempotent methods). */
+export const DEFAULT_RETRY_ON = ['connect-failure', 'reset'] as const
 
 export const RetryPolicySchema = strict({
-  attempts: Type.Integer({ minimum: 1, maximum: 10, default: 2, description: 'Tries in all, the first included (1: no retry). Each retry picks another endpoint when one exists.' }),
+  attempts: Type.Integer({ minimum: 1, maximum: 10, default: 2, description: 'Tries in all, the first included (1: no retry). Each retry picks another endpoint when one exists. A try that could not connect does not count (its retry goes to an endpoint not tried yet, at most 10 tries in all).' }),
   perTryTimeout: Type.Optional({ ...Duration, description: 'Time allowed for each try to get response headers (0s: no limit); default: the route\'s `timeout`. Timed precisely by the gateway, not by the HTTP client\'s coarse timers.' }),
-  retryOn: Type.Array(StringEnum(RETRY_ON), { default: ['connect-failure'], description: 'When to retry: `connect-failure` (could not connect: refused, connect timeout, TLS failure; nothing reached the upstream, so any method), `refused` (connection refused only), `reset` (connection reset or closed before response headers), `gateway-error` (connect failure, reset, per-try timeout, or a 502/503/504 answer), `5xx` (any 5xx answer, and gateway errors), `retriable-status-codes` (the statuses in `retriableStatusCodes`).' }),
+  retryOn: Type.Array(StringEnum(RETRY_ON), { default: [...DEFAULT_RETRY_ON], description: 'When to retry: `connect-failure` (could not connect: refused, connect timeout, TLS failure; nothing reached the upstream, so any method), `refused` (connection refused only), `reset` (connection reset or closed before any response byte: idempotent methods only, as nginx\'s `error` and Envoy\'s `reset`), `gateway-error` (connect failure, reset, per-try timeout, or a 502/503/504 answer), `5xx` (any 5xx answer, and gateway errors), `retriable-status-codes` (the statuses in `retriableStatusCodes`). A retry after a connect failure goes to an endpoint not tried yet and uses up neither `attempts` nor the budget.' }),
   retriableStatusCodes: Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { default: [], description: 'Statuses retried with `retriable-status-codes`.' }),
   nonIdempotent: Type.Boolean({ default: false, description: 'Also retry POST, PATCH and other non-idempotent methods on conditions other than a connect failure (the upstream may have acted on the first try).' }),
   bufferBodyBytes: Type.Integer({ minimum: 0, default: 0, description: 'Buffer request bodies up to this many bytes (declared Content-Length) so they can be sent again; a larger or streamed body is retried only after a connect failure that sent none of it.' }),
@@ -167,7 +169,7 @@ export const RetryPolicySchema = strict({
     percent: Type.Number({ minimum: 0, maximum: 100, default: 20, description: 'Retries may add at most this share of the route\'s request rate (counted over 10 s), plus `minPerSecond`.' }),
     minPerSecond: Type.Number({ minimum: 0, default: 10, description: 'Retries per second allowed beyond `percent`, so low-traffic routes can retry at all.' })
   }, { description: 'The retry budget (as Linkerd and Envoy budget retries): a route past it stops retrying instead of multiplying load on a failing service.' }))
-}, { description: 'Retries of one route (or the default for every route to a service). With nothing configured, a connect failure is retried once on another endpoint.' })
+}, { description: 'Retries of one route (or the default for every route to a service). With nothing configured, a connect failure (any method) and a reset before any response byte (idempotent methods) are retried once on another endpoint.' })
 
 export const OutlierDetectionSchema = strict({
   enabled: Type.Boolean({ default: true, description: 'Passive outlier detection: the gateway watches every attempt\'s outcome and ejects endpoints that keep failing, even ones without a health check. On by default.' }),

@@ -1,7 +1,7 @@
 // Route layer, retries: the compiled retry policy of a route (which failures and statuses
 // are retried, for which methods, with what backoff) and its retry budget. Used only by the
 // route layer: retries happen there and nowhere else (undici retries nothing by itself).
-import type { RouteConfig } from '../config/schema.js'
+import { DEFAULT_RETRY_ON, type RouteConfig } from '../config/schema.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { stateKind } from '../state/registry.js'
@@ -16,6 +16,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 /** undici / socket error codes that mean no connection was made (nothing was sent). */
 const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENOTFOUND', 'EAI_AGAIN', 'ERR_TLS_CERT_ALTNAME_INVALID', 'FASTMESH_ERR_PEER_IDENTITY', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED', 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA'])
 const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'])
+/** Connect failures below TLS: no TCP connection could be made to the endpoint at all. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN'])
 
 /** Classifies the cause of a failed try (the endpoint layer keeps undici's error as `cause`). */
 export function failureKind (err: Error & { code?: string, cause?: unknown }): FailureKind {
@@ -32,6 +34,25 @@ export function failureKind (err: Error & { code?: string, cause?: unknown }): F
   }
   return 'other'
 }
+
+/** Whether a try failed because no TCP connection could be made (the service layer then takes the endpoint out until a connect probe reaches it). */
+export function isUnreachable (err: Error & { code?: string, cause?: unknown }): boolean {
+  let e: unknown = err
+  for (let depth = 0; depth < 4 && e instanceof Error; depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && UNREACHABLE.has(code)) return true
+    e = (e as { cause?: unknown }).cause
+  }
+  return false
+}
+
+/** A failure before any connection was made: nothing reached the upstream. */
+export function isConnectFailure (kind: FailureKind): boolean {
+  return kind === 'refused' || kind === 'connect-failure'
+}
+
+/** Tries of one request at most, connect failures included (they do not count towards `attempts`). */
+export const MAX_TRIES = 10
 
 export interface CompiledRetryPolicy {
   readonly attempts: number
@@ -51,7 +72,7 @@ export interface CompiledRetryPolicy {
 export function compileRetryPolicy (route: RouteConfig, config: FastmeshConfig): CompiledRetryPolicy {
   const service = route.destination.service !== undefined ? config.services[route.destination.service] : undefined
   const p = route.retries ?? service?.retries
-  const on = new Set<string>(p?.retryOn ?? ['connect-failure'])
+  const on = new Set<string>(p?.retryOn ?? DEFAULT_RETRY_ON)
   const statuses = new Set(p?.retriableStatusCodes ?? [])
   const nonIdempotent = p?.nonIdempotent ?? false
   const base = durationMs(p?.backoff.base ?? '25ms')

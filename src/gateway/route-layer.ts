@@ -13,7 +13,7 @@ import type { UpstreamHeadersEditor } from '../../plugins/types.js'
 import type { Exchange, PolicyChain } from './exchange.js'
 import type { RouteMatch } from './router.js'
 import { writeError } from './respond.js'
-import { failureKind, type CompiledRetryPolicy, type RetryBudget } from './retry.js'
+import { failureKind, isConnectFailure, isUnreachable, MAX_TRIES, type CompiledRetryPolicy, type RetryBudget } from './retry.js'
 import type { Mirror } from './mirror.js'
 
 /** How long a request to a destination discovery has not answered for yet waits for it. */
@@ -50,6 +50,10 @@ class RouteCall implements UpstreamCall {
   reported = true
   /** Why the last try failed, answered when no endpoint is left for another. */
   lastError: FastmeshError | undefined = undefined
+  /** Tries that could not connect and were retried: they do not count towards `attempts`. */
+  connectFailures = 0
+  /** The next try takes only an endpoint not tried yet (a retry after a connect failure). */
+  untriedOnly = false
 
   constructor (
     readonly ex: Exchange,
@@ -192,7 +196,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     if (call.faulted) return
     // The client left while the retry waited: the admissions go back, the exchange ends (once).
     if (ex.ended || ex.res.destroyed) { this.finish(call, 499, 'client closed the connection'); return }
-    const target = call.destination.pick({ headers: call.headers, clientAddress: ex.clientAddress, search: call.match.search, tried: call.tried })
+    const target = call.destination.pick({ headers: call.headers, clientAddress: ex.clientAddress, search: call.match.search, tried: call.tried, untriedOnly: call.untriedOnly })
     if (target === undefined) {
       this.giveUp(call, call.lastError ?? fastmeshError('NO_HEALTHY_ENDPOINT', [call.destination.service]))
       return
@@ -249,12 +253,12 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     try {
       this.stopTimer(call)
       const kind = failureKind(err)
-      this.report(call, 0, kind !== 'other')
+      this.report(call, 0, kind !== 'other', isUnreachable(err))
       this.note(call, `${call.target!.label}: ${causeOf(err)}`)
       call.lastError = err
       // A body streamed from the client is gone once read: only a try that read none may repeat.
       const bodyIntact = call.body !== undefined || !call.ex.req.readableDidRead
-      if (bodyIntact && this.retry.retriesFailure(kind, call.ex.method) && this.mayRetry(call)) {
+      if (bodyIntact && this.retry.retriesFailure(kind, call.ex.method) && this.mayRetry(call, isConnectFailure(kind))) {
         this.retryLater(call)
         return
       }
@@ -316,10 +320,10 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
   }
 
   /** The try's outcome to the service layer (balancer statistics, outlier detection), once. */
-  private report (call: RouteCall, status: number, gatewayError: boolean): void {
+  private report (call: RouteCall, status: number, gatewayError: boolean, unreachable = false): void {
     if (call.reported) return
     call.reported = true
-    call.destination.report(call.target!, { status, gatewayError, latencyMs: performance.now() - call.tryStart })
+    call.destination.report(call.target!, { status, gatewayError, unreachable, latencyMs: performance.now() - call.tryStart })
   }
 
   /** The gateway answers the exchange itself (plugin headers kept) and it ends. */
@@ -329,12 +333,24 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     this.chain.end(ex, err.statusCode, err.code)
   }
 
-  /** Tries left, time left, the retry circuit limit and the budget all allow another try. */
-  private mayRetry (call: RouteCall): boolean {
-    if (call.attempt >= this.retry.attempts) return false
+  /**
+   * Tries left, time left, the retry circuit limit and the budget all allow another try.
+   * After a connect failure (nothing reached the upstream) the retry uses up neither
+   * `attempts` nor the budget, and goes only to an endpoint not tried yet: at most one try
+   * per endpoint, MAX_TRIES in all (`attempts: 1` still turns every retry off).
+   */
+  private mayRetry (call: RouteCall, connectFailure = false): boolean {
+    if (call.attempt >= MAX_TRIES) return false
+    if (connectFailure ? this.retry.attempts <= 1 : call.attempt - call.connectFailures >= this.retry.attempts) return false
     if (call.deadline - Date.now() <= 0) return false
     if (call.retryAdmitted) { call.destination.release('retry'); call.retryAdmitted = false }
     if (call.destination.admit('retry') !== undefined) return false
+    call.untriedOnly = connectFailure
+    if (connectFailure) {
+      call.connectFailures++
+      call.retryAdmitted = true
+      return true
+    }
     if (!(this.budget ??= this.budgetOf()).tryRetry(this.retry.budget)) {
       call.destination.release('retry')
       return false

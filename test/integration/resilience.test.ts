@@ -3,24 +3,26 @@
 // check that stops listening, with nothing configured), circuit limits answered at once,
 // failover to another subset or service and back, an ejection kept across a reload, and
 // `fastmesh validate` refusing each feature's contradictions with their JSON paths.
+// Dead endpoints under the default config, and failover without health checks:
+// test/integration/dead-endpoints.test.ts.
 import test, { type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { startGateway, eventually, assertErrorResponse, defer, type ConfigDoc, type TestGateway } from '../helpers/gateway.js'
-import { startEcho, startSample, startHeldUpstream, meshConfig } from '../helpers/upstreams.js'
-import { freePort } from '../helpers/ports.js'
+import { startGateway, eventually, assertErrorResponse, type ConfigDoc, type TestGateway } from '../helpers/gateway.js'
+import { startEcho, startSample, startHeldUpstream, startUpstream, startUpstreamProcess, meshConfig, type Upstream, type UpstreamProcess } from '../helpers/upstreams.js'
 import { spawnCli } from '../helpers/cli.js'
+import { load, failures, describeFailures } from '../helpers/load.js'
 import type { SampleService } from '../../src/demo/sample-service.js'
 
 const FAST_CHECK = { path: '/health', interval: '100ms', timeout: '500ms', unhealthyThreshold: 1, healthyThreshold: 1 }
 /** The default of `outlierDetection.consecutiveGatewayErrors`. */
 const EJECT_AFTER = 5
+/** The ejection reasons: by the consecutive gateway errors rule, or a refused connection (unreachable until a probe connects). */
+const BY_ERRORS = /consecutive gateway errors/
+const UNREACHABLE = /^unreachable: /
 
 interface AdminEndpoint { id: string, port: number, health: string, state: string, ejectedUntil?: string, ejectionReason?: string }
 interface AdminServices {
@@ -41,61 +43,44 @@ async function endpointOf (g: TestGateway, service: string, port: number): Promi
   return e
 }
 
-/** Asserts admin shows the endpoint on `port` ejected, with a reason and an end in the future. */
-async function assertEjected (g: TestGateway, service: string, port: number): Promise<AdminEndpoint> {
+/** Asserts admin shows the endpoint on `port` out of rotation (`reason`), with an end in the future. */
+async function assertEjected (g: TestGateway, service: string, port: number, reason: RegExp): Promise<AdminEndpoint> {
   const e = await endpointOf(g, service, port)
   assert.equal(e.state, 'ejected', JSON.stringify(e))
-  assert.match(String(e.ejectionReason), /consecutive gateway errors/)
-  assert.ok(Date.parse(String(e.ejectedUntil)) > Date.now(), `ejectedUntil ${e.ejectedUntil} is in the future`)
+  assert.match(String(e.ejectionReason), reason)
+  // An unreachable endpoint's ejectedUntil is its next probe, which runs when traffic comes (it may be due already).
+  if (!UNREACHABLE.test(String(e.ejectionReason))) assert.ok(Date.parse(String(e.ejectedUntil)) > Date.now(), `ejectedUntil ${e.ejectedUntil} is in the future`)
+  else assert.ok(Number.isFinite(Date.parse(String(e.ejectedUntil))), `ejectedUntil ${e.ejectedUntil} is a time`)
   const s = (await services(g)).services.find((x) => x.name === service)!
   assert.equal(s.inRotation, s.healthy - 1, 'the service counts the ejected endpoint out of rotation')
   return e
 }
 
 /** Upstreams in their own processes (test/fixtures/upstream-process.ts), killed after the test. */
-async function upstreamProcesses (t: TestContext, n: number): Promise<Array<{ port: number, kill: () => void }>> {
-  const fixture = fileURLToPath(new URL('../fixtures/upstream-process.js', import.meta.url))
+async function upstreamProcesses (t: TestContext, n: number): Promise<UpstreamProcess[]> {
   const out = []
-  for (let i = 0; i < n; i++) {
-    const port = await freePort()
-    const child = spawn(process.execPath, [fixture, String(port), `u${i}`], { stdio: ['ignore', 'pipe', 'inherit'] })
-    defer(t, () => { if (child.exitCode === null) child.kill('SIGKILL') })
-    await once(child.stdout!, 'data')
-    out.push({ port, kill: () => { child.kill('SIGKILL') } })
-  }
+  for (let i = 0; i < n; i++) out.push(await startUpstreamProcess(t, `u${i}`))
   return out
 }
 
-test('an instance killed under load with retries off: client errors stop once outlier detection ejects it, bounded', async (t) => {
+test('an instance killed under load with retries off: client errors stop once outlier detection takes it out, bounded', async (t) => {
   const ups = await upstreamProcesses(t, 3)
   const g = await startGateway(t, meshConfig({ api: ups }, [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 1 } }]))
   const CONCURRENCY = 8
-  const killAt = Date.now() + 600
-  const deadline = Date.now() + 2500
-  let killed = false
-  /** Outcomes in the order they completed: true for a 200. */
-  const outcomes: boolean[] = []
-  const failures: string[] = []
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (Date.now() < deadline) {
-      if (!killed && Date.now() >= killAt) { killed = true; ups[1]!.kill() }
-      const res = await g.request('/item')
-      outcomes.push(res.status === 200)
-      if (res.status !== 200) failures.push(`${res.status} ${res.text}`)
-    }
-  }))
-  assert.ok(killed)
-  t.diagnostic(`${outcomes.length} requests, ${failures.length} client-visible errors`)
+  const outcomes = await load(g, 1200, CONCURRENCY, new Map([[400, () => { ups[1]!.kill() }]]))
+  const errors = failures(outcomes)
+  t.diagnostic(`${outcomes.length} requests, ${errors.length} client-visible errors`)
   const LAST = 200
-  assert.ok(outcomes.length > LAST * 2, `steady load: ${outcomes.length} requests`)
-  assert.ok(failures.length > 0, 'with retries off the killed instance is seen failing')
-  // Five consecutive failures eject it; at most the attempts already on their way to it add to them.
-  assert.ok(failures.length <= EJECT_AFTER + CONCURRENCY, `${failures.length} client-visible errors: ${failures.slice(0, 3).join(' | ')}`)
-  assert.deepEqual(outcomes.slice(-LAST).filter((ok) => !ok).length, 0, `the last ${LAST} requests all succeeded`)
-  await assertEjected(g, 'api', ups[1]!.port)
+  assert.ok(errors.length > 0, 'with retries off the killed instance is seen failing')
+  // Its first refused connection takes it out (five consecutive failures would eject it too);
+  // at most the attempts already on their way to it add to them.
+  assert.ok(errors.length <= EJECT_AFTER + CONCURRENCY, `${errors.length} client-visible errors: ${describeFailures(errors)}`)
+  assert.equal(failures(outcomes.slice(-LAST)).length, 0, `the last ${LAST} requests all succeeded`)
+  // Out by its first refused connection, or ejected first if five requests in flight on it were reset.
+  await assertEjected(g, 'api', ups[1]!.port, new RegExp(`${UNREACHABLE.source}|${BY_ERRORS.source}`))
 })
 
-test('with nothing configured, an endpoint without a health check that stops listening is ejected: no client error, and it is soon not tried at all', async (t) => {
+test('with nothing configured, an endpoint without a health check that stops listening leaves rotation at its first refused connection: no client error, and it is not tried again', async (t) => {
   const live = await startEcho(t, 'live', { connection: 'close' })
   // Closing each connection after its answer: every try opens a new one, so a stopped
   // listener is a refused connection (retried by default), never a stale keep-alive socket.
@@ -116,9 +101,10 @@ test('with nothing configured, an endpoint without a health check that stops lis
     // The access log names `attempts` only when there was more than one.
     return line.attempts ?? 1
   })
-  assert.equal(attempts.filter((a) => a === 2).length, EJECT_AFTER, `retried requests: ${JSON.stringify(attempts)}`)
-  assert.deepEqual(attempts.slice(-15), Array(15).fill(1), 'once ejected it is no longer tried')
-  const e = await assertEjected(g, 'api', doomed.port)
+  assert.equal(attempts.filter((a) => a === 2).length, 1, `retried requests: ${JSON.stringify(attempts)}`)
+  // Round robin reaches it on the first or second request after it stopped.
+  assert.deepEqual(attempts.slice(2), Array(28).fill(1), 'once unreachable it is no longer tried (connect probes are not requests)')
+  const e = await assertEjected(g, 'api', doomed.port, UNREACHABLE)
   assert.equal(e.health, 'passing', 'no health check says otherwise: only outlier detection knows')
 })
 
@@ -133,9 +119,10 @@ test('regression: an endpoint without a health check that stops listening no lon
     statuses.push(res.status)
     if (res.status !== 200) assertErrorResponse(res, 502, 'FASTMESH_ERR_UPSTREAM_FAILURE')
   }
-  assert.equal(statuses.filter((s) => s !== 200).length, EJECT_AFTER, statuses.join(' '))
+  // One refused connection takes it out (it took five before refused connections counted as unreachable).
+  assert.equal(statuses.filter((s) => s !== 200).length, 1, statuses.join(' '))
   assert.deepEqual(statuses.slice(-20), Array(20).fill(200))
-  await assertEjected(g, 'api', doomed.port)
+  await assertEjected(g, 'api', doomed.port, UNREACHABLE)
 })
 
 test('past circuitBreaker.maxRequests a request is answered 503 FASTMESH_ERR_OVERFLOW at once, and requests pass again once the held ones finish', async (t) => {
@@ -238,42 +225,45 @@ test('failover to another service: traffic moves to it while the primary has no 
   assert.equal((await activeFailover(g)).active.index, 0)
 })
 
-/** A gateway over `api` = [live, dead] with retries off, after outlier detection ejected the dead endpoint. */
-async function withDeadEndpointEjected (t: TestContext): Promise<{ g: TestGateway, live: Awaited<ReturnType<typeof startEcho>>, dead: number, routes: ConfigDoc[], before: Awaited<ReturnType<typeof assertEjected>> }> {
+/**
+ * A gateway over `api` = [live, broken] with retries off, after outlier detection ejected the
+ * broken endpoint (it accepts connections and resets them: gateway errors, not unreachable).
+ */
+async function withBrokenEndpointEjected (t: TestContext): Promise<{ g: TestGateway, live: Awaited<ReturnType<typeof startEcho>>, broken: Upstream, routes: ConfigDoc[], before: Awaited<ReturnType<typeof assertEjected>> }> {
   const live = await startEcho(t, 'live', { connection: 'close' })
-  const dead = await freePort()
+  const broken = await startUpstream(t, (req) => { req.socket.destroy() })
   const routes = [{ name: 'api', destination: { service: 'api' }, retries: { attempts: 1 } }]
-  const g = await startGateway(t, meshConfig({ api: [live, dead] }, routes))
+  const g = await startGateway(t, meshConfig({ api: [live, broken] }, routes))
   let errors = 0
   for (let i = 0; i < 20; i++) if ((await g.request('/')).status !== 200) errors++
   assert.equal(errors, EJECT_AFTER)
-  const before = await assertEjected(g, 'api', dead)
-  return { g, live, dead, routes, before }
+  const before = await assertEjected(g, 'api', broken.port, BY_ERRORS)
+  return { g, live, broken, routes, before }
 }
 
 test('an ejection survives a config reload that keeps the service', async (t) => {
-  const { g, live, dead, routes, before } = await withDeadEndpointEjected(t)
+  const { g, live, broken, routes, before } = await withBrokenEndpointEjected(t)
 
   // A new version: one more route, the service and its policy unchanged.
-  await g.writeConfig(meshConfig({ api: [live, dead] }, [...routes, { name: 'other', match: { path: { prefix: '/other' } }, destination: { service: 'api' } }]))
+  await g.writeConfig(meshConfig({ api: [live, broken] }, [...routes, { name: 'other', match: { path: { prefix: '/other' } }, destination: { service: 'api' } }]))
   const reload = await g.admin('POST', '/reload')
   assert.equal(reload.status, 200, reload.text)
   assert.equal(reload.json<{ version: number }>().version, 2)
 
-  const after = await assertEjected(g, 'api', dead)
+  const after = await assertEjected(g, 'api', broken.port, BY_ERRORS)
   assert.equal(after.ejectedUntil, before.ejectedUntil, 'the same ejection, not a new one')
   // Retries are off: a 200 for every request means the new version never tries the ejected endpoint.
   for (let i = 0; i < 10; i++) assert.equal((await g.request(i % 2 === 0 ? '/' : '/other')).status, 200)
 })
 
 test('an ejection survives a reload that changes the service\'s balancing policy (a new endpoint set, the same outlier records)', async (t) => {
-  const { g, live, dead, routes, before } = await withDeadEndpointEjected(t)
+  const { g, live, broken, routes, before } = await withBrokenEndpointEjected(t)
 
-  await g.writeConfig(meshConfig({ api: [live, dead] }, routes, { services: { api: { loadBalancer: { policy: 'least_request' } } } }))
+  await g.writeConfig(meshConfig({ api: [live, broken] }, routes, { services: { api: { loadBalancer: { policy: 'least_request' } } } }))
   const reload = await g.admin('POST', '/reload')
   assert.equal(reload.status, 200, reload.text)
 
-  const after = await assertEjected(g, 'api', dead)
+  const after = await assertEjected(g, 'api', broken.port, BY_ERRORS)
   assert.equal(after.ejectedUntil, before.ejectedUntil, 'the same ejection, not a new one')
   for (let i = 0; i < 10; i++) assert.equal((await g.request('/')).status, 200)
 })
