@@ -2,12 +2,14 @@
 import type { RoutePluginDefinition } from './types.js'
 import { headers } from './headers/index.js'
 import { rateLimitDefinition } from './rate-limit/index.js'
+import { faultInjectionDefinition } from './fault-injection/index.js'
 
 export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Map<string, RoutePluginDefinition>([
   [headers.name, headers as unknown as RoutePluginDefinition],
-  [rateLimitDefinition.name, rateLimitDefinition as unknown as RoutePluginDefinition]
+  [rateLimitDefinition.name, rateLimitDefinition as unknown as RoutePluginDefinition],
+  [faultInjectionDefinition.name, faultInjectionDefinition as unknown as RoutePluginDefinition]
 ])
 
 export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]
 
-export type { RoutePluginDefinition, RoutePluginContext, RequestContext, UpstreamHeadersEditor } from './types.js'
+export type { RoutePluginDefinition, RoutePluginContext, RequestContext, UpstreamHeadersEditor, InjectedFault, UpstreamFaultInjector } from './types.js'

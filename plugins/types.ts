@@ -16,6 +16,16 @@ export interface RoutePluginDefinition<S extends TSchema = TSchema> {
 /** What a response-side plugin gets: the upstream's headers, to edit in place before they go out. */
 export type UpstreamHeadersEditor = (headers: Record<string, string | string[] | undefined>, statusCode: number) => void
 
+/**
+ * A fault a plugin puts in place of one upstream try: the route layer takes it exactly as
+ * the picked endpoint's answer (`status`) or failure (`reset`: closed before any response
+ * byte), so retries, outlier detection and statistics react to it as to a real one.
+ */
+export type InjectedFault = { readonly status: number } | { readonly reset: true }
+
+/** Asked before each try (`attempt` 1, 2, ...): a fault to inject, or undefined to go to the endpoint. */
+export type UpstreamFaultInjector = (attempt: number) => InjectedFault | undefined
+
 /** What the gateway offers a route plugin at registration, as `fastify.fastmesh`. */
 export interface RoutePluginContext {
   /** The route's name in the config. */
@@ -41,12 +51,16 @@ export interface RequestContext {
   readonly caller: string | undefined
   /** The address of the peer that opened the connection (never a header's claim). */
   readonly clientAddress: string
+  /** Records that the plugin injected a fault (`delay`, `abort`, ...): the access log says so. */
+  noteFault(kind: string): void
 }
 
 declare module 'fastify' {
   interface FastifyReply {
     /** Registers an edit of the upstream response headers (runs before they are written). */
     onUpstreamHeaders(editor: UpstreamHeadersEditor): void
+    /** Puts faults in place of upstream tries of this request (fault injection; see InjectedFault). */
+    injectUpstreamFault(injector: UpstreamFaultInjector): void
   }
   interface FastifyInstance {
     /** The route this plugin runs on and the gateway's services for it (see RoutePluginContext). */

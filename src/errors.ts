@@ -27,6 +27,8 @@ export const catalogue = {
     'The route\'s `rate-limit` plugin counted more requests for this key (client, caller, header or route) in the window than `max`; `Retry-After` and the `RateLimit-*` headers say when to come back.'),
   RATE_LIMIT_UNAVAILABLE: entry('FASTMESH_ERR_RATE_LIMIT_UNAVAILABLE', 503, 'Rate limit store of route "%s" is unavailable: %s',
     'A `rate-limit` plugin with a Redis store and `failMode: closed` could not reach Redis within its `timeout`; with `failMode: open` such requests are let through instead.'),
+  FAULT_INJECTED: entry('FASTMESH_ERR_FAULT_INJECTED', 503, 'Fault injected by route "%s": abort with %s',
+    'The route\'s `fault-injection` plugin aborted this request on purpose (its `abort.status` is the answer\'s status); the response header `x-fastmesh-fault: abort` marks it.'),
   UPSTREAM_FAILURE: entry('FASTMESH_ERR_UPSTREAM_FAILURE', 502, 'Upstream %s of service "%s" failed: %s',
     'The gateway could not connect to the chosen endpoint, or it answered with something that is not valid HTTP.'),
   UPSTREAM_TIMEOUT: entry('FASTMESH_ERR_UPSTREAM_TIMEOUT', 504, 'Upstream %s of service "%s" did not answer within %s ms',

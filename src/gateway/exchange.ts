@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { ResponseError } from '../errors.js'
 import type { RequestRecord } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'
+import type { UpstreamFaultInjector } from '../../plugins/types.js'
 
 /** The verified caller of an inbound mesh call. */
 export interface MeshPeer {
@@ -45,6 +46,10 @@ export class Exchange implements RequestRecord {
   error: string | undefined = undefined
   /** Why the last try failed, when the gateway answered with an upstream error. */
   cause: string | undefined = undefined
+  /** A fault a plugin injected (`delay`, `abort`, `response`), for the access log. */
+  fault: string | undefined = undefined
+  /** Faults a plugin puts in place of upstream tries (fault injection), asked before each try. */
+  upstreamFault: UpstreamFaultInjector | undefined = undefined
   ended = false
   /**
    * The client's address, read once when the exchange begins: Node detaches the socket from
@@ -70,6 +75,10 @@ export class Exchange implements RequestRecord {
   /** The normalised request target, as routing, plugins and the upstream saw it. */
   get path (): string {
     return this.req.url ?? ''
+  }
+
+  noteFault (kind: string): void {
+    this.fault = kind
   }
 
   /** The verified caller of an inbound mesh call. */

@@ -14,7 +14,7 @@ import { errorHeaders, errorPayload, responseErrorOf, writeError } from './respo
 import { requestIdOf } from './request-id.js'
 import { exchangeOf, matchOf, type GatewayRequest } from './gateway-request.js'
 import type { RouteBinding } from './assembly.js'
-import type { RoutePluginContext, RoutePluginDefinition, UpstreamHeadersEditor } from '../../plugins/index.js'
+import type { RoutePluginContext, RoutePluginDefinition, UpstreamFaultInjector, UpstreamHeadersEditor } from '../../plugins/index.js'
 import { stateKind, type StateKind, type StateRegistry } from '../state/registry.js'
 
 /** Internal URLs of the routes' Fastify contexts: never seen by plugins, logs or upstreams. */
@@ -28,6 +28,7 @@ function internalUrl (routeName: string): string {
 declare module 'fastify' {
   interface FastifyReply {
     upstreamHeaderEditors: UpstreamHeadersEditor[] | null
+    upstreamFault: UpstreamFaultInjector | null
   }
   interface FastifyInstance {
     /** Makes the catalogue error `key` for a route plugin to throw (status, code and body as the gateway's own). */
@@ -156,6 +157,10 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
     done()
   })
   app.decorateReply('upstreamHeaderEditors', null)
+  app.decorateReply('upstreamFault', null)
+  app.decorateReply('injectUpstreamFault', function (this: FastifyReply, injector: UpstreamFaultInjector) {
+    this.upstreamFault = injector
+  })
   app.decorateReply('onUpstreamHeaders', function (this: FastifyReply, editor: UpstreamHeadersEditor) {
     (this.upstreamHeaderEditors ??= []).push(editor)
   })
@@ -206,6 +211,7 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
       if (refusal !== undefined) { replyError(request, reply, refusal); return }
     }
     reply.hijack()
+    if (reply.upstreamFault !== null) ex.upstreamFault = reply.upstreamFault
     const headers = reply.getHeaders()
     binding.layer.forward(ex, matchOf(request.raw)!, request.headers, reply.upstreamHeaderEditors, Object.keys(headers).length > 0 ? headers : null)
   }

@@ -9,7 +9,7 @@ import { forward, tryTimeoutError, type ForwardObserver, type ForwardSettings, t
 import type { EndpointTarget } from '../upstream/endpoint-pool.js'
 import type { ServiceLayer } from '../balancer/types.js'
 import { defaultRandom, type RandomSource } from '../balancer/random.js'
-import type { UpstreamHeadersEditor } from '../../plugins/types.js'
+import type { InjectedFault, UpstreamHeadersEditor } from '../../plugins/types.js'
 import type { Exchange, PolicyChain } from './exchange.js'
 import type { RouteMatch } from './router.js'
 import { writeError } from './respond.js'
@@ -215,9 +215,32 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     call.reported = false
     // Before the first try reads the body: the mirror copies it as it streams to the primary.
     if (call.attempt === 1 && this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call)
+    const injected = ex.upstreamFault?.(call.attempt)
+    if (injected !== undefined) { this.inject(call, injected); return }
     // Our own timer, not undici's: undici's coarse timers fire up to a second late.
     if (call.headersTimeoutMs > 0) call.timer = setTimeout(this.onTryTimeout, call.headersTimeoutMs, call)
     call.handle = forward(ex.req, ex.res, call.headers, target, this.forwarding, call, this)
+  }
+
+  /**
+   * A plugin's fault in place of this try: the picked endpoint "answered" `status` or
+   * "reset", and everything downstream of the try (retry, outlier detection, the answer)
+   * happens as for a real one. The endpoint is not contacted.
+   */
+  private inject (call: RouteCall, fault: InjectedFault): void {
+    const ex = call.ex
+    ex.fault = 'response'
+    if ('reset' in fault) {
+      const reset = Object.assign(new Error('reset injected by fault injection'), { code: 'ECONNRESET' })
+      this.failed(call, fastmeshError('UPSTREAM_FAILURE', [call.target!.label, call.destination.service, 'ECONNRESET (injected)'], reset))
+      return
+    }
+    if (!this.responded(call, fault.status)) return
+    const body = `fault injected: ${fault.status}\n`
+    const headers: Record<string, string | number | string[]> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-fastmesh-fault': 'response', 'x-request-id': call.requestId }
+    if (call.replyHeaders !== null) for (const name in call.replyHeaders) if (!(name in headers)) headers[name] = call.replyHeaders[name] as string | string[]
+    ex.res.writeHead(fault.status, headers).end(body)
+    this.ended(call, fault.status, undefined)
   }
 
   /** The try's time is up before response headers: the endpoint layer aborts it and reports `failed`. */

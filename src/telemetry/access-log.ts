@@ -22,6 +22,8 @@ export interface RequestRecord {
   readonly caller?: string | undefined
   /** Why the gateway answered with an upstream error: the last try's failure (`refused: ECONNREFUSED`, `reset: ECONNRESET`, `timeout`, `connect-failure: CERT_HAS_EXPIRED`). */
   readonly cause?: string | undefined
+  /** A fault a plugin injected into this exchange (`delay`, `abort`, `response`). */
+  readonly fault?: string | undefined
 }
 
 export interface RequestRecorder {
@@ -82,7 +84,8 @@ export function formatAccessLine (r: RequestRecord, pid: number): string {
     (r.caller !== undefined ? ',"caller":' + str(r.caller) : '') +
     ',"status":' + r.status + ',"durationMs":' + r.durationMs +
     (r.error !== undefined ? ',"error":' + str(r.error) : '') +
-    (r.cause !== undefined ? ',"cause":' + str(r.cause) : '') + '}\n'
+    (r.cause !== undefined ? ',"cause":' + str(r.cause) : '') +
+    (r.fault !== undefined ? ',"fault":' + str(r.fault) : '') + '}\n'
 }
 
 export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecorder {
