@@ -256,16 +256,24 @@ test('hash keys come from a header, a cookie, a query parameter or the client ad
   assert.notEqual(hash32('a'), hash32('b'))
 })
 
-test('ring_hash and maglev pick in well under O(n) with 1,000 endpoints', () => {
+test('ring_hash, maglev, least_request and round_robin picks read a few of 1,000 endpoints, not all (no per-pick scan)', (t) => {
+  // Counted, not timed: every read of an endpoint's fields while picking. A pick that looks
+  // through the endpoints (a filter, a sum of weights) reads all 1,000; a lookup reads none or
+  // the few it compares (least_request: two). Timing it, even 1,000 endpoints against 10 in one
+  // process, depends on the caches: a loaded machine made ring_hash's 1.3 MB ring 12x dearer
+  // than its 10-endpoint one. What a pick costs in time is npm run bench:policies's business.
   for (const policy of ['ring_hash', 'maglev', 'least_request', 'round_robin'] as const) {
+    let reads = 0
+    const counted = targets(1_000).map((target) => new Proxy(target, {
+      get (obj, key, receiver) { reads++; return Reflect.get(obj, key, receiver) as unknown }
+    }))
     const b = createBalancer(settings({ policy, hashOn: { header: 'x-user' } }), context())
-    b.update(targets(1_000))
-    const reqs = Array.from({ length: 1_000 }, (_, i) => byHeader(`k${i}`))
-    const start = performance.now()
-    for (let i = 0; i < 100_000; i++) b.pick(reqs[i % 1_000])
-    const perPickUs = (performance.now() - start) * 1_000 / 100_000
-    // A linear scan of 1,000 endpoints costs several µs; a lookup well under one.
-    assert.ok(perPickUs < 2, `${policy}: ${perPickUs.toFixed(3)} µs per pick`)
+    b.update(counted)
+    reads = 0
+    const PICKS = 2_000
+    for (let i = 0; i < PICKS; i++) b.pick(byHeader(`k${i}`))
+    t.diagnostic(`${policy}: ${(reads / PICKS).toFixed(1)} endpoint reads per pick`)
+    assert.ok(reads / PICKS <= 10, `${policy}: ${(reads / PICKS).toFixed(1)} endpoint reads per pick over 1,000 endpoints`)
   }
 })
 
