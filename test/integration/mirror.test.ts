@@ -160,17 +160,16 @@ test('a mirror that never answers does not hold up the primary: its answers come
   const held = await startHeldUpstream(t)
   const mirror = new Mirror(fixedLayer(endpointTarget(t, held.port, 'shadow')), settings())
   const origin = await front(t, endpointTarget(t, primary.port), mirror)
-  const started = performance.now()
   // Four: the mirror's test pool has four connections, so each mirrored request reaches it.
   for (let i = 0; i < 4; i++) {
     const res = await send(origin, '/x', { method: i % 2 === 0 ? 'GET' : 'POST', headers: i % 2 === 0 ? {} : { 'content-length': '3' }, body: i % 2 === 0 ? undefined : 'abc' })
     assert.equal(res.status, 200)
   }
-  const elapsed = performance.now() - started
   await held.waitForArrivals(4)
+  // The primaries were answered while all four mirrors were still unanswered: a primary waiting
+  // on its mirror would come back only after the mirror's 5 s timeout, which counts it failed.
   assert.equal(mirror.stats.inFlight, 4, 'all four mirrors are still unanswered')
-  // Four loopback requests take milliseconds; a primary waiting on the mirror would take the mirror's 5 s timeout.
-  assert.ok(elapsed < 2_000, `four primary requests took ${elapsed} ms`)
+  assert.equal(mirror.stats.failed, 0)
   held.release()
   await eventually(() => mirror.stats.completed === 4, 'the held mirrors to complete once released')
 })
