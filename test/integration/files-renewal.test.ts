@@ -40,8 +40,10 @@ async function freshCall (port: number, client: LeafPem, caPem: string): Promise
 test('with the CA key, gateways issue missing leaves and renew short-lived ones under traffic with zero failed requests', async (t) => {
   const dir = await tempDir(t)
   const ca = await createLocalCa(dir, { trustDomain: 'renewal.test' })
-  // No leaf issued by hand: the gateways issue their own. 4 s leaves, renewed 2 s before expiry.
-  const identity = { provider: 'files', dir, leafValidity: '4s', renewBefore: '2s' }
+  // No leaf issued by hand: the gateways issue their own. 8 s leaves, renewed 4 s before expiry:
+  // a renewal (a timer, a key, a file written and read back, a TLS context) has 4 s to land
+  // before the old leaf expires, enough on a loaded machine (2 s was not).
+  const identity = { provider: 'files', dir, leafValidity: '8s', renewBefore: '4s' }
   const orders = await startEcho(t, 'orders')
   const nodeB = await startGateway(t, {
     gateway: { name: 'node-b', mode: 'node' },
@@ -64,8 +66,8 @@ test('with the CA key, gateways issue missing leaves and renew short-lived ones 
   const served = new Set<string>()
   const failures: string[] = []
   let requests = 0
-  // Traffic until node-b has served three different 'orders' leaves (two renewals), at most 20 s.
-  const deadline = Date.now() + 20_000
+  // Traffic until node-b has served three different 'orders' leaves (two renewals, 8 s), at most 40 s.
+  const deadline = Date.now() + 40_000
   while (served.size < 3 && Date.now() < deadline) {
     try {
       const r = await request(`${out}/x`, { dispatcher: http, headers: { host: 'orders' } })
@@ -105,8 +107,9 @@ test('with the CA key, gateways issue missing leaves and renew short-lived ones 
 test('without the CA key, a leaf entering warnBefore is logged once as a warning and shown as expiring in admin /certs', async (t) => {
   const dir = await tempDir(t)
   await createLocalCa(dir, { trustDomain: 'renewal.test' })
-  // Leaves that enter the 3600 s warning window about 5 s from now.
-  const notAfter = new Date(Date.now() + 3_605_000)
+  // Leaves that enter the 3600 s warning window about 10 s from now: after the gateway has
+  // started and been asked, even on a loaded machine.
+  const notAfter = new Date(Date.now() + 3_610_000)
   for (const s of ['node-b', 'orders']) await issueLeaf(dir, s, { notAfter })
   await rm(join(dir, 'ca-key.pem'))
   const orders = await startEcho(t, 'orders')
@@ -123,7 +126,7 @@ test('without the CA key, a leaf entering warnBefore is logged once as a warning
   const warning = (): boolean => nodeB.logs.entries().some((e) => e.level === 'warn' && e.service === 'orders' && String(e.msg).includes('has no CA key'))
   assert.equal(warning(), false, 'no warning before the window')
 
-  await eventually(warning, 'the expiry warning', 15_000)
+  await eventually(warning, 'the expiry warning', 30_000)
   const line = nodeB.logs.entries().find((e) => e.level === 'warn' && e.service === 'orders' && String(e.msg).includes('has no CA key'))!
   assert.match(String(line.msg), new RegExp(`fastmesh certs issue --dir ${dir} --service orders`))
   assert.equal(line.state, 'expiring')
