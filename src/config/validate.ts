@@ -226,6 +226,10 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
   const knownServices = Object.keys(embedded)
   const pluginsClean = clean('/customPlugins')
   const plugins = [...builtinPluginNames, ...customPluginNames]
+  // A custom plugin may not take a built-in's name: the route would silently get the built-in.
+  for (const name of customPluginNames) {
+    if (builtinPlugins.has(name)) problems.push({ path: jsonPath(`/customPlugins/${name}`), message: `"${name}" is the name of a built-in plugin`, hint: `give your plugin another name (built in: ${builtinPluginNames.join(', ')})` })
+  }
   ;(Array.isArray(config.routes) ? config.routes : []).forEach((route, i) => {
     if (!clean(`/routes/${i}`)) return
     const at = `$.routes[${i}]`

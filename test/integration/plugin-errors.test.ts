@@ -13,8 +13,8 @@ test('@fastify/rate-limit as a route plugin answers 429 with Retry-After and its
   const echo = await startEcho(t, 'api')
   const dir = await tempDir(t)
   const g = await startGateway(t, meshConfig({ api: [echo] }, [
-    { name: 'limited', destination: { service: 'api' }, plugins: [{ name: 'rate-limit', options: { max: 2, timeWindow: '1 minute' } }] }
-  ], { customPlugins: { 'rate-limit': { module: fixturePlugin(dir, 'rate-limit.js') } } }), { dir })
+    { name: 'limited', destination: { service: 'api' }, plugins: [{ name: 'fastify-rate-limit', options: { max: 2, timeWindow: '1 minute' } }] }
+  ], { customPlugins: { 'fastify-rate-limit': { module: fixturePlugin(dir, 'rate-limit.js') } } }), { dir })
   assert.equal((await g.request('/a')).status, 200)
   assert.equal((await g.request('/a')).status, 200)
   const res = await g.request('/a', { headers: { 'x-request-id': 'limited-3' } })

@@ -257,8 +257,8 @@ test('an unknown plugin name: did-you-mean among built-in and custom plugins', (
   assert.equal(p.path, '$.routes[0].plugins[0].name')
   assert.equal(p.message, 'unknown plugin "header"')
   assert.equal(p.hint, 'did you mean "headers"?')
-  const custom = base({ customPlugins: { 'rate-limit': { module: './rl.js' } }, routes: [route('a', { plugins: [{ name: 'rate-limt' }] })] })
-  assert.equal(onlyProblem(custom).hint, 'did you mean "rate-limit"?')
+  const custom = base({ customPlugins: { 'audit-log': { module: './audit.js' } }, routes: [route('a', { plugins: [{ name: 'audit-lg' }] })] })
+  assert.equal(onlyProblem(custom).hint, 'did you mean "audit-log"?')
 })
 
 test('a custom plugin declared under customPlugins is accepted', () => {
@@ -639,4 +639,10 @@ test('regression: one YAML-aliased object used for two listeners gets each liste
 
 test('a YAML alias inside the node it names is one problem at $, not a crash', () => {
   assert.throws(() => loadConfigText('a: &x { b: *x }\n', 'test.yaml', {}), (err: ConfigError) => err.problems.length === 1 && err.problems[0]!.path === '$')
+})
+
+test('a custom plugin named like a built-in one is refused at its customPlugins key', () => {
+  const p = onlyProblem(base({ customPlugins: { 'rate-limit': { module: './mine.js' } } }))
+  assert.equal(p.path, '$.customPlugins["rate-limit"]')
+  assert.match(p.message, /built-in plugin/)
 })
