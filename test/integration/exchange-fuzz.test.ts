@@ -47,7 +47,7 @@ interface Policy {
   readonly backoff?: { readonly base: string, readonly max: string }
 }
 
-/** Route policies by name; `default` has no `retries` (the built-in connect-failure retry). */
+/** Route policies by name; `default` has no `retries` (the built-in connect-failure and reset retry). */
 const POLICIES: Record<string, Policy | undefined> = {
   none: { attempts: 1, retryOn: ['connect-failure'] },
   default: undefined,
@@ -63,7 +63,8 @@ const POLICIES: Record<string, Policy | undefined> = {
 }
 /** `services.svc.retries`: the default of the `svc` route, which has none of its own. */
 const SERVICE_POLICY: Policy = { attempts: 3, retryOn: ['gateway-error', 'reset'] }
-const BUILT_IN: Policy = { attempts: 2, retryOn: ['connect-failure'] }
+// As src/config/schema.ts: a connect failure, and a reset before any response byte (idempotent methods), once.
+const BUILT_IN: Policy = { attempts: 2, retryOn: ['connect-failure', 'reset'] }
 
 interface RouteModel {
   readonly name: string
