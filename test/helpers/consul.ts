@@ -10,13 +10,12 @@
 // skip. Agents that are still running when the test process exits (a crashed test, SIGINT,
 // SIGTERM) are killed; only a SIGKILL of the test process itself can leave one behind.
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import fs from 'node:fs'
+import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePorts } from './ports.js'
-import { onProcessExit } from './exit-hooks.js'
+import { ChildTracker, findTool } from './tool-process.js'
 
 /** dist/test/helpers/consul.js → the project root is three levels up. */
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -75,36 +74,17 @@ export interface StartConsulOptions {
 
 /** The Consul binary the tests use, or an error that says how to install it. */
 export function findConsul(): string {
-  if (isExecutable(LOCAL_CONSUL)) return LOCAL_CONSUL
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir && isExecutable(path.join(dir, 'consul'))) return path.join(dir, 'consul')
-  }
-  throw new Error(
+  return findTool('consul', LOCAL_CONSUL, () =>
     `Consul is not installed: neither ${LOCAL_CONSUL} nor \`consul\` on PATH exists. ` +
     'Run `npm run setup` to install it (on Debian it fetches the bullseye `consul` package into .tools/; ' +
     'elsewhere it says where to get Consul >= 1.8).'
   )
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK)
-    return fs.statSync(file).isFile()
-  } catch {
-    return false
-  }
-}
 
 // --- cleanup of agents that outlive their test ----------------------------------------------
 
-const running = new Set<ChildProcess>()
-
-function killAllNow(): void {
-  for (const child of running) {
-    try { child.kill('SIGKILL') } catch { /* already gone */ }
-  }
-  running.clear()
-}
+const running = new ChildTracker()
 
 // --- the agent ---------------------------------------------------------------------------
 
@@ -134,7 +114,6 @@ export async function startConsul(options: StartConsulOptions = {}): Promise<Con
     ...(options.args ?? []),
   ]
 
-  onProcessExit(killAllNow)
   const exec = options.exec ?? []
   const [command, ...commandArgs] = exec.length > 0 ? [...exec, bin, ...args] : [bin, ...args]
   const child = spawn(command!, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -11,6 +11,7 @@
 import type { TestContext } from 'node:test'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import { startUpstream } from './upstreams.js'
+import { seededRandom } from '../../src/balancer/random.js'
 
 export const BEHAVIOURS = [
   'ok', 'ok-chunked', '500', '502', '503', 'slow', 'hang', 'reset-early', 'reset-before-headers',
@@ -21,17 +22,8 @@ export type Behaviour = typeof BEHAVIOURS[number]
 /** How long `slow` waits before answering 200. */
 export const SLOW_MS = 400
 
-/** mulberry32: a small seeded PRNG, for reproducible fuzz runs. */
-export function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** mulberry32: the project's seeded source (src/balancer/random.ts), for reproducible fuzz runs. */
+export const mulberry32 = seededRandom
 
 /** Random bytes that bodies are cut from: each exchange's body starts at its own offset. */
 const PATTERN = ((): Buffer => {

@@ -21,7 +21,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort } from './ports.js'
-import { onProcessExit } from './exit-hooks.js'
+import { ChildTracker, findTool } from './tool-process.js'
 
 /** dist/test/helpers/redis.js → the project root is three levels up. */
 const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -61,36 +61,17 @@ export interface StartRedisOptions {
 
 /** The redis-server binary the tests use, or an error that says how to install it. */
 export function findRedis (): string {
-  if (isExecutable(LOCAL_REDIS)) return LOCAL_REDIS
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir && isExecutable(path.join(dir, 'redis-server'))) return path.join(dir, 'redis-server')
-  }
-  throw new Error(
+  return findTool('redis-server', LOCAL_REDIS, () =>
     `Redis is not installed: neither ${LOCAL_REDIS} nor \`redis-server\` on PATH exists. ` +
     'Run `npm run setup` to install it (on Debian it unpacks the machine\'s own Redis packages into .tools/; ' +
     'elsewhere it says how to get Redis >= 6.2).'
   )
 }
 
-function isExecutable (file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK)
-    return fs.statSync(file).isFile()
-  } catch {
-    return false
-  }
-}
 
 // --- cleanup of servers that outlive their test -----------------------------------------
 
-const running = new Set<ChildProcess>()
-
-function killAllNow (): void {
-  for (const child of running) {
-    try { child.kill('SIGKILL') } catch { /* already gone */ }
-  }
-  running.clear()
-}
+const running = new ChildTracker()
 
 // --- the server --------------------------------------------------------------------------
 
@@ -113,7 +94,6 @@ export async function startRedis (t: TestWithAfter, options: StartRedisOptions =
   const readyTimeoutMs = options.readyTimeoutMs ?? 10_000
   const stopTimeoutMs = options.stopTimeoutMs ?? 5_000
   const bin = findRedis()
-  onProcessExit(killAllNow)
   // the working dir, where Redis would write anything it writes (with these args: nothing)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastmesh-redis-'))
   let output = ''
