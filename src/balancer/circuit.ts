@@ -53,6 +53,8 @@ export const circuitCountersKind = stateKind('circuit', 'service', () => new Cir
 export interface CircuitSnapshot {
   readonly requests: number
   readonly pending: number
+  /** Sockets to the destination open or opening, across its endpoints (at most maxConnections). */
+  readonly connections: number
   readonly retries: number
   readonly limits: Omit<CircuitSettings, 'pipelining'>
   readonly overflows: Readonly<Record<OverflowLimit, number>>
@@ -64,17 +66,21 @@ export interface CircuitSnapshot {
  * A `request` admission lasts for a client request's whole life (every attempt and the
  * backoff between them); a `retry` admission lasts for one retry attempt, on top of it.
  *
- * Pending requests are those waiting for a connection: the admitted requests beyond what
- * the destination's connections carry, `min(maxConnections, endpointConnections) ×
- * pipelining`. They are counted here, not read from undici (`pool.stats.pending` walks
- * every client of every pool: too dear per request); the count is exact when requests
- * spread over endpoints as the balancer intends, and errs towards admitting otherwise.
+ * `maxConnections` is a hard cap on the destination's sockets: its endpoints' pools draw
+ * them from one budget (src/upstream/endpoint-pool.ts), and a request that finds no free
+ * connection under it waits in its endpoint's pool. Pending requests are those waiting:
+ * the admitted requests beyond what the destination's connections carry,
+ * `min(maxConnections, endpointConnections) × pipelining`. They are counted here, not
+ * summed over the pools per request; the count is exact when requests spread over
+ * endpoints as the balancer intends, and errs towards admitting otherwise.
  * `maxConnections` thus never refuses a request by itself: like Envoy's, it makes requests
  * pending, and `maxPendingRequests` refuses them.
  */
 export class CircuitLimits {
   /** Connections the destination's endpoints may open in all: usable endpoints × `connectionPool.connections`. */
   private endpointConnections = Infinity
+  /** Sockets open now (the service layer's connection budget), for the snapshot. */
+  private connectionGauge: () => number = () => 0
 
   constructor (
     readonly service: string,
@@ -85,6 +91,11 @@ export class CircuitLimits {
   /** Called by the service layer when its usable endpoints change. */
   setEndpointConnections (connections: number): void {
     this.endpointConnections = connections
+  }
+
+  /** Where the snapshot reads the destination's open sockets from. */
+  setConnectionGauge (gauge: () => number): void {
+    this.connectionGauge = gauge
   }
 
   /** Requests in flight that may be on a connection at once. */
@@ -117,7 +128,7 @@ export class CircuitLimits {
   snapshot (): CircuitSnapshot {
     const c = this.counters
     const { pipelining: _, ...limits } = this.settings
-    return { requests: c.requests, pending: Math.max(0, c.requests - this.connectionSlots), retries: c.retries, limits, overflows: { ...c.overflows } }
+    return { requests: c.requests, pending: Math.max(0, c.requests - this.connectionSlots), connections: this.connectionGauge(), retries: c.retries, limits, overflows: { ...c.overflows } }
   }
 
   private overflow (limit: OverflowLimit, value: number): OverflowError {

@@ -2,12 +2,11 @@
 // datacenter), kept current from discovery, each with its endpoint pool, and the
 // balancing choice among them (the service's policy, preferring the gateway's own zone).
 import { createConnection, type Socket } from 'node:net'
-import type { Pool } from 'undici'
 import { OutlierDetector, outlierSettings } from './outlier.js'
 import { CircuitLimits, circuitSettings } from './circuit.js'
 import type { Discovery, Endpoint, ServiceSnapshot } from '../discovery/types.js'
 import type { ResponseError } from '../errors.js'
-import type { EndpointPools, EndpointTarget, MeshConnection, PoolSettings } from '../upstream/endpoint-pool.js'
+import type { EndpointPool, EndpointPools, EndpointTarget, MeshConnection, PoolSettings } from '../upstream/endpoint-pool.js'
 import { createBalancer, DEFAULT_BALANCING, TargetStats, wasTried, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
 import { defaultRandom } from './random.js'
 import type { AdmissionKind, AttemptOutcome, PickRequest, ServiceLayer } from './types.js'
@@ -33,7 +32,7 @@ function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
 
 /** Where a target gets its pool from (the ServiceEndpoints that owns it). */
 interface PoolSource {
-  acquire(endpoint: Endpoint): Pool
+  acquire(endpoint: Endpoint): EndpointPool
 }
 
 /**
@@ -47,14 +46,14 @@ interface PoolSource {
  */
 class LazyTarget implements BalancedTarget {
   readonly label: string
-  acquired: Pool | undefined
+  acquired: EndpointPool | undefined
 
-  constructor (readonly endpoint: Endpoint, private readonly source: PoolSource, pool?: Pool, readonly stats = new TargetStats()) {
+  constructor (readonly endpoint: Endpoint, private readonly source: PoolSource, pool?: EndpointPool, readonly stats = new TargetStats()) {
     this.label = `${endpoint.address}:${endpoint.port}`
     this.acquired = pool
   }
 
-  get pool (): Pool {
+  get pool (): EndpointPool {
     return (this.acquired ??= this.source.acquire(this.endpoint))
   }
 
@@ -107,6 +106,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.outlier = resilience?.outlier ?? new OutlierDetector(selector.service, outlierSettings())
     this.circuit = resilience?.circuit ?? new CircuitLimits(selector.service, circuitSettings(undefined, settings.pipelining))
     this.balancer = createBalancer<LazyTarget>(balancing, context)
+    this.circuit.setConnectionGauge(() => this.pools.openConnections(this.connectionLimit))
     this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, {
       ...(selector.datacenter !== undefined ? { datacenter: selector.datacenter } : {}),
       ...(selector.meshCaller !== undefined ? { connect: true } : {})
@@ -249,7 +249,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.snapshot = snapshot
     const previous = new Map(this.targets.map((t) => [t.endpoint.id, t]))
     const targets: LazyTarget[] = []
-    const inUse = new Set<Pool>()
+    const inUse = new Set<EndpointPool>()
     const locality = this.balancing.locality
     let localKnown = 0
     for (const endpoint of snapshot.endpoints) {
@@ -299,11 +299,17 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   }
 
   /** The pool of one of this set's targets (called by the target on first use). */
-  acquire (endpoint: Endpoint): Pool {
+  acquire (endpoint: Endpoint): EndpointPool {
     const caller = this.selector.meshCaller
     const mesh = caller !== undefined && this.meshConnector !== undefined
       ? { caller, destination: this.selector.service, connector: this.meshConnector(caller, this.selector.service, this.settings.connectTimeoutMs) }
       : undefined
-    return this.pools.acquire(endpoint, this.settings, this, mesh)
+    // Every pool of this destination draws from one budget of circuitBreaker.maxConnections.
+    return this.pools.acquire(endpoint, this.settings, this, mesh, this.connectionLimit)
+  }
+
+  /** The destination's connection budget: by selector (as the circuit counters) and cap. */
+  private get connectionLimit (): { group: string, maxConnections: number } {
+    return { group: this.key, maxConnections: this.circuit.settings.maxConnections }
   }
 }

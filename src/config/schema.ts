@@ -196,7 +196,7 @@ export const OutlierDetectionSchema = strict({
 }, { description: 'Passive outlier detection: ejects endpoints whose attempts keep failing and lets them back after a while. Ejections and returns are logged and shown by admin `/services`.' })
 
 export const CircuitBreakerSchema = strict({
-  maxConnections: Type.Integer({ minimum: 1, default: 1024, description: 'Connections the destination\'s requests may occupy at once, across its endpoints (each carries `connectionPool.pipelining` requests). A request beyond them waits for a connection: it is pending.' }),
+  maxConnections: Type.Integer({ minimum: 1, default: 1024, description: 'Upstream connections (sockets, connecting ones included) to the destination at once, summed over all its endpoints: a hard cap, on top of each endpoint\'s `connectionPool.connections`. Each carries `connectionPool.pipelining` requests; a request beyond them waits for a connection: it is pending. With fewer connections than busy endpoints, an idle connection is closed to give an endpoint without one its turn.' }),
   maxPendingRequests: Type.Integer({ minimum: 0, default: 1024, description: 'Requests that may wait for a connection at once; past it the gateway answers 503 `FASTMESH_ERR_OVERFLOW` with `x-fastmesh-overflow: max-pending-requests` instead of queueing.' }),
   maxRequests: Type.Integer({ minimum: 1, default: 1024, description: 'Requests to the destination in flight at once; past it, 503 `FASTMESH_ERR_OVERFLOW` with `x-fastmesh-overflow: max-requests`.' }),
   maxRetries: Type.Integer({ minimum: 0, default: 1024, description: 'Retries to the destination in flight at once; past it a retry is not made (`x-fastmesh-overflow: max-retries`).' })

@@ -5,7 +5,8 @@ import test, { type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { Agent, type Pool } from 'undici'
+import { Agent } from 'undici'
+import type { EndpointPool } from '../../src/upstream/endpoint-pool.js'
 import { startGateway, eventually, type TestGateway } from '../helpers/gateway.js'
 import { embeddedServices, startUpstream } from '../helpers/upstreams.js'
 
@@ -41,7 +42,7 @@ async function startFlippable (t: TestContext): Promise<Flippable> {
 function countLivePools (g: TestGateway): { readonly live: number, readonly made: number } {
   const counts = { live: 0, made: 0 }
   const finalized = new FinalizationRegistry<undefined>(() => { counts.live-- })
-  const seen = new WeakSet<Pool>()
+  const seen = new WeakSet<EndpointPool>()
   const pools = g.gateway.services.pools
   const acquire = pools.acquire.bind(pools)
   pools.acquire = (...args) => {

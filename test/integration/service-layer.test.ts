@@ -6,11 +6,10 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import pino from 'pino'
-import type { Pool } from 'undici'
 import { createServer } from 'node:http'
 import { EmbeddedRegistry, type EmbeddedServiceInput } from '../../src/discovery/embedded/registry.js'
 import { ServiceEndpoints, type ServiceSelector } from '../../src/balancer/service-endpoints.js'
-import { EndpointPools, type EndpointTarget, type PoolSettings } from '../../src/upstream/endpoint-pool.js'
+import { EndpointPools, type EndpointPool, type EndpointTarget, type PoolSettings } from '../../src/upstream/endpoint-pool.js'
 import { eventually } from '../helpers/poll.js'
 import { freePort } from '../helpers/ports.js'
 import { startUpstream } from '../helpers/upstreams.js'
@@ -61,10 +60,13 @@ function counts (ids: string[]): Record<string, number> {
 }
 
 /** The target `s` picks for `id` (within `limit` picks). */
-function targetOf (s: ServiceEndpoints, id: string, limit = 10): EndpointTarget {
+/** A picked target of `s`: its pool is the set's own EndpointPool. */
+type PoolTarget = EndpointTarget & { readonly pool: EndpointPool }
+
+function targetOf (s: ServiceEndpoints, id: string, limit = 10): PoolTarget {
   for (let i = 0; i < limit; i++) {
     const t = s.pick()
-    if (t?.endpoint.id === id) return t
+    if (t?.endpoint.id === id) return t as unknown as PoolTarget
   }
   assert.fail(`${id} was not picked in ${limit} picks`)
 }
@@ -125,9 +127,9 @@ test('a removed endpoint leaves rotation and its pool closes once no endpoint se
   const layer = serviceLayer(t, { orders: { endpoints: [ep('a', 1), ep('b', 2)] } })
   const first = layer.endpoints()
   const second = layer.endpoints()
-  const bPool: Pool = targetOf(first, 'b').pool
+  const bPool: EndpointPool = targetOf(first, 'b').pool
   assert.equal(targetOf(second, 'b').pool, bPool, 'two sets of the same service and settings share the pool')
-  const aPool: Pool = targetOf(first, 'a').pool
+  const aPool: EndpointPool = targetOf(first, 'a').pool
   assert.equal(layer.pools.size, 2)
 
   // Only the first set ever used a's pool; both use b's.

@@ -94,10 +94,20 @@ test('overflows are counted per limit; the snapshot shows in-flight counts and l
   assert.deepEqual(c.snapshot(), {
     requests: 2,
     pending: 1,
+    connections: 0,
     retries: 0,
     limits: { maxConnections: 1, maxPendingRequests: 1024, maxRequests: 2, maxRetries: 0 },
     overflows: { 'max-requests': 1, 'max-pending-requests': 0, 'max-retries': 2 }
   })
+})
+
+test('the snapshot reads the open connections from the gauge the service layer sets', () => {
+  const c = limits({ maxConnections: 3 })
+  let open = 2
+  c.setConnectionGauge(() => open)
+  assert.equal(c.snapshot().connections, 2)
+  open = 3
+  assert.equal(c.snapshot().connections, 3)
 })
 
 test('a release without an admission never drives a count below zero', () => {
