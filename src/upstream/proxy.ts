@@ -94,7 +94,18 @@ function connectionTokens (value: string | string[] | undefined): string[] | und
   return v.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
 }
 
-/** Builds the upstream request headers as a flat [name, value, ...] list. */
+/** The gateway's own header namespace (`x-fastmesh-mirror` on requests, `x-fastmesh-overflow` on answers). */
+const GATEWAY_HEADER_PREFIX = 'x-fastmesh-'
+
+/**
+ * Builds the upstream request headers as a flat [name, value, ...] list.
+ *
+ * `x-fastmesh-*` headers are the gateway's to set: a client's are dropped at every entry
+ * (edge, node outbound, per-upstream listeners), so a client cannot pass for mirrored
+ * traffic. The one exception is an inbound mesh call (`call.clientCert`: the caller proved
+ * a mesh identity over mTLS): that caller is a gateway that dropped its own client's and set
+ * these itself, so they reach the local app as sent.
+ */
 export function upstreamRequestHeaders (headers: IncomingHttpHeaders, settings: ForwardSettings, call: UpstreamCall): string[] {
   const out: string[] = []
   const nominated = connectionTokens(headers.connection)
@@ -118,6 +129,7 @@ export function upstreamRequestHeaders (headers: IncomingHttpHeaders, settings: 
     }
     // Identity headers are only ever set by us, from a verified certificate.
     if (name === 'x-request-id' || name === 'x-forwarded-client-cert') continue
+    if (call.clientCert === undefined && name.startsWith(GATEWAY_HEADER_PREFIX)) continue
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
   }
