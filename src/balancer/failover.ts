@@ -161,6 +161,11 @@ export class FailoverChain implements ServiceLayer {
     this.layers[i]!.release(kind)
   }
 
+  /** Whether the layer that served the last pick did so in panic (every layer was degraded). */
+  degraded (): boolean {
+    return this.layers[this.activeIndex]!.degraded?.() === true
+  }
+
   async known (timeoutMs: number): Promise<void> {
     await Promise.all(this.layers.map(async (l) => { await l.known(timeoutMs) }))
   }

@@ -53,6 +53,11 @@ export interface ServiceLayer {
   report(target: EndpointTarget, outcome: AttemptOutcome): void
   admit(kind: AdmissionKind): ResponseError | undefined
   release(kind: AdmissionKind): void
+  /**
+   * True while this layer would serve only by ignoring outlier ejections (panic). Optional:
+   * layers without outlier detection never are. A mirror skips a degraded destination.
+   */
+  degraded?(): boolean
   /** Undefined until discovery has answered for this destination once. */
   readonly current: unknown
   /** Resolves once discovery has answered, or after `timeoutMs`. */

@@ -64,8 +64,10 @@ async function validate (args: string[]): Promise<void> {
   if (positionals.length !== 1) throw new UsageError('validate takes exactly one FILE')
   const file = positionals[0]!
   try {
-    await loadConfigFile(file)
-    process.stdout.write('ok\n')
+    const loaded = await loadConfigFile(file)
+    const warnings = loaded.warnings ?? []
+    process.stdout.write(warnings.length === 0 ? 'ok\n' : `ok, with ${warnings.length} warning${warnings.length === 1 ? '' : 's'}\n`)
+    for (const w of warnings) process.stderr.write(`${file}: ${w.path}: warning: ${w.message}${w.hint !== undefined ? `\n    hint: ${w.hint}` : ''}\n`)
   } catch (err) {
     if (err instanceof ConfigError) {
       // An unreadable file has no JSON path to point at: say so in one line.
@@ -123,6 +125,7 @@ async function start (args: string[]): Promise<void> {
     throw new UsageError(`--mode ${values.mode} differs from gateway.mode "${loaded.config.gateway.mode}" in ${values.config}`)
   }
   const log = createLogger({ level: loaded.config.telemetry.logging.level })
+  for (const w of loaded.warnings ?? []) log.warn({ path: w.path, hint: w.hint }, `config warning: ${w.message}`)
   const gateway = new Gateway({ loaded, log, provider, handleSignals: true })
   await gateway.start()
 }

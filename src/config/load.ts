@@ -9,6 +9,8 @@ export interface LoadedConfig {
   readonly config: FastmeshConfig
   /** Where it came from: a file path, or `kv:<key>[+<key>]` for Consul KV. */
   readonly source: string
+  /** What validation warned about (the config is valid): shown by `fastmesh validate`, logged on load. */
+  readonly warnings?: readonly ConfigProblem[]
 }
 
 /**
@@ -130,7 +132,7 @@ export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEn
     const err = fastmeshError('CONFIG_INVALID', [source, formatProblems(result.problems)])
     throw new ConfigError(err.code, err.message, result.problems)
   }
-  return { config: deepFreeze(result.config), source }
+  return { config: deepFreeze(result.config), source, ...(result.warnings !== undefined ? { warnings: result.warnings } : {}) }
 }
 
 export function loadConfigText (text: string, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {

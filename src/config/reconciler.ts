@@ -122,6 +122,7 @@ export class ConfigReconciler {
     }
     const result = this.settled(await target.swap(loaded, snapshot.reason))
     if (result.ok) this.inEffect = hash
+    if (result.ok) for (const w of loaded.warnings ?? []) this.opts.log.warn({ path: w.path, hint: w.hint, source: snapshot.source }, `config warning: ${w.message}`)
     return result
   }
 

@@ -259,9 +259,9 @@ export const MirrorSchema = strict({
   subset: Type.Optional({ ...SubsetSchema, description: 'Only these endpoints of the mirror service.' }),
   percent: Type.Number({ minimum: 0, maximum: 100, default: 100, description: 'Share of the route\'s requests that are also sent to the mirror.' }),
   maxConcurrent: Type.Integer({ minimum: 1, default: 64, description: 'Mirrored requests in flight at most; beyond it a request is not mirrored (counted as skipped), never queued.' }),
-  maxBodyBytes: Type.Integer({ minimum: 0, default: 65536, description: 'Requests with a body are mirrored only when they declare a `Content-Length` of at most this; the copy is taken as the body streams to the primary. 0: bodyless requests only.' }),
+  maxBodyBytes: Type.Integer({ minimum: 0, default: 65536, description: 'Requests with a body are mirrored only when they declare a `Content-Length` of at most this; the copy is taken as the body streams to the primary and held until the mirrored request ends. 0: bodyless requests only. All mirrors together hold at most `limits.mirrorBufferBytes`.' }),
   timeout: dur('5s', 'A mirrored request not answered (to its last byte) by then is abandoned and counted as failed.')
-}, { description: 'Shadow traffic: a copy of a share of the requests goes to another service, fire-and-forget, with header `x-fastmesh-mirror: 1`. Its answer is discarded; it never delays or fails the primary request.' })
+}, { description: 'Shadow traffic: a copy of a share of the requests goes to another service, fire-and-forget, with header `x-fastmesh-mirror: 1`. Its answer is discarded; it never delays or fails the primary request. A mirror service with no usable endpoint (all unhealthy or ejected) is skipped, never used in panic.' })
 
 export const DestinationSchema = strict({
   service: Type.Optional({ ...ServiceName, description: 'The destination service. Exactly one of `service`, `backends`.' }),
@@ -309,8 +309,9 @@ export const LimitsSchema = strict({
   headerTimeout: dur('10s', 'Longest time to receive a request\'s header section from a client, counted from its first byte (or from the connection for the first request); 408 after it, within about half a second. At most `requestTimeout` (0s: none).'),
   requestTimeout: dur('5m', 'Longest time to receive a whole request from a client, body included; 408 after it (0s: none).'),
   deregisterGrace: dur('500ms', 'On shutdown, how long listeners keep answering after leaving the Consul catalog, so peers stop choosing this gateway first.'),
-  drainTimeout: dur('30s', 'On reload or shutdown, how long in-flight requests may take to finish.')
-}, { description: 'Protective limits and timeouts of the listeners.' })
+  drainTimeout: dur('30s', 'On reload or shutdown, how long in-flight requests may take to finish.'),
+  mirrorBufferBytes: Type.Integer({ minimum: 0, default: 67108864, description: 'Bytes of request bodies all mirrors of the gateway may hold at once (the copies taken for `routes[].mirror`); a body that does not fit is not mirrored (counted `skippedAtLimit`). Each route may hold up to its `mirror.maxConcurrent` × `mirror.maxBodyBytes`; `fastmesh validate` warns when that alone exceeds this. Default 64 MiB.' })
+}, { description: 'Protective limits and timeouts of the listeners, and the memory mirrors may hold.' })
 
 export const GatewaySchema = strict({
   name: Type.String({ minLength: 1, default: 'fastmesh', description: 'This gateway\'s name (logs, registration).' }),

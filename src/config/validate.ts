@@ -574,6 +574,41 @@ export function pluginOptionProblems (plugin: string, schema: object, options: u
 export interface ValidationResult {
   readonly config?: FastmeshConfig
   readonly problems: readonly ConfigProblem[]
+  /** A valid config's settings that work, but not as an operator may expect (e.g. memory bounds that cut in). */
+  readonly warnings?: readonly ConfigProblem[]
+}
+
+/** `67108864` → `64 MiB`, `1536` → `1.5 KiB`. */
+export function formatBytes (n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
+  return u === 0 ? `${n} bytes` : `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[u]}`
+}
+
+/**
+ * Mirrors that could hold more body bytes than the gateway allows all of them together
+ * (`limits.mirrorBufferBytes`): valid — the gateway-wide limit holds, bodies beyond it are
+ * not mirrored — but the route's own bounds then never apply in full.
+ */
+function mirrorWarnings (config: FastmeshConfig): ConfigProblem[] {
+  const warnings: ConfigProblem[] = []
+  const limit = config.limits.mirrorBufferBytes
+  config.routes.forEach((route, i) => {
+    const m = route.mirror
+    if (m === undefined) return
+    const at = `$.routes[${i}].mirror`
+    if (m.maxBodyBytes > limit) {
+      warnings.push({ path: `${at}.maxBodyBytes`, message: `${formatBytes(m.maxBodyBytes)} is more than limits.mirrorBufferBytes (${formatBytes(limit)}): bodies above ${formatBytes(limit)} are never mirrored`, hint: 'lower maxBodyBytes, or raise limits.mirrorBufferBytes if the gateway has the memory' })
+      return
+    }
+    const product = m.maxConcurrent * m.maxBodyBytes
+    if (product > limit) {
+      warnings.push({ path: at, message: `may hold up to ${formatBytes(product)} of request bodies (maxConcurrent ${m.maxConcurrent} × maxBodyBytes ${formatBytes(m.maxBodyBytes)}), more than limits.mirrorBufferBytes (${formatBytes(limit)}) allows all mirrors together: bodies beyond it are not mirrored (counted skippedAtLimit)`, hint: 'lower maxConcurrent or maxBodyBytes, or raise limits.mirrorBufferBytes if the gateway has the memory' })
+    }
+  })
+  return warnings
 }
 
 /**
@@ -594,7 +629,9 @@ export function validateConfigDocument (doc: unknown): ValidationResult {
   }
   const config = doc
   const problems = redactProblems(semanticProblems(config, Object.keys(config.customPlugins)))
-  return problems.length > 0 ? { problems } : { config, problems }
+  if (problems.length > 0) return { problems }
+  const warnings = mirrorWarnings(config)
+  return warnings.length > 0 ? { config, problems, warnings } : { config, problems }
 }
 
 /** The last pass over every problem's text: what redactText recognises on its own (URL userinfo) is hidden. */

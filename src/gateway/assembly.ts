@@ -19,7 +19,7 @@ import { FailoverChain, describeSelector, failoverSelectors } from '../balancer/
 import type { ServiceEndpoints, ServiceSelector } from '../balancer/service-endpoints.js'
 import type { Logger } from 'pino'
 import { routeBackends, weightedDestination, type BackendRef } from './split.js'
-import { Mirror, mirrorStatsKind } from './mirror.js'
+import { MIRROR_BUFFER_KEY, Mirror, mirrorBufferKind, mirrorStatsKind } from './mirror.js'
 import type { StateRegistry } from '../state/registry.js'
 
 /** The mesh parts a version needs when mTLS is on. */
@@ -123,7 +123,8 @@ export function assemble (opts: AssemblyOptions): Assembly {
     const m = route.mirror
     if (m === undefined) return undefined
     const layer = endpointsOf(m.service, mesh?.selfIdentity, m.subset)
-    return new Mirror(layer, { percent: m.percent, maxConcurrent: m.maxConcurrent, maxBodyBytes: m.maxBodyBytes, timeoutMs: durationMs(m.timeout) }, state.slot(mirrorStatsKind, route.name))
+    const settings = { percent: m.percent, maxConcurrent: m.maxConcurrent, maxBodyBytes: m.maxBodyBytes, timeoutMs: durationMs(m.timeout), bufferLimitBytes: config.limits.mirrorBufferBytes }
+    return new Mirror(layer, settings, state.slot(mirrorStatsKind, route.name), state.slot(mirrorBufferKind, MIRROR_BUFFER_KEY))
   }
 
   const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'], mirror?: Mirror | undefined } = {}): RouteBinding => {

@@ -1,8 +1,9 @@
 // Route layer, shadow traffic: a copy of a share of a route's requests goes to a mirror
 // destination (its own service layer and endpoint pools), fire-and-forget. The mirror's
-// answer is discarded, its requests in flight are bounded, and nothing it does (hang, fail,
-// refuse) reaches the primary exchange: the copy of a body is taken beside the primary's
-// stream, never in front of it.
+// answer is discarded, its requests in flight and the bodies it holds are bounded, and
+// nothing it does (hang, fail, refuse, die) reaches the primary exchange or costs it much:
+// the copy of a body is taken beside the primary's stream, never in front of it, and a
+// mirror with no usable endpoint is skipped (it never panics).
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { PickRequest, ServiceLayer } from '../balancer/types.js'
@@ -22,6 +23,8 @@ export interface MirrorSettings {
   readonly maxBodyBytes: number
   /** A mirrored request not finished by then is abandoned (and counted failed). */
   readonly timeoutMs: number
+  /** Bytes of bodies every mirror of the gateway may hold at once (`limits.mirrorBufferBytes`); default: no limit. */
+  readonly bufferLimitBytes?: number
   readonly random?: RandomSource
 }
 
@@ -33,22 +36,56 @@ export interface MirrorSettings {
 export class MirrorStats {
   /** Mirrored requests dispatched to an endpoint of the mirror. */
   sent = 0
-  /** Not mirrored: `maxConcurrent` in flight already, or the mirror service refused admission. */
+  /**
+   * Not mirrored: `maxConcurrent` in flight already, the mirror service refused admission,
+   * or the body would not fit in the gateway's mirror buffer (`limits.mirrorBufferBytes`).
+   */
   skippedAtLimit = 0
   /** Not mirrored: a body without Content-Length, above maxBodyBytes, or cut off by the client. */
   skippedBody = 0
-  /** Mirrored requests that got no answer, a 5xx, or timed out (also: no mirror endpoint). */
+  /**
+   * Not mirrored: the mirror service has no usable endpoint (none healthy, or every one
+   * ejected by outlier detection). A mirror never panics: it does not send to ejected endpoints.
+   */
+  skippedUnavailable = 0
+  /** Mirrored requests that got no answer, a 5xx, or timed out. */
   failed = 0
   /** Mirrored requests answered with a status below 500. */
   completed = 0
   inFlight = 0
 
-  snapshot (): { sent: number, skippedAtLimit: number, skippedBody: number, failed: number, completed: number, inFlight: number } {
-    return { sent: this.sent, skippedAtLimit: this.skippedAtLimit, skippedBody: this.skippedBody, failed: this.failed, completed: this.completed, inFlight: this.inFlight }
+  snapshot (): { sent: number, skippedAtLimit: number, skippedBody: number, skippedUnavailable: number, failed: number, completed: number, inFlight: number } {
+    return { sent: this.sent, skippedAtLimit: this.skippedAtLimit, skippedBody: this.skippedBody, skippedUnavailable: this.skippedUnavailable, failed: this.failed, completed: this.completed, inFlight: this.inFlight }
   }
 }
 
 export const mirrorStatsKind = stateKind('mirrorStats', 'route', () => new MirrorStats())
+
+/**
+ * Bytes of request bodies held by the gateway's mirrors (copies taken, or buffered bodies a
+ * mirrored request still sends), across routes and config versions: what
+ * `limits.mirrorBufferBytes` bounds. One per gateway, in the state registry.
+ */
+export class MirrorBuffer {
+  held = 0
+
+  /** Takes `bytes` when they fit under `limit`. */
+  reserve (bytes: number, limit: number): boolean {
+    if (this.held + bytes > limit) return false
+    this.held += bytes
+    return true
+  }
+
+  release (bytes: number): void {
+    this.held = Math.max(0, this.held - bytes)
+  }
+}
+
+export const mirrorBufferKind = stateKind('mirrorBuffer', 'gateway', () => new MirrorBuffer())
+export const MIRROR_BUFFER_KEY = 'gateway'
+
+/** An attempt that never went out: says nothing of the endpoint to outlier detection. */
+const NOT_SENT = { status: 0, gatewayError: false, latencyMs: 0 } as const
 
 /** The length a request declares: 0 without a body, undefined when unknown (chunked) or malformed. */
 function declaredLength (headers: IncomingHttpHeaders): number | undefined {
@@ -66,7 +103,7 @@ class DiscardHandler implements Dispatcher.DispatchHandler {
   private readonly timer: NodeJS.Timeout
   private readonly started = performance.now()
 
-  constructor (private readonly mirror: Mirror, private readonly target: EndpointTarget, timeoutMs: number) {
+  constructor (private readonly mirror: Mirror, private readonly target: EndpointTarget, private readonly bytes: number, timeoutMs: number) {
     // One bound on the whole exchange (headers and body): a hanging mirror frees its slot.
     this.timer = setTimeout(() => { this.fail(new Error('mirror timeout')) }, timeoutMs)
     this.timer.unref()
@@ -109,20 +146,23 @@ class DiscardHandler implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     clearTimeout(this.timer)
-    this.mirror.finished(this.target, gatewayError ? 0 : this.status, gatewayError, performance.now() - this.started)
+    this.mirror.finished(this.target, gatewayError ? 0 : this.status, gatewayError, performance.now() - this.started, this.bytes)
   }
 }
 
 /** One route's mirror. Call `maybeMirror` before the primary is forwarded (see there). */
 export class Mirror {
   private readonly random: RandomSource
+  private readonly bufferLimit: number
 
   constructor (
     readonly layer: ServiceLayer,
     private readonly settings: MirrorSettings,
-    readonly stats: MirrorStats = new MirrorStats()
+    readonly stats: MirrorStats = new MirrorStats(),
+    private readonly buffer: MirrorBuffer = new MirrorBuffer()
   ) {
     this.random = settings.random ?? defaultRandom
+    this.bufferLimit = settings.bufferLimitBytes ?? Infinity
   }
 
   /**
@@ -133,6 +173,9 @@ export class Mirror {
    * primary's alone. The copy goes out once the body has fully arrived (it is at most
    * `maxBodyBytes`); a bodyless request, or one whose body the route layer buffered
    * (`call.body`), goes out on the next turn of the event loop, after the primary's dispatch.
+   *
+   * A mirror whose service has no usable endpoint is skipped before anything is copied: a
+   * dead mirror costs the primary path a check, not a connection attempt per request.
    */
   maybeMirror (req: IncomingMessage, headers: IncomingHttpHeaders, forwarding: ForwardSettings, call: UpstreamCall): boolean {
     const s = this.settings
@@ -146,7 +189,17 @@ export class Mirror {
       this.stats.skippedBody++
       return false
     }
-    if (this.stats.inFlight >= s.maxConcurrent || this.layer.admit('request') !== undefined) {
+    // Never panic: with every endpoint ejected the service layer would hand out ejected ones.
+    if (this.layer.degraded?.() === true) {
+      this.stats.skippedUnavailable++
+      return false
+    }
+    if (this.stats.inFlight >= s.maxConcurrent || !this.buffer.reserve(length, this.bufferLimit)) {
+      this.stats.skippedAtLimit++
+      return false
+    }
+    if (this.layer.admit('request') !== undefined) {
+      this.buffer.release(length)
       this.stats.skippedAtLimit++
       return false
     }
@@ -158,15 +211,15 @@ export class Mirror {
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod
     if (length === 0 || buffered !== undefined) {
       const body = length === 0 ? null : buffered ?? null
-      setImmediate(() => { this.send(pick, method, call.path, out, body) })
+      setImmediate(() => { this.send(pick, method, call.path, out, body, length) })
       return true
     }
     this.copyBody(req, length, (body) => {
       if (body === undefined) {
         this.stats.skippedBody++
-        this.release()
+        this.release(length)
       } else {
-        this.send(pick, method, call.path, out, body)
+        this.send(pick, method, call.path, out, body, length)
       }
     })
     return true
@@ -198,15 +251,18 @@ export class Mirror {
     req.once('close', onClose)
   }
 
-  private send (pick: PickRequest, method: Dispatcher.HttpMethod, path: string, headers: string[], body: Buffer | null): void {
+  /** `bytes`: what the body holds of the gateway's mirror buffer, given back when the request ends. */
+  private send (pick: PickRequest, method: Dispatcher.HttpMethod, path: string, headers: string[], body: Buffer | null, bytes: number): void {
     const target = this.layer.pick(pick)
-    if (target === undefined) {
-      this.stats.failed++
-      this.release()
+    if (target === undefined || this.layer.degraded?.() === true) {
+      // No usable endpoint, or only one the service layer gave out in panic: not sent.
+      if (target !== undefined) this.layer.report(target, NOT_SENT)
+      this.stats.skippedUnavailable++
+      this.release(bytes)
       return
     }
     this.stats.sent++
-    const handler = new DiscardHandler(this, target, this.settings.timeoutMs)
+    const handler = new DiscardHandler(this, target, bytes, this.settings.timeoutMs)
     const opts: Dispatcher.DispatchOptions = { path, method, headers, body, headersTimeout: this.settings.timeoutMs, bodyTimeout: this.settings.timeoutMs }
     try {
       target.pool.dispatch(opts, handler)
@@ -216,15 +272,16 @@ export class Mirror {
   }
 
   /** Called once per dispatched mirror request (by its handler). */
-  finished (target: EndpointTarget, status: number, gatewayError: boolean, latencyMs: number): void {
+  finished (target: EndpointTarget, status: number, gatewayError: boolean, latencyMs: number, bytes: number): void {
     this.layer.report(target, { status, gatewayError, latencyMs })
     if (gatewayError || status >= 500) this.stats.failed++
     else this.stats.completed++
-    this.release()
+    this.release(bytes)
   }
 
-  private release (): void {
+  private release (bytes: number): void {
     this.stats.inFlight--
+    this.buffer.release(bytes)
     this.layer.release('request')
   }
 }

@@ -3,8 +3,11 @@
 // keeps a name keeps its state; the gateway drops the state of names no live or draining
 // version uses after each swap or retirement.
 
-/** What a state key names; the gateway releases each scope by the names its versions use. */
-export type StateScope = 'route' | 'service' | 'endpoint'
+/**
+ * What a state key names; the gateway releases each scope by the names its versions use.
+ * `gateway`: one value for the whole gateway (key `gateway`), kept until it stops.
+ */
+export type StateScope = 'route' | 'service' | 'endpoint' | 'gateway'
 
 /** One kind of state: what it is keyed by and how a fresh one is made. */
 export interface StateKind<T> {

@@ -9,13 +9,13 @@ import { createServer, request as httpRequest, type IncomingMessage } from 'node
 import type { AddressInfo } from 'node:net'
 import { seededRandom } from '../../src/balancer/random.js'
 import type { AttemptOutcome, ServiceLayer } from '../../src/balancer/types.js'
-import { Mirror, MIRROR_HEADER, type MirrorSettings } from '../../src/gateway/mirror.js'
+import { Mirror, MirrorBuffer, MirrorStats, MIRROR_HEADER, type MirrorSettings } from '../../src/gateway/mirror.js'
 import type { EndpointTarget } from '../../src/upstream/endpoint-pool.js'
 import { forward, type ForwardSettings, type UpstreamCall } from '../../src/upstream/proxy.js'
-import { defer, eventually, readResponse, type HttpResult } from '../helpers/gateway.js'
+import { defer, eventually, readResponse, startGateway, type HttpResult } from '../helpers/gateway.js'
 import { endpointTarget, send } from '../helpers/layers.js'
 import { freePort } from '../helpers/ports.js'
-import { startEcho, startHeldUpstream, startUpstream } from '../helpers/upstreams.js'
+import { meshConfig, startEcho, startHeldUpstream, startUpstream } from '../helpers/upstreams.js'
 
 const forwarding: ForwardSettings = { bodyTimeoutMs: 10_000, rewriteHost: undefined, trustForwarded: false, proto: 'http' }
 
@@ -106,7 +106,7 @@ test('a mirrored request reaches the mirror with its method, path, body and the 
   assert.equal(seen.headers[MIRROR_HEADER], '1')
   assert.equal(seen.headers['x-request-id'], 'req-1')
   await eventually(() => mirror.stats.completed === 1, 'the mirror to be counted completed')
-  assert.deepEqual({ ...mirror.stats.snapshot() }, { sent: 1, skippedAtLimit: 0, skippedBody: 0, failed: 0, completed: 1, inFlight: 0 })
+  assert.deepEqual({ ...mirror.stats.snapshot() }, { sent: 1, skippedAtLimit: 0, skippedBody: 0, skippedUnavailable: 0, failed: 0, completed: 1, inFlight: 0 })
   assert.equal(layer.reports.length, 1, 'the picked mirror endpoint gets exactly one report')
   assert.equal(layer.admitted, 0, 'every admission is released')
 })
@@ -226,4 +226,55 @@ test('a chunked body or one above maxBodyBytes is not mirrored, and the primary 
   assert.equal((await send(origin, '/ok', { method: 'POST', headers: { 'content-length': '4' }, body: 'abcd' })).status, 200)
   await eventually(() => shadow.seen.length === 1, 'the small body to be mirrored')
   assert.equal(shadow.seen[0]?.url, '/ok')
+})
+
+test('regression: mirrored bodies held at once stay within the gateway-wide buffer limit; beyond it a body is not mirrored (skippedAtLimit)', async (t) => {
+  const primary = await startEcho(t, 'primary')
+  const held = await startHeldUpstream(t)
+  // Two routes' mirrors share the gateway's buffer: 10 bytes, room for one 8-byte body.
+  const buffer = new MirrorBuffer()
+  const one = new Mirror(fixedLayer(endpointTarget(t, held.port, 'shadow')), settings({ bufferLimitBytes: 10 }), new MirrorStats(), buffer)
+  const two = new Mirror(fixedLayer(endpointTarget(t, held.port, 'shadow')), settings({ bufferLimitBytes: 10 }), new MirrorStats(), buffer)
+  const origin1 = await front(t, endpointTarget(t, primary.port), one)
+  const origin2 = await front(t, endpointTarget(t, primary.port), two)
+  const post = { method: 'POST', headers: { 'content-length': '8' }, body: '12345678' }
+  assert.equal((await send(origin1, '/a', post)).status, 200)
+  await held.waitForArrivals(1)
+  assert.equal(buffer.held, 8, 'the held mirror keeps its copy')
+  assert.equal((await send(origin2, '/b', post)).status, 200, 'the primary is served either way')
+  assert.equal((await send(origin1, '/c', post)).status, 200)
+  assert.equal(two.stats.skippedAtLimit, 1)
+  assert.equal(one.stats.skippedAtLimit, 1)
+  assert.equal((await send(origin2, '/bodyless')).status, 200)
+  await held.waitForArrivals(2)
+  assert.equal(two.stats.sent, 1, 'a bodyless request needs no buffer')
+  held.release()
+  await eventually(() => one.stats.inFlight === 0 && two.stats.inFlight === 0, 'the held mirrors to end')
+  assert.equal(buffer.held, 0, 'every copy is given back')
+  assert.equal((await send(origin2, '/d', post)).status, 200)
+  await eventually(() => two.stats.completed === 2, 'a body mirrored again once there is room')
+})
+
+test('regression: a dead mirror never panics: once its only endpoint is ejected, mirrored requests are skipped (skippedUnavailable) and the dead target sees a bounded number of connection attempts', async (t) => {
+  const primary = await startEcho(t, 'primary')
+  // Dead but countable: accepts each connection and drops it at once.
+  const dead = await startUpstream(t, () => {})
+  let attempts = 0
+  dead.server.on('connection', (socket) => { attempts++; socket.destroy() })
+  const g = await startGateway(t, meshConfig({ api: [primary], shadow: [dead] }, [
+    { name: 'api', destination: { service: 'api' }, mirror: { service: 'shadow', maxConcurrent: 2 } }
+  ]))
+  const n = 100
+  for (let i = 0; i < n; i++) assert.equal((await g.request(`/r${i}`)).status, 200, `primary request ${i}`)
+  type Stats = ReturnType<MirrorStats['snapshot']>
+  const statsOf = async (): Promise<Stats> => (await g.admin('GET', '/routes')).json<{ routes: Array<{ mirror: { stats: Stats } }> }>().routes[0]!.mirror.stats
+  await eventually(async () => (await statsOf()).inFlight === 0, 'the last mirrored requests to end')
+  const stats = await statsOf()
+  // Five consecutive failures eject it (outlierDetection defaults); at most maxConcurrent more were under way.
+  assert.ok(attempts <= 5 + 2 + 3, `${attempts} connection attempts at the dead mirror over ${n} requests`)
+  assert.ok(stats.sent <= 5 + 2, JSON.stringify(stats))
+  assert.equal(stats.failed, stats.sent)
+  assert.equal(stats.sent + stats.skippedUnavailable + stats.skippedAtLimit, n, JSON.stringify(stats))
+  assert.ok(stats.skippedUnavailable >= n - 10, JSON.stringify(stats))
+  assert.equal(primary.seen.length, n)
 })

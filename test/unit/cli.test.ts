@@ -45,6 +45,16 @@ test('validate on a valid file prints ok and exits 0', async (t) => {
   assert.equal(r.stderr, '')
 })
 
+test('validate on a valid file with a warning prints ok, and the warning with its JSON path, and exits 0', async (t) => {
+  const file = await tempFile(t, 'warned.yaml', `${VALID}    mirror: { service: shadow, maxConcurrent: 512, maxBodyBytes: 1048576 }
+`.replace('users:\n        endpoints', 'shadow:\n        endpoints: [{ address: 127.0.0.1, port: 9302 }]\n      users:\n        endpoints'))
+  const r = await spawnCli(['validate', file])
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(r.stdout, 'ok, with 1 warning\n')
+  assert.ok(r.stderr.includes(`${file}: $.routes[0].mirror: warning: may hold up to 512 MiB of request bodies`), r.stderr)
+  assert.ok(r.stderr.includes('hint: lower maxConcurrent or maxBodyBytes, or raise limits.mirrorBufferBytes'), r.stderr)
+})
+
 test('validate on an invalid file exits 2 and lists every problem with its JSON path', async (t) => {
   const file = await tempFile(t, 'invalid.yaml', INVALID)
   const r = await spawnCli(['validate', file])

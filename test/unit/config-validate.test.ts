@@ -646,3 +646,27 @@ test('a custom plugin named like a built-in one is refused at its customPlugins 
   assert.equal(p.path, '$.customPlugins["rate-limit"]')
   assert.match(p.message, /built-in plugin/)
 })
+
+test('a mirror that could hold more bodies than limits.mirrorBufferBytes is valid, with a warning at its JSON path', () => {
+  const doc = base({
+    limits: { mirrorBufferBytes: 64 * 1024 * 1024 },
+    routes: [
+      route('users', { mirror: { service: 'orders', maxConcurrent: 512, maxBodyBytes: 1024 * 1024 } }),
+      route('fits', { mirror: { service: 'orders', maxConcurrent: 64, maxBodyBytes: 1024 * 1024 } }),
+      route('huge-body', { mirror: { service: 'orders', maxBodyBytes: 128 * 1024 * 1024 } })
+    ]
+  })
+  const result = validateConfigDocument(structuredClone(doc))
+  assert.deepEqual(result.problems, [])
+  assert.ok(result.config)
+  assert.deepEqual(result.warnings?.map((w) => w.path), ['$.routes[0].mirror', '$.routes[2].mirror.maxBodyBytes'])
+  assert.match(result.warnings![0]!.message, /may hold up to 512 MiB of request bodies \(maxConcurrent 512 × maxBodyBytes 1 MiB\), more than limits\.mirrorBufferBytes \(64 MiB\)/)
+  assert.match(result.warnings![1]!.message, /128 MiB is more than limits\.mirrorBufferBytes \(64 MiB\): bodies above 64 MiB are never mirrored/)
+  assert.deepEqual(load(doc).warnings?.map((w) => w.path), ['$.routes[0].mirror', '$.routes[2].mirror.maxBodyBytes'])
+})
+
+test('the default mirror settings (64 × 64 KiB) stay well within the default limits.mirrorBufferBytes: no warning', () => {
+  const result = validateConfigDocument(base({ routes: [route('users', { mirror: { service: 'orders' } })] }))
+  assert.equal(result.warnings, undefined)
+  assert.equal(result.config?.limits.mirrorBufferBytes, 64 * 1024 * 1024)
+})
