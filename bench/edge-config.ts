@@ -19,6 +19,8 @@ export interface EdgeConfigOptions {
   readonly shopLoadBalancer?: Record<string, unknown>
   /** `retries` of the benchmarked route; default: none. */
   readonly shopRetries?: Record<string, unknown>
+  /** A mirror on the benchmarked route, to service `shop-next` at these ports; default: none. */
+  readonly shopMirror?: { readonly ports: readonly number[], readonly settings?: Record<string, unknown> }
 }
 
 export function edgeConfigYaml (o: EdgeConfigOptions): string {
@@ -31,7 +33,14 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       http: { address: '127.0.0.1', port: o.httpPort },
       admin: { address: '127.0.0.1', port: o.adminPort }
     },
-    discovery: { embedded: { services: Object.fromEntries(services.map((s) => [s, { endpoints: endpoints(s) }])) } },
+    discovery: {
+      embedded: {
+        services: {
+          ...Object.fromEntries(services.map((s) => [s, { endpoints: endpoints(s) }])),
+          ...(o.shopMirror !== undefined ? { 'shop-next': { endpoints: o.shopMirror.ports.map((port, i) => ({ id: `shop-next-${i + 1}`, address: '127.0.0.1', port })) } } : {})
+        }
+      }
+    },
     services: Object.fromEntries(services.map((s) => [s, {
       connectionPool: { connections: o.poolConnections, keepAliveTimeout: '30s' },
       ...(s === 'shop' && o.shopLoadBalancer !== undefined ? { loadBalancer: o.shopLoadBalancer } : {})
@@ -55,7 +64,13 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       { name: 'catalog', match: { path: { prefix: '/catalog' } }, destination: { service: 'catalog', stripPrefix: true } },
       { name: 'orders', match: { path: { prefix: '/orders' } }, destination: { service: 'orders' } },
       { name: 'users', match: { path: { prefix: '/users' } }, destination: { service: 'users' } },
-      { name: EDGE_BENCH_ROUTE, match: { path: { prefix: '/shop' } }, destination: { service: 'shop' }, ...(o.shopRetries !== undefined ? { retries: o.shopRetries } : {}) },
+      {
+        name: EDGE_BENCH_ROUTE,
+        match: { path: { prefix: '/shop' } },
+        destination: { service: 'shop' },
+        ...(o.shopRetries !== undefined ? { retries: o.shopRetries } : {}),
+        ...(o.shopMirror !== undefined ? { mirror: { service: 'shop-next', ...o.shopMirror.settings } } : {})
+      },
       { name: 'fallback', match: { path: { prefix: '/' } }, destination: { service: 'catalog' } }
     ]
   }

@@ -75,7 +75,7 @@ export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
  * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
  * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
  */
-export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries'>): Promise<RunningScenario> {
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror'>): Promise<RunningScenario> {
   const [httpPort, adminPort] = await freePorts(2)
   const configFile = join(ctx.workDir, `${name}.yaml`)
   const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
@@ -151,6 +151,18 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: `the edge scenario with retries on route "${EDGE_BENCH_ROUTE}" (attempts 3, retryOn gateway-error), none needed`,
     compareTo: ['direct', 'node_ceiling', 'edge'],
     async start (ctx) { return await startEdge(ctx, 'edge_retries', { shopRetries: EDGE_BENCH_RETRIES }) }
+  },
+  {
+    name: 'edge_mirror',
+    description: `the edge scenario mirroring every request of route "${EDGE_BENCH_ROUTE}" to a live service (the same upstream)`,
+    compareTo: ['edge'],
+    async start (ctx) { return await startEdge(ctx, 'edge_mirror', { shopMirror: { ports: ctx.upstreamPorts } }) }
+  },
+  {
+    name: 'edge_mirror_dead',
+    description: `the edge scenario mirroring every request of route "${EDGE_BENCH_ROUTE}" to a dead service (a closed port)`,
+    compareTo: ['edge', 'edge_mirror'],
+    async start (ctx) { return await startEdge(ctx, 'edge_mirror_dead', { shopMirror: { ports: [await freePort()] } }) }
   },
   nodeToNodeScenario
 ]
