@@ -5,8 +5,10 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import type { CircuitSnapshot } from '../../src/balancer/circuit.js'
-import { assertErrorResponse, eventually, startGateway, type TestGateway } from '../helpers/gateway.js'
-import { meshConfig, startEcho, startHeldUpstream, type HeldUpstream, type Upstream } from '../helpers/upstreams.js'
+import { once } from 'node:events'
+import WebSocket, { WebSocketServer } from 'ws'
+import { assertErrorResponse, defer, eventually, startGateway, type TestGateway } from '../helpers/gateway.js'
+import { meshConfig, startEcho, startHeldUpstream, startUpstream, type HeldUpstream, type Upstream } from '../helpers/upstreams.js'
 
 /** Counts the connections `up` accepts, and the gateway's open sockets to `service` at each accept. */
 function countConnections (up: Upstream, g: () => TestGateway | undefined, service: string): { accepted: number, openAtAccept: number[] } {
@@ -112,4 +114,28 @@ test('admin /services shows the open connections of a capped service beside its 
   assert.equal(circuit.limits.maxConnections, 2)
   held.release()
   await Promise.all(answers)
+})
+
+test('regression: a WebSocket tunnel holds its connection slot until it closes, then gives it back', async (t) => {
+  const seen: string[] = []
+  const up = await startUpstream(t, (req, res) => { seen.push(req.url ?? ''); req.resume(); req.on('end', () => { res.end('ok') }) })
+  const wss = new WebSocketServer({ server: up.server })
+  defer(t, async () => {
+    for (const c of wss.clients) c.terminate()
+    await new Promise<void>((resolve) => { wss.close(() => { resolve() }) })
+  })
+  const { g } = await startCapped(t, [up], { maxConnections: 1 })
+  const ws = new WebSocket(`${g.url.replace('http:', 'ws:')}/tunnel`)
+  ws.on('error', () => {})
+  defer(t, () => { ws.terminate() })
+  await once(ws, 'open')
+  assert.equal(circuitOf(g, 'api').connections, 1, 'the tunnel is the service\'s one connection')
+  const after = g.request('/after')
+  await eventually(() => circuitOf(g, 'api').requests === 1, 'the request to be admitted')
+  assert.deepEqual(seen, [], 'it waits for the tunnel\'s slot')
+  ws.close()
+  const res = await Promise.race([after, new Promise<never>((_resolve, reject) => { setTimeout(() => { reject(new Error('the request never got the slot back')) }, 10_000).unref() })])
+  assert.equal(res.status, 200)
+  assert.deepEqual(seen, ['/after'])
+  assert.ok(circuitOf(g, 'api').connections <= 1)
 })
