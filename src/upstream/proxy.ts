@@ -94,7 +94,7 @@ function connectionTokens (value: string | string[] | undefined): string[] | und
   return v.split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
 }
 
-/** The gateway's own header namespace (`x-fastmesh-mirror` on requests, `x-fastmesh-overflow` on answers). */
+/** The gateway's own header namespace (`x-fastmesh-mirror` on requests; `x-fastmesh-overflow`, `x-fastmesh-fault` on answers). */
 const GATEWAY_HEADER_PREFIX = 'x-fastmesh-'
 
 /**
