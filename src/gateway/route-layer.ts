@@ -276,7 +276,9 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     try {
       this.stopTimer(call)
       const kind = failureKind(err)
-      this.report(call, 0, kind !== 'other', isUnreachable(err))
+      // A try that timed out waiting for a free connection never reached the endpoint: no verdict on it.
+      const neverSent = (err as { cause?: { neverSent?: boolean } }).cause?.neverSent === true
+      this.report(call, 0, kind !== 'other' && !neverSent, isUnreachable(err))
       this.note(call, `${call.target!.label}: ${causeOf(err)}`)
       call.lastError = err
       // A body streamed from the client is gone once read: only a try that read none may repeat.

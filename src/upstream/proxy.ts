@@ -233,9 +233,10 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
       return
     }
     if (this.abortUpstream !== undefined) { this.abortUpstream(err); return }
-    // Still queued for a connection: the try ends now; undici's onConnect aborts it later.
+    // Still queued for a connection (none free under the pool's or the circuit's cap): the try
+    // ends now, and says nothing about the endpoint; undici's onConnect aborts it later.
     this.abortedWith = err
-    this.onError(err)
+    this.onError(Object.assign(err, { neverSent: true }))
   }
 
   onConnect (abort: (err?: Error) => void): void {

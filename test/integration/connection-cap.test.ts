@@ -139,3 +139,16 @@ test('regression: a WebSocket tunnel holds its connection slot until it closes, 
   assert.deepEqual(seen, ['/after'])
   assert.ok(circuitOf(g, 'api').connections <= 1)
 })
+
+test('regression: requests that time out waiting for a connection under maxConnections do not eject the endpoint (they never reached it)', async (t) => {
+  const held = await startHeldUpstream(t)
+  const g = await startGateway(t, meshConfig({ api: [held] }, [{ name: 'api', destination: { service: 'api' }, timeout: '300ms', retries: { attempts: 1 } }], {
+    services: { api: { circuitBreaker: { maxConnections: 1 } } }
+  }))
+  // One request holds the only connection; six more wait for it, and every one times out.
+  const results = await Promise.all(Array.from({ length: 7 }, async () => (await g.request('/')).status))
+  assert.deepEqual(results, [504, 504, 504, 504, 504, 504, 504])
+  assert.equal(held.arrived, 1, 'only the first reached the endpoint')
+  const service = (await g.admin('GET', '/services/api')).json<{ endpoints: Array<{ state: string, ejectionReason?: string }> }>()
+  assert.deepEqual(service.endpoints.map((e) => e.state), ['healthy'], `one real timeout is not five consecutive gateway errors: ${JSON.stringify(service.endpoints)}`)
+})
