@@ -274,6 +274,10 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
     }
     this.status = statusCode
     this.resumeUpstream = resume
+    // The upstream answers before the client's body has all arrived (an early 413 or 503):
+    // undici may let go of the body stream, so the rest could never be read and the
+    // connection could not carry another request. Say so now (Connection: close).
+    if (bodyUnread(this.req)) this.res.shouldKeepAlive = false
     this.res.writeHead(statusCode, statusText, headers)
     return true
   }
@@ -292,9 +296,6 @@ class ForwardHandler<C extends UpstreamCall> implements Dispatcher.DispatchHandl
 
   onComplete (): void {
     if (this.done) { this.drainLeft = -1; return }
-    // The upstream answered before the client's body was all read (and undici may have let go
-    // of the body stream): the rest can never be read, so the connection cannot carry another request.
-    if (bodyUnread(this.req)) this.res.shouldKeepAlive = false
     this.res.end()
     this.finish(this.status, undefined)
   }

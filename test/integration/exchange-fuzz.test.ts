@@ -605,6 +605,8 @@ test('issue 13 scenario by scenario, and what the fuzz run found: no exchange st
   await t.test('after an answer given before the request body was read, the kept connection serves the next request or is closed', async () => {
     await scenario(await gateway(), { method: 'PATCH', route: '/pair/default', body: { kind: 'slow', len: 1500 }, plan: '*=reset-early' })
     await scenario(await gateway(), { method: 'PUT', route: '/pair/default', body: { kind: 'length', len: 300_000 }, plan: '*=reset-early' })
+    // The upstream's own early answer relayed while the body still comes (seed 982360314, #1244).
+    await scenario(await gateway(), { method: 'POST', route: '/fz/default', body: { kind: 'slow', len: 1100 }, plan: '*=early-503' })
   })
   await t.test('a plugin\'s exception in a hook ends only its exchange: a JSON 500, logged with the request id', async () => {
     const g = await gateway()
