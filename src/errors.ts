@@ -29,6 +29,8 @@ export const catalogue = {
     'A `rate-limit` plugin with a Redis store and `failMode: closed` could not reach Redis within its `timeout`; with `failMode: open` such requests are let through instead.'),
   FAULT_INJECTED: entry('FASTMESH_ERR_FAULT_INJECTED', 503, 'Fault injected by route "%s": abort with %s',
     'The route\'s `fault-injection` plugin aborted this request on purpose (its `abort.status` is the answer\'s status); the response header `x-fastmesh-fault: abort` marks it.'),
+  IP_DENIED: entry('FASTMESH_ERR_IP_DENIED', 403, 'Client address %s may not call route "%s"',
+    'The route\'s `ip-filter` plugin refused the client address (not in `allow`, or in `deny`); the address is the connection\'s peer, or the first X-Forwarded-For address when `gateway.trustForwardedHeaders` is on.'),
   UPSTREAM_FAILURE: entry('FASTMESH_ERR_UPSTREAM_FAILURE', 502, 'Upstream %s of service "%s" failed: %s',
     'The gateway could not connect to the chosen endpoint, or it answered with something that is not valid HTTP.'),
   UPSTREAM_TIMEOUT: entry('FASTMESH_ERR_UPSTREAM_TIMEOUT', 504, 'Upstream %s of service "%s" did not answer within %s ms',
