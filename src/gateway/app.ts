@@ -6,11 +6,10 @@
 // gateway swaps the new version in.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { isAbsolute, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { FastmeshConfig } from '../config/validate.js'
-import { pluginOptionProblems, formatProblems } from '../config/validate.js'
+import { formatProblems } from '../config/validate.js'
+import { loadCustomPlugins } from '../config/custom-plugins.js'
 import { fastmeshError } from '../errors.js'
 import { Router } from './router.js'
 import { ExchangeFaults, PolicyChain, type GatewayPolicy } from './exchange.js'
@@ -67,25 +66,6 @@ export interface GatewayVersion {
   close(): Promise<void>
 }
 
-async function loadCustomPlugin (name: string, module: string, baseDir: string): Promise<RoutePluginDefinition> {
-  const spec = module.startsWith('.') || isAbsolute(module) ? pathToFileURL(resolve(baseDir, module)).href : module
-  let mod: Record<string, unknown>
-  try {
-    mod = await import(spec) as Record<string, unknown>
-  } catch (cause) {
-    throw fastmeshError('PLUGIN_LOAD', [name, module, (cause as Error).message], cause)
-  }
-  const plugin = mod.default ?? mod.plugin
-  if (typeof plugin !== 'function') throw fastmeshError('PLUGIN_LOAD', [name, module, 'the module has no default export that is a Fastify plugin function'])
-  return {
-    name,
-    description: typeof mod.description === 'string' ? mod.description : `custom plugin from ${module}`,
-    optionsSchema: (mod.optionsSchema ?? { type: 'object' }) as RoutePluginDefinition['optionsSchema'],
-    plugin: plugin as RoutePluginDefinition['plugin']
-  }
-}
-
-
 /** Route statistics as a gateway-wide policy; each route's slot is looked up on its first request. */
 function routeStatsPolicy (state: StateRegistry): GatewayPolicy {
   const slots = new Map<string, RouteStats>()
@@ -106,18 +86,10 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   const router = new Router(config.routes)
 
   // Custom plugins are imported, and their options checked, before anything is built.
-  const custom = new Map<string, RoutePluginDefinition>()
-  for (const [name, c] of Object.entries(config.customPlugins)) custom.set(name, await loadCustomPlugin(name, c.module, opts.baseDir))
-  // Checked on a copy (the config is frozen), which the plugin then gets: schema defaults land in it.
-  const customOptions = new Map<object, Record<string, unknown>>()
-  const problems = config.routes.flatMap((route, i) => route.plugins.flatMap((ref, j) => {
-    const def = custom.get(ref.name)
-    if (def === undefined) return []
-    const options = structuredClone(ref.options ?? {})
-    customOptions.set(ref, options)
-    return pluginOptionProblems(ref.name, def.optionsSchema, options, `$.routes[${i}].plugins[${j}].options`)
-  }))
-  if (problems.length > 0) throw fastmeshError('CONFIG_INVALID', ['plugin options', formatProblems(problems)])
+  const customPlugins = await loadCustomPlugins(config, opts.baseDir)
+  if (customPlugins.problems.length > 0) throw fastmeshError('CONFIG_INVALID', ['plugin options', formatProblems(customPlugins.problems)])
+  const custom = customPlugins.definitions
+  const customOptions = customPlugins.options
 
   // Gateway-wide policies, in order: they see every request of every listener.
   const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder)]

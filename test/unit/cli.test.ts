@@ -5,6 +5,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawnCli } from '../helpers/cli.js'
+import { fileURLToPath } from 'node:url'
+
+/** The built fixture plugin that requires a `token` option of at least 8 characters. */
+const REQUIRE_TOKEN = fileURLToPath(new URL('../fixtures/plugins/require-token.js', import.meta.url))
 
 async function tempFile (t: TestContext, name: string, text: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'fastmesh-cli-'))
@@ -141,4 +145,28 @@ test('regression: start and validate refuse a Consul address with a password (ex
     assert.match(r.stderr, /\$\.discovery\.consul\.address/)
     assert.ok(!r.stdout.includes('pw-s3cret') && !r.stderr.includes('pw-s3cret'), r.stderr)
   }
+})
+
+test('validate loads custom plugins and checks their options: wrong ones exit 2 with the JSON path', async (t) => {
+  const plugged = (options: string): string => `${VALID}    plugins: [{ name: token, options: ${options} }]
+customPlugins:
+  token: { module: ${JSON.stringify(REQUIRE_TOKEN)} }
+`
+  const bad = await spawnCli(['validate', await tempFile(t, 'bad-options.yaml', plugged('{}'))])
+  assert.equal(bad.code, 2, bad.stderr)
+  assert.match(bad.stderr, /FASTMESH_ERR_CONFIG_INVALID: 1 problem/)
+  assert.match(bad.stderr, /\$\.routes\[0\]\.plugins\[0\]\.options\.token: is required/)
+  const good = await spawnCli(['validate', await tempFile(t, 'good-options.yaml', plugged('{ token: s3cret-token }'))])
+  assert.equal(good.code, 0, good.stderr)
+  assert.equal(good.stdout, 'ok\n')
+})
+
+test('validate on a custom plugin module that cannot be loaded exits 2 with FASTMESH_ERR_PLUGIN_LOAD', async (t) => {
+  const file = await tempFile(t, 'missing-plugin.yaml', `${VALID}    plugins: [{ name: gone }]
+customPlugins:
+  gone: { module: ./no-such-plugin.js }
+`)
+  const r = await spawnCli(['validate', file])
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /FASTMESH_ERR_PLUGIN_LOAD: Cannot load plugin "gone" from \.\/no-such-plugin\.js/)
 })
