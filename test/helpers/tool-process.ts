@@ -48,3 +48,14 @@ export class ChildTracker {
     this.running.clear()
   }
 }
+
+/** Whether a process with this PID is still running (signal 0 only checks). */
+export function pidAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
+    throw err
+  }
+}

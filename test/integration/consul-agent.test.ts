@@ -8,6 +8,7 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { startConsul, consulApi } from '../helpers/consul.js'
 import { eventually } from '../helpers/poll.js'
+import { pidAlive } from '../helpers/tool-process.js'
 
 interface HealthEntry {
   Node: { Node: string }
@@ -19,16 +20,6 @@ interface CaRoots {
   ActiveRootID: string
   TrustDomain: string
   Roots: Array<{ ID: string, Active: boolean, RootCert: string }>
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
-    throw err
-  }
 }
 
 test('consul agent -dev: service with an HTTP check, health API, Connect CA roots, stop', async (t) => {

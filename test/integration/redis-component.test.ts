@@ -7,16 +7,7 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { startRedis } from '../helpers/redis.js'
 import { eventually } from '../helpers/poll.js'
-
-function pidAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
-    throw err
-  }
-}
+import { pidAlive } from '../helpers/tool-process.js'
 
 test('redis-server on loopback: SET/GET, INCR with expiry, through ioredis', async (t) => {
   const redis = await startRedis(t)
