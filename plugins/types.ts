@@ -8,6 +8,8 @@ export interface RoutePluginDefinition<S extends TSchema = TSchema> {
   readonly name: string
   /** One line for docs/plugins.md. */
   readonly description: string
+  /** A route's `plugins` entry using it, in YAML, for docs/plugins.md. */
+  readonly example?: string
   /** Options are validated against it (ajv, defaults filled) before the plugin is registered. */
   readonly optionsSchema: S
   readonly plugin: FastifyPluginAsync<Static<S> & Record<string, unknown>>

@@ -283,6 +283,7 @@ export function renderPluginsDoc (): string {
     if (schema.description !== undefined) sections.push(schema.description, '')
     const rows = schemaRows(schema, 'options')
     sections.push(rows.length > 0 ? keyTable(rows) : 'No options.', '')
+    if (p.example !== undefined) sections.push('Example (a route\'s `plugins`):', '', '```yaml', p.example, '```', '')
   }
   return sections.join('\n')
 }

@@ -1,0 +1,226 @@
+// Built-in route plugin `jwt`: verifies `Authorization: Bearer <token>` (jose) against a
+// remote JWKS or static keys, checks issuer, audience, time (with clock skew) and required
+// claims, and forwards chosen claims to the upstream as headers — the same headers sent by
+// the client are dropped first, so they cannot be forged. No token or a bad one: 401
+// FASTMESH_ERR_UNAUTHENTICATED; a good token without a required claim: 403
+// FASTMESH_ERR_FORBIDDEN_CLAIMS; both with an RFC 6750 `WWW-Authenticate`.
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import { errors, jwtVerify, type JWK, type JWTPayload, type JWTVerifyOptions } from 'jose'
+import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
+import { fastmeshError } from '../../src/errors.js'
+import type { RoutePluginDefinition } from '../types.js'
+import { JwksState, JwksUnavailableError, remoteKeys, staticKeys, type KeyResolver } from './keys.js'
+
+const HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
+const HMAC = ['HS256', 'HS384', 'HS512'] as const
+const DEFAULT_ASYMMETRIC = ['RS256', 'ES256', 'EdDSA']
+
+const ClaimValue = Type.Union([Type.String(), Type.Number(), Type.Boolean()])
+
+export const JwtOptionsSchema = Type.Object({
+  jwks: Type.Optional(Type.Object({
+    url: Type.String({ pattern: '^https?://', description: 'URL of the JSON Web Key Set, e.g. `https://issuer.example/.well-known/jwks.json`.' }),
+    timeout: Type.String({ pattern: DURATION_PATTERN, default: '2s', description: 'Longest a request waits on a fetch of the JWKS; past it the token is refused (401).' }),
+    cacheMaxAge: Type.String({ pattern: DURATION_PATTERN, default: '10m', description: 'Keys older than this are refetched in the background; the keys held keep verifying meanwhile, and while the JWKS fails.' }),
+    cooldown: Type.String({ pattern: DURATION_PATTERN, default: '30s', description: 'A token with an unknown `kid` refetches the JWKS (key rotation), at most once per cooldown.' })
+  }, { additionalProperties: false, description: 'Fetch the verification keys from a JWKS URL (cached; the cache survives reloads). Give `jwks` or `keys`, not both.' })),
+  keys: Type.Optional(Type.Array(Type.Union([Type.String({ minLength: 1 }), Type.Record(Type.String(), Type.Unknown())]), {
+    minItems: 1,
+    description: 'Static verification keys: public JWKs (objects) or PEM strings (a public key or an X.509 certificate). A key with a `kid` verifies only tokens naming it; one without (every PEM) any token of a fitting algorithm.'
+  })),
+  secret: Type.Optional(Type.String({ minLength: 32, description: 'HMAC secret (at least 32 bytes) for HS256/384/512 tokens; HS algorithms are allowed only with it.' })),
+  algorithms: Type.Optional(Type.Array(Type.Union([...ASYMMETRIC, ...HMAC].map((a) => Type.Literal(a))), {
+    minItems: 1,
+    description: 'Accepted `alg` values (`none` never is). Default: RS256, ES256 and EdDSA with `jwks` or `keys`, plus HS256 with `secret`.'
+  })),
+  issuer: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 })], { description: 'Required `iss` (one of these).' })),
+  audience: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 })], { description: 'Required `aud` (the token must name one of these).' })),
+  clockSkew: Type.String({ pattern: DURATION_PATTERN, default: '60s', description: 'Tolerance on `exp`, `nbf` and `iat` for clocks that disagree.' }),
+  requiredClaims: Type.Optional(Type.Union([
+    Type.Array(Type.String({ minLength: 1 }), { description: 'Claim names the token must carry.' }),
+    Type.Record(Type.String({ minLength: 1 }), Type.Union([ClaimValue, Type.Array(ClaimValue, { minItems: 1 })], { description: 'The value, or values (all of them), the claim must hold.' }), { description: 'Claim name → value or values the claim must hold, every one of them.' })
+  ], { description: 'Claims a valid token must carry, else 403 FASTMESH_ERR_FORBIDDEN_CLAIMS: a list of names, or name → value(s). A claim holds a value when it equals it, is an array containing it, or is a space-separated string (as OAuth `scope`) with it as one word.' })),
+  forwardClaims: Type.Record(Type.String({ minLength: 1 }), Type.String({ pattern: HEADER_NAME }), {
+    default: {},
+    description: 'Claim → request header sent to the upstream with its value (arrays joined with `,`, objects as JSON, characters outside printable ASCII percent-encoded). The same headers from the client are always removed first.'
+  }),
+  forwardToken: Type.Boolean({ default: true, description: 'Whether the upstream still gets the `Authorization` header.' }),
+  realm: Type.Optional(Type.String({ pattern: '^[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]*$', description: 'The `realm` of `WWW-Authenticate` (default: the route name).' }))
+}, {
+  additionalProperties: false,
+  description: 'The token is read from `Authorization: Bearer <token>`. No token: 401 with `WWW-Authenticate: Bearer realm="…"`; a token that does not verify: 401 with `error="invalid_token"` and an `error_description`; a valid token lacking a required claim: 403 with `error="insufficient_scope"`. ' +
+    'A JWKS that cannot be fetched within `jwks.timeout` refuses the tokens whose key it would have given with 401 `invalid_token` ("the signing keys could not be fetched"), as Envoy\'s jwt_authn does; keys fetched before keep verifying. While it fails it is fetched at most once a second, and the outage and the recovery are logged once each. The token is never logged or echoed.'
+})
+
+export type JwtOptions = Static<typeof JwtOptionsSchema>
+
+const BEARER = /^Bearer +([^ ]+) *$/i
+
+function bearerToken (authorization: string | string[] | undefined): string | undefined {
+  if (typeof authorization !== 'string') return undefined
+  return BEARER.exec(authorization)?.[1]
+}
+
+/** Why a token was refused, as an RFC 6750 error_description (no `"` or `\`) and never holding the token. */
+export function refusalReason (err: unknown): string {
+  if (err instanceof JwksUnavailableError) return 'the signing keys could not be fetched'
+  if (err instanceof errors.JWTExpired) return 'the token has expired'
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    switch (err.claim) {
+      case 'nbf': return err.reason === 'check_failed' ? 'the token is not valid yet' : 'the nbf claim is invalid'
+      case 'iss': return err.reason === 'missing' ? 'the token has no issuer' : 'the token is from another issuer'
+      case 'aud': return err.reason === 'missing' ? 'the token has no audience' : 'the token is for another audience'
+      case 'iat': return 'the iat claim is invalid'
+      case 'exp': return 'the exp claim is invalid'
+      default: return `the ${err.claim.replace(/[^\x20-\x7e]|["\\]/g, '?')} claim is invalid`
+    }
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed) return 'the signature does not verify'
+  if (err instanceof errors.JOSEAlgNotAllowed) return 'the signing algorithm is not accepted'
+  if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JOSENotSupported) return 'no known key fits the token'
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid) return 'the token is malformed'
+  return 'the token is invalid'
+}
+
+function holds (claim: unknown, value: string | number | boolean): boolean {
+  if (claim === value) return true
+  if (Array.isArray(claim)) return claim.includes(value)
+  return typeof claim === 'string' && typeof value === 'string' && claim.split(' ').includes(value)
+}
+
+/** The first required claim the payload lacks, described; undefined when it has them all. */
+function claimsCheck (required: JwtOptions['requiredClaims']): (payload: JWTPayload) => string | undefined {
+  if (required === undefined) return () => undefined
+  if (Array.isArray(required)) {
+    return (payload) => {
+      const name = required.find((n) => payload[n] === undefined)
+      return name === undefined ? undefined : `claim ${name} is missing`
+    }
+  }
+  const entries = Object.entries(required).map(([name, v]) => [name, Array.isArray(v) ? v : [v]] as const)
+  return (payload) => {
+    for (const [name, values] of entries) {
+      const claim = payload[name]
+      if (claim === undefined) return `claim ${name} is missing`
+      const lacking = values.find((v) => !holds(claim, v))
+      if (lacking !== undefined) return `claim ${name} does not hold ${String(lacking)}`
+    }
+    return undefined
+  }
+}
+
+/** A claim as a header value: printable ASCII kept, anything else percent-encoded (no CR/LF can pass). */
+function headerValue (claim: unknown): string {
+  const text = typeof claim === 'string' ? claim : Array.isArray(claim) ? claim.map((c) => typeof c === 'string' ? c : JSON.stringify(c)).join(',') : JSON.stringify(claim)
+  return /^[\x20-\x7e]*$/.test(text) ? text : text.replace(/[^\x20-\x7e]+/g, (s) => encodeURIComponent(s))
+}
+
+/** The quoted-string of a WWW-Authenticate parameter (the values here never hold `"` or `\`). */
+function challenge (reply: FastifyReply, realm: string, error?: string, description?: string): void {
+  reply.header('www-authenticate', error === undefined
+    ? `Bearer realm="${realm}"`
+    : `Bearer realm="${realm}", error="${error}", error_description="${description ?? ''}"`)
+}
+
+const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = async (fastify, options) => {
+  const route = fastify.fastmesh.route
+  const invalid = (problem: string): Error => fastmeshError('CONFIG_INVALID', [`route "${route}"`, `  jwt ${problem}`])
+  if (options.jwks !== undefined && options.keys !== undefined) throw invalid('takes `jwks` or `keys`, not both')
+  if (options.jwks === undefined && options.keys === undefined && options.secret === undefined) throw invalid('needs a source of keys: `jwks`, `keys` or `secret`')
+  const asymmetric = options.jwks !== undefined || options.keys !== undefined
+  const algorithms: string[] = options.algorithms ?? [...(asymmetric ? DEFAULT_ASYMMETRIC : []), ...(options.secret !== undefined ? ['HS256'] : [])]
+  if (options.secret === undefined && algorithms.some((a) => a.startsWith('HS'))) throw invalid('algorithms: HS256/384/512 need a `secret`')
+  if (!asymmetric && algorithms.some((a) => !a.startsWith('HS'))) throw invalid('algorithms: asymmetric algorithms need `jwks` or `keys`')
+
+  let keys: KeyResolver
+  if (options.jwks !== undefined) {
+    const { url } = options.jwks
+    if (!URL.canParse(url)) throw invalid(`jwks.url: "${url}" is not a URL`)
+    const timeoutMs = durationMs(options.jwks.timeout)
+    if (timeoutMs < 1) throw invalid('jwks.timeout must be longer than 0')
+    // The cache outlives reloads: a new version verifies with the keys already fetched.
+    const state = fastify.fastmesh.state(`jwt:jwks:${url}`, () => new JwksState(url, fastify.log))
+    state.log = fastify.log
+    keys = remoteKeys(state, { timeoutMs, cacheMaxAgeMs: durationMs(options.jwks.cacheMaxAge), cooldownMs: durationMs(options.jwks.cooldown) })
+  } else {
+    try {
+      keys = staticKeys((options.keys ?? []) as Array<JWK | string>, options.secret)
+    } catch (err) {
+      throw invalid((err as Error).message)
+    }
+  }
+
+  const verifyOptions: JWTVerifyOptions = {
+    algorithms,
+    clockTolerance: durationMs(options.clockSkew) / 1000,
+    ...(options.issuer !== undefined ? { issuer: options.issuer } : {}),
+    ...(options.audience !== undefined ? { audience: options.audience } : {})
+  }
+  const verify = async (token: string): Promise<JWTPayload> => {
+    try {
+      return (await jwtVerify(token, keys, verifyOptions)).payload
+    } catch (err) {
+      // Several keys fit (no kid, or a kid shared by keys): the first that verifies wins.
+      if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err
+      for await (const key of err) {
+        try {
+          return (await jwtVerify(token, key, verifyOptions)).payload
+        } catch (e) {
+          if (!(e instanceof errors.JWSSignatureVerificationFailed)) throw e
+        }
+      }
+      throw new errors.JWSSignatureVerificationFailed()
+    }
+  }
+  const lacking = claimsCheck(options.requiredClaims)
+  const forwarded = Object.entries(options.forwardClaims).map(([claim, header]) => [claim, header.toLowerCase()] as const)
+  const forwardToken = options.forwardToken
+  const realm = options.realm ?? route
+
+  fastify.addHook('onRequest', async (request, reply) => {
+    const headers = request.headers
+    // Before anything else: a client must never be able to pass these off as verified claims.
+    for (const [, header] of forwarded) delete headers[header]
+    const token = bearerToken(headers.authorization)
+    if (token === undefined) {
+      challenge(reply, realm)
+      throw fastmeshError('UNAUTHENTICATED', [route, 'no bearer token'])
+    }
+    let payload: JWTPayload
+    try {
+      payload = await verify(token)
+    } catch (err) {
+      const reason = refusalReason(err)
+      challenge(reply, realm, 'invalid_token', reason)
+      throw fastmeshError('UNAUTHENTICATED', [route, reason])
+    }
+    const missing = lacking(payload)
+    if (missing !== undefined) {
+      challenge(reply, realm, 'insufficient_scope', missing.replace(/[^\x20-\x7e]|["\\]/g, '?'))
+      throw fastmeshError('FORBIDDEN_CLAIMS', [route, missing])
+    }
+    for (const [claim, header] of forwarded) {
+      const value = payload[claim]
+      if (value !== undefined && value !== null) headers[header] = headerValue(value)
+    }
+    if (!forwardToken) delete headers.authorization
+  })
+}
+
+export const jwtDefinition: RoutePluginDefinition<typeof JwtOptionsSchema> = {
+  name: 'jwt',
+  description: 'Verify a bearer JWT (RS256, ES256, EdDSA, ...; HS only with a secret) against a JWKS URL or static keys: issuer, audience, time with clock skew, required claims; forward chosen claims as headers. 401 or 403 with WWW-Authenticate otherwise.',
+  optionsSchema: JwtOptionsSchema,
+  plugin: jwtPlugin,
+  example: `plugins:
+  - name: jwt
+    options:
+      jwks: { url: https://issuer.example/.well-known/jwks.json, timeout: 2s }
+      issuer: https://issuer.example/
+      audience: orders-api
+      clockSkew: 30s
+      requiredClaims: { scope: orders.read }
+      forwardClaims: { sub: x-user-id, scope: x-user-scope }`
+}

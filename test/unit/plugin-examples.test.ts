@@ -1,0 +1,18 @@
+// The example each built-in plugin shows in docs/plugins.md validates against its own options
+// schema, so the reference never teaches a config the gateway refuses.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { parse } from 'yaml'
+import { builtinPlugins } from '../../plugins/index.js'
+import { formatProblems, pluginOptionProblems } from '../../src/config/validate.js'
+
+for (const def of builtinPlugins.values()) {
+  if (def.example === undefined) continue
+  test(`the example of plugin ${def.name} validates`, () => {
+    const { plugins } = parse(def.example!) as { plugins: Array<{ name: string, options?: unknown }> }
+    const entry = plugins.find((p) => p.name === def.name)
+    assert.ok(entry !== undefined, `the example uses ${def.name}`)
+    const problems = pluginOptionProblems(def.name, def.optionsSchema, entry.options ?? {}, '$.plugins[0].options')
+    assert.equal(problems.length, 0, formatProblems(problems))
+  })
+}
