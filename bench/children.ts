@@ -135,13 +135,13 @@ export function killAllChildrenNow (): void {
 }
 
 /** Polls `url` until it answers `status`; fails after `timeoutMs` or when `child` dies. */
-export async function waitForHttp (url: string, child: Child, timeoutMs = 20_000, status = 200): Promise<void> {
+export async function waitForHttp (url: string, child: Child, timeoutMs = 20_000, status = 200, headers: Record<string, string> = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last = 'no answer'
   while (Date.now() < deadline) {
     if (!isRunning(child)) throw new Error(`${child.name} (pid ${child.pid}) exited before it was ready: ${await child.exited}`)
     try {
-      const res = await request(url, { headersTimeout: 1000, bodyTimeout: 1000, reset: true })
+      const res = await request(url, { headers, headersTimeout: 1000, bodyTimeout: 1000, reset: true })
       await res.body.dump()
       if (res.statusCode === status) return
       last = `status ${res.statusCode}`

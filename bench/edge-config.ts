@@ -21,6 +21,10 @@ export interface EdgeConfigOptions {
   readonly shopRetries?: Record<string, unknown>
   /** A mirror on the benchmarked route, to service `shop-next` at these ports; default: none. */
   readonly shopMirror?: { readonly ports: readonly number[], readonly settings?: Record<string, unknown> }
+  /** `plugins` of the benchmarked route (taking it off the fast path); default: none. */
+  readonly shopPlugins?: ReadonlyArray<Record<string, unknown>>
+  /** `customPlugins` of the config (a plugin `shopPlugins` names); default: none. */
+  readonly customPlugins?: Record<string, { readonly module: string }>
 }
 
 export function edgeConfigYaml (o: EdgeConfigOptions): string {
@@ -46,6 +50,7 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       ...(s === 'shop' && o.shopLoadBalancer !== undefined ? { loadBalancer: o.shopLoadBalancer } : {})
     }])),
     telemetry: { logging: { level: 'info', accessLog: true } },
+    ...(o.customPlugins !== undefined ? { customPlugins: o.customPlugins } : {}),
     routes: [
       { name: 'healthz', match: { path: { exact: '/healthz' } }, destination: { service: 'catalog' } },
       { name: 'orders-create', match: { path: { exact: '/orders' }, methods: ['POST'] }, destination: { service: 'orders' }, timeout: '5s' },
@@ -69,7 +74,8 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
         match: { path: { prefix: '/shop' } },
         destination: { service: 'shop' },
         ...(o.shopRetries !== undefined ? { retries: o.shopRetries } : {}),
-        ...(o.shopMirror !== undefined ? { mirror: { service: 'shop-next', ...o.shopMirror.settings } } : {})
+        ...(o.shopMirror !== undefined ? { mirror: { service: 'shop-next', ...o.shopMirror.settings } } : {}),
+        ...(o.shopPlugins !== undefined ? { plugins: o.shopPlugins } : {})
       },
       { name: 'fallback', match: { path: { prefix: '/' } }, destination: { service: 'catalog' } }
     ]

@@ -105,6 +105,13 @@ export interface ClosedOptions {
   readonly connections: number
   readonly durationS: number
   readonly wrkThreads: number
+  /** Sent with every request (e.g. a bearer token). */
+  readonly headers?: Readonly<Record<string, string>>
+}
+
+/** `name: value` lines, as wrk's -H and our clients' --header take them. */
+function headerArgs (flag: string, headers: Readonly<Record<string, string>> | undefined): string[] {
+  return Object.entries(headers ?? {}).flatMap(([name, value]) => [flag, `${name}: ${value}`])
 }
 
 /** One closed-loop run; resolves when the load generator has exited. */
@@ -113,7 +120,7 @@ export async function closedLoop (o: ClosedOptions): Promise<ClosedResult> {
   if (o.tool === 'wrk') {
     const threads = Math.max(1, Math.min(o.wrkThreads, o.connections))
     const child = spawnChild('wrk', 'wrk', {
-      args: [`-t${threads}`, `-c${o.connections}`, `-d${o.durationS}s`, '--timeout', '10s', '--latency', o.url],
+      args: [`-t${threads}`, `-c${o.connections}`, `-d${o.durationS}s`, '--timeout', '10s', '--latency', ...headerArgs('-H', o.headers), o.url],
       capture: true
     })
     await finished(child, limitMs)
@@ -121,7 +128,7 @@ export async function closedLoop (o: ClosedOptions): Promise<ClosedResult> {
     return { tool: 'wrk', ...r, rps: r.requests / r.durationS }
   }
   const child = spawnChild('autocannon', process.execPath, {
-    args: [here('./autocannon-child.js'), '--url', o.url, '--connections', String(o.connections), '--duration', String(o.durationS)],
+    args: [here('./autocannon-child.js'), '--url', o.url, '--connections', String(o.connections), '--duration', String(o.durationS), ...headerArgs('--header', o.headers)],
     capture: true
   })
   await finished(child, limitMs)
@@ -135,6 +142,7 @@ export interface PacedOptions {
   readonly durationS: number
   readonly warmupS: number
   readonly connections: number
+  readonly headers?: Readonly<Record<string, string>>
   /** Called when the client, warmed up, starts pacing (its own warm-up burst is over). */
   readonly onPacedStart?: () => void
 }
@@ -143,7 +151,7 @@ export interface PacedOptions {
 export async function pacedLoad (o: PacedOptions): Promise<PacedResult> {
   const child = spawnChild('paced client', process.execPath, {
     args: [here('./paced.js'), '--url', o.url, '--rate', String(o.rate), '--duration', String(o.durationS),
-      '--warmup', String(o.warmupS), '--connections', String(o.connections)],
+      '--warmup', String(o.warmupS), '--connections', String(o.connections), ...headerArgs('--header', o.headers)],
     capture: true
   })
   let started = false

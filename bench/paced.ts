@@ -1,7 +1,7 @@
 // Paced (open-loop) latency client, in its own process: requests leave at a fixed mean
 // rate with exponential (random) gaps whatever the answers do, each timed on a keep-alive
 // undici Pool. Prints one JSON line (see PacedResult in load.ts).
-//   node dist/bench/paced.js --url URL --rate 2000 --duration 8 --warmup 2 --connections 64
+//   node dist/bench/paced.js --url URL --rate 2000 --duration 8 --warmup 2 --connections 64 [--header 'name: value' ...]
 import { parseArgs } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { once } from 'node:events'
@@ -13,7 +13,8 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '2000' },
     duration: { type: 'string', default: '8' },
     warmup: { type: 'string', default: '2' },
-    connections: { type: 'string', default: '64' }
+    connections: { type: 'string', default: '64' },
+    header: { type: 'string', multiple: true }
   }
 })
 const url = new URL(values.url!)
@@ -21,6 +22,7 @@ const rate = Number(values.rate)
 const durationMs = Number(values.duration) * 1000
 const warmupMs = Number(values.warmup) * 1000
 const path = url.pathname + url.search
+const headers = Object.fromEntries((values.header ?? []).map((h) => [h.slice(0, h.indexOf(':')).trim(), h.slice(h.indexOf(':') + 1).trim()]))
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6
 const PREWARM_MS = 1000
 
@@ -62,7 +64,7 @@ function send (scheduled: number, done?: () => void): void {
     },
     onError () { inFlight--; errors++; done?.() }
   }
-  pool.dispatch({ method: 'GET', path, headersTimeout: 10_000, bodyTimeout: 10_000 }, handler)
+  pool.dispatch({ method: 'GET', path, headers, headersTimeout: 10_000, bodyTimeout: 10_000 }, handler)
 }
 
 function percentiles (data: Float64Array, n: number): Record<string, number> {

@@ -145,7 +145,7 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
   let pacedCpu: number | undefined
   let background: number | undefined
   try {
-    const load = { tool, url: running.url, connections: o.connections, wrkThreads: o.wrkThreads }
+    const load = { tool, url: running.url, connections: o.connections, wrkThreads: o.wrkThreads, headers: running.headers }
     if (o.warmupS > 0) await closedLoop({ ...load, durationS: o.warmupS })
     const c0 = cpuOf(running)
     const u0 = cpuMicros(ctx.upstreamPid)
@@ -159,6 +159,7 @@ async function measure (def: ScenarioDefinition, ctx: BenchContext, o: Options, 
     let p0: number | undefined
     paced = await pacedLoad({
       url: running.url,
+      headers: running.headers,
       rate: o.rate,
       durationS: o.pacedDurationS,
       // Paced warm-up (not counted), after the client's own 1 s closed-loop warm-up burst.

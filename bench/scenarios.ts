@@ -6,6 +6,7 @@ import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { freePort, freePorts } from '../test/helpers/ports.js'
 import { spawnChild, stopChild, waitForHttp } from './children.js'
 import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE, type EdgeConfigOptions } from './edge-config.js'
@@ -31,6 +32,8 @@ export interface RunningScenario {
   readonly url: string
   /** The process whose CPU time and RSS are reported (the proxy; the upstream for direct). */
   readonly measuredPid: number
+  /** Headers every load generator sends (a bearer token). */
+  readonly headers?: Readonly<Record<string, string>>
   /** More processes of the system under test (a second gateway): their CPU and RSS are added. */
   readonly extraPids?: readonly number[]
   stop(): Promise<void>
@@ -75,7 +78,7 @@ export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
  * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
  * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
  */
-export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror'>): Promise<RunningScenario> {
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
   const [httpPort, adminPort] = await freePorts(2)
   const configFile = join(ctx.workDir, `${name}.yaml`)
   const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
@@ -90,7 +93,7 @@ export async function startEdge (ctx: BenchContext, name: string, extra: Pick<Ed
   let position = ''
   try {
     await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, child)
-    await waitForHttp(url, child)
+    await waitForHttp(url, child, undefined, undefined, headers)
     const res = await request(`http://127.0.0.1:${adminPort}/routes`)
     const { routes } = await res.body.json() as { routes: Array<{ name: string }> }
     position = `#${routes.findIndex((r) => r.name === EDGE_BENCH_ROUTE) + 1} of ${routes.length} in match order`
@@ -100,6 +103,7 @@ export async function startEdge (ctx: BenchContext, name: string, extra: Pick<Ed
   }
   return {
     url,
+    ...(headers !== undefined ? { headers } : {}),
     measuredPid: child.pid,
     async stop () { await stopChild(child) },
     async afterStop () {
@@ -108,6 +112,26 @@ export async function startEdge (ctx: BenchContext, name: string, extra: Pick<Ed
       await rm(logFile, { force: true })
       return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts }
     }
+  }
+}
+
+/** The `rate-limit` of the plugin scenarios: local, per client, never reached by the bench. */
+export const EDGE_BENCH_RATE_LIMIT = { name: 'rate-limit', options: { max: 1_000_000_000, timeWindow: '1m', keyBy: 'client' } }
+
+/**
+ * The `jwt` plugin of `edge_rate_limit_jwt`: a static RS256 key (the most common algorithm),
+ * issuer and audience checked, the subject forwarded; and the token the load generators send.
+ */
+export async function benchJwt (extra: Record<string, unknown> = {}): Promise<{ plugin: Record<string, unknown>, headers: Record<string, string> }> {
+  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true })
+  const jwk = { ...await exportJWK(publicKey), kid: 'bench', alg: 'RS256' }
+  const token = await new SignJWT({ sub: 'bench-user', scope: 'shop.read' })
+    .setProtectedHeader({ alg: 'RS256', kid: 'bench' })
+    .setIssuer('https://issuer.bench/').setAudience('shop').setIssuedAt().setExpirationTime('24h')
+    .sign(privateKey)
+  return {
+    plugin: { name: 'jwt', options: { keys: [jwk], issuer: 'https://issuer.bench/', audience: 'shop', forwardClaims: { sub: 'x-user-id' }, ...extra } },
+    headers: { authorization: `Bearer ${token}` }
   }
 }
 
@@ -163,6 +187,38 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: `the edge scenario mirroring every request of route "${EDGE_BENCH_ROUTE}" to a dead service (a closed port)`,
     compareTo: ['edge', 'edge_mirror'],
     async start (ctx) { return await startEdge(ctx, 'edge_mirror_dead', { shopMirror: { ports: [await freePort()] } }) }
+  },
+  {
+    name: 'edge_noop_plugin',
+    description: `the edge scenario with a plugin that does nothing on route "${EDGE_BENCH_ROUTE}": the cost of leaving the fast path for Fastify`,
+    compareTo: ['edge'],
+    async start (ctx) {
+      return await startEdge(ctx, 'edge_noop_plugin', { shopPlugins: [{ name: 'noop' }], customPlugins: { noop: { module: dist('./noop-plugin.js') } } })
+    }
+  },
+  {
+    name: 'edge_rate_limit',
+    description: `the edge scenario with a local rate-limit on route "${EDGE_BENCH_ROUTE}" (per client, never reached)`,
+    compareTo: ['edge', 'edge_noop_plugin'],
+    async start (ctx) { return await startEdge(ctx, 'edge_rate_limit', { shopPlugins: [EDGE_BENCH_RATE_LIMIT] }) }
+  },
+  {
+    name: 'edge_rate_limit_jwt',
+    description: `the edge_rate_limit scenario plus jwt (static RS256 key, issuer and audience checked, sub forwarded) on route "${EDGE_BENCH_ROUTE}"; every request carries the same valid token, so after the first the verified-token cache answers`,
+    compareTo: ['edge', 'edge_noop_plugin', 'edge_rate_limit'],
+    async start (ctx) {
+      const jwt = await benchJwt()
+      return await startEdge(ctx, 'edge_rate_limit_jwt', { shopPlugins: [EDGE_BENCH_RATE_LIMIT, jwt.plugin] }, jwt.headers)
+    }
+  },
+  {
+    name: 'edge_rate_limit_jwt_nocache',
+    description: 'edge_rate_limit_jwt with the verified-token cache off (tokenCacheSize 0): every request verifies the RS256 signature',
+    compareTo: ['edge', 'edge_rate_limit', 'edge_rate_limit_jwt'],
+    async start (ctx) {
+      const jwt = await benchJwt({ tokenCacheSize: 0 })
+      return await startEdge(ctx, 'edge_rate_limit_jwt_nocache', { shopPlugins: [EDGE_BENCH_RATE_LIMIT, jwt.plugin] }, jwt.headers)
+    }
   },
   nodeToNodeScenario
 ]

@@ -47,6 +47,11 @@ export const JwtOptionsSchema = Type.Object({
     description: 'Claim → request header sent to the upstream with its value (arrays joined with `,`, objects as JSON, characters outside printable ASCII percent-encoded). The same headers from the client are always removed first.'
   }),
   forwardToken: Type.Boolean({ default: true, description: 'Whether the upstream still gets the `Authorization` header.' }),
+  tokenCacheSize: Type.Integer({
+    minimum: 0,
+    default: 1000,
+    description: 'Verified tokens remembered, so a client sending the same token again is not verified again (as Envoy\'s jwt_cache_config): each until its `exp` plus `clockSkew`, at most 5 minutes; claims are still checked on every request. 0: off. A key removed from the JWKS stops accepting a remembered token within those 5 minutes.'
+  }),
   realm: Type.Optional(Type.String({ pattern: '^[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]*$', description: 'The `realm` of `WWW-Authenticate` (default: the route name).' }))
 }, {
   additionalProperties: false,
@@ -57,6 +62,33 @@ export const JwtOptionsSchema = Type.Object({
 export type JwtOptions = Static<typeof JwtOptionsSchema>
 
 const BEARER = /^Bearer +([^ ]+) *$/i
+
+/** Longest a verified token is remembered, and the longest token worth remembering. */
+const TOKEN_CACHE_TTL_MS = 5 * 60_000
+const TOKEN_CACHE_MAX_LENGTH = 8192
+
+/** Verified tokens and their payloads, oldest dropped first, each until its deadline. */
+class VerifiedTokens {
+  private readonly entries = new Map<string, { readonly payload: JWTPayload, readonly until: number }>()
+
+  constructor (private readonly max: number, private readonly skewMs: number) {}
+
+  get (token: string, now: number): JWTPayload | undefined {
+    const e = this.entries.get(token)
+    if (e === undefined) return undefined
+    if (e.until > now) return e.payload
+    this.entries.delete(token)
+    return undefined
+  }
+
+  add (token: string, payload: JWTPayload, now: number): void {
+    if (this.max === 0 || token.length > TOKEN_CACHE_MAX_LENGTH) return
+    const until = Math.min(now + TOKEN_CACHE_TTL_MS, typeof payload.exp === 'number' ? payload.exp * 1000 + this.skewMs : Infinity)
+    if (until <= now) return
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!)
+    this.entries.set(token, { payload, until })
+  }
+}
 
 function bearerToken (authorization: string | string[] | undefined): string | undefined {
   if (typeof authorization !== 'string') return undefined
@@ -158,7 +190,7 @@ const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = asyn
     ...(options.issuer !== undefined ? { issuer: options.issuer } : {}),
     ...(options.audience !== undefined ? { audience: options.audience } : {})
   }
-  const verify = async (token: string): Promise<JWTPayload> => {
+  const verifyUncached = async (token: string): Promise<JWTPayload> => {
     try {
       return (await jwtVerify(token, keys, verifyOptions)).payload
     } catch (err) {
@@ -173,6 +205,15 @@ const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = asyn
       }
       throw new errors.JWSSignatureVerificationFailed()
     }
+  }
+  // Per config version: a reload that changes issuer, audience or keys starts afresh.
+  const verified = new VerifiedTokens(options.tokenCacheSize, durationMs(options.clockSkew))
+  const verify = async (token: string): Promise<JWTPayload> => {
+    const cached = verified.get(token, Date.now())
+    if (cached !== undefined) return cached
+    const payload = await verifyUncached(token)
+    verified.add(token, payload, Date.now())
+    return payload
   }
   const lacking = claimsCheck(options.requiredClaims)
   const forwarded = Object.entries(options.forwardClaims).map(([claim, header]) => [claim, header.toLowerCase()] as const)

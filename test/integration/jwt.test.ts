@@ -204,7 +204,8 @@ test('jwt: keys past cacheMaxAge keep verifying while the JWKS fails (refetched 
   const key = await signingKey('k1')
   const jwks = await startJwks(t, [key.publicJwk])
   const echo = await startEcho(t, 'svc')
-  const g = await startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ jwks: { url: jwks.url, cacheMaxAge: '1ms' } })]))
+  // No token cache: every request asks for the key.
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ jwks: { url: jwks.url, cacheMaxAge: '1ms' }, tokenCacheSize: 0 })]))
   const tok = await token(key)
   assert.equal((await g.request('/x', { headers: bearer(tok) })).status, 200)
   jwks.serve('fail')
@@ -212,6 +213,23 @@ test('jwt: keys past cacheMaxAge keep verifying while the JWKS fails (refetched 
   await eventually(() => jwks.fetches >= 2, 'a background refetch')
   await eventually(() => g.logs.withMessage('jwt JWKS unavailable: tokens whose key is not cached are refused').length === 1, 'the outage to be logged')
   assert.equal((await g.request('/x', { headers: bearer(tok) })).status, 200)
+})
+
+test('jwt: a verified token is remembered (not verified again) until its expiry', async (t) => {
+  const key = await signingKey('k1')
+  const jwks = await startJwks(t, [key.publicJwk])
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ jwks: { url: jwks.url, cacheMaxAge: '1ms' }, clockSkew: '0s' })]))
+  let n = 0
+  const another = async (claims: JWTPayload = {}): Promise<string> => await token(key, { jti: `t${++n}`, ...claims })
+  const remembered = await another({ exp: now() + 3 })
+  assert.equal((await g.request('/x', { headers: bearer(remembered) })).status, 200)
+  // The JWKS drops the key; once a refetch took that in, only the remembered token still passes.
+  jwks.serve({ keys: [] })
+  await eventually(async () => (await g.request('/x', { headers: bearer(await another()) })).status === 401, 'the emptied JWKS to be fetched')
+  assert.equal((await g.request('/x', { headers: bearer(remembered) })).status, 200, 'remembered: not verified again')
+  // Past its exp (no skew), it is not remembered any more: verified again, and refused.
+  await eventually(async () => (await g.request('/x', { headers: bearer(remembered) })).status === 401, 'the remembered token to expire')
 })
 
 test('jwt: a JWKS that hangs costs a request at most the timeout; its outage is logged once, its return once', async (t) => {
