@@ -5,15 +5,17 @@ import { rateLimitDefinition } from './rate-limit/index.js'
 import { faultInjectionDefinition } from './fault-injection/index.js'
 import { ipFilterDefinition } from './ip-filter/index.js'
 import { jwtDefinition } from './jwt/index.js'
+import { loadSheddingDefinition } from './load-shedding/index.js'
 
 export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Map<string, RoutePluginDefinition>([
   [headers.name, headers as unknown as RoutePluginDefinition],
   [rateLimitDefinition.name, rateLimitDefinition as unknown as RoutePluginDefinition],
   [faultInjectionDefinition.name, faultInjectionDefinition as unknown as RoutePluginDefinition],
   [ipFilterDefinition.name, ipFilterDefinition as unknown as RoutePluginDefinition],
-  [jwtDefinition.name, jwtDefinition as unknown as RoutePluginDefinition]
+  [jwtDefinition.name, jwtDefinition as unknown as RoutePluginDefinition],
+  [loadSheddingDefinition.name, loadSheddingDefinition as unknown as RoutePluginDefinition]
 ])
 
 export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]
 
-export type { RoutePluginDefinition, RoutePluginContext, RequestContext, UpstreamHeadersEditor, InjectedFault, UpstreamFaultInjector } from './types.js'
+export type { RoutePluginDefinition, RoutePluginContext, RequestContext, UpstreamHeadersEditor, InjectedFault, UpstreamFaultInjector, GatewayPolicyContext, GatewayPolicyInstance, PolicyRequest, Refusal } from './types.js'

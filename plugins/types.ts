@@ -2,17 +2,67 @@
 // and what the gateway offers it (the route it runs on, state that outlives reloads, who is
 // calling). Protocol-neutral: nothing here is HTTP/1-specific.
 import type { Static, TSchema } from '@sinclair/typebox'
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
+import type { ResponseError } from '../src/errors.js'
 
 export interface RoutePluginDefinition<S extends TSchema = TSchema> {
   readonly name: string
   /** One line for docs/plugins.md. */
   readonly description: string
-  /** A route's `plugins` entry using it, in YAML, for docs/plugins.md. */
+  /** A `plugins` list using it (a route's, or the top-level one), in YAML, for docs/plugins.md. */
   readonly example?: string
   /** Options are validated against it (ajv, defaults filled) before the plugin is registered. */
   readonly optionsSchema: S
   readonly plugin: FastifyPluginAsync<Static<S> & Record<string, unknown>>
+  /**
+   * The plugin's gateway-policy form, for a plugin that must see every request (load
+   * shedding). When the plugin is in the top-level `plugins` list and has this form, the
+   * gateway runs it on the version's policy chain, right after the route is chosen: routes
+   * without plugins keep their fast path. Without it, a gateway-wide plugin is registered in
+   * every route's Fastify context instead. Called once per config version; `close` when the
+   * version is retired.
+   */
+  readonly gatewayPolicy?: (options: Static<S> & Record<string, unknown>, context: GatewayPolicyContext) => GatewayPolicyInstance | Promise<GatewayPolicyInstance>
+}
+
+/** What the gateway offers a plugin's gateway-policy form when a version is built. */
+export interface GatewayPolicyContext {
+  /** The gateway's logger, bound to the plugin's name. */
+  readonly log: FastifyBaseLogger
+  /** Whether X-Forwarded-For from clients may be believed (`gateway.trustForwardedHeaders`). */
+  readonly trustForwardedHeaders: boolean
+}
+
+/** One request as a gateway policy sees it: protocol-neutral, read-only. */
+export interface PolicyRequest {
+  readonly requestId: string
+  /** The route's name (config routes, and the gateway's own `inbound:<service>` ...). */
+  readonly route: string | undefined
+  readonly method: string
+  /** The normalised request target. */
+  readonly path: string
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  /** The verified caller of an inbound mesh call (its SPIFFE ID); undefined elsewhere. */
+  readonly caller: string | undefined
+  /** The address of the peer that opened the connection (never a header's claim). */
+  readonly clientAddress: string
+}
+
+/** A policy's answer in place of the route: status, code and message as any gateway error, and headers of its own (Retry-After). */
+export interface Refusal extends ResponseError {
+  readonly headers?: Readonly<Record<string, string>>
+}
+
+/** A gateway policy of one config version. */
+export interface GatewayPolicyInstance {
+  /**
+   * Runs for every request of every listener (the fast path too) once its route is chosen,
+   * before the route's plugins: a refusal answers at once, undefined lets the request go on.
+   * Synchronous, and on the hot path: keep it to a few comparisons.
+   */
+  onRequest(request: PolicyRequest): Refusal | undefined
+  /** Releases timers and connections when the version is retired. */
+  close?(): void | Promise<void>
 }
 
 /** What a response-side plugin gets: the upstream's headers, to edit in place before they go out. */

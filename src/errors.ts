@@ -35,6 +35,8 @@ export const catalogue = {
     'The route\'s `jwt` plugin found no `Authorization: Bearer` token, or the token does not verify (malformed, bad signature, expired or not yet valid, wrong issuer or audience, a key that is not known, or a JWKS that could not be fetched within its timeout); `WWW-Authenticate` carries the RFC 6750 error. The token itself is never logged or echoed.'),
   FORBIDDEN_CLAIMS: entry('FASTMESH_ERR_FORBIDDEN_CLAIMS', 403, 'The token may not call route "%s": %s',
     'The route\'s `jwt` plugin verified the token, but it lacks a claim (or a claim value) listed in `requiredClaims`; `WWW-Authenticate` says `error="insufficient_scope"`.'),
+  OVERLOADED: entry('FASTMESH_ERR_OVERLOADED', 503, 'The gateway is overloaded (%s); retry in %s s',
+    'The `load-shedding` plugin found the gateway past one of its thresholds (event-loop delay or utilisation, heap, RSS) and answered at once without calling the upstream; `Retry-After` says when to come back. Admin, health and readiness endpoints are never shed.'),
   UPSTREAM_FAILURE: entry('FASTMESH_ERR_UPSTREAM_FAILURE', 502, 'Upstream %s of service "%s" failed: %s',
     'The gateway could not connect to the chosen endpoint, or it answered with something that is not valid HTTP.'),
   UPSTREAM_TIMEOUT: entry('FASTMESH_ERR_UPSTREAM_TIMEOUT', 504, 'Upstream %s of service "%s" did not answer within %s ms',

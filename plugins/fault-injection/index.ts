@@ -98,5 +98,11 @@ export const faultInjectionDefinition: RoutePluginDefinition<typeof FaultInjecti
   name: 'fault-injection',
   description: 'Delay or abort a share of the requests, or fail upstream tries, to test how callers and the mesh cope; marked with x-fastmesh-fault.',
   optionsSchema: FaultInjectionOptionsSchema,
-  plugin: faultInjectionPlugin
+  plugin: faultInjectionPlugin,
+  example: `plugins:
+  - name: fault-injection
+    options:
+      delay: { percent: 10, duration: 500ms }
+      abort: { percent: 5, status: 503 }
+      when: { header: x-chaos }`
 }

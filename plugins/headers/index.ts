@@ -48,5 +48,10 @@ export const headers: RoutePluginDefinition<typeof HeadersOptionsSchema> = {
   name: 'headers',
   description: 'Edit request headers sent upstream and response headers sent to the client.',
   optionsSchema: HeadersOptionsSchema,
-  plugin: headersPlugin
+  plugin: headersPlugin,
+  example: `plugins:
+  - name: headers
+    options:
+      request: { set: { x-gateway: edge }, remove: [x-debug] }
+      response: { set: { x-frame-options: DENY }, remove: [server] }`
 }

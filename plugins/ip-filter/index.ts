@@ -78,5 +78,8 @@ export const ipFilterDefinition: RoutePluginDefinition<typeof IpFilterOptionsSch
   name: 'ip-filter',
   description: 'Allow or deny client addresses and CIDR ranges (IPv4 and IPv6) on a route; 403 otherwise.',
   optionsSchema: IpFilterOptionsSchema,
-  plugin: ipFilterPlugin
+  plugin: ipFilterPlugin,
+  example: `plugins:
+  - name: ip-filter
+    options: { allow: [10.0.0.0/8, 2001:db8::/32], deny: [10.0.66.0/24] }`
 }

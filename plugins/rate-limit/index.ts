@@ -93,5 +93,12 @@ export const rateLimitDefinition: RoutePluginDefinition<typeof RateLimitOptionsS
   name: 'rate-limit',
   description: 'Limit requests per client, caller, header value or route in a time window; counters survive reloads, or are shared across gateways in Redis.',
   optionsSchema: RateLimitOptionsSchema,
-  plugin: rateLimitPlugin
+  plugin: rateLimitPlugin,
+  example: `plugins:
+  - name: rate-limit
+    options:
+      max: 100
+      timeWindow: 1m
+      keyBy: client
+      store: { redis: { url: redis://127.0.0.1:6379/0, timeout: 100ms, failMode: open } }`
 }

@@ -1,5 +1,6 @@
-// Custom route plugins named under `customPlugins`: their modules imported, and every route's
-// options for them checked against the module's schema (with JSON paths, defaults filled).
+// Custom route plugins named under `customPlugins`: their modules imported, and the options
+// every route and the gateway-wide list give them checked against the module's schema (with
+// JSON paths, defaults filled).
 // One step for `fastmesh validate` and for a version build, so both say the same.
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -21,7 +22,8 @@ async function loadCustomPlugin (name: string, module: string, baseDir: string):
     name,
     description: typeof mod.description === 'string' ? mod.description : `custom plugin from ${module}`,
     optionsSchema: (mod.optionsSchema ?? { type: 'object' }) as RoutePluginDefinition['optionsSchema'],
-    plugin: plugin as RoutePluginDefinition['plugin']
+    plugin: plugin as RoutePluginDefinition['plugin'],
+    ...(typeof mod.gatewayPolicy === 'function' ? { gatewayPolicy: mod.gatewayPolicy as NonNullable<RoutePluginDefinition['gatewayPolicy']> } : {})
   }
 }
 
@@ -40,12 +42,16 @@ export async function loadCustomPlugins (config: FastmeshConfig, baseDir: string
   for (const [name, c] of Object.entries(config.customPlugins)) definitions.set(name, await loadCustomPlugin(name, c.module, baseDir))
   // Checked on a copy (the config is frozen), which the plugin then gets: schema defaults land in it.
   const options = new Map<object, Record<string, unknown>>()
-  const problems = config.routes.flatMap((route, i) => route.plugins.flatMap((ref, j) => {
+  const check = (ref: FastmeshConfig['plugins'][number], at: string): ConfigProblem[] => {
     const def = definitions.get(ref.name)
     if (def === undefined) return []
     const copy = structuredClone(ref.options ?? {})
     options.set(ref, copy)
-    return pluginOptionProblems(ref.name, def.optionsSchema, copy, `$.routes[${i}].plugins[${j}].options`)
-  }))
+    return pluginOptionProblems(ref.name, def.optionsSchema, copy, `${at}.options`)
+  }
+  const problems = [
+    ...config.plugins.flatMap((ref, i) => check(ref, `$.plugins[${i}]`)),
+    ...config.routes.flatMap((route, i) => route.plugins.flatMap((ref, j) => check(ref, `$.routes[${i}].plugins[${j}]`)))
+  ]
   return { definitions, options, problems }
 }

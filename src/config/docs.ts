@@ -261,11 +261,18 @@ export function renderPluginsDoc (): string {
     '',
     '# Built-in plugins',
     '',
-    'A route runs its `plugins` in order, for that route only. Each plugin\'s `options` are',
+    'A route runs its `plugins` in order, for that route only. The top-level `plugins` list',
+    'applies to every route, in front of the route\'s own; a route switches one off with',
+    '`disablePlugins`, or replaces it by listing the same plugin itself (see',
+    '[writing-plugins.md](writing-plugins.md#gateway-wide-plugins)). Each plugin\'s `options` are',
     'validated against its own schema when the config is loaded; problems are reported with',
-    'the JSON path into the options (`$.routes[0].plugins[0].options.request.set`).',
+    'the JSON path into the options (`$.routes[0].plugins[0].options.request.set`,',
+    '`$.plugins[0].options.maxEventLoopDelay`).',
     '',
     '```yaml',
+    'plugins:                  # gateway-wide',
+    '  - name: PLUGIN',
+    '    options: { ... }',
     'routes:',
     '  - name: example',
     '    destination: { service: example }',
@@ -283,7 +290,7 @@ export function renderPluginsDoc (): string {
     if (schema.description !== undefined) sections.push(schema.description, '')
     const rows = schemaRows(schema, 'options')
     sections.push(rows.length > 0 ? keyTable(rows) : 'No options.', '')
-    if (p.example !== undefined) sections.push('Example (a route\'s `plugins`):', '', '```yaml', p.example, '```', '')
+    if (p.example !== undefined) sections.push('Example (a `plugins` list: a route\'s, or the top-level one for every route):', '', '```yaml', p.example.trimEnd(), '```', '')
   }
   return sections.join('\n')
 }

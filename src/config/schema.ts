@@ -287,7 +287,8 @@ export const RouteSchema = strict({
   idleTimeout: dur('60s', 'Longest pause between body chunks from the upstream once it answered (0s: no limit).'),
   retries: Type.Optional(RetryPolicySchema),
   priority: Type.Optional(Type.Integer({ description: 'Overrides the automatic precedence: higher wins (default 0).' })),
-  plugins: Type.Array(PluginRefSchema, { default: [], description: 'Plugins run in this order for this route only.' })
+  plugins: Type.Array(PluginRefSchema, { default: [], description: 'Plugins run in this order for this route only, after the gateway-wide ones (top-level `plugins`). Listing a gateway-wide plugin here replaces the gateway-wide one for this route.' }),
+  disablePlugins: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Names of gateway-wide plugins (top-level `plugins`) this route does without.' }))
 })
 
 export const CustomPluginSchema = strict({
@@ -397,6 +398,7 @@ export const ConfigSchema = strict({
   discovery: withDefault(DiscoverySchema),
   services: NamedRecord(ServiceName, ServicePolicySchema, { default: {}, description: 'Per-service traffic policy, by service name.' }),
   routes: Type.Array(RouteSchema, { default: [], description: 'The routing table; see docs/routing.md for precedence.' }),
+  plugins: Type.Array(PluginRefSchema, { default: [], description: 'Gateway-wide plugins: applied to every route (the gateway\'s own inbound, per-upstream and by-Host routes too), in front of the route\'s own plugins, each name at most once. A route switches one off with `disablePlugins`, or replaces it by listing the same plugin itself. See docs/writing-plugins.md, "Gateway-wide plugins".' }),
   customPlugins: NamedRecord(Type.String({ pattern: '^[a-zA-Z0-9][a-zA-Z0-9_-]*$' }), CustomPluginSchema, { default: {}, description: 'Your own Fastify plugins, by the name routes use.' }),
   mesh: withDefault(MeshSchema),
   localServices: Type.Array(LocalServiceSchema, { default: [], description: 'Node mode: the apps on this host this gateway fronts.' }),

@@ -230,6 +230,27 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
   for (const name of customPluginNames) {
     if (builtinPlugins.has(name)) problems.push({ path: jsonPath(`/customPlugins/${name}`), message: `"${name}" is the name of a built-in plugin`, hint: `give your plugin another name (built in: ${builtinPluginNames.join(', ')})` })
   }
+  /** A plugin reference: a known plugin, and a built-in's options checked (defaults filled in place). */
+  const pluginRefProblems = (ref: FastmeshConfig['plugins'][number], at: string): ConfigProblem[] => {
+    const builtin = builtinPlugins.get(ref.name)
+    if (builtin !== undefined) {
+      ref.options ??= {}
+      return pluginOptionProblems(builtin.name, builtin.optionsSchema, ref.options, `${at}.options`)
+    }
+    if (!pluginsClean || plugins.includes(ref.name)) return []
+    const guess = didYouMean(ref.name, plugins)
+    return [{ path: `${at}.name`, message: `unknown plugin "${ref.name}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `built in: ${builtinPluginNames.join(', ')}; declare your own under customPlugins` }]
+  }
+  // Gateway-wide plugins: each name once, since routes switch them off and replace them by name.
+  const globalsClean = clean('/plugins')
+  const globalPlugins = globalsClean && Array.isArray(config.plugins) ? config.plugins.map((ref) => ref.name) : []
+  if (globalsClean && Array.isArray(config.plugins)) {
+    config.plugins.forEach((ref, i) => {
+      const first = globalPlugins.indexOf(ref.name)
+      if (first !== i) problems.push({ path: `$.plugins[${i}].name`, message: `"${ref.name}" is already a gateway-wide plugin`, hint: `see $.plugins[${first}]; a gateway-wide plugin is listed once (a route may list its own use of it instead)` })
+      problems.push(...pluginRefProblems(ref, `$.plugins[${i}]`))
+    })
+  }
   ;(Array.isArray(config.routes) ? config.routes : []).forEach((route, i) => {
     if (!clean(`/routes/${i}`)) return
     const at = `$.routes[${i}]`
@@ -294,15 +315,11 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
         }
       })
     }
-    route.plugins.forEach((ref, j) => {
-      const builtin = builtinPlugins.get(ref.name)
-      if (builtin !== undefined) {
-        ref.options ??= {}
-        problems.push(...pluginOptionProblems(builtin.name, builtin.optionsSchema, ref.options, `${at}.plugins[${j}].options`))
-      } else if (pluginsClean && !plugins.includes(ref.name)) {
-        const guess = didYouMean(ref.name, plugins)
-        problems.push({ path: `${at}.plugins[${j}].name`, message: `unknown plugin "${ref.name}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `built in: ${builtinPluginNames.join(', ')}; declare your own under customPlugins` })
-      }
+    route.plugins.forEach((ref, j) => { problems.push(...pluginRefProblems(ref, `${at}.plugins[${j}]`)) })
+    ;(route.disablePlugins ?? []).forEach((name, j) => {
+      if (!globalsClean || globalPlugins.includes(name)) return
+      const guess = didYouMean(name, globalPlugins)
+      problems.push({ path: `${at}.disablePlugins[${j}]`, message: `"${name}" is not a gateway-wide plugin`, hint: guess !== undefined ? `did you mean "${guess}"?` : `disablePlugins names plugins of the top-level plugins list (${globalPlugins.length > 0 ? globalPlugins.join(', ') : 'empty'})` })
     })
   })
   for (const [name, svc] of Object.entries(embedded)) {

@@ -20,7 +20,8 @@ import type { ServiceTable } from '../balancer/service-table.js'
 import type { StateRegistry } from '../state/registry.js'
 import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
 import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
-import { builtinPlugins, type RoutePluginDefinition } from '../../plugins/index.js'
+import { builtinPlugins } from '../../plugins/index.js'
+import { resolveVersionPlugins, type VersionPlugins } from './route-plugins.js'
 
 import { exchangeOf } from './gateway-request.js'
 export { tagEntry } from './gateway-request.js'
@@ -91,26 +92,36 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   const custom = customPlugins.definitions
   const customOptions = customPlugins.options
 
+  // Which plugins each route runs; gateway-wide plugins with a policy form become policies.
+  const plugins = await resolveVersionPlugins({
+    config,
+    definitionOf: (name) => builtinPlugins.get(name) ?? custom.get(name)!,
+    optionsOf: (ref) => customOptions.get(ref) ?? { ...(ref.options ?? {}) },
+    log: opts.log
+  })
+
   // Gateway-wide policies, in order: they see every request of every listener.
-  const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder)]
+  const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder), ...plugins.policies]
   const faults = opts.faults ?? new ExchangeFaults()
   const faultLog = opts.log.child({ component: 'exchange' })
   const chain = new PolicyChain(policies, (ex, where, err) => {
     faults.record(ex, where, err)
     faultLog.error({ err, requestId: ex.requestId, route: ex.route, where }, 'exception while serving a request; the request ends, the gateway goes on')
   })
-  const assembly = assemble({ config, router, services: opts.services, chain, mesh: opts.mesh, state: opts.state, log: opts.log.child({ component: 'failover' }) })
+  let assembly: Assembly | undefined
   try {
-    return await compile(opts, router, custom, customOptions, policies, chain, assembly)
+    assembly = assemble({ config, router, services: opts.services, chain, mesh: opts.mesh, state: opts.state, log: opts.log.child({ component: 'failover' }) })
+    return await compile(opts, router, plugins, policies, chain, assembly)
   } catch (err) {
-    // A build that fails gives back what it took (its pools to local instances).
-    assembly.close()
+    // A build that fails gives back what it took (its pools to local instances, its policies' timers).
+    assembly?.close()
+    await plugins.close()
     throw err
   }
 }
 
 /** The Fastify host and the entry of a version over its assembled routes. */
-async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<string, RoutePluginDefinition>, customOptions: ReadonlyMap<object, Record<string, unknown>>, policies: GatewayPolicy[], chain: PolicyChain, assembly: Assembly): Promise<GatewayVersion> {
+async function compile (opts: BuildOptions, router: Router, plugins: VersionPlugins, policies: GatewayPolicy[], chain: PolicyChain, assembly: Assembly): Promise<GatewayVersion> {
   const { config } = opts
   const host = await buildFastifyHost({
     log: opts.log,
@@ -122,12 +133,9 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
       if (ex !== undefined) chain.fault(ex, where, err)
     },
     routes: assembly.routes.values(),
-    pluginsOf: (binding) => binding.plugins.map((ref) => ({
-      def: builtinPlugins.get(ref.name) ?? custom.get(ref.name)!,
-      options: customOptions.get(ref) ?? { ...(ref.options ?? {}) }
-    }))
+    pluginsOf: plugins.ofRoute
   })
-  const entry = createEntry({ router, assembly, chain, host, escapedSlashes: config.gateway.escapedSlashes })
+  const entry = createEntry({ router, assembly, chain, host, pluginsOf: plugins.ofRoute, escapedSlashes: config.gateway.escapedSlashes })
   return {
     version: opts.version,
     config,
@@ -141,6 +149,7 @@ async function compile (opts: BuildOptions, router: Router, custom: ReadonlyMap<
     upgrade: entry.upgrade,
     async close () {
       await host.close()
+      await plugins.close()
       assembly.close()
     }
   }

@@ -8,7 +8,8 @@ import { ServerResponse, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Socket } from 'node:net'
 import type { FastmeshConfig } from '../config/validate.js'
-import { fastmeshError, type ResponseError } from '../errors.js'
+import { fastmeshError } from '../errors.js'
+import type { Refusal } from '../../plugins/types.js'
 import { requestIdOf } from './request-id.js'
 import type { Router, RouteMatch } from './router.js'
 import { normalizeRequestTarget } from './request-target.js'
@@ -23,6 +24,8 @@ export interface EntryOptions {
   readonly assembly: Assembly
   readonly chain: PolicyChain
   readonly host: FastifyHost
+  /** The plugins a route runs in Fastify (gateway-wide ones included); none: the fast path. */
+  readonly pluginsOf: (binding: RouteBinding) => readonly unknown[]
   readonly escapedSlashes: FastmeshConfig['gateway']['escapedSlashes']
 }
 
@@ -33,7 +36,7 @@ export interface VersionEntry {
 }
 
 /**
- * Routes without plugins skip Fastify: nothing would run between the match and the
+ * Routes without plugins (of their own, or gateway-wide ones without a policy form) skip Fastify: nothing would run between the match and the
  * forward, and a Request/Reply pair and the hook chain cost more than the routing itself.
  * They behave the same (tests run both kinds).
  */
@@ -51,11 +54,11 @@ function fastPath (binding: RouteBinding): (ex: Exchange, match: RouteMatch) => 
 export function createEntry (opts: EntryOptions): VersionEntry {
   const { router, assembly, chain, host, escapedSlashes } = opts
   const fastRoutes = new Map<string, (ex: Exchange, match: RouteMatch) => void>()
-  for (const binding of assembly.routes.values()) if (binding.plugins.length === 0) fastRoutes.set(binding.name, fastPath(binding))
+  for (const binding of assembly.routes.values()) if (opts.pluginsOf(binding).length === 0) fastRoutes.set(binding.name, fastPath(binding))
 
-  /** The gateway answers before any route's plugins ran. */
-  const answer = (ex: Exchange, err: ResponseError): void => {
-    writeError(ex.res, err, ex.requestId)
+  /** The gateway answers before any route's plugins ran (a gateway policy's refusal keeps its headers). */
+  const answer = (ex: Exchange, err: Refusal): void => {
+    writeError(ex.res, err, ex.requestId, err.headers)
     chain.end(ex, err.statusCode, err.code)
   }
 

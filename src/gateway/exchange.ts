@@ -2,11 +2,10 @@
 // went, how it ended), and the ordered chain of policies that sees every request on every
 // listener, the fast path included: the home of the access log, route statistics and,
 // later, metrics, tracing and load shedding.
-import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { ResponseError } from '../errors.js'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { RequestRecord } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'
-import type { UpstreamFaultInjector } from '../../plugins/types.js'
+import type { PolicyRequest, Refusal, UpstreamFaultInjector } from '../../plugins/types.js'
 
 /** The verified caller of an inbound mesh call. */
 export interface MeshPeer {
@@ -30,7 +29,7 @@ export type Entry =
  * One request through a version. It is also the access-log record: the policies read it
  * when it ends, so a request costs this one object and no second copy.
  */
-export class Exchange implements RequestRecord {
+export class Exchange implements RequestRecord, PolicyRequest {
   /** The route that took the request (its config name), once chosen. */
   route: string | undefined = undefined
   /** The destination service, once chosen. */
@@ -77,6 +76,10 @@ export class Exchange implements RequestRecord {
     return this.req.url ?? ''
   }
 
+  get headers (): IncomingHttpHeaders {
+    return this.req.headers
+  }
+
   noteFault (kind: string): void {
     this.fault = kind
   }
@@ -105,8 +108,8 @@ export class Exchange implements RequestRecord {
 /** A gateway-wide policy: runs for every request of every listener, in chain order. */
 export interface GatewayPolicy {
   readonly name: string
-  /** After the route is chosen, before its plugins and forwarding: an error answers instead. */
-  onRequest?(ex: Exchange): ResponseError | undefined
+  /** After the route is chosen, before its plugins and forwarding: a refusal (with its headers) answers instead. */
+  onRequest?(ex: Exchange): Refusal | undefined
   /** Once, when the exchange has ended (answered, forwarded, refused or cut). */
   onEnd?(ex: Exchange): void
 }
@@ -148,10 +151,10 @@ export class PolicyChain {
   }
 
   /** The first policy's refusal, or undefined to go on. A policy that throws is skipped (and reported). */
-  request (ex: Exchange): ResponseError | undefined {
+  request (ex: Exchange): Refusal | undefined {
     const steps = this.requestSteps
     for (let i = 0; i < steps.length; i++) {
-      let refusal: ResponseError | undefined
+      let refusal: Refusal | undefined
       try {
         refusal = steps[i]!(ex)
       } catch (err) {
