@@ -20,7 +20,7 @@ export const LoadSheddingOptionsSchema = Type.Object({
   maxRssBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Shed while the resident set size of the process is above this many bytes.' })),
   sampleInterval: duration('How often the measurements are taken (at least 10ms); shedding starts and stops at most this late.', '1s'),
   retryAfter: duration('Sent as `Retry-After` with each refusal (whole seconds, rounded up, at least 1).', '10s')
-}, { additionalProperties: false, description: 'Give at least one threshold; the gateway sheds while any is crossed. Best in the top-level `plugins` list, where it protects every route and keeps the fast path of routes without plugins.' })
+}, { additionalProperties: false, description: 'Give at least one threshold; the gateway sheds while any is crossed (each start and end of an overload is logged once, and refusals count in the route statistics as `FASTMESH_ERR_OVERLOADED`). Best in the top-level `plugins` list, where it protects every route and keeps the fast path of routes without plugins. The admin listener (admin API, `/live`, `/ready`) is never shed; the traffic listeners serve no health path of their own.' })
 
 export type LoadSheddingOptions = Static<typeof LoadSheddingOptionsSchema>
 

@@ -1,5 +1,6 @@
 // WebSocket upgrades through the gateway: the tunnel carries messages both ways, the
-// route's plugins still run on the upgrade request, and unroutable upgrades get 404.
+// route's plugins still run on the upgrade request (and can refuse it before any tunnel
+// opens), and unroutable upgrades get 404.
 import test, { type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
@@ -194,4 +195,43 @@ test('regression: an upgrade ends its try for the balancer (no in-flight count l
   const services = (await g.admin('GET', '/services')).json<{ services: Array<{ name: string, layers: Array<{ balancer: Record<string, { inFlight: number }> }> }> }>()
   const chat = services.services.find((s) => s.name === 'chat')!
   assert.deepEqual(Object.values(chat.layers[0]!.balancer).map((b) => b.inFlight), [0])
+})
+
+/** An upgrade the gateway refuses: its status, headers and JSON error code. */
+async function refusedUpgrade (t: TestContext, g: TestGateway, path: string): Promise<{ status: number, headers: IncomingHttpHeaders, code: string }> {
+  const ws = new WebSocket(`${g.url.replace('http:', 'ws:')}${path}`)
+  defer(t, () => { closeQuietly(ws) })
+  const [, res] = await once(ws, 'unexpected-response') as [unknown, IncomingMessage]
+  let text = ''
+  for await (const chunk of res) text += String(chunk)
+  return { status: res.statusCode ?? 0, headers: res.headers, code: (JSON.parse(text) as { error: { code: string } }).error.code }
+}
+
+test('a rate-limited WebSocket upgrade is refused with 429 and Retry-After before the tunnel opens', async (t) => {
+  const up = await startWsUpstream(t)
+  const g = await startGateway(t, meshConfig({ chat: [up.port] }, [{
+    name: 'chat',
+    destination: { service: 'chat' },
+    plugins: [{ name: 'rate-limit', options: { max: 1, timeWindow: '1h' } }]
+  }]))
+  const { messages } = await connectClient(t, g, '/ws')
+  assert.equal((await messages.next()).value, 'welcome', 'the first upgrade is within the limit')
+  const refused = await refusedUpgrade(t, g, '/ws')
+  assert.equal(refused.status, 429)
+  assert.equal(refused.code, 'FASTMESH_ERR_RATE_LIMITED')
+  assert.ok(Number(refused.headers['retry-after']) > 0, JSON.stringify(refused.headers))
+  assert.equal(up.upgrades.length, 1, 'the upstream saw no second upgrade')
+})
+
+test('an ip-filter-denied WebSocket upgrade is refused with 403 before the tunnel opens', async (t) => {
+  const up = await startWsUpstream(t)
+  const g = await startGateway(t, meshConfig({ chat: [up.port] }, [{
+    name: 'chat',
+    destination: { service: 'chat' },
+    plugins: [{ name: 'ip-filter', options: { deny: ['127.0.0.0/8', '::1'] } }]
+  }]))
+  const refused = await refusedUpgrade(t, g, '/ws')
+  assert.equal(refused.status, 403)
+  assert.equal(refused.code, 'FASTMESH_ERR_IP_DENIED')
+  assert.equal(up.upgrades.length, 0, 'the upstream saw no upgrade')
 })

@@ -16,3 +16,8 @@ for (const def of builtinPlugins.values()) {
     assert.equal(problems.length, 0, formatProblems(problems))
   })
 }
+
+test('every built-in plugin shows an example in docs/plugins.md', () => {
+  const without = [...builtinPlugins.values()].filter((def) => def.example === undefined).map((def) => def.name)
+  assert.deepEqual(without, [])
+})
