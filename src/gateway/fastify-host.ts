@@ -216,19 +216,25 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
     binding.layer.forward(ex, matchOf(request.raw)!, request.headers, reply.upstreamHeaderEditors, Object.keys(headers).length > 0 ? headers : null)
   }
 
-  // Every route has a context (upgrades always take it); plugin-less ones also have a fast path (src/gateway/entry.ts).
-  for (const binding of opts.routes) {
-    await app.register(async (scope) => {
-      scope.decorate('fastmesh', routePluginContext(binding.name, opts.state, opts.trustForwardedHeaders))
-      for (const { def, options } of opts.pluginsOf(binding)) {
-        // skip-override: the plugin's hooks and decorators land in this route's context,
-        // which stays encapsulated from every other route.
-        await scope.register(asRoutePlugin(def), options)
-      }
-      scope.route({ method: scope.supportedMethods, url: internalUrl(binding.name), handler: forwardFromFastify(binding) })
-    })
+  try {
+    // Every route has a context (upgrades always take it); plugin-less ones also have a fast path (src/gateway/entry.ts).
+    for (const binding of opts.routes) {
+      await app.register(async (scope) => {
+        scope.decorate('fastmesh', routePluginContext(binding.name, opts.state, opts.trustForwardedHeaders))
+        for (const { def, options } of opts.pluginsOf(binding)) {
+          // skip-override: the plugin's hooks and decorators land in this route's context,
+          // which stays encapsulated from every other route.
+          await scope.register(asRoutePlugin(def), options)
+        }
+        scope.route({ method: scope.supportedMethods, url: internalUrl(binding.name), handler: forwardFromFastify(binding) })
+      })
+    }
+    await app.ready()
+  } catch (err) {
+    // A build that fails late: the plugins registered so far release what they opened (onClose).
+    await app.close().catch(() => {})
+    throw err
   }
-  await app.ready()
   const dispatch = fastifyHandler!
   return {
     dispatch,

@@ -73,6 +73,23 @@ test('load-shedding on a route sheds that route only, with the same answer', asy
   assert.equal(echo.seen.filter((r) => r.url === '/heavy').length, 0)
 })
 
+test('a version build that fails after a route\'s load-shedding was registered stops its sampler', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const dir = await tempDir(t)
+  const plain = meshConfig({ svc: [echo] }, [{ name: 'r', destination: { service: 'svc' } }])
+  const g = await startGateway(t, plain, { dir })
+  assert.equal(runningSamplers(), 0)
+  await g.writeConfig(meshConfig({ svc: [echo] }, [
+    { name: 'shed', match: { path: { prefix: '/shed' } }, destination: { service: 'svc' }, plugins: [{ name: 'load-shedding', options: alwaysOver }] },
+    { name: 'broken', destination: { service: 'svc' }, plugins: [{ name: 'broken' }] }
+  ], { customPlugins: { broken: { module: fixturePlugin(dir, 'fail-register.js') } } }))
+  const result = await g.gateway.reload('test')
+  assert.equal(result.ok, false)
+  assert.match(result.error ?? '', /fixture plugin refuses to register/)
+  assert.equal(runningSamplers(), 0, 'the failed build\'s sampler was stopped')
+  assert.equal((await g.request('/')).status, 200)
+})
+
 test('load-shedding without any threshold refuses the config', async (t) => {
   const echo = await startEcho(t, 'svc')
   const g = await createGateway(t, meshConfig({ svc: [echo] }, [{ name: 'r', destination: { service: 'svc' } }], { plugins: [{ name: 'load-shedding', options: { retryAfter: '5s' } }] }))
