@@ -6,6 +6,7 @@ import { faultInjectionDefinition } from './fault-injection/index.js'
 import { ipFilterDefinition } from './ip-filter/index.js'
 import { jwtDefinition } from './jwt/index.js'
 import { loadSheddingDefinition } from './load-shedding/index.js'
+import { corsDefinition } from './cors/index.js'
 
 export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Map<string, RoutePluginDefinition>([
   [headers.name, headers as unknown as RoutePluginDefinition],
@@ -13,7 +14,8 @@ export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Ma
   [faultInjectionDefinition.name, faultInjectionDefinition as unknown as RoutePluginDefinition],
   [ipFilterDefinition.name, ipFilterDefinition as unknown as RoutePluginDefinition],
   [jwtDefinition.name, jwtDefinition as unknown as RoutePluginDefinition],
-  [loadSheddingDefinition.name, loadSheddingDefinition as unknown as RoutePluginDefinition]
+  [loadSheddingDefinition.name, loadSheddingDefinition as unknown as RoutePluginDefinition],
+  [corsDefinition.name, corsDefinition as unknown as RoutePluginDefinition]
 ])
 
 export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]

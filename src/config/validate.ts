@@ -121,6 +121,8 @@ function schemaProblems (errors: ErrorObject[], doc: unknown): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   const seen = new Set<string>()
   for (const e of errors) {
+    // An if/then rule failed: the `then` branch's own errors say where and why.
+    if (e.keyword === 'if') continue
     if (e.keyword === 'anyOf') {
       if (unions.find((u) => u.instancePath === e.instancePath && u.branches === e.schemaPath + '/')?.chosen !== undefined) continue
     } else {
@@ -170,6 +172,8 @@ function problemFor (e: ErrorObject, doc: unknown): ConfigProblem {
         hint: guess !== undefined ? `did you mean "${guess}"?` : describe(parent)
       }
     }
+    case 'not':
+      return { path: jsonPath(e.instancePath), message: `${quoteValue(e, doc)} is not allowed here`, hint: describe(parent) }
     case 'pattern':
       return { path: jsonPath(e.instancePath), message: `${quoteValue(e, doc)} does not match ${(e.params as { pattern: string }).pattern}`, hint: describe(parent) }
     case 'anyOf': {

@@ -20,9 +20,12 @@ import { stateKind, type StateKind, type StateRegistry } from '../state/registry
 /** Internal URLs of the routes' Fastify contexts: never seen by plugins, logs or upstreams. */
 const ROUTE_URL_PREFIX = '/.fastmesh-route/'
 
-/** A route's internal URL, from its name (hex: route names may hold `:` and `/`, which a URL path would read). */
+/**
+ * A route's internal URL, from its name (hex: route names may hold `:` and `/`, which a URL
+ * path would read). The final slash keeps one route's URL from being the start of another's.
+ */
 function internalUrl (routeName: string): string {
-  return ROUTE_URL_PREFIX + Buffer.from(routeName).toString('hex')
+  return ROUTE_URL_PREFIX + Buffer.from(routeName).toString('hex') + '/'
 }
 
 declare module 'fastify' {
@@ -219,6 +222,8 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
   try {
     // Every route has a context (upgrades always take it); plugin-less ones also have a fast path (src/gateway/entry.ts).
     for (const binding of opts.routes) {
+      // Each context under its route's internal URL as a prefix: a route a plugin adds itself
+      // (@fastify/cors's `OPTIONS *`) stays under it, never clashing with another route's.
       await app.register(async (scope) => {
         scope.decorate('fastmesh', routePluginContext(binding.name, opts.state, opts.trustForwardedHeaders))
         for (const { def, options } of opts.pluginsOf(binding)) {
@@ -226,8 +231,8 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
           // which stays encapsulated from every other route.
           await scope.register(asRoutePlugin(def), options)
         }
-        scope.route({ method: scope.supportedMethods, url: internalUrl(binding.name), handler: forwardFromFastify(binding) })
-      })
+        scope.route({ method: scope.supportedMethods, url: '', handler: forwardFromFastify(binding) })
+      }, { prefix: internalUrl(binding.name) })
     }
     await app.ready()
   } catch (err) {

@@ -176,6 +176,22 @@ function responseHeaders (raw: Buffer[], call: UpstreamCall, statusCode: number)
   return headers
 }
 
+/** The union of two Vary values (field names compare case-insensitively; `*` covers all). */
+export function mergeVary (a: string | string[], b: string | string[]): string {
+  const names: string[] = []
+  const seen = new Set<string>()
+  for (const value of [a, b].flat()) {
+    for (const raw of value.split(',')) {
+      const name = raw.trim()
+      if (name === '') continue
+      if (name === '*') return '*'
+      const key = name.toLowerCase()
+      if (!seen.has(key)) { seen.add(key); names.push(name) }
+    }
+  }
+  return names.join(', ')
+}
+
 /** Plugin edits need a map; only routes with response-side plugins pay for it. */
 function applyEdits (flat: string[], call: UpstreamCall, statusCode: number): string[] {
   const bag: Record<string, string | string[] | undefined> = {}
@@ -184,7 +200,13 @@ function applyEdits (flat: string[], call: UpstreamCall, statusCode: number): st
     const cur = bag[k]
     bag[k] = cur === undefined ? flat[i + 1]! : Array.isArray(cur) ? [...cur, flat[i + 1]!] : [cur, flat[i + 1]!]
   }
-  if (call.replyHeaders !== null) for (const [k, v] of Object.entries(call.replyHeaders)) bag[k] = Array.isArray(v) ? v.map(String) : String(v)
+  if (call.replyHeaders !== null) {
+    for (const [k, v] of Object.entries(call.replyHeaders)) {
+      const ours = Array.isArray(v) ? v.map(String) : String(v)
+      // Vary lists what the answer depends on: the upstream's reasons and ours both hold.
+      bag[k] = k === 'vary' && bag.vary !== undefined ? mergeVary(bag.vary, ours) : ours
+    }
+  }
   if (call.editors !== null) for (const edit of call.editors) edit(bag, statusCode)
   const out: string[] = []
   for (const [k, v] of Object.entries(bag)) {
