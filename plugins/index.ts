@@ -7,6 +7,7 @@ import { ipFilterDefinition } from './ip-filter/index.js'
 import { jwtDefinition } from './jwt/index.js'
 import { loadSheddingDefinition } from './load-shedding/index.js'
 import { corsDefinition } from './cors/index.js'
+import { bodyLimitDefinition } from './body-limit/index.js'
 
 export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Map<string, RoutePluginDefinition>([
   [headers.name, headers as unknown as RoutePluginDefinition],
@@ -15,7 +16,8 @@ export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Ma
   [ipFilterDefinition.name, ipFilterDefinition as unknown as RoutePluginDefinition],
   [jwtDefinition.name, jwtDefinition as unknown as RoutePluginDefinition],
   [loadSheddingDefinition.name, loadSheddingDefinition as unknown as RoutePluginDefinition],
-  [corsDefinition.name, corsDefinition as unknown as RoutePluginDefinition]
+  [corsDefinition.name, corsDefinition as unknown as RoutePluginDefinition],
+  [bodyLimitDefinition.name, bodyLimitDefinition as unknown as RoutePluginDefinition]
 ])
 
 export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]

@@ -113,6 +113,13 @@ declare module 'fastify' {
     onUpstreamHeaders(editor: UpstreamHeadersEditor): void
     /** Puts faults in place of upstream tries of this request (fault injection; see InjectedFault). */
     injectUpstreamFault(injector: UpstreamFaultInjector): void
+    /**
+     * Bounds the request body at `maxBytes`, counted as it streams to the upstream (never
+     * buffered), on every try: past it the exchange ends, 413 FASTMESH_ERR_BODY_TOO_LARGE when
+     * no answer has begun (the upstream's request aborted), else cut; the connection closes.
+     * The lowest of several calls holds.
+     */
+    limitRequestBody(maxBytes: number): void
   }
   interface FastifyInstance {
     /** The route this plugin runs on and the gateway's services for it (see RoutePluginContext). */

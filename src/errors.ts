@@ -37,6 +37,8 @@ export const catalogue = {
     'The route\'s `jwt` plugin verified the token, but it lacks a claim (or a claim value) listed in `requiredClaims`; `WWW-Authenticate` says `error="insufficient_scope"`.'),
   OVERLOADED: entry('FASTMESH_ERR_OVERLOADED', 503, 'The gateway is overloaded (%s); retry in %s s',
     'The `load-shedding` plugin found the gateway past one of its thresholds (event-loop delay or utilisation, heap, RSS) and answered at once without calling the upstream; `Retry-After` says when to come back. Admin, health and readiness endpoints are never shed.'),
+  BODY_TOO_LARGE: entry('FASTMESH_ERR_BODY_TOO_LARGE', 413, 'Request body exceeds the limit of route "%s" (%s bytes)',
+    'The route\'s `body-limit` plugin refused a body larger than its `maxBytes`: a declared Content-Length before the upstream is called, a body of unknown length (chunked) the moment the bytes streamed past the limit (the upstream\'s request is aborted; an answer already begun is cut). The connection is closed after it.'),
   UPSTREAM_FAILURE: entry('FASTMESH_ERR_UPSTREAM_FAILURE', 502, 'Upstream %s of service "%s" failed: %s',
     'The gateway could not connect to the chosen endpoint, or it answered with something that is not valid HTTP.'),
   UPSTREAM_TIMEOUT: entry('FASTMESH_ERR_UPSTREAM_TIMEOUT', 504, 'Upstream %s of service "%s" did not answer within %s ms',

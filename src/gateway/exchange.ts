@@ -49,6 +49,8 @@ export class Exchange implements RequestRecord, PolicyRequest {
   fault: string | undefined = undefined
   /** Faults a plugin puts in place of upstream tries (fault injection), asked before each try. */
   upstreamFault: UpstreamFaultInjector | undefined = undefined
+  /** Largest request body a plugin allows (`reply.limitRequestBody`), counted as it streams upstream; -1: none. */
+  requestBodyLimit = -1
   ended = false
   /**
    * The client's address, read once when the exchange begins: Node detaches the socket from

@@ -10,7 +10,7 @@ import Fastify, { LogController, type FastifyReply, type FastifyRequest } from '
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { catalogue, fastmeshError, type ErrorKey, type FastmeshError, type ResponseError } from '../errors.js'
-import { errorHeaders, errorPayload, responseErrorOf, writeError } from './respond.js'
+import { bodyUnread, errorHeaders, errorPayload, responseErrorOf, writeError } from './respond.js'
 import { requestIdOf } from './request-id.js'
 import { exchangeOf, matchOf, type GatewayRequest } from './gateway-request.js'
 import type { RouteBinding } from './assembly.js'
@@ -32,6 +32,7 @@ declare module 'fastify' {
   interface FastifyReply {
     upstreamHeaderEditors: UpstreamHeadersEditor[] | null
     upstreamFault: UpstreamFaultInjector | null
+    requestBodyLimit: number
   }
   interface FastifyInstance {
     /** Makes the catalogue error `key` for a route plugin to throw (status, code and body as the gateway's own). */
@@ -164,6 +165,11 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
   app.decorateReply('injectUpstreamFault', function (this: FastifyReply, injector: UpstreamFaultInjector) {
     this.upstreamFault = injector
   })
+  // -1: no limit (a number, so the reply's shape never changes).
+  app.decorateReply('requestBodyLimit', -1)
+  app.decorateReply('limitRequestBody', function (this: FastifyReply, maxBytes: number) {
+    if (this.requestBodyLimit < 0 || maxBytes < this.requestBodyLimit) this.requestBodyLimit = maxBytes
+  })
   app.decorateReply('onUpstreamHeaders', function (this: FastifyReply, editor: UpstreamHeadersEditor) {
     (this.upstreamHeaderEditors ??= []).push(editor)
   })
@@ -191,6 +197,9 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
       writeError(reply.raw, err, request.id)
       return
     }
+    // As every gateway answer: given before the body was all read, the connection closes (a
+    // refused upload is not read to its end; see writeError).
+    if (bodyUnread(request.raw)) reply.raw.shouldKeepAlive = false
     void reply.code(err.statusCode).headers(errorHeaders(request.id)).send(errorPayload(err, request.id))
   }
 
@@ -215,6 +224,7 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
     }
     reply.hijack()
     if (reply.upstreamFault !== null) ex.upstreamFault = reply.upstreamFault
+    if (reply.requestBodyLimit >= 0) ex.requestBodyLimit = reply.requestBodyLimit
     const headers = reply.getHeaders()
     binding.layer.forward(ex, matchOf(request.raw)!, request.headers, reply.upstreamHeaderEditors, Object.keys(headers).length > 0 ? headers : null)
   }

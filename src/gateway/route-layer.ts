@@ -36,8 +36,10 @@ class RouteCall implements UpstreamCall {
   timer: ReturnType<typeof setTimeout> | undefined = undefined
   /** Whether the circuit admission of the request was given back (once). */
   released = false
-  /** A fault ended the exchange: what the endpoint layer reports after it is ignored. */
+  /** A fault (or the body limit) ended the exchange: what the endpoint layer reports after it is ignored. */
   faulted = false
+  /** Bytes the body may have, counted as it streams to the tries (`reply.limitRequestBody`); -1: no count. */
+  bodyLimit = -1
   /** Tries made so far. */
   attempt = 0
   target: EndpointTarget | undefined = undefined
@@ -160,6 +162,15 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     const declared = headers['content-length']
     const call = new RouteCall(ex, destination, match, headers, ex.requestId, editors, replyHeaders, clientCert, deadline, chunked || (declared !== undefined && declared !== '0'))
     try {
+      if (ex.requestBodyLimit >= 0 && call.hasBody) {
+        // A declared length frames the body (the parser stops there): checked here, never counted.
+        if (chunked || declared === undefined) call.bodyLimit = ex.requestBodyLimit
+        else if (Number(declared) > ex.requestBodyLimit) {
+          this.release(call)
+          this.answer(ex, fastmeshError('BODY_TOO_LARGE', [this.name, ex.requestBodyLimit]), replyHeaders)
+          return
+        }
+      }
       call.path = this.rewrite(match) + match.search
       if (retry.attempts > 1) (this.budget ??= this.budgetOf()).recordRequest()
       if (retry.attempts > 1 && retry.bufferBodyBytes > 0 && !chunked && declared !== undefined) {
@@ -213,8 +224,11 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     call.headersTimeoutMs = limit === Infinity ? 0 : Math.max(1, limit)
     call.tryStart = performance.now()
     call.reported = false
-    // Before the first try reads the body: the mirror copies it as it streams to the primary.
-    if (call.attempt === 1 && this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call)
+    // Before the first try reads the body: the mirror copies it, and the limit counts it, as it streams to the primary.
+    if (call.attempt === 1) {
+      if (this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call)
+      if (call.bodyLimit >= 0) this.countBody(call)
+    }
     const injected = ex.upstreamFault?.(call.attempt)
     if (injected !== undefined) { this.inject(call, injected); return }
     // Our own timer, not undici's: undici's coarse timers fire up to a second late.
@@ -241,6 +255,50 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     if (call.replyHeaders !== null) for (const name in call.replyHeaders) if (!(name in headers)) headers[name] = call.replyHeaders[name] as string | string[]
     ex.res.writeHead(fault.status, headers).end(body)
     this.ended(call, fault.status, undefined)
+  }
+
+  /**
+   * Counts the streamed body beside the tries that read it; nothing is held. A body sent again
+   * is a buffered one, whose declared length was checked: one count covers every try.
+   */
+  private countBody (call: RouteCall): void {
+    const req = call.ex.req
+    const limit = call.bodyLimit
+    let seen = 0
+    // Paused, so the listener does not start the flow before a try listens (see Mirror.maybeMirror);
+    // attached before the try's, it sees each chunk before the upstream gets it.
+    req.pause()
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.length
+      if (seen <= limit) return
+      req.removeListener('data', onData)
+      this.guarded(call, 'body limit', this.bodyOverLimit)
+    }
+    req.on('data', onData)
+  }
+
+  /**
+   * The body passed the route's limit: the exchange ends here — 413 when no answer began, cut
+   * otherwise — and the try is aborted. It is the client's doing: the endpoint gets no verdict
+   * (outlier detection, statistics). The connection closes: what is left of the body cannot
+   * be told from a next request.
+   */
+  private bodyOverLimit (call: RouteCall): void {
+    const ex = call.ex
+    if (call.faulted || ex.ended) return
+    call.faulted = true
+    this.stopTimer(call)
+    const err = fastmeshError('BODY_TOO_LARGE', [this.name, call.bodyLimit])
+    ex.res.shouldKeepAlive = false
+    call.handle?.abort(new Error(err.message))
+    if (!call.reported) { call.reported = true; call.destination.report(call.target!, { status: 0, gatewayError: false, latencyMs: performance.now() - call.tryStart }) }
+    this.release(call)
+    if (ex.res.headersSent) {
+      ex.res.destroy(err)
+      this.chain.end(ex, ex.res.statusCode, err.code)
+      return
+    }
+    this.answer(ex, err, call.replyHeaders)
   }
 
   /** The try's time is up before response headers: the endpoint layer aborts it and reports `failed`. */
