@@ -148,3 +148,21 @@ test('cors: an origin with a path is refused, naming it', () => {
   const result = validateConfig(meshConfig({ svc: [1] }, [corsRoute('api', '/api', { origins: ['https://app.example.com/'] })]))
   assert.ok(result.problems.some((p) => p.path === '$.routes[0].plugins[0].options.origins[0]'), JSON.stringify(result.problems))
 })
+
+test('cors as a gateway-wide plugin: every route answers preflights (each route context holds its own @fastify/cors route), and a route can switch it off', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    { name: 'a', match: { path: { prefix: '/a' } }, destination: { service: 'svc' } },
+    { name: 'b', match: { path: { prefix: '/b' } }, destination: { service: 'svc' } },
+    { name: 'off', match: { path: { prefix: '/off' } }, destination: { service: 'svc' }, disablePlugins: ['cors'] }
+  ], { plugins: [{ name: 'cors', options: { origins: [APP] } }] }))
+  for (const path of ['/a/x', '/b/x']) {
+    const res = await g.request(path, { method: 'OPTIONS', headers: preflight(APP, 'GET') })
+    assert.equal(res.status, 204, path)
+    assert.equal(res.headers['access-control-allow-origin'], APP, path)
+  }
+  assert.equal(echo.seen.length, 0)
+  const off = await g.request('/off/x', { method: 'OPTIONS', headers: preflight(APP, 'GET') })
+  assert.equal(off.status, 200, 'the route without it sends the preflight upstream')
+  assert.equal(echo.seen.length, 1)
+})
