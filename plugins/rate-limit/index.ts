@@ -3,7 +3,7 @@
 // (local windows in the plugin state) or are shared by every gateway replica (Redis). Over
 // the limit: 429 FASTMESH_ERR_RATE_LIMITED with Retry-After and RateLimit-* headers.
 import { Type, type Static } from '@sinclair/typebox'
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
 import { fastmeshError } from '../../src/errors.js'
@@ -77,16 +77,25 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions & Record<string, unkn
     child (): RouteStore { return this }
   }
 
-  await fastify.register(rateLimit, {
-    global: true,
-    max: options.max,
-    timeWindow: windowMs,
-    hook: 'onRequest',
-    enableDraftSpec: true,
-    keyGenerator: keyOf(options.keyBy, fastify.fastmesh.trustForwardedHeaders),
-    store: RouteStore as never,
-    errorResponseBuilder: (_request, ctx) => fastmeshError('RATE_LIMITED', [route, ctx.max, options.timeWindow, Math.ceil(ctx.ttl / 1000)])
+  // The limiter's hook is added to the route's context as an ordinary onRequest hook, so it
+  // runs in the route's plugin order. (`global: true` would attach it to the route itself,
+  // where Fastify runs it after every plugin's hooks: a request another plugin refuses first
+  // — jwt, ip-filter — must not use anyone's allowance only when rate-limit comes later.)
+  // Registered in a context of its own, so each use on a route has its own limiter.
+  let limiter: ((request: FastifyRequest, reply: FastifyReply) => Promise<void>) | undefined
+  await fastify.register(async (scope) => {
+    await scope.register(rateLimit, {
+      global: false,
+      max: options.max,
+      timeWindow: windowMs,
+      enableDraftSpec: true,
+      keyGenerator: keyOf(options.keyBy, fastify.fastmesh.trustForwardedHeaders),
+      store: RouteStore as never,
+      errorResponseBuilder: (_request, ctx) => fastmeshError('RATE_LIMITED', [route, ctx.max, options.timeWindow, Math.ceil(ctx.ttl / 1000)])
+    })
+    limiter = scope.rateLimit() as unknown as typeof limiter
   })
+  fastify.addHook('onRequest', limiter!)
 }
 
 export const rateLimitDefinition: RoutePluginDefinition<typeof RateLimitOptionsSchema> = {
