@@ -25,7 +25,7 @@ export const RateLimitOptionsSchema = Type.Object({
       url: Type.String({ pattern: '^rediss?://', description: 'Redis URL, e.g. `redis://127.0.0.1:6379/0`.' }),
       timeout: Type.String({ pattern: DURATION_PATTERN, default: '100ms', description: 'Longest a request waits on Redis; past it, `failMode` decides.' }),
       failMode: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open', description: '`open`: a request Redis cannot count goes through; `closed`: it gets 503 FASTMESH_ERR_RATE_LIMIT_UNAVAILABLE.' }),
-      prefix: Type.String({ default: 'fastmesh-rl:', description: 'Key prefix in Redis (the route name and the key follow).' })
+      prefix: Type.String({ default: 'fastmesh-rl:', description: 'Key prefix in Redis (the route name, the window in ms and the key follow).' })
     }, { additionalProperties: false, description: 'Counters in Redis, shared by every gateway replica that uses the same URL and route name.' })
   }, { additionalProperties: false }))
 }, { additionalProperties: false })
@@ -62,7 +62,9 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions & Record<string, unkn
     : fastify.fastmesh.state(`rate-limit:redis:${redis.url}|${redis.prefix}`, () => new RedisWindows(redis.url, redis.prefix, fastify.log), (s) => { s.close() })
   const timeoutMs = redis !== undefined ? durationMs(redis.timeout) : 0
   const failClosed = redis?.failMode === 'closed'
-  const keyPrefix = `${route}:`
+  // The window length is part of the key: two limits on one route with the same keyBy and
+  // different windows (10 a second and 100 a minute per client) each keep their own count.
+  const keyPrefix = `${route}:${windowMs}:`
 
   class RouteStore {
     incr (key: string, cb: (err: Error | null, res?: { current: number, ttl: number }) => void, timeWindow: number, max: number): void {

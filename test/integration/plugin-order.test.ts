@@ -72,3 +72,13 @@ test('two rate-limits on one route each keep their own count: 3 per user, 5 for 
   assertErrorResponse(await g.request('/x', as('b')), 429, 'FASTMESH_ERR_RATE_LIMITED')
   assert.equal(echo.seen.length, 5)
 })
+
+test('two rate-limits with the same keyBy and different windows do not share a count', async (t) => {
+  const { g } = await gatewayWith(t, [
+    { name: 'rate-limit', options: { max: 2, timeWindow: '1m', keyBy: 'client' } },
+    { name: 'rate-limit', options: { max: 3, timeWindow: '1h', keyBy: 'client' } }
+  ])
+  assert.equal((await g.request('/x')).status, 200)
+  assert.equal((await g.request('/x')).status, 200, 'the per-minute limit counts 2, not 4')
+  assertErrorResponse(await g.request('/x'), 429, 'FASTMESH_ERR_RATE_LIMITED')
+})
