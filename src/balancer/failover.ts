@@ -2,12 +2,8 @@
 // failover targets: another subset, another service, another datacenter) that serves from
 // the first one with a usable endpoint, and returns to the primary as soon as it has one.
 import type { Logger } from 'pino'
-import type { FastmeshConfig } from '../config/validate.js'
-import type { FailoverTargetConfig } from '../config/schema.js'
 import type { ResponseError } from '../errors.js'
 import type { EndpointTarget } from '../upstream/endpoint-pool.js'
-import { selectorKey, type ServiceSelector } from './service-endpoints.js'
-import { selectorFor } from './service-table.js'
 import type { AdmissionKind, AttemptOutcome, PickRequest, ServiceLayer } from './types.js'
 
 /** A layer of the chain; `degraded` is optional (service layers with outlier detection have it). */
@@ -17,49 +13,6 @@ export interface FailoverLayer extends ServiceLayer {
    * then tries the later targets first, and this one only when none of them can serve.
    */
   degraded?(): boolean
-}
-
-/** The primary's selector with a failover target's fields replaced (see `services.<name>.failover`). */
-export function failoverTarget (primary: ServiceSelector, t: FailoverTargetConfig): ServiceSelector {
-  const subset = t.subset ?? (t.service !== undefined ? undefined : primary.subset)
-  const datacenter = t.datacenter ?? primary.datacenter
-  return {
-    service: t.service ?? primary.service,
-    ...(primary.meshCaller !== undefined ? { meshCaller: primary.meshCaller } : {}),
-    ...(datacenter !== undefined ? { datacenter } : {}),
-    ...(subset !== undefined ? { subset } : {})
-  }
-}
-
-/** A short name of a selector for logs and admin: `orders[tag=v2,zone=a]@dc2`. */
-export function describeSelector (s: ServiceSelector): string {
-  const parts = [...(s.subset?.tags ?? []).map((t) => `tag=${t}`), ...Object.entries(s.subset?.meta ?? {}).map(([k, v]) => `${k}=${v}`)]
-  return `${s.service}${parts.length > 0 ? `[${parts.join(',')}]` : ''}${s.datacenter !== undefined ? `@${s.datacenter}` : ''}`
-}
-
-/**
- * The selectors of `service`'s failover chain, primary first. A target naming another
- * service brings that service's own targets right after it; a selector already in the
- * chain is not added twice (validation refuses loops; this only keeps a chain finite).
- */
-export function failoverSelectors (config: FastmeshConfig, service: string, meshCaller?: string): ServiceSelector[] {
-  const primary = selectorFor(config, service, meshCaller)
-  const chain = [primary]
-  const seen = new Set([selectorKey(primary)])
-  const visited = new Set([service])
-  const expand = (base: ServiceSelector, name: string): void => {
-    for (const t of config.services[name]?.failover ?? []) {
-      const selector = failoverTarget(base, t)
-      const key = selectorKey(selector)
-      if (!seen.has(key)) { seen.add(key); chain.push(selector) }
-      if (t.service !== undefined && !visited.has(t.service)) {
-        visited.add(t.service)
-        expand(selector, t.service)
-      }
-    }
-  }
-  expand(primary, service)
-  return chain
 }
 
 export interface ActiveTarget {

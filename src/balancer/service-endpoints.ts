@@ -10,18 +10,7 @@ import type { EndpointPool, EndpointPools, EndpointTarget, MeshConnection, PoolS
 import { createBalancer, DEFAULT_BALANCING, TargetStats, wasTried, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
 import { defaultRandom } from './random.js'
 import type { AdmissionKind, AttemptOutcome, PickRequest, ServiceLayer } from './types.js'
-
-export interface ServiceSelector {
-  readonly service: string
-  /** Through the mesh: to the service's node gateways over mTLS, as this caller identity. */
-  readonly meshCaller?: string
-  readonly datacenter?: string
-  readonly subset?: { readonly tags: readonly string[], readonly meta: Readonly<Record<string, string>> }
-}
-
-export function selectorKey (s: ServiceSelector): string {
-  return JSON.stringify([s.service, s.meshCaller ?? null, s.datacenter ?? null, s.subset?.tags ?? [], s.subset?.meta ?? {}])
-}
+import { selectorKey, type ServiceSelector } from '../config/selectors.js'
 
 function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
   if (subset === undefined) return true

@@ -6,7 +6,8 @@ import type { Discovery } from '../discovery/types.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { EndpointPools, type MeshConnection, type PoolSettings } from '../upstream/endpoint-pool.js'
-import { ServiceEndpoints, selectorKey, type ServiceSelector } from './service-endpoints.js'
+import { ServiceEndpoints } from './service-endpoints.js'
+import { selectorKey, type ServiceSelector } from '../config/selectors.js'
 import { DEFAULT_BALANCING, EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, RING_VIRTUAL_NODES, type BalancingSettings, type PolicyContext } from './policies/index.js'
 import { defaultRandom } from './random.js'
 import { OutlierDetector, outlierSettings, outlierStoreKind, type OutlierSettings } from './outlier.js'
@@ -21,16 +22,6 @@ export function poolSettingsFor (config: FastmeshConfig, service: string): PoolS
     pipelining: p?.pipelining ?? 1,
     connectTimeoutMs: durationMs(p?.connectTimeout ?? '2s'),
     keepAliveTimeoutMs: durationMs(p?.keepAliveTimeout ?? '30s')
-  }
-}
-
-export function selectorFor (config: FastmeshConfig, service: string, meshCaller?: string): ServiceSelector {
-  const policy = config.services[service]
-  return {
-    service,
-    ...(meshCaller !== undefined ? { meshCaller } : {}),
-    ...(policy?.datacenter !== undefined ? { datacenter: policy.datacenter } : {}),
-    ...(policy?.subset !== undefined ? { subset: policy.subset } : {})
   }
 }
 

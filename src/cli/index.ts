@@ -16,7 +16,7 @@ import type { ConfigProvider } from '../config/provider.js'
 const lazy = {
   gateway: async () => await import('../gateway/gateway.js'),
   logger: async () => await import('../telemetry/logger.js'),
-  kv: async () => await import('../config/kv-source.js'),
+  kv: async () => await import('../discovery/consul/kv-source.js'),
   fileProvider: async () => await import('../config/provider-file.js'),
   reconciler: async () => await import('../config/reconciler.js'),
   consul: async () => await import('../discovery/consul/client.js'),

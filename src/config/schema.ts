@@ -4,7 +4,7 @@ import { Type, type Static, type TSchema, type TString } from '@sinclair/typebox
 import { DURATION_PATTERN } from './duration.js'
 import { ENDPOINT_ID_PATTERN, ENDPOINT_ID_RULE, SERVICE_NAME_PATTERN } from './names.js'
 import { ENDPOINT_ADDRESS_RULE } from './addresses.js'
-import { EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, POLICIES, RING_VIRTUAL_NODES } from '../balancer/policies/types.js'
+import { EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, POLICIES, RING_VIRTUAL_NODES } from './balancing-defaults.js'
 
 /** Durations (the one syntax, from duration.ts): the docs show keys of this pattern as type `duration`. */
 export const Duration = Type.String({

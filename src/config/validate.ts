@@ -8,12 +8,11 @@ import { REDACTED, redactAt, redactText } from './redact.js'
 import { CONSUL_ADDRESS_FORM, parseConsulAddress } from './consul-address.js'
 import { ENDPOINT_ADDRESS_RULE, endpointAddressProblem, isLoopbackAddress } from './addresses.js'
 import { METHODS } from 'node:http'
-import { compileTemplate } from '../gateway/path-template.js'
+import { compileTemplate } from './path-template.js'
 import { DURATION_PATTERN, durationMs, isDuration } from './duration.js'
-import { waitProblem } from '../discovery/consul/wait.js'
+import { waitProblem } from './consul-wait.js'
 import { builtinPluginNames, builtinPlugins } from '../../plugins/index.js'
-import { failoverTarget } from '../balancer/failover.js'
-import { selectorKey, type ServiceSelector } from '../balancer/service-endpoints.js'
+import { failoverTarget, selectorFor, selectorKey } from './selectors.js'
 
 export type FastmeshConfig = FastmeshConfigInput
 
@@ -676,7 +675,7 @@ function failoverProblems (config: FastmeshConfig, clean: (instancePath: string)
   /** Service → the other services its targets name, with the JSON path of each reference. */
   const edges = new Map<string, Array<{ to: string, path: string }>>()
   for (const [name, policy] of Object.entries(config.services)) {
-    const primary: ServiceSelector = { service: name, ...(policy.datacenter !== undefined ? { datacenter: policy.datacenter } : {}), ...(policy.subset !== undefined ? { subset: policy.subset } : {}) }
+    const primary = selectorFor(config, name)
     const seen = new Map<string, number>([[selectorKey(primary), -1]])
     const out: Array<{ to: string, path: string }> = []
     policy.failover.forEach((t, i) => {

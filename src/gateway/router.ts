@@ -2,7 +2,7 @@
 // ordered list of predicates (precedence in docs/routing.md), first match wins.
 import type { IncomingHttpHeaders } from 'node:http'
 import type { PathMatchConfig, RouteConfig } from '../config/schema.js'
-import { compileTemplate } from './path-template.js'
+import { compileTemplate } from '../config/path-template.js'
 
 export type RouteParams = Record<string, string>
 

@@ -5,7 +5,7 @@ import { BlockingLoop, backoffDelay } from '../../src/discovery/consul/blocking-
 import { Cancellable, resolveConsul } from '../../src/discovery/consul/client.js'
 import { endpointsFromHealth, jitteredWait } from '../../src/discovery/consul/discovery.js'
 import type { ConsulHealthEntry } from '../../src/discovery/consul/client.js'
-import { mergeLayers } from '../../src/config/kv-source.js'
+import { mergeLayers } from '../../src/discovery/consul/kv-source.js'
 
 type Step = { index: bigint, data: string } | { error: string }
 

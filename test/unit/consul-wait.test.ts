@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { validateConfigDocument } from '../../src/config/validate.js'
-import { waitMs, waitParam, waitProblem } from '../../src/discovery/consul/wait.js'
+import { waitMs, waitParam, waitProblem } from '../../src/config/consul-wait.js'
 import { jitteredWait } from '../../src/discovery/consul/discovery.js'
 
 function withWait (wait: string): unknown {

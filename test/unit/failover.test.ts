@@ -2,7 +2,8 @@
 // primary, where reports and admissions go; and the chain a config describes.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { FailoverChain, describeSelector, failoverSelectors, type FailoverLayer } from '../../src/balancer/failover.js'
+import { FailoverChain, type FailoverLayer } from '../../src/balancer/failover.js'
+import { describeSelector, failoverSelectors } from '../../src/config/selectors.js'
 import type { AdmissionKind, AttemptOutcome, PickRequest } from '../../src/balancer/types.js'
 import type { EndpointTarget } from '../../src/upstream/endpoint-pool.js'
 import type { ResponseError } from '../../src/errors.js'

@@ -1,7 +1,7 @@
 // Path templates: `:name` parameters, a final `*`, and the errors for bad templates.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { compileTemplate } from '../../src/gateway/path-template.js'
+import { compileTemplate } from '../../src/config/path-template.js'
 
 function params (template: string, path: string): Record<string, string | undefined> | undefined {
   const t = compileTemplate(template)

@@ -4,9 +4,9 @@
 import type { EndpointTarget } from '../../upstream/endpoint-pool.js'
 import type { RandomSource } from '../random.js'
 import type { PickRequest } from '../types.js'
+import { MAGLEV_TABLE_SIZE, RING_VIRTUAL_NODES, type PolicyName } from '../../config/balancing-defaults.js'
 
-export const POLICIES = ['round_robin', 'random', 'least_request', 'ewma', 'ring_hash', 'maglev'] as const
-export type PolicyName = typeof POLICIES[number]
+export { POLICIES, RING_VIRTUAL_NODES, MAGLEV_TABLE_SIZE, EWMA_DECAY, EWMA_DEFAULT_RTT, type PolicyName } from '../../config/balancing-defaults.js'
 export const HASH_POLICIES: readonly PolicyName[] = ['ring_hash', 'maglev']
 
 /** What a hash policy hashes: exactly one of these. */
@@ -15,12 +15,6 @@ export type HashOn =
   | { readonly cookie: string }
   | { readonly queryParameter: string }
   | { readonly clientAddress: true }
-
-/** Defaults shared by the schema and the code (one place). */
-export const RING_VIRTUAL_NODES = 128
-export const MAGLEV_TABLE_SIZE = 65537
-export const EWMA_DECAY = '10s'
-export const EWMA_DEFAULT_RTT = '30ms'
 
 /** A service's balancing settings, resolved from config (see balancingFor in service-table.ts). */
 export interface BalancingSettings {

@@ -8,7 +8,7 @@ import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import Consul from 'consul'
 import { Agent, request } from 'undici'
-import { waitMs, waitParam } from './wait.js'
+import { waitMs, waitParam } from '../../config/consul-wait.js'
 import { parseConsulAddress } from '../../config/consul-address.js'
 
 export interface ConsulSettings {

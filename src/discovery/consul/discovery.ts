@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { Discovery, Endpoint, HealthStatus, ServiceSnapshot, SnapshotListener, WatchOptions } from '../types.js'
 import { BlockingLoop } from './blocking-loop.js'
 import { Cancellable, ConsulClient, type ConsulHealthEntry } from './client.js'
-import { waitMs } from './wait.js'
+import { waitMs } from '../../config/consul-wait.js'
 
 export interface ConsulDiscoveryOptions {
   readonly client: ConsulClient

@@ -2,10 +2,10 @@
 // over an optional base file), each watched with a blocking query; every change is emitted
 // as a whole merged snapshot to the same watcher a file reload goes through.
 import type { Logger } from 'pino'
-import { BlockingLoop } from '../discovery/consul/blocking-loop.js'
-import { Cancellable, type ConsulClient } from '../discovery/consul/client.js'
-import { ConfigError, parseConfigText } from './load.js'
-import type { ConfigProvider, ConfigSnapshot, EmitSnapshot } from './provider.js'
+import { BlockingLoop } from './blocking-loop.js'
+import { Cancellable, type ConsulClient } from './client.js'
+import { ConfigError, parseConfigText } from '../../config/load.js'
+import type { ConfigProvider, ConfigSnapshot, EmitSnapshot } from '../../config/provider.js'
 
 /** Mappings merge key by key; anything else (arrays included) is replaced by the later layer. */
 export function mergeLayers (layers: readonly unknown[]): unknown {

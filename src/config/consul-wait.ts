@@ -1,5 +1,5 @@
 // The `wait` of Consul blocking queries: its allowed range, and the value sent to the agent.
-import { durationMs, goDuration } from '../../config/duration.js'
+import { durationMs, goDuration } from './duration.js'
 
 /** Consul caps a blocking query's `wait` at 10 minutes; below 1 s a watch would barely block. */
 export const WAIT_MIN_MS = 1000
