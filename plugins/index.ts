@@ -1,4 +1,6 @@
-// The built-in route plugins, by the name a route's `plugins` list uses.
+// The built-in route plugins, by the name a route's `plugins` list uses. Each one's options
+// contract is also in plugins/options.ts, which the config checks against without loading
+// these modules.
 import type { RoutePluginDefinition } from './types.js'
 import { headers } from './headers/index.js'
 import { rateLimitDefinition } from './rate-limit/index.js'
@@ -20,6 +22,6 @@ export const builtinPlugins: ReadonlyMap<string, RoutePluginDefinition> = new Ma
   [bodyLimitDefinition.name, bodyLimitDefinition as unknown as RoutePluginDefinition]
 ])
 
-export const builtinPluginNames: readonly string[] = [...builtinPlugins.keys()]
+export { builtinPluginNames } from './options.js'
 
-export type { RoutePluginDefinition, RoutePluginContext, RequestContext, UpstreamHeadersEditor, InjectedFault, UpstreamFaultInjector, GatewayPolicyContext, GatewayPolicyInstance, PolicyRequest, Refusal } from './types.js'
+export type { RoutePluginDefinition, PluginOptionsDefinition, PluginOptionProblem, RoutePluginContext, RequestContext, UpstreamHeadersEditor, InjectedFault, UpstreamFaultInjector, GatewayPolicyContext, GatewayPolicyInstance, PolicyRequest, Refusal } from './types.js'

@@ -5,7 +5,19 @@ import type { Static, TSchema } from '@sinclair/typebox'
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import type { ResponseError } from '../src/errors.js'
 
-export interface RoutePluginDefinition<S extends TSchema = TSchema> {
+/** A problem of a plugin's options; `path` is a JSON path within the options (`$.allow[2]`). */
+export interface PluginOptionProblem {
+  readonly path: string
+  readonly message: string
+  readonly hint?: string
+}
+
+/**
+ * What checking a config needs of a plugin: its name, its options schema and the checks a
+ * schema cannot express. Apart from the plugin's code, so `fastmesh validate` never loads a
+ * plugin's run-time libraries.
+ */
+export interface PluginOptionsDefinition<S extends TSchema = TSchema> {
   readonly name: string
   /** One line for docs/plugins.md. */
   readonly description: string
@@ -13,6 +25,12 @@ export interface RoutePluginDefinition<S extends TSchema = TSchema> {
   readonly example?: string
   /** Options are validated against it (ajv, defaults filled) before the plugin is registered. */
   readonly optionsSchema: S
+  /** Checks on options that passed the schema (a CIDR range, a duration above 0); none: fine. */
+  readonly checkOptions?: (options: Static<S>) => PluginOptionProblem[]
+}
+
+export interface RoutePluginDefinition<S extends TSchema = TSchema> extends PluginOptionsDefinition<S> {
+  /** Registered with options that passed the schema and `checkOptions`: it need not check them again. */
   readonly plugin: FastifyPluginAsync<Static<S> & Record<string, unknown>>
   /**
    * The plugin's gateway-policy form, for a plugin that must see every request (load

@@ -4,40 +4,15 @@
 // try (`response`), which the route layer takes as the endpoint's own answer or failure, so
 // retries and outlier detection react to it as to a real one. Every injected fault is marked
 // with the response header `x-fastmesh-fault` and in the access log.
-import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
+import { durationMs } from '../../src/config/duration.js'
 import { fastmeshError } from '../../src/errors.js'
 import { defaultRandom, seededRandom, type RandomSource } from '../../src/balancer/random.js'
 import type { InjectedFault, RoutePluginDefinition } from '../types.js'
+import { faultInjectionOptions, type FaultInjectionOptions, type FaultInjectionOptionsSchema } from './options.js'
 
-const Percent = Type.Number({ minimum: 0, maximum: 100, description: 'Share of the requests (in %) that get the fault.' })
-const Status = Type.Integer({ minimum: 400, maximum: 599, description: 'HTTP status of the fault.' })
-
-export const FaultInjectionOptionsSchema = Type.Object({
-  delay: Type.Optional(Type.Object({
-    percent: Percent,
-    duration: Type.String({ pattern: DURATION_PATTERN, description: 'How long the request is held before it goes on.' })
-  }, { additionalProperties: false, description: 'Hold requests before they are forwarded.' })),
-  abort: Type.Optional(Type.Object({
-    percent: Percent,
-    status: Type.Optional(Status),
-    reset: Type.Optional(Type.Boolean({ description: 'Close the client\'s connection instead of answering.' }))
-  }, { additionalProperties: false, description: 'Answer requests at once with `status` (FASTMESH_ERR_FAULT_INJECTED), or reset the connection; the upstream is not called.' })),
-  response: Type.Optional(Type.Object({
-    percent: Percent,
-    status: Type.Optional(Status),
-    reset: Type.Optional(Type.Boolean({ description: 'The try fails as a connection closed before any response byte.' }))
-  }, { additionalProperties: false, description: 'Per upstream try: the picked endpoint "answers" `status` or "resets" without being called; retries and outlier detection react as to a real failure.' })),
-  when: Type.Optional(Type.Object({
-    header: Type.Optional(Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description: 'Only requests carrying this header (any value).' })),
-    callers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'Only inbound calls from these callers: service names or SPIFFE IDs.' }))
-  }, { additionalProperties: false, description: 'Which requests may get faults (all when left out).' })),
-  seed: Type.Optional(Type.Integer({ minimum: 0, description: 'Seed of the random choices, for a reproducible sequence (tests, chaos runs); default: unseeded.' }))
-}, { additionalProperties: false })
-
-export type FaultInjectionOptions = Static<typeof FaultInjectionOptionsSchema>
+export { FaultInjectionOptionsSchema, type FaultInjectionOptions } from './options.js'
 
 /** Whether a verified caller (a SPIFFE ID) is one of `callers` (by ID, or by its service name). */
 export function callerMatches (caller: string | undefined, callers: readonly string[]): boolean {
@@ -52,12 +27,6 @@ function chosen (random: RandomSource, percent: number): boolean {
 
 const faultInjectionPlugin: FastifyPluginAsync<FaultInjectionOptions & Record<string, unknown>> = async (fastify, options) => {
   const route = fastify.fastmesh.route
-  for (const kind of ['abort', 'response'] as const) {
-    const f = options[kind]
-    if (f !== undefined && (f.status === undefined) === (f.reset !== true)) {
-      throw fastmeshError('CONFIG_INVALID', [`route "${route}"`, `  fault-injection ${kind}: give either status or reset: true`])
-    }
-  }
   const random = options.seed !== undefined ? seededRandom(options.seed) : defaultRandom
   const delayMs = options.delay !== undefined ? durationMs(options.delay.duration) : 0
   const header = options.when?.header?.toLowerCase()
@@ -94,15 +63,4 @@ const faultInjectionPlugin: FastifyPluginAsync<FaultInjectionOptions & Record<st
   })
 }
 
-export const faultInjectionDefinition: RoutePluginDefinition<typeof FaultInjectionOptionsSchema> = {
-  name: 'fault-injection',
-  description: 'Delay or abort a share of the requests, or fail upstream tries, to test how callers and the mesh cope; marked with x-fastmesh-fault.',
-  optionsSchema: FaultInjectionOptionsSchema,
-  plugin: faultInjectionPlugin,
-  example: `plugins:
-  - name: fault-injection
-    options:
-      delay: { percent: 10, duration: 500ms }
-      abort: { percent: 5, status: 503 }
-      when: { header: x-chaos }`
-}
+export const faultInjectionDefinition: RoutePluginDefinition<typeof FaultInjectionOptionsSchema> = { ...faultInjectionOptions, plugin: faultInjectionPlugin }

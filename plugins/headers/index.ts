@@ -1,23 +1,11 @@
 // Built-in route plugin `headers`: set, add or remove request headers before they go
 // upstream, and response headers before they reach the client.
-import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsync } from 'fastify'
 import type { RoutePluginDefinition } from '../types.js'
+import { headersOptions, type HeaderEdits as Edits, type HeadersOptions, type HeadersOptionsSchema } from './options.js'
 
-const HeaderEdits = Type.Object({
-  set: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.String(), { default: {}, additionalProperties: false, description: 'Replace (or create) these headers.' }),
-  add: Type.Record(Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }), Type.String(), { default: {}, additionalProperties: false, description: 'Append a value, keeping existing ones.' }),
-  remove: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Drop these headers.' })
-}, { additionalProperties: false, default: {} })
+export { HeadersOptionsSchema, type HeadersOptions } from './options.js'
 
-export const HeadersOptionsSchema = Type.Object({
-  request: HeaderEdits,
-  response: HeaderEdits
-}, { additionalProperties: false })
-
-export type HeadersOptions = Static<typeof HeadersOptionsSchema>
-
-type Edits = Static<typeof HeaderEdits>
 type HeaderBag = Record<string, string | string[] | undefined>
 
 function lower (edits: Edits) {
@@ -44,14 +32,4 @@ const headersPlugin: FastifyPluginAsync<HeadersOptions & Record<string, unknown>
   })
 }
 
-export const headers: RoutePluginDefinition<typeof HeadersOptionsSchema> = {
-  name: 'headers',
-  description: 'Edit request headers sent upstream and response headers sent to the client.',
-  optionsSchema: HeadersOptionsSchema,
-  plugin: headersPlugin,
-  example: `plugins:
-  - name: headers
-    options:
-      request: { set: { x-gateway: edge }, remove: [x-debug] }
-      response: { set: { x-frame-options: DENY }, remove: [server] }`
-}
+export const headers: RoutePluginDefinition<typeof HeadersOptionsSchema> = { ...headersOptions, plugin: headersPlugin }

@@ -2,35 +2,15 @@
 // address, verified caller, a header or the whole route, with counters that survive reloads
 // (local windows in the plugin state) or are shared by every gateway replica (Redis). Over
 // the limit: 429 FASTMESH_ERR_RATE_LIMITED with Retry-After and RateLimit-* headers.
-import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
-import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
+import { durationMs } from '../../src/config/duration.js'
 import { fastmeshError } from '../../src/errors.js'
 import type { RoutePluginDefinition } from '../types.js'
 import { LocalWindows, RedisWindows, type WindowStore } from './stores.js'
+import { rateLimitOptions, type RateLimitOptions, type RateLimitOptionsSchema } from './options.js'
 
-const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-
-export const RateLimitOptionsSchema = Type.Object({
-  max: Type.Integer({ minimum: 1, description: 'Requests allowed per key in each window.' }),
-  timeWindow: Type.String({ pattern: DURATION_PATTERN, default: '1m', description: 'Length of a window (a fixed window, starting at a key\'s first request), e.g. `1s`, `1m`.' }),
-  keyBy: Type.String({
-    pattern: `^(client|caller|route|header:${TOKEN})$`,
-    default: 'client',
-    description: 'What is counted: `client` (the client address; the first X-Forwarded-For address only when `gateway.trustForwardedHeaders` is on), `caller` (the verified mesh identity of an inbound call; calls without one share one key), `header:<name>` (a request header\'s value; requests without it share one key), `route` (every request of the route together).'
-  }),
-  store: Type.Optional(Type.Object({
-    redis: Type.Object({
-      url: Type.String({ pattern: '^rediss?://', description: 'Redis URL, e.g. `redis://127.0.0.1:6379/0`.' }),
-      timeout: Type.String({ pattern: DURATION_PATTERN, default: '100ms', description: 'Longest a request waits on Redis; past it, `failMode` decides.' }),
-      failMode: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'open', description: '`open`: a request Redis cannot count goes through; `closed`: it gets 503 FASTMESH_ERR_RATE_LIMIT_UNAVAILABLE.' }),
-      prefix: Type.String({ default: 'fastmesh-rl:', description: 'Key prefix in Redis (the route name, the window in ms and the key follow).' })
-    }, { additionalProperties: false, description: 'Counters in Redis, shared by every gateway replica that uses the same URL and route name.' })
-  }, { additionalProperties: false }))
-}, { additionalProperties: false })
-
-export type RateLimitOptions = Static<typeof RateLimitOptionsSchema>
+export { RateLimitOptionsSchema, type RateLimitOptions } from './options.js'
 
 /** How a request's key is read; `undefined` values share one key. */
 function keyOf (keyBy: string, trustForwarded: boolean): (request: FastifyRequest) => string {
@@ -54,7 +34,6 @@ function keyOf (keyBy: string, trustForwarded: boolean): (request: FastifyReques
 const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions & Record<string, unknown>> = async (fastify, options) => {
   const route = fastify.fastmesh.route
   const windowMs = durationMs(options.timeWindow)
-  if (windowMs < 1) throw fastmeshError('CONFIG_INVALID', [`route "${route}"`, '  rate-limit timeWindow must be longer than 0'])
   const redis = options.store?.redis
   // The store outlives reloads: counters (and the Redis connection) carry on when the config changes.
   const store: WindowStore = redis === undefined
@@ -100,16 +79,4 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions & Record<string, unkn
   fastify.addHook('onRequest', limiter!)
 }
 
-export const rateLimitDefinition: RoutePluginDefinition<typeof RateLimitOptionsSchema> = {
-  name: 'rate-limit',
-  description: 'Limit requests per client, caller, header value or route in a time window; counters survive reloads, or are shared across gateways in Redis.',
-  optionsSchema: RateLimitOptionsSchema,
-  plugin: rateLimitPlugin,
-  example: `plugins:
-  - name: rate-limit
-    options:
-      max: 100
-      timeWindow: 1m
-      keyBy: client
-      store: { redis: { url: redis://127.0.0.1:6379/0, timeout: 100ms, failMode: open } }`
-}
+export const rateLimitDefinition: RoutePluginDefinition<typeof RateLimitOptionsSchema> = { ...rateLimitOptions, plugin: rateLimitPlugin }

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { dirname, resolve } from 'node:path'
-import { ConfigError, configBaseDir, loadConfigFile, parseConfigText, checkConfig } from '../config/load.js'
+import { ConfigError, loadConfigFile, parseConfigText, compileConfig } from '../config/load.js'
 import { isDuration } from '../config/duration.js'
 import { SERVICE_NAME_RULE, isServiceName } from '../config/names.js'
 import type { SampleService } from '../demo/sample-service.js'
@@ -22,8 +22,7 @@ const lazy = {
   consul: async () => await import('../discovery/consul/client.js'),
   registration: async () => await import('../discovery/consul/registration.js'),
   demo: async () => await import('../demo/sample-service.js'),
-  localCa: async () => await import('../identity/local-ca.js'),
-  customPlugins: async () => await import('../config/custom-plugins.js')
+  localCa: async () => await import('../identity/local-ca.js')
 }
 
 const USAGE = `fastmesh — a service mesh whose data plane is a Fastify gateway
@@ -65,19 +64,8 @@ async function validate (args: string[]): Promise<void> {
   if (positionals.length !== 1) throw new UsageError('validate takes exactly one FILE')
   const file = positionals[0]!
   try {
+    // The same compile step a gateway runs: custom plugins are imported and every plugin's options checked.
     const loaded = await loadConfigFile(file)
-    // Custom plugins are loaded too, so their options are checked as a build checks them.
-    if (Object.keys(loaded.config.customPlugins).length > 0) {
-      const { loadCustomPlugins } = await lazy.customPlugins()
-      let problems
-      try {
-        problems = (await loadCustomPlugins(loaded.config, configBaseDir(loaded.source))).problems
-      } catch (err) {
-        if ((err as { code?: string }).code === 'FASTMESH_ERR_PLUGIN_LOAD') fail(`FASTMESH_ERR_PLUGIN_LOAD: ${(err as Error).message}`, 2)
-        throw err
-      }
-      if (problems.length > 0) throw new ConfigError('FASTMESH_ERR_CONFIG_INVALID', 'plugin options', problems)
-    }
     const warnings = loaded.warnings ?? []
     process.stdout.write(warnings.length === 0 ? 'ok\n' : `ok, with ${warnings.length} warning${warnings.length === 1 ? '' : 's'}\n`)
     for (const w of warnings) process.stderr.write(`${file}: ${w.path}: warning: ${w.message}${w.hint !== undefined ? `\n    hint: ${w.hint}` : ''}\n`)
@@ -129,7 +117,7 @@ async function start (args: string[]): Promise<void> {
   }
   let loaded
   try {
-    loaded = loadSnapshot(await provider.snapshot('start'))
+    loaded = await loadSnapshot(await provider.snapshot('start'))
   } catch (err) {
     if (err instanceof ConfigError) fail(`${err.message}`, 2)
     throw err
@@ -408,7 +396,7 @@ async function demo (args: string[]): Promise<void> {
   }
   let loaded
   try {
-    loaded = checkConfig(doc, file)
+    loaded = await compileConfig(doc, file)
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message, 2)
     throw err

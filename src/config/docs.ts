@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ConfigSchema, Duration } from './schema.js'
 import { catalogue } from '../errors.js'
-import { builtinPlugins } from '../../plugins/index.js'
+import { builtinPluginOptions } from '../../plugins/options.js'
 
 /** The parts of a JSON schema (as TypeBox builds them) that the docs read. */
 interface Schema {
@@ -282,7 +282,7 @@ export function renderPluginsDoc (): string {
     '```',
     ''
   ]
-  const plugins = [...builtinPlugins.values()].sort((a, b) => a.name.localeCompare(b.name))
+  const plugins = [...builtinPluginOptions.values()].sort((a, b) => a.name.localeCompare(b.name))
   sections.push(table(['Plugin', 'Description'], plugins.map((p) => [`[${code(p.name)}](#${p.name})`, p.description])), '')
   for (const p of plugins) {
     sections.push(`## ${p.name}`, '', p.description, '')

@@ -1,17 +1,23 @@
-// Reading a config file: parse (YAML or JSON), apply environment overrides, validate.
+// Reading a config file: parse (YAML or JSON), apply environment overrides, compile
+// (src/config/compile.ts), freeze.
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import { fastmeshError } from '../errors.js'
 import { formatProblems, validateConfigDocument, type ConfigProblem, type FastmeshConfig } from './validate.js'
+import { compile, isRefusal, type CompiledConfig } from './compile.js'
 
-export interface LoadedConfig {
+/** A document checked alone: schema, cross-checks and built-in plugin options, no plugin module imported. */
+export interface CheckedConfig {
   readonly config: FastmeshConfig
   /** Where it came from: a file path, or `kv:<key>[+<key>]` for Consul KV. */
   readonly source: string
   /** What validation warned about (the config is valid): shown by `fastmesh validate`, logged on load. */
   readonly warnings?: readonly ConfigProblem[]
 }
+
+/** A compiled config (src/config/compile.ts) and where it came from: what a gateway runs. */
+export interface LoadedConfig extends CheckedConfig, CompiledConfig {}
 
 /**
  * The directory relative paths in a config (`mesh.identity.dir`, `customPlugins.<name>.module`)
@@ -118,8 +124,8 @@ function ownTree (value: unknown, ancestors: Set<object> = new Set()): unknown {
   return out
 }
 
-/** Validates a parsed document (the caller's copy is left as it was); throws ConfigError listing every problem. */
-export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+/** A copy of `doc` the caller's copy does not share, with environment overrides applied. */
+function ownDocument (doc: unknown, source: string, env: NodeJS.ProcessEnv): unknown {
   let own: unknown
   try {
     own = ownTree(doc)
@@ -127,7 +133,16 @@ export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEn
     const err = fastmeshError('CONFIG_INVALID', [source, `  $: ${(cause as Error).message}`])
     throw new ConfigError(err.code, err.message, [{ path: '$', message: (cause as Error).message }], { cause })
   }
-  const result = validateConfigDocument(applyEnvOverrides(own, env))
+  return applyEnvOverrides(own, env)
+}
+
+/**
+ * Checks a parsed document alone (the caller's copy is left as it was), importing no plugin
+ * module: custom plugins' options are not checked. Throws ConfigError listing every problem.
+ * `compileConfig` is the whole check.
+ */
+export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEnv = process.env): CheckedConfig {
+  const result = validateConfigDocument(ownDocument(doc, source, env))
   if (result.config === undefined) {
     const err = fastmeshError('CONFIG_INVALID', [source, formatProblems(result.problems)])
     throw new ConfigError(err.code, err.message, result.problems)
@@ -135,17 +150,35 @@ export function checkConfig (doc: unknown, source: string, env: NodeJS.ProcessEn
   return { config: deepFreeze(result.config), source, ...(result.warnings !== undefined ? { warnings: result.warnings } : {}) }
 }
 
-export function loadConfigText (text: string, source: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+/**
+ * Compiles a parsed document (the caller's copy is left as it was; relative plugin modules
+ * are resolved from the source's directory) into a frozen config a gateway runs. Throws
+ * ConfigError listing every problem.
+ */
+export async function compileConfig (doc: unknown, source: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  const result = await compile(ownDocument(doc, source, env), { baseDir: configBaseDir(source) })
+  if (isRefusal(result)) {
+    const message = result.message ?? fastmeshError('CONFIG_INVALID', [source, formatProblems(result.problems)]).message
+    throw new ConfigError(result.code, message, result.problems)
+  }
+  return { ...result, config: deepFreeze(result.config), source }
+}
+
+/** Parses and checks config text alone (see checkConfig). */
+export function loadConfigText (text: string, source: string, env: NodeJS.ProcessEnv = process.env): CheckedConfig {
   return checkConfig(parseConfigText(text, source), source, env)
 }
 
-export async function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
-  let text: string
+async function readConfigFile (path: string): Promise<string> {
   try {
-    text = await readFile(path, 'utf8')
+    return await readFile(path, 'utf8')
   } catch (cause) {
     const err = fastmeshError('CONFIG_READ', [path, (cause as Error).message])
     throw new ConfigError(err.code, err.message, [{ path: '$', message: (cause as Error).message }], { cause })
   }
-  return loadConfigText(text, path, env)
+}
+
+/** Reads, parses and compiles a config file (see compileConfig). */
+export async function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  return await compileConfig(parseConfigText(await readConfigFile(path), path), path, env)
 }

@@ -1,10 +1,10 @@
 // The one config watcher: every snapshot from the gateway's provider (file change, Consul KV
 // change, SIGHUP, `POST /reload`) comes through here, one at a time and in order; a snapshot
 // identical to the config in effect is dropped (or, right after a refusal, clears it), the
-// rest are validated and handed to the swap.
+// rest are compiled (src/config/compile.ts) and handed to the swap.
 import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
-import { checkConfig, type LoadedConfig } from './load.js'
+import { compileConfig, type CheckedConfig, type LoadedConfig } from './load.js'
 import type { ConfigProblem } from './validate.js'
 import type { ConfigProvider, ConfigSnapshot } from './provider.js'
 
@@ -38,19 +38,19 @@ export interface ConfigReconcilerOptions {
   readonly provider: ConfigProvider
   readonly target: ReconcileTarget
   /** The config the gateway started with: the first "in effect". */
-  readonly initial: LoadedConfig
+  readonly initial: CheckedConfig
   readonly log: Logger
 }
 
 /** Same source and same validated config (environment overrides and defaults applied) → same hash. */
-export function configHash (loaded: LoadedConfig): string {
+export function configHash (loaded: CheckedConfig): string {
   return createHash('sha256').update(loaded.source).update('\0').update(JSON.stringify(loaded.config)).digest('hex')
 }
 
-/** The validated config a snapshot carries; throws the refusal or the validation's ConfigError. */
-export function loadSnapshot (snapshot: ConfigSnapshot): LoadedConfig {
+/** The compiled config a snapshot carries (compiled here when it is a document); throws the refusal or the compile's ConfigError. */
+export async function loadSnapshot (snapshot: ConfigSnapshot): Promise<LoadedConfig> {
   if ('error' in snapshot) throw snapshot.error
-  return 'loaded' in snapshot ? snapshot.loaded : checkConfig(snapshot.document, snapshot.source)
+  return 'loaded' in snapshot ? snapshot.loaded : await compileConfig(snapshot.document, snapshot.source)
 }
 
 export class ConfigReconciler {
@@ -110,7 +110,7 @@ export class ConfigReconciler {
     const { target } = this.opts
     let loaded: LoadedConfig
     try {
-      loaded = loadSnapshot(snapshot)
+      loaded = await loadSnapshot(snapshot)
     } catch (err) {
       return this.settled(target.refuse(err, snapshot.reason))
     }

@@ -11,7 +11,9 @@ import { METHODS } from 'node:http'
 import { compileTemplate } from './path-template.js'
 import { DURATION_PATTERN, durationMs, isDuration } from './duration.js'
 import { waitProblem } from './consul-wait.js'
-import { builtinPluginNames, builtinPlugins } from '../../plugins/index.js'
+import { builtinPluginNames, builtinPluginOptions } from '../../plugins/options.js'
+import type { PluginOptionsDefinition } from '../../plugins/types.js'
+import { pluginRefs } from './plugin-refs.js'
 import { failoverTarget, selectorFor, selectorKey } from './selectors.js'
 
 export type FastmeshConfig = FastmeshConfigInput
@@ -221,28 +223,15 @@ const ROUTABLE_METHODS = METHODS.filter((m) => m !== 'CONNECT' && /^[A-Z]+$/.tes
  * compile. `clean(instancePath)` says whether that part passed the schema; parts that did not
  * are skipped (their schema problems are reported), so every problem shows up in one run.
  */
-function semanticProblems (config: FastmeshConfig, customPluginNames: readonly string[], clean: (instancePath: string) => boolean = () => true): ConfigProblem[] {
+function semanticProblems (config: FastmeshConfig, customPluginNames: readonly string[], plugins: ReadonlyMap<string, PluginOptionsDefinition>, clean: (instancePath: string) => boolean = () => true): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   const routeNames = new Map<string, number>()
   const discoveryClean = clean('/discovery')
   const embedded = discoveryClean ? config.discovery.embedded.services : {}
   const knownServices = Object.keys(embedded)
-  const pluginsClean = clean('/customPlugins')
-  const plugins = [...builtinPluginNames, ...customPluginNames]
   // A custom plugin may not take a built-in's name: the route would silently get the built-in.
   for (const name of customPluginNames) {
-    if (builtinPlugins.has(name)) problems.push({ path: jsonPath(`/customPlugins/${name}`), message: `"${name}" is the name of a built-in plugin`, hint: `give your plugin another name (built in: ${builtinPluginNames.join(', ')})` })
-  }
-  /** A plugin reference: a known plugin, and a built-in's options checked (defaults filled in place). */
-  const pluginRefProblems = (ref: FastmeshConfig['plugins'][number], at: string): ConfigProblem[] => {
-    const builtin = builtinPlugins.get(ref.name)
-    if (builtin !== undefined) {
-      ref.options ??= {}
-      return pluginOptionProblems(builtin.name, builtin.optionsSchema, ref.options, `${at}.options`)
-    }
-    if (!pluginsClean || plugins.includes(ref.name)) return []
-    const guess = didYouMean(ref.name, plugins)
-    return [{ path: `${at}.name`, message: `unknown plugin "${ref.name}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `built in: ${builtinPluginNames.join(', ')}; declare your own under customPlugins` }]
+    if (builtinPluginOptions.has(name)) problems.push({ path: jsonPath(`/customPlugins/${name}`), message: `"${name}" is the name of a built-in plugin`, hint: `give your plugin another name (built in: ${builtinPluginNames.join(', ')})` })
   }
   // Gateway-wide plugins: each name once, since routes switch them off and replace them by name.
   const globalsClean = clean('/plugins')
@@ -251,7 +240,6 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
     config.plugins.forEach((ref, i) => {
       const first = globalPlugins.indexOf(ref.name)
       if (first !== i) problems.push({ path: `$.plugins[${i}].name`, message: `"${ref.name}" is already a gateway-wide plugin`, hint: `see $.plugins[${first}]; a gateway-wide plugin is listed once (a route may list its own use of it instead)` })
-      problems.push(...pluginRefProblems(ref, `$.plugins[${i}]`))
     })
   }
   ;(Array.isArray(config.routes) ? config.routes : []).forEach((route, i) => {
@@ -318,13 +306,13 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
         }
       })
     }
-    route.plugins.forEach((ref, j) => { problems.push(...pluginRefProblems(ref, `${at}.plugins[${j}]`)) })
     ;(route.disablePlugins ?? []).forEach((name, j) => {
       if (!globalsClean || globalPlugins.includes(name)) return
       const guess = didYouMean(name, globalPlugins)
       problems.push({ path: `${at}.disablePlugins[${j}]`, message: `"${name}" is not a gateway-wide plugin`, hint: guess !== undefined ? `did you mean "${guess}"?` : `disablePlugins names plugins of the top-level plugins list (${globalPlugins.length > 0 ? globalPlugins.join(', ') : 'empty'})` })
     })
   })
+  problems.push(...pluginRefProblems(config, customPluginNames, plugins, clean))
   for (const [name, svc] of Object.entries(embedded)) {
     const ids = new Set<string>()
     svc.endpoints.forEach((ep, j) => {
@@ -574,21 +562,50 @@ function adminProblems (config: FastmeshConfig, clean: (instancePath: string) =>
   }]
 }
 
+/**
+ * Every plugin reference (src/config/plugin-refs.ts): it names a known plugin, and its options
+ * (defaults filled in place) pass that plugin's schema and `checkOptions`. `plugins` are the
+ * plugins whose options can be checked: the built-ins, and the custom ones once imported.
+ */
+function pluginRefProblems (config: FastmeshConfig, customPluginNames: readonly string[], plugins: ReadonlyMap<string, PluginOptionsDefinition>, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const known = [...builtinPluginNames, ...customPluginNames]
+  for (const { ref, path, instancePath } of pluginRefs(config)) {
+    if (!clean(instancePath)) continue
+    const definition = plugins.get(ref.name)
+    if (definition !== undefined) {
+      ref.options ??= {}
+      problems.push(...pluginOptionProblems(definition, ref.options, `${path}.options`))
+    } else if (clean('/customPlugins') && !known.includes(ref.name)) {
+      const guess = didYouMean(ref.name, known)
+      problems.push({ path: `${path}.name`, message: `unknown plugin "${ref.name}"`, hint: guess !== undefined ? `did you mean "${guess}"?` : `built in: ${builtinPluginNames.join(', ')}; declare your own under customPlugins` })
+    }
+  }
+  return problems
+}
+
 const pluginValidators = new WeakMap<object, ValidateFunction>()
 
-/** Checks (and fills defaults of) a plugin's options against the plugin's own schema. */
-export function pluginOptionProblems (plugin: string, schema: object, options: unknown, at: string): ConfigProblem[] {
-  let validate = pluginValidators.get(schema)
+/**
+ * Checks (and fills defaults of) a plugin's options against the plugin's schema, then, when
+ * they pass it, its own checks. Problems' paths start at `at`, the JSON path of the options.
+ */
+export function pluginOptionProblems (plugin: PluginOptionsDefinition, options: unknown, at: string): ConfigProblem[] {
+  let validate = pluginValidators.get(plugin.optionsSchema)
   if (validate === undefined) {
-    validate = ajv.compile(schema)
-    pluginValidators.set(schema, validate)
+    validate = ajv.compile(plugin.optionsSchema)
+    pluginValidators.set(plugin.optionsSchema, validate)
   }
-  if (validate(options)) return []
-  return schemaProblems(validate.errors ?? [], options).map((p) => ({
-    ...p,
-    path: at + p.path.slice(1),
-    hint: p.hint ?? `see the options of plugin "${plugin}" in docs/plugins.md`
-  }))
+  const seeDocs = `see the options of plugin "${plugin.name}" in docs/plugins.md`
+  const below = (p: { path: string, message: string, hint?: string }): ConfigProblem => ({ path: at + p.path.slice(1), message: p.message, hint: p.hint ?? seeDocs })
+  if (!validate(options)) return schemaProblems(validate.errors ?? [], options).map(below)
+  if (plugin.checkOptions === undefined) return []
+  try {
+    return plugin.checkOptions(options).map(below)
+  } catch (err) {
+    // A custom plugin's check is code we do not own: its failure is a problem, not a crash.
+    return [{ path: at, message: `plugin "${plugin.name}" could not check its options: ${(err as Error).message}`, hint: 'its checkOptions threw; see the plugin\'s documentation' }]
+  }
 }
 
 export interface ValidationResult {
@@ -633,9 +650,11 @@ function mirrorWarnings (config: FastmeshConfig): ConfigProblem[] {
 
 /**
  * Validates a parsed document (defaults are filled in place, so pass a copy you own).
- * Returns every problem; `config` only when there are none.
+ * Returns every problem; `config` only when there are none. Plugin options are checked for
+ * the plugins in `plugins` (the built-ins unless told); src/config/compile.ts adds the custom
+ * plugins it imported, so a document is checked whole in one pass.
  */
-export function validateConfigDocument (doc: unknown): ValidationResult {
+export function validateConfigDocument (doc: unknown, plugins: ReadonlyMap<string, PluginOptionsDefinition> = builtinPluginOptions): ValidationResult {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     return { problems: [{ path: '$', message: `must be a mapping, got ${describeValue(doc)}`, hint: 'a config file is a YAML/JSON object with keys like routes, discovery' }] }
   }
@@ -645,10 +664,10 @@ export function validateConfigDocument (doc: unknown): ValidationResult {
     const clean = (at: string) => !errors.some((e) => within(e.instancePath, at))
     const declared = (doc as { customPlugins?: unknown }).customPlugins
     const custom = isMapping(declared) ? Object.keys(declared) : []
-    return { problems: redactProblems([...schemaProblems(errors, doc), ...semanticProblems(doc as FastmeshConfig, custom, clean)]) }
+    return { problems: redactProblems([...schemaProblems(errors, doc), ...semanticProblems(doc as FastmeshConfig, custom, plugins, clean)]) }
   }
   const config = doc
-  const problems = redactProblems(semanticProblems(config, Object.keys(config.customPlugins)))
+  const problems = redactProblems(semanticProblems(config, Object.keys(config.customPlugins), plugins))
   if (problems.length > 0) return { problems }
   const warnings = mirrorWarnings(config)
   return warnings.length > 0 ? { config, problems, warnings } : { config, problems }

@@ -8,9 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { FastmeshConfig } from '../config/validate.js'
-import { formatProblems } from '../config/validate.js'
-import { loadCustomPlugins } from '../config/custom-plugins.js'
-import { fastmeshError } from '../errors.js'
+import type { CompiledConfig } from '../config/compile.js'
 import { Router } from './router.js'
 import { ExchangeFaults, PolicyChain, type GatewayPolicy } from './exchange.js'
 import { assemble, type Assembly, type MeshContext } from './assembly.js'
@@ -30,9 +28,8 @@ export type { MeshContext } from './assembly.js'
 export { upstreamRouteName, inboundRouteName } from './assembly.js'
 
 export interface BuildOptions {
-  readonly config: FastmeshConfig
-  /** Where relative plugin module paths are resolved from. */
-  readonly baseDir: string
+  /** The config as src/config/compile.ts made it: checked whole, plugin options included; nothing is checked again. */
+  readonly compiled: CompiledConfig
   readonly services: ServiceTable
   /** State that outlives versions (route statistics, later balancer and limiter state). */
   readonly state: StateRegistry
@@ -83,20 +80,16 @@ function routeStatsPolicy (state: StateRegistry): GatewayPolicy {
 }
 
 export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayVersion> {
-  const { config } = opts
+  const { config } = opts.compiled
   const router = new Router(config.routes)
 
-  // Custom plugins are imported, and their options checked, before anything is built.
-  const customPlugins = await loadCustomPlugins(config, opts.baseDir)
-  if (customPlugins.problems.length > 0) throw fastmeshError('CONFIG_INVALID', ['plugin options', formatProblems(customPlugins.problems)])
-  const custom = customPlugins.definitions
-  const customOptions = customPlugins.options
-
   // Which plugins each route runs; gateway-wide plugins with a policy form become policies.
+  // Options were checked (defaults filled) by the compile step; each use gets its own copy of the frozen config's.
+  const { customPlugins } = opts.compiled
   const plugins = await resolveVersionPlugins({
     config,
-    definitionOf: (name) => builtinPlugins.get(name) ?? custom.get(name)!,
-    optionsOf: (ref) => customOptions.get(ref) ?? { ...(ref.options ?? {}) },
+    definitionOf: (name) => builtinPlugins.get(name) ?? customPlugins.get(name)!,
+    optionsOf: (ref) => structuredClone(ref.options ?? {}) as Record<string, unknown>,
     log: opts.log
   })
 
@@ -122,7 +115,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
 
 /** The Fastify host and the entry of a version over its assembled routes. */
 async function compile (opts: BuildOptions, router: Router, plugins: VersionPlugins, policies: GatewayPolicy[], chain: PolicyChain, assembly: Assembly): Promise<GatewayVersion> {
-  const { config } = opts
+  const { config } = opts.compiled
   const host = await buildFastifyHost({
     log: opts.log,
     version: opts.version,

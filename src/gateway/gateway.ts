@@ -284,7 +284,7 @@ export class Gateway {
     if (this.draining) return { ok: false, version: this.current?.version ?? 0, error: 'shutting down' }
     // Keys read only at start keep their started values: the version is built, and
     // `config` shows, what actually runs.
-    const loaded: LoadedConfig = { config: deepFreeze(configInEffect(this.started, given.config)), source: given.source }
+    const loaded: LoadedConfig = { config: deepFreeze(configInEffect(this.started, given.config)), source: given.source, customPlugins: given.customPlugins }
     let next: GatewayVersion
     try {
       next = await this.build(loaded)
@@ -337,8 +337,7 @@ export class Gateway {
   private async build (loaded: LoadedConfig): Promise<GatewayVersion> {
     const version = ++this.versionCounter
     return await buildGatewayVersion({
-      config: loaded.config,
-      baseDir: configBaseDir(loaded.source),
+      compiled: loaded,
       services: this.services,
       state: this.state,
       log: this.log,

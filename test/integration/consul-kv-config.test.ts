@@ -139,7 +139,7 @@ describe('config from Consul KV', () => {
     }))
     const log = createLogger({ level: 'silent' })
     const provider = new KvConfigProvider({ client: new ConsulClient(resolveConsul({ address: agent.httpAddr })), keys: [key], log, wait: '5s' })
-    const gateway = new Gateway({ loaded: loadSnapshot(await provider.snapshot('start')), log, provider })
+    const gateway = new Gateway({ loaded: await loadSnapshot(await provider.snapshot('start')), log, provider })
     await gateway.start()
     t.after(async () => { await gateway.stop() })
     const url = `http://127.0.0.1:${gateway.httpAddress.port}`

@@ -105,13 +105,12 @@ test('regression: a custom plugin whose optionsSchema has defaults is accepted a
   assert.equal(res.headers['x-token-checked'], 'yes')
 })
 
-test('a custom plugin with options its optionsSchema refuses stops the gateway from starting', async (t) => {
+test('a custom plugin with options its optionsSchema refuses is refused before the gateway starts', async (t) => {
   const echo = await startEcho(t, 'svc')
   const dir = await tempDir(t)
-  const g = await createGateway(t, meshConfig({ svc: [echo] }, [
+  await assert.rejects(createGateway(t, meshConfig({ svc: [echo] }, [
     { name: 'secured', destination: { service: 'svc' }, plugins: [{ name: 'token', options: { token: 'short', colour: 'blue' } }] }
-  ], { customPlugins: { token: { module: fixturePlugin(dir, 'require-token.js') } } }), { dir })
-  await assert.rejects(g.start(), (err: Error & { code?: string }) => {
+  ], { customPlugins: { token: { module: fixturePlugin(dir, 'require-token.js') } } }), { dir }), (err: Error & { code?: string }) => {
     assert.equal(err.code, 'FASTMESH_ERR_CONFIG_INVALID')
     assert.match(err.message, /\$\.routes\[0\]\.plugins\[0\]\.options\.token/)
     assert.match(err.message, /\$\.routes\[0\]\.plugins\[0\]\.options\.colour/)
@@ -135,10 +134,13 @@ test('a reload to a custom plugin with invalid options is refused and the runnin
 
 test('a custom plugin module that cannot be loaded is refused with FASTMESH_ERR_PLUGIN_LOAD', async (t) => {
   const echo = await startEcho(t, 'svc')
-  const g = await createGateway(t, meshConfig({ svc: [echo] }, [
+  await assert.rejects(createGateway(t, meshConfig({ svc: [echo] }, [
     { name: 'r', destination: { service: 'svc' }, plugins: [{ name: 'missing', options: {} }] }
-  ], { customPlugins: { missing: { module: './no-such-plugin.js' } } }))
-  await assert.rejects(g.start(), { code: 'FASTMESH_ERR_PLUGIN_LOAD' })
+  ], { customPlugins: { missing: { module: './no-such-plugin.js' } } })), (err: Error & { code?: string, problems?: Array<{ path: string }> }) => {
+    assert.equal(err.code, 'FASTMESH_ERR_PLUGIN_LOAD')
+    assert.deepEqual(err.problems?.map((p) => p.path), ['$.customPlugins.missing.module'])
+    return true
+  })
 })
 
 test('a built-in plugin with invalid options is refused at config load with its JSON path', async (t) => {

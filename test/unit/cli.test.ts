@@ -161,12 +161,13 @@ customPlugins:
   assert.equal(good.stdout, 'ok\n')
 })
 
-test('validate on a custom plugin module that cannot be loaded exits 2 with FASTMESH_ERR_PLUGIN_LOAD', async (t) => {
+test('validate on a custom plugin module that cannot be loaded exits 2 with FASTMESH_ERR_PLUGIN_LOAD at the module\'s JSON path', async (t) => {
   const file = await tempFile(t, 'missing-plugin.yaml', `${VALID}    plugins: [{ name: gone }]
 customPlugins:
   gone: { module: ./no-such-plugin.js }
 `)
   const r = await spawnCli(['validate', file])
   assert.equal(r.code, 2)
-  assert.match(r.stderr, /FASTMESH_ERR_PLUGIN_LOAD: Cannot load plugin "gone" from \.\/no-such-plugin\.js/)
+  assert.match(r.stderr, /^FASTMESH_ERR_PLUGIN_LOAD: 1 problem/)
+  assert.match(r.stderr, /: \$\.customPlugins\.gone\.module: Cannot load plugin "gone" from \.\/no-such-plugin\.js/)
 })

@@ -1,7 +1,7 @@
 // Config validation: every problem reported at once, each with its exact JSON path and a hint.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { checkConfig, ConfigError, loadConfigText, type LoadedConfig } from '../../src/config/load.js'
+import { checkConfig, ConfigError, loadConfigText, type CheckedConfig } from '../../src/config/load.js'
 import { validateConfigDocument, type ConfigProblem } from '../../src/config/validate.js'
 
 /** A valid document with two services; tests add or break one thing. */
@@ -38,7 +38,7 @@ function onlyProblem (doc: unknown): ConfigProblem {
   return ps[0]!
 }
 
-function load (doc: unknown, env: NodeJS.ProcessEnv = {}): LoadedConfig {
+function load (doc: unknown, env: NodeJS.ProcessEnv = {}): CheckedConfig {
   return checkConfig(structuredClone(doc), 'test.yaml', env)
 }
 

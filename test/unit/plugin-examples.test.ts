@@ -12,7 +12,7 @@ for (const def of builtinPlugins.values()) {
     const { plugins } = parse(def.example!) as { plugins: Array<{ name: string, options?: unknown }> }
     const entry = plugins.find((p) => p.name === def.name)
     assert.ok(entry !== undefined, `the example uses ${def.name}`)
-    const problems = pluginOptionProblems(def.name, def.optionsSchema, entry.options ?? {}, '$.plugins[0].options')
+    const problems = pluginOptionProblems(def, entry.options ?? {}, '$.plugins[0].options')
     assert.equal(problems.length, 0, formatProblems(problems))
   })
 }
