@@ -1,0 +1,53 @@
+// Built-in plugins' options apart from their code (plugins/options.ts): the same contract as
+// the definitions a build registers, and the checks beyond their schemas reported at JSON paths.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { builtinPlugins } from '../../plugins/index.js'
+import { builtinPluginOptions } from '../../plugins/options.js'
+import { validateConfigDocument } from '../../src/config/validate.js'
+
+test('every built-in plugin has its options contract in plugins/options.ts, the very one its definition uses', () => {
+  assert.deepEqual([...builtinPluginOptions.keys()].sort(), [...builtinPlugins.keys()].sort())
+  for (const [name, def] of builtinPlugins) {
+    const options = builtinPluginOptions.get(name)!
+    assert.equal(def.optionsSchema, options.optionsSchema, name)
+    assert.equal(def.description, options.description, name)
+    assert.equal(def.checkOptions, options.checkOptions, name)
+  }
+})
+
+function problemsOf (plugin: string, options: unknown): Array<[string, string]> {
+  const doc = {
+    discovery: { embedded: { services: { svc: { endpoints: [{ address: '127.0.0.1', port: 9 }] } } } },
+    routes: [{ name: 'r', destination: { service: 'svc' }, plugins: [{ name: 'headers' }, { name: plugin, options }] }]
+  }
+  return validateConfigDocument(doc).problems.map((p) => [p.path, p.message])
+}
+
+const at = '$.routes[0].plugins[1].options'
+
+test('ip-filter: entries that are neither an address nor a CIDR range, each at its index', () => {
+  assert.deepEqual(problemsOf('ip-filter', { allow: ['10.0.0.0/8', '2001:db8::/129'], deny: ['example.com'] }), [
+    [`${at}.allow[1]`, '"2001:db8::/129" is not an IP address or a CIDR range'],
+    [`${at}.deny[0]`, '"example.com" is not an IP address or a CIDR range']
+  ])
+  assert.deepEqual(problemsOf('ip-filter', { allow: ['::1', '192.168.0.0/16'] }), [])
+})
+
+test('rate-limit: a window or a Redis timeout of 0 is refused at its path', () => {
+  assert.deepEqual(problemsOf('rate-limit', { max: 5, timeWindow: '0s', store: { redis: { url: 'redis://127.0.0.1:6379', timeout: '0ms' } } }).map(([p]) => p), [`${at}.timeWindow`, `${at}.store.redis.timeout`])
+  assert.deepEqual(problemsOf('rate-limit', { max: 5, timeWindow: '1s' }), [])
+})
+
+test('fault-injection: an abort or response fault with neither or both of status and reset', () => {
+  assert.deepEqual(problemsOf('fault-injection', { abort: { percent: 10 }, response: { percent: 5, status: 503, reset: true } }), [
+    [`${at}.abort`, 'has neither status nor reset: true'],
+    [`${at}.response`, 'has both status and reset: true']
+  ])
+  assert.deepEqual(problemsOf('fault-injection', { abort: { percent: 10, status: 503 }, response: { percent: 5, reset: true } }), [])
+})
+
+test('a plugin\'s own checks run only on options that passed its schema', () => {
+  // allow[0] is not a string: the schema's problem alone, never a check on what it could not read.
+  assert.deepEqual(problemsOf('ip-filter', { allow: [5] }).map(([p]) => p), [`${at}.allow[0]`])
+})
