@@ -10,8 +10,8 @@ interface SnapshotBase {
 }
 
 /**
- * One whole config as the source holds it now: a parsed document the watcher validates,
- * an already validated config, or a refusal (the source could not be read or parsed).
+ * One whole config as the source holds it now: a parsed document the watcher compiles,
+ * an already compiled config, or a refusal (the source could not be read or parsed).
  */
 export type ConfigSnapshot =
   | SnapshotBase & { readonly document: unknown }

@@ -593,7 +593,12 @@ const pluginValidators = new WeakMap<object, ValidateFunction>()
 export function pluginOptionProblems (plugin: PluginOptionsDefinition, options: unknown, at: string): ConfigProblem[] {
   let validate = pluginValidators.get(plugin.optionsSchema)
   if (validate === undefined) {
-    validate = ajv.compile(plugin.optionsSchema)
+    try {
+      validate = ajv.compile(plugin.optionsSchema)
+    } catch (err) {
+      // A custom module's schema is code we do not own: a broken one refuses the config, never crashes it.
+      return [{ path: at, message: `cannot be checked: the optionsSchema of plugin "${plugin.name}" is not a valid JSON Schema (${(err as Error).message})`, hint: 'fix the plugin\'s optionsSchema export' }]
+    }
     pluginValidators.set(plugin.optionsSchema, validate)
   }
   const seeDocs = `see the options of plugin "${plugin.name}" in docs/plugins.md`
@@ -603,7 +608,7 @@ export function pluginOptionProblems (plugin: PluginOptionsDefinition, options: 
   try {
     return plugin.checkOptions(options).map(below)
   } catch (err) {
-    // A custom plugin's check is code we do not own: its failure is a problem, not a crash.
+    // Likewise its checkOptions: a failure is a problem, not a crash.
     return [{ path: at, message: `plugin "${plugin.name}" could not check its options: ${(err as Error).message}`, hint: 'its checkOptions threw; see the plugin\'s documentation' }]
   }
 }

@@ -4,6 +4,7 @@ import test from 'node:test'
 import assert from 'node:assert/strict'
 import { builtinPlugins } from '../../plugins/index.js'
 import { builtinPluginOptions } from '../../plugins/options.js'
+import type { PluginOptionsDefinition } from '../../plugins/types.js'
 import { validateConfigDocument } from '../../src/config/validate.js'
 
 test('every built-in plugin has its options contract in plugins/options.ts, the very one its definition uses', () => {
@@ -50,4 +51,18 @@ test('fault-injection: an abort or response fault with neither or both of status
 test('a plugin\'s own checks run only on options that passed its schema', () => {
   // allow[0] is not a string: the schema's problem alone, never a check on what it could not read.
   assert.deepEqual(problemsOf('ip-filter', { allow: [5] }).map(([p]) => p), [`${at}.allow[0]`])
+})
+
+test('a custom plugin whose optionsSchema is broken or whose checkOptions throws refuses the config at the options\' path, never crashes the check', () => {
+  const doc = (name: string) => ({
+    discovery: { embedded: { services: { svc: { endpoints: [{ address: '127.0.0.1', port: 9 }] } } } },
+    customPlugins: { [name]: { module: './x.js' } },
+    routes: [{ name: 'r', destination: { service: 'svc' }, plugins: [{ name, options: { a: 1 } }] }]
+  })
+  const plugins = (definition: PluginOptionsDefinition) => new Map<string, PluginOptionsDefinition>([[definition.name, definition], ...builtinPluginOptions])
+  const broken = validateConfigDocument(doc('broken'), plugins({ name: 'broken', description: '', optionsSchema: { type: 'no-such-type' } as never }))
+  assert.deepEqual(broken.problems.map((p) => p.path), ['$.routes[0].plugins[0].options'])
+  assert.match(broken.problems[0]!.message, /optionsSchema of plugin "broken" is not a valid JSON Schema/)
+  const throwing = validateConfigDocument(doc('thrower'), plugins({ name: 'thrower', description: '', optionsSchema: { type: 'object' } as never, checkOptions: () => { throw new Error('boom') } }))
+  assert.deepEqual(throwing.problems.map((p) => [p.path, p.message]), [['$.routes[0].plugins[0].options', 'plugin "thrower" could not check its options: boom']])
 })
