@@ -13,7 +13,7 @@ import { ConfigError } from '../../src/config/load.js'
 
 interface Problem { path: string, message: string, hint?: string }
 
-/** A config with one bad plugin reference of each kind, and the paths its problems must name. */
+/** A config with one bad plugin reference of each kind (gateway-wide and on routes), and the paths its problems must name. */
 function badPlugins (echoPort: number, tokenModule: string): { config: Record<string, unknown>, paths: string[] } {
   const route = (name: string, plugin: unknown): unknown => ({ name, match: { path: { prefix: `/${name}` } }, destination: { service: 'svc' }, plugins: [plugin] })
   return {
@@ -23,8 +23,9 @@ function badPlugins (echoPort: number, tokenModule: string): { config: Record<st
       route('check-builtin', { name: 'ip-filter', options: { allow: ['10.0.0.0/8', '10.0.0.0/33'] } }),
       route('schema-custom', { name: 'token', options: { colour: 'blue' } }),
       route('check-custom', { name: 'token', options: { token: 's3cret-token', header: 'authorization' } })
-    ], { customPlugins: { token: { module: tokenModule } } }),
+    ], { customPlugins: { token: { module: tokenModule } }, plugins: [{ name: 'load-shedding', options: { retryAfter: '5s' } }] }),
     paths: [
+      '$.plugins[0].options',
       '$.routes[1].plugins[0].options.request.sett',
       '$.routes[2].plugins[0].options.allow[1]',
       '$.routes[3].plugins[0].options.colour',
@@ -55,7 +56,7 @@ test('validate, a gateway start and POST /reload report the same plugin-option p
   await writeFile(file, stringify(withTestListeners(config)))
   const cli = await spawnCli(['validate', file])
   assert.equal(cli.code, 2, cli.stderr)
-  assert.match(cli.stderr, /^FASTMESH_ERR_CONFIG_INVALID: 5 problems/)
+  assert.match(cli.stderr, /^FASTMESH_ERR_CONFIG_INVALID: 6 problems/)
   const validated = sorted(printedProblems(cli.stderr, file))
   assert.deepEqual(validated.map(([path]) => path), paths, cli.stderr)
 

@@ -122,11 +122,10 @@ test('a gateway-wide plugin\'s config errors name their JSON paths', () => {
 test('a gateway-wide custom plugin\'s options are checked against its schema, with JSON paths', async (t) => {
   const echo = await startEcho(t, 'svc')
   const dir = await tempDir(t)
-  const g = await createGateway(t, meshConfig({ svc: [echo] }, [{ name: 'r', destination: { service: 'svc' } }], {
+  await assert.rejects(createGateway(t, meshConfig({ svc: [echo] }, [{ name: 'r', destination: { service: 'svc' } }], {
     customPlugins: { stamp: { module: fixturePlugin(dir, 'stamp.js') } },
     plugins: [{ name: 'stamp', options: { value: '', colour: 'blue' } }]
-  }), { dir })
-  await assert.rejects(g.start(), (err: Error & { code?: string }) => {
+  }), { dir }), (err: Error & { code?: string }) => {
     assert.equal(err.code, 'FASTMESH_ERR_CONFIG_INVALID')
     assert.match(err.message, /\$\.plugins\[0\]\.options\.value/)
     assert.match(err.message, /\$\.plugins\[0\]\.options\.colour/)
