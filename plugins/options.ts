@@ -8,9 +8,11 @@ import { faultInjectionOptions } from './fault-injection/options.js'
 import { ipFilterOptions } from './ip-filter/options.js'
 import { jwtOptions } from './jwt/options.js'
 import { loadSheddingOptions } from './load-shedding/options.js'
+import { corsOptions } from './cors/options.js'
+import { bodyLimitOptions } from './body-limit/options.js'
 
 export const builtinPluginOptions: ReadonlyMap<string, PluginOptionsDefinition> = new Map<string, PluginOptionsDefinition>(
-  [headersOptions, rateLimitOptions, faultInjectionOptions, ipFilterOptions, jwtOptions, loadSheddingOptions].map((d) => [d.name, d as unknown as PluginOptionsDefinition])
+  [headersOptions, rateLimitOptions, faultInjectionOptions, ipFilterOptions, jwtOptions, loadSheddingOptions, corsOptions, bodyLimitOptions].map((d) => [d.name, d as unknown as PluginOptionsDefinition])
 )
 
 export const builtinPluginNames: readonly string[] = [...builtinPluginOptions.keys()]

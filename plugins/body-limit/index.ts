@@ -2,16 +2,12 @@
 // Content-Length over it is refused at once (413, the upstream is not called); a body of
 // unknown length (chunked) is counted as it streams to the upstream, never buffered, and the
 // exchange ends the moment it passes the limit (the route layer's `limitRequestBody`).
-import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsync } from 'fastify'
 import { fastmeshError } from '../../src/errors.js'
 import type { RoutePluginDefinition } from '../types.js'
+import { bodyLimitOptions, type BodyLimitOptions, type BodyLimitOptionsSchema } from './options.js'
 
-export const BodyLimitOptionsSchema = Type.Object({
-  maxBytes: Type.Integer({ minimum: 0, description: 'Largest request body, in bytes; 0 allows none.' })
-}, { additionalProperties: false })
-
-export type BodyLimitOptions = Static<typeof BodyLimitOptionsSchema>
+export { BodyLimitOptionsSchema, type BodyLimitOptions } from './options.js'
 
 const bodyLimitPlugin: FastifyPluginAsync<BodyLimitOptions & Record<string, unknown>> = async (fastify, options) => {
   const route = fastify.fastmesh.route
@@ -26,13 +22,4 @@ const bodyLimitPlugin: FastifyPluginAsync<BodyLimitOptions & Record<string, unkn
   })
 }
 
-export const bodyLimitDefinition: RoutePluginDefinition<typeof BodyLimitOptionsSchema> = {
-  name: 'body-limit',
-  description: 'Refuse request bodies larger than `maxBytes` with 413: a declared Content-Length before the upstream is called, a chunked body the moment it passes the limit (counted as it streams, never buffered); the connection is then closed.',
-  optionsSchema: BodyLimitOptionsSchema,
-  plugin: bodyLimitPlugin,
-  example: `plugins:
-  - name: body-limit
-    options:
-      maxBytes: 1048576`
-}
+export const bodyLimitDefinition: RoutePluginDefinition<typeof BodyLimitOptionsSchema> = { ...bodyLimitOptions, plugin: bodyLimitPlugin }

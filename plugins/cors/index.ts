@@ -9,37 +9,12 @@
 // (its `delegator`; which makes every answer say `Vary: Origin`, even with `*`: harmless). Its own `OPTIONS *` route is never reached (the host routes every request
 // to the route's internal URL) and lands under the route's prefix, so it cannot clash.
 import fastifyCors, { type FastifyCorsOptions } from '@fastify/cors'
-import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
-import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
+import { durationMs } from '../../src/config/duration.js'
 import type { RoutePluginDefinition } from '../types.js'
+import { corsOptions, type CorsOptions, type CorsOptionsSchema } from './options.js'
 
-const TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-
-const Origin = Type.String({
-  pattern: '^(\\*|[A-Za-z][A-Za-z0-9+.-]*://[^/?#\\s]+)$',
-  description: 'An origin as browsers send it, `scheme://host[:port]` (no path), compared exactly (case-insensitively); or `*` for any.'
-})
-
-export const CorsOptionsSchema = Type.Object({
-  origins: Type.Array(Origin, { minItems: 1, description: 'Origins allowed to read the route\'s answers. `*` allows any (not with `credentials: true`); otherwise the request\'s `Origin` is echoed when listed, and answers carry `Vary: Origin`.' }),
-  methods: Type.Array(Type.String({ pattern: TOKEN }), { minItems: 1, default: ['GET', 'HEAD', 'POST'], description: 'Methods a preflight allows (`Access-Control-Allow-Methods`).' }),
-  allowedHeaders: Type.Optional(Type.Array(Type.String({ pattern: TOKEN }), { description: 'Request headers a preflight allows (`Access-Control-Allow-Headers`); when left out, the headers the preflight asks for are allowed.' })),
-  exposedHeaders: Type.Array(Type.String({ pattern: TOKEN }), { default: [], description: 'Response headers the browser lets scripts read (`Access-Control-Expose-Headers`).' }),
-  credentials: Type.Boolean({ default: false, description: 'Allow cookies and HTTP authentication (`Access-Control-Allow-Credentials: true`).' }),
-  maxAge: Type.Optional(Type.String({ pattern: DURATION_PATTERN, description: 'How long browsers may cache a preflight\'s answer (`Access-Control-Max-Age`, whole seconds).' }))
-}, {
-  additionalProperties: false,
-  // Browsers refuse `Access-Control-Allow-Origin: *` on credentialed requests: a config error, at the item.
-  if: { properties: { credentials: { const: true } }, required: ['credentials'] },
-  then: {
-    properties: {
-      origins: { items: { not: { const: '*' }, description: 'With `credentials: true` browsers refuse `*`: list the origins instead.' } }
-    }
-  }
-})
-
-export type CorsOptions = Static<typeof CorsOptionsSchema>
+export { CorsOptionsSchema, type CorsOptions } from './options.js'
 
 /** OPTIONS carrying what only a browser's preflight carries (Fetch standard, "CORS-preflight request"). */
 function isPreflight (request: FastifyRequest): boolean {
@@ -74,18 +49,4 @@ const corsPlugin: FastifyPluginAsync<CorsOptions & Record<string, unknown>> = as
   })
 }
 
-export const corsDefinition: RoutePluginDefinition<typeof CorsOptionsSchema> = {
-  name: 'cors',
-  description: 'Cross-origin resource sharing: the gateway answers browsers\' preflights (204, upstream not called) and adds the CORS headers to the route\'s answers; the route must accept OPTIONS.',
-  optionsSchema: CorsOptionsSchema,
-  plugin: corsPlugin,
-  example: `plugins:
-  - name: cors
-    options:
-      origins: [https://app.example.com]
-      methods: [GET, POST, PUT]
-      allowedHeaders: [content-type, authorization]
-      exposedHeaders: [x-request-id]
-      credentials: true
-      maxAge: 10m`
-}
+export const corsDefinition: RoutePluginDefinition<typeof CorsOptionsSchema> = { ...corsOptions, plugin: corsPlugin }

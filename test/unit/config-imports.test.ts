@@ -1,6 +1,7 @@
 // The config layer stands apart from forwarding: no module under src/config loads (at any
-// depth) the gateway, balancer, upstream or discovery code, or undici, so `fastmesh validate`
-// and the config checks never start the data plane's machinery. Measured on the real import
+// depth) the gateway, balancer, upstream or discovery code, or undici, nor a built-in plugin's
+// run-time libraries (jose, @fastify/cors, ...: the config reads plugins/options.ts only), so
+// `fastmesh validate` and the config checks never start the data plane's machinery. Measured on the real import
 // graph: Node's resolver, traced by a module hook in a child process.
 import test from 'node:test'
 import assert from 'node:assert/strict'
@@ -12,7 +13,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const TRACER = join(DIST, 'test/fixtures/import-trace.js')
-const FORWARDING = new RegExp(`^${pathToFileURL(join(DIST, 'src')).href}/(gateway|balancer|upstream|discovery)/|/node_modules/undici/`)
+const DIST_URL = `${pathToFileURL(DIST).href}/`
+const PLUGIN_LIBRARIES = ['jose', '@fastify/cors', '@fastify/rate-limit', '@fastify/under-pressure', 'ioredis']
+const FORWARDING = new RegExp(`^${pathToFileURL(join(DIST, 'src')).href}/(gateway|balancer|upstream|discovery)/|/node_modules/(undici|${PLUGIN_LIBRARIES.join('|')})/`)
 
 interface Edge { readonly from: string | null, readonly to: string }
 
@@ -46,7 +49,7 @@ function forbiddenReached (edges: Edge[], roots: string[]): string[] {
       if (FORWARDING.test(to)) {
         const chain = [to]
         for (let at = via.get(to); at != null; at = via.get(at)) chain.unshift(at)
-        found.push(chain.map((u) => u.slice(u.indexOf('/dist/') + 6)).join(' → '))
+        found.push(chain.map((u) => u.startsWith(DIST_URL) ? u.slice(DIST_URL.length) : u).join(' → '))
       } else {
         queue.push(to)
       }
@@ -57,7 +60,7 @@ function forbiddenReached (edges: Edge[], roots: string[]): string[] {
   return [...new Set(found)]
 }
 
-test('no module under src/config imports, at any depth, src/gateway, src/balancer, src/upstream, src/discovery or undici', async () => {
+test('no module under src/config imports, at any depth, src/gateway, src/balancer, src/upstream, src/discovery, undici or a built-in plugin\'s run-time library', async () => {
   const configDir = join(DIST, 'src/config')
   const modules = (await readdir(configDir)).filter((f) => f.endsWith('.js')).map((f) => join(configDir, f))
   assert.ok(modules.length >= 15, `the config modules are found (${modules.length})`)
@@ -73,4 +76,11 @@ test('the import check finds forwarding code where it is: a version build loads 
   const found = forbiddenReached(await trace([app]), [pathToFileURL(app).href])
   assert.ok(found.some((chain) => chain.includes('src/gateway/router.js')), found.join('\n'))
   assert.ok(found.some((chain) => chain.includes('node_modules/undici/')), found.join('\n'))
+})
+
+test('the import check finds the plugins\' run-time libraries where they are: the built-in plugins\' code loads each of them', async () => {
+  const plugins = join(DIST, 'plugins/index.js')
+  const found = forbiddenReached(await trace([plugins]), [pathToFileURL(plugins).href])
+  // ioredis is imported only when a Redis store starts; the others as the plugins load.
+  for (const library of PLUGIN_LIBRARIES.filter((l) => l !== 'ioredis')) assert.ok(found.some((chain) => chain.includes(`node_modules/${library}/`)), `${library}:\n${found.join('\n')}`)
 })

@@ -48,6 +48,32 @@ test('fault-injection: an abort or response fault with neither or both of status
   assert.deepEqual(problemsOf('fault-injection', { abort: { percent: 10, status: 503 }, response: { percent: 5, reset: true } }), [])
 })
 
+test('cors: `*` with credentials: true is refused at the origins item; `*` alone, or listed origins with credentials, pass', () => {
+  assert.deepEqual(problemsOf('cors', { origins: ['https://app.example.com', '*'], credentials: true }), [[`${at}.origins[1]`, '"*" is not allowed with `credentials: true`']])
+  assert.deepEqual(problemsOf('cors', { origins: ['*'] }), [])
+  assert.deepEqual(problemsOf('cors', { origins: ['https://app.example.com'], credentials: true }), [])
+})
+
+test('body-limit: maxBytes is a whole number of bytes, 0 or more', () => {
+  assert.deepEqual(problemsOf('body-limit', { maxBytes: -1 }).map(([p]) => p), [`${at}.maxBytes`])
+  assert.deepEqual(problemsOf('body-limit', { maxBytes: 0 }), [])
+})
+
+test('a custom plugin\'s if/then schema rule is reported once, where the then-branch fails (not also as ajv\'s `if` error)', () => {
+  const doc = {
+    discovery: { embedded: { services: { svc: { endpoints: [{ address: '127.0.0.1', port: 9 }] } } } },
+    customPlugins: { guarded: { module: './x.js' } },
+    routes: [{ name: 'r', destination: { service: 'svc' }, plugins: [{ name: 'guarded', options: { strict: true, modes: ['a', 'any'] } }] }]
+  }
+  const optionsSchema = {
+    type: 'object',
+    if: { properties: { strict: { const: true } }, required: ['strict'] },
+    then: { properties: { modes: { items: { not: { const: 'any' }, description: 'strict mode lists its modes' } } } }
+  }
+  const result = validateConfigDocument(doc, new Map<string, PluginOptionsDefinition>([['guarded', { name: 'guarded', description: '', optionsSchema: optionsSchema as never }], ...builtinPluginOptions]))
+  assert.deepEqual(result.problems, [{ path: '$.routes[0].plugins[0].options.modes[1]', message: 'string "any" is not allowed here', hint: 'strict mode lists its modes' }])
+})
+
 test('a plugin\'s own checks run only on options that passed its schema', () => {
   // allow[0] is not a string: the schema's problem alone, never a check on what it could not read.
   assert.deepEqual(problemsOf('ip-filter', { allow: [5] }).map(([p]) => p), [`${at}.allow[0]`])
