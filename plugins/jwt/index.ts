@@ -10,7 +10,7 @@ import { durationMs } from '../../src/config/duration.js'
 import { fastmeshError } from '../../src/errors.js'
 import type { RoutePluginDefinition } from '../types.js'
 import { JwksState, JwksUnavailableError, remoteKeys, staticKeys, type KeyResolver } from './keys.js'
-import { DEFAULT_ASYMMETRIC, jwtOptions, type JwtOptions, type JwtOptionsSchema } from './options.js'
+import { acceptedAlgorithms, jwtOptions, type JwtOptions, type JwtOptionsSchema } from './options.js'
 
 export { JwtOptionsSchema, type JwtOptions } from './options.js'
 
@@ -112,30 +112,18 @@ function challenge (reply: FastifyReply, realm: string, error?: string, descript
 
 const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = async (fastify, options) => {
   const route = fastify.fastmesh.route
-  const invalid = (problem: string): Error => fastmeshError('CONFIG_INVALID', [`route "${route}"`, `  jwt ${problem}`])
-  if (options.jwks !== undefined && options.keys !== undefined) throw invalid('takes `jwks` or `keys`, not both')
-  if (options.jwks === undefined && options.keys === undefined && options.secret === undefined) throw invalid('needs a source of keys: `jwks`, `keys` or `secret`')
-  const asymmetric = options.jwks !== undefined || options.keys !== undefined
-  const algorithms: string[] = options.algorithms ?? [...(asymmetric ? DEFAULT_ASYMMETRIC : []), ...(options.secret !== undefined ? ['HS256'] : [])]
-  if (options.secret === undefined && algorithms.some((a) => a.startsWith('HS'))) throw invalid('algorithms: HS256/384/512 need a `secret`')
-  if (!asymmetric && algorithms.some((a) => !a.startsWith('HS'))) throw invalid('algorithms: asymmetric algorithms need `jwks` or `keys`')
-
+  // Key sources, algorithms, the JWKS URL and timeout, and every static key were checked with
+  // the config (jwtOptions.checkOptions), at their JSON paths.
+  const algorithms = acceptedAlgorithms(options)
   let keys: KeyResolver
   if (options.jwks !== undefined) {
     const { url } = options.jwks
-    if (!URL.canParse(url)) throw invalid(`jwks.url: "${url}" is not a URL`)
-    const timeoutMs = durationMs(options.jwks.timeout)
-    if (timeoutMs < 1) throw invalid('jwks.timeout must be longer than 0')
     // The cache outlives reloads: a new version verifies with the keys already fetched.
     const state = fastify.fastmesh.state(`jwt:jwks:${url}`, () => new JwksState(url, fastify.log))
     state.log = fastify.log
-    keys = remoteKeys(state, { timeoutMs, cacheMaxAgeMs: durationMs(options.jwks.cacheMaxAge), cooldownMs: durationMs(options.jwks.cooldown) })
+    keys = remoteKeys(state, { timeoutMs: durationMs(options.jwks.timeout), cacheMaxAgeMs: durationMs(options.jwks.cacheMaxAge), cooldownMs: durationMs(options.jwks.cooldown) })
   } else {
-    try {
-      keys = staticKeys((options.keys ?? []) as Array<JWK | string>, options.secret)
-    } catch (err) {
-      throw invalid((err as Error).message)
-    }
+    keys = staticKeys((options.keys ?? []) as Array<JWK | string>, options.secret)
   }
 
   const verifyOptions: JWTVerifyOptions = {

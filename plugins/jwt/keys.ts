@@ -3,12 +3,13 @@
 // createRemoteJWKSet. The remote set's cache lives in the plugin state (JwksState), so a
 // reload neither refetches nor forgets; a JWKS that is slow or failing costs a request at
 // most the fetch timeout, and its up/down transitions are logged once each.
-import { createPublicKey, type JsonWebKey, type KeyObject, type webcrypto } from 'node:crypto'
+import type { KeyObject, webcrypto } from 'node:crypto'
 import {
   createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwksCache,
   type FetchImplementation, type FlattenedJWSInput, type JSONWebKeySet, type JWK, type JWSHeaderParameters, type JWKSCacheInput
 } from 'jose'
 import type { FastifyBaseLogger } from 'fastify'
+import { publicJwkOf } from './options.js'
 
 /** What jwtVerify asks for each token: the key its header (alg, kid) designates. */
 export type KeyResolver = (header: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<webcrypto.CryptoKey | KeyObject | Uint8Array>
@@ -28,7 +29,7 @@ export class JwksUnavailableError extends Error {
  * Static keys from the config. `keys` entries are public JWKs or PEM strings (SPKI public key
  * or X.509 certificate); a key without `kid` (every PEM) may verify a token whatever its kid,
  * one with a `kid` only tokens that name it. `secret` verifies the HS algorithms.
- * Throws, naming the entry, when one cannot be read.
+ * The entries passed the config's checks (publicJwkOf); one that still cannot be read throws, naming it.
  */
 export function staticKeys (entries: ReadonlyArray<JWK | string>, secret: string | undefined): KeyResolver {
   const withKid: JWK[] = []
@@ -58,23 +59,10 @@ export function staticKeys (entries: ReadonlyArray<JWK | string>, secret: string
 }
 
 function publicJwk (entry: JWK | string, where: string): JWK {
-  if (typeof entry === 'string') {
-    let key: KeyObject
-    try {
-      key = createPublicKey(entry)
-    } catch (err) {
-      throw new Error(`${where} is not a PEM public key or certificate (${(err as Error).message})`)
-    }
-    return key.export({ format: 'jwk' }) as JWK
-  }
-  if (entry.kty === 'oct') throw new Error(`${where} is a symmetric key: give an HMAC key as \`secret\``)
-  if (entry.d !== undefined) throw new Error(`${where} is a private key: give only its public part (no "d")`)
-  try {
-    createPublicKey({ key: entry as JsonWebKey, format: 'jwk' })
-  } catch (err) {
-    throw new Error(`${where} is not a usable public JWK (${(err as Error).message})`)
-  }
-  return entry
+  // Checked with the config (jwtOptions.checkOptions); what is left here is reading it.
+  const read = publicJwkOf(entry as string | Record<string, unknown>)
+  if ('problem' in read) throw new Error(`${where} ${read.problem}`)
+  return read.jwk as JWK
 }
 
 /** While the JWKS fails, it is fetched at most once per this interval; requests meanwhile fail at once. */

@@ -1,7 +1,9 @@
-// Options of the built-in route plugin `jwt` (the config checks them without loading jose).
+// Options of the built-in route plugin `jwt`, and its rules of what a usable key is (the
+// config checks them without loading jose: node:crypto reads the keys).
+import { createPublicKey, type JsonWebKey } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
-import { DURATION_PATTERN } from '../../src/config/duration.js'
-import type { PluginOptionsDefinition } from '../types.js'
+import { DURATION_PATTERN, durationMs } from '../../src/config/duration.js'
+import type { PluginOptionProblem, PluginOptionsDefinition } from '../types.js'
 
 const HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
@@ -52,10 +54,67 @@ export const JwtOptionsSchema = Type.Object({
 
 export type JwtOptions = Static<typeof JwtOptionsSchema>
 
+/** The accepted `alg` values: as given, else the default for the key sources given. */
+export function acceptedAlgorithms (options: JwtOptions): string[] {
+  const asymmetric = options.jwks !== undefined || options.keys !== undefined
+  return options.algorithms ?? [...(asymmetric ? DEFAULT_ASYMMETRIC : []), ...(options.secret !== undefined ? ['HS256'] : [])]
+}
+
+/** JWK members only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2, §6.4.1; OKP: RFC 8037). */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']
+
+/**
+ * A `keys` entry as the public JWK it verifies with (a PEM public key or certificate is read
+ * and exported as one), or why it cannot be one. Private and symmetric keys are refused: a
+ * verifier needs only the public part, and an HMAC key belongs in `secret`.
+ */
+export function publicJwkOf (entry: string | Record<string, unknown>): { readonly jwk: JsonWebKey } | { readonly problem: string, readonly hint: string } {
+  if (typeof entry === 'string') {
+    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(entry)) return { problem: 'is a private key', hint: 'give only its public key (-----BEGIN PUBLIC KEY-----) or a certificate' }
+    try {
+      return { jwk: createPublicKey(entry).export({ format: 'jwk' }) }
+    } catch (err) {
+      return { problem: `is not a PEM public key or certificate (${(err as Error).message})`, hint: 'a PEM block: -----BEGIN PUBLIC KEY----- or -----BEGIN CERTIFICATE-----' }
+    }
+  }
+  if (typeof entry.kty !== 'string') return { problem: 'has no "kty"', hint: 'a public JWK names its key type: RSA, EC or OKP' }
+  if (entry.kty === 'oct') return { problem: 'is a symmetric key', hint: 'give an HMAC key as `secret`' }
+  const present = PRIVATE_MEMBERS.filter((m) => entry[m] !== undefined)
+  if (present.length > 0) return { problem: `is a private key (it has ${present.map((m) => `"${m}"`).join(', ')})`, hint: 'give only its public part: leave out "d" (and "p", "q", "dp", "dq", "qi")' }
+  try {
+    createPublicKey({ key: entry as JsonWebKey, format: 'jwk' })
+  } catch (err) {
+    return { problem: `is not a usable public JWK (${(err as Error).message})`, hint: 'an RSA key needs "n" and "e"; an EC key "crv", "x" and "y"; an OKP key "crv" and "x"' }
+  }
+  return { jwk: entry as JsonWebKey }
+}
+
+function jwtOptionProblems (options: JwtOptions): PluginOptionProblem[] {
+  const { jwks, keys, secret } = options
+  if (jwks !== undefined && keys !== undefined) return [{ path: '$', message: 'has both `jwks` and `keys`', hint: 'the keys come from a JWKS URL (`jwks`) or from the config (`keys`): give one' }]
+  if (jwks === undefined && keys === undefined && secret === undefined) return [{ path: '$', message: 'needs a source of keys: `jwks`, `keys` or `secret`', hint: 'a JWKS URL, static public keys, or an HMAC secret for HS256/384/512' }]
+  const problems: PluginOptionProblem[] = []
+  const asymmetric = jwks !== undefined || keys !== undefined
+  options.algorithms?.forEach((alg, i) => {
+    if (alg.startsWith('HS') && secret === undefined) problems.push({ path: `$.algorithms[${i}]`, message: `"${alg}" needs a \`secret\``, hint: 'HS256/384/512 verify with an HMAC secret; `jwks` and `keys` hold public keys' })
+    if (!alg.startsWith('HS') && !asymmetric) problems.push({ path: `$.algorithms[${i}]`, message: `"${alg}" needs \`jwks\` or \`keys\``, hint: 'asymmetric algorithms verify with public keys; `secret` serves HS256/384/512 only' })
+  })
+  if (jwks !== undefined) {
+    if (!URL.canParse(jwks.url)) problems.push({ path: '$.jwks.url', message: `"${jwks.url}" is not a URL`, hint: 'e.g. https://issuer.example/.well-known/jwks.json' })
+    if (durationMs(jwks.timeout) < 1) problems.push({ path: '$.jwks.timeout', message: `(${jwks.timeout}) must be at least 1ms`, hint: 'the longest a request waits on a fetch of the JWKS' })
+  }
+  keys?.forEach((entry, i) => {
+    const read = publicJwkOf(entry)
+    if ('problem' in read) problems.push({ path: `$.keys[${i}]`, message: read.problem, hint: read.hint })
+  })
+  return problems
+}
+
 export const jwtOptions: PluginOptionsDefinition<typeof JwtOptionsSchema> = {
   name: 'jwt',
   description: 'Verify a bearer JWT (RS256, ES256, EdDSA, ...; HS only with a secret) against a JWKS URL or static keys: issuer, audience, time with clock skew, required claims; forward chosen claims as headers. 401 or 403 with WWW-Authenticate otherwise.',
   optionsSchema: JwtOptionsSchema,
+  checkOptions: jwtOptionProblems,
   example: `plugins:
   - name: jwt
     options:

@@ -266,14 +266,21 @@ test('jwt: static keys — a PEM public key verifies tokens whatever their kid; 
   await assertInvalid(g, wrong, /signature does not verify/)
 })
 
-test('jwt: a config without keys, with both key sources, or with a private key is refused, naming the problem', async (t) => {
+test('jwt: a config without keys, with both key sources, with a private key or an HS algorithm without a secret is refused before the gateway starts, at its JSON path', async (t) => {
   const key = await signingKey('k1')
   const echo = await startEcho(t, 'svc')
-  await assert.rejects(startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ issuer: ISSUER })])), /jwt needs a source of keys/)
-  await assert.rejects(startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ keys: [key.publicJwk], jwks: { url: 'http://127.0.0.1:1/' } })])), /`jwks` or `keys`, not both/)
-  const privateJwk = { ...await exportJWK(key.privateKey), kid: 'k1' }
-  await assert.rejects(startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ keys: [privateJwk] })])), /keys\[0\] is a private key/)
-  await assert.rejects(startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ keys: [key.publicJwk], algorithms: ['HS256'] })])), /HS256\/384\/512 need a `secret`/)
+  const at = String.raw`\$\.routes\[0\]\.plugins\[0\]\.options`
+  const refused = async (options: Record<string, unknown>, problem: string): Promise<void> => {
+    await assert.rejects(startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute(options)])), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'FASTMESH_ERR_CONFIG_INVALID')
+      assert.match(err.message, new RegExp(`${at}${problem}`))
+      return true
+    })
+  }
+  await refused({ issuer: ISSUER }, ': needs a source of keys')
+  await refused({ keys: [key.publicJwk], jwks: { url: 'http://127.0.0.1:1/' } }, ': has both .jwks. and .keys.')
+  await refused({ keys: [{ ...await exportJWK(key.privateKey), kid: 'k1' }] }, String.raw`\.keys\[0\]: is a private key`)
+  await refused({ keys: [key.publicJwk], algorithms: ['RS256', 'HS256'] }, String.raw`\.algorithms\[1\]: "HS256" needs a .secret.`)
 })
 
 test('jwt: a WebSocket upgrade without a token is refused with 401 before the tunnel opens', async (t) => {

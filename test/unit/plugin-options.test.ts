@@ -2,10 +2,12 @@
 // the definitions a build registers, and the checks beyond their schemas reported at JSON paths.
 import test from 'node:test'
 import assert from 'node:assert/strict'
+import { generateKeyPairSync } from 'node:crypto'
 import { builtinPlugins } from '../../plugins/index.js'
 import { builtinPluginOptions } from '../../plugins/options.js'
 import type { PluginOptionsDefinition } from '../../plugins/types.js'
 import { validateConfigDocument } from '../../src/config/validate.js'
+import { createCaInMemory } from '../../src/identity/local-ca.js'
 
 test('every built-in plugin has its options contract in plugins/options.ts, the very one its definition uses', () => {
   assert.deepEqual([...builtinPluginOptions.keys()].sort(), [...builtinPlugins.keys()].sort())
@@ -57,6 +59,52 @@ test('cors: `*` with credentials: true is refused at the origins item; `*` alone
 test('body-limit: maxBytes is a whole number of bytes, 0 or more', () => {
   assert.deepEqual(problemsOf('body-limit', { maxBytes: -1 }).map(([p]) => p), [`${at}.maxBytes`])
   assert.deepEqual(problemsOf('body-limit', { maxBytes: 0 }), [])
+})
+
+test('jwt: key sources, algorithms that no key source serves, the JWKS URL and timeout, each at its path', () => {
+  assert.deepEqual(problemsOf('jwt', { issuer: 'https://issuer.test/' }), [[at, 'needs a source of keys: `jwks`, `keys` or `secret`']])
+  assert.deepEqual(problemsOf('jwt', { jwks: { url: 'https://issuer.test/jwks' }, keys: ['x'] }), [[at, 'has both `jwks` and `keys`']])
+  assert.deepEqual(problemsOf('jwt', { jwks: { url: 'https://issuer.test/jwks' }, algorithms: ['RS256', 'HS384'] }), [[`${at}.algorithms[1]`, '"HS384" needs a `secret`']])
+  assert.deepEqual(problemsOf('jwt', { secret: 's'.repeat(32), algorithms: ['HS256', 'ES256'] }), [[`${at}.algorithms[1]`, '"ES256" needs `jwks` or `keys`']])
+  assert.deepEqual(problemsOf('jwt', { jwks: { url: 'http://', timeout: '0ms' } }), [
+    [`${at}.jwks.url`, '"http://" is not a URL'],
+    [`${at}.jwks.timeout`, '(0ms) must be at least 1ms']
+  ])
+  // The defaults fit the sources given: asymmetric ones with jwks, HS256 with a secret.
+  assert.deepEqual(problemsOf('jwt', { jwks: { url: 'https://issuer.test/jwks' } }), [])
+  assert.deepEqual(problemsOf('jwt', { secret: 's'.repeat(32) }), [])
+})
+
+test('jwt: static keys that are private, symmetric, or not a public key at all are refused at their index; public JWKs, PEM keys and certificates pass', async () => {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const publicJwk = { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'r1' }
+  const { d, ...rsaPrivateNoD } = rsa.privateKey.export({ format: 'jwk' })
+  assert.ok(d !== undefined)
+  const keys = [
+    publicJwk,
+    { ...ec.privateKey.export({ format: 'jwk' }), kid: 'e1' },
+    rsaPrivateNoD,
+    { kty: 'oct', k: 'c2VjcmV0' },
+    { n: publicJwk.n, e: publicJwk.e },
+    { kty: 'RSA', e: 'AQAB' },
+    rsa.publicKey.export({ type: 'spki', format: 'pem' }),
+    ec.privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
+    (await createCaInMemory({ trustDomain: 'mesh.test' })).certPem
+  ]
+  const problems = problemsOf('jwt', { keys })
+  assert.deepEqual(problems.map(([p]) => p), [1, 2, 3, 4, 5, 7, 8].map((i) => `${at}.keys[${i}]`), JSON.stringify(problems))
+  const [ecPrivate, rsaPrivate, oct, noKty, unusable, pemPrivate, pemBad] = problems.map(([, m]) => m)
+  assert.equal(ecPrivate, 'is a private key (it has "d")')
+  assert.equal(rsaPrivate, 'is a private key (it has "p", "q", "dp", "dq", "qi")')
+  assert.equal(oct, 'is a symmetric key')
+  assert.equal(noKty, 'has no "kty"')
+  assert.match(unusable!, /^is not a usable public JWK/)
+  assert.equal(pemPrivate, 'is a private key')
+  assert.match(pemBad!, /^is not a PEM public key or certificate/)
+  // No key material is echoed in a problem.
+  for (const [, message] of problems) assert.doesNotMatch(message, new RegExp(String(publicJwk.n).slice(0, 16)))
 })
 
 test('a custom plugin\'s if/then schema rule is reported once, where the then-branch fails (not also as ajv\'s `if` error)', () => {
