@@ -1,6 +1,6 @@
 // Options of the built-in route plugin `fault-injection` (the config checks them without loading the plugin).
 import { Type, type Static } from '@sinclair/typebox'
-import { DURATION_PATTERN } from '../../src/config/duration.js'
+import { DURATION_PATTERN, timerDurationProblem } from '../../src/config/duration.js'
 import type { PluginOptionProblem, PluginOptionsDefinition } from '../types.js'
 
 const Percent = Type.Number({ minimum: 0, maximum: 100, description: 'Share of the requests (in %) that get the fault.' })
@@ -30,9 +30,16 @@ export const FaultInjectionOptionsSchema = Type.Object({
 
 export type FaultInjectionOptions = Static<typeof FaultInjectionOptionsSchema>
 
-/** An abort or a response fault is either a status or a reset, never both or neither. */
+/** At least one fault; an abort or a response fault is either a status or a reset, never both or neither. */
 function faultInjectionOptionProblems (options: FaultInjectionOptions): PluginOptionProblem[] {
+  // Only `when` (or nothing): the plugin would run on every request and never inject a fault.
+  if (options.delay === undefined && options.abort === undefined && options.response === undefined) {
+    return [{ path: '$', message: 'injects no fault', hint: 'give delay, abort or response (each with its percent)' }]
+  }
   const problems: PluginOptionProblem[] = []
+  // The delay is one timer: past the longest, Node fires it at once and nothing is delayed.
+  const tooLong = options.delay !== undefined ? timerDurationProblem(options.delay.duration) : undefined
+  if (tooLong !== undefined) problems.push({ path: '$.delay.duration', message: tooLong, hint: 'use a shorter delay' })
   for (const kind of ['abort', 'response'] as const) {
     const f = options[kind]
     if (f !== undefined && (f.status === undefined) === (f.reset !== true)) {

@@ -1,14 +1,15 @@
 // Options of the built-in plugin `load-shedding` (the config checks them without loading
 // @fastify/under-pressure).
 import { Type, type Static } from '@sinclair/typebox'
-import { DURATION_PATTERN } from '../../src/config/duration.js'
+import { DURATION_PATTERN, durationMs, isDuration, timerDurationProblem } from '../../src/config/duration.js'
 import type { PluginOptionProblem, PluginOptionsDefinition } from '../types.js'
 
 const duration = (description: string, fallback?: string) => Type.String({ pattern: DURATION_PATTERN, ...(fallback !== undefined ? { default: fallback } : {}), description })
 
 export const LoadSheddingOptionsSchema = Type.Object({
   maxEventLoopDelay: Type.Optional(duration('Shed while the mean event-loop delay of the last sample interval is above this, e.g. `200ms`: the gateway is too busy to take a request in time.')),
-  maxEventLoopUtilization: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Shed while the event loop was busy more than this share (0–1) of the last sample interval, e.g. `0.98`.' })),
+  // Utilisation never exceeds 1, so 1 would never shed.
+  maxEventLoopUtilization: Type.Optional(Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, description: 'Shed while the event loop was busy more than this share (above 0, below 1) of the last sample interval, e.g. `0.98`.' })),
   maxHeapUsedBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Shed while the V8 heap in use is above this many bytes.' })),
   maxRssBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'Shed while the resident set size of the process is above this many bytes.' })),
   sampleInterval: duration('How often the measurements are taken (at least 10ms); shedding starts and stops at most this late.', '1s'),
@@ -19,10 +20,18 @@ export type LoadSheddingOptions = Static<typeof LoadSheddingOptionsSchema>
 
 const THRESHOLDS = ['maxEventLoopDelay', 'maxEventLoopUtilization', 'maxHeapUsedBytes', 'maxRssBytes'] as const
 
-/** Without a threshold it would never shed. */
+/** Without a threshold it would never shed; nor with one that under-pressure reads as "off". */
 function loadSheddingOptionProblems (options: LoadSheddingOptions): PluginOptionProblem[] {
-  if (THRESHOLDS.some((k) => options[k] !== undefined)) return []
-  return [{ path: '$', message: 'load-shedding needs at least one threshold', hint: `give one or more of ${THRESHOLDS.join(', ')}` }]
+  if (!THRESHOLDS.some((k) => options[k] !== undefined)) return [{ path: '$', message: 'load-shedding needs at least one threshold', hint: `give one or more of ${THRESHOLDS.join(', ')}` }]
+  const problems: PluginOptionProblem[] = []
+  const delay = options.maxEventLoopDelay
+  // under-pressure takes whole milliseconds and 0 switches the check off: `0ms` (or `0.4ms`,
+  // which rounds to 0) would silently never shed.
+  if (delay !== undefined && isDuration(delay) && durationMs(delay) < 1) problems.push({ path: '$.maxEventLoopDelay', message: `(${delay}) must be at least 1ms`, hint: 'a delay of 0 switches the check off; e.g. 200ms' })
+  // The sampler is one setInterval: past the longest timer, Node runs it every millisecond.
+  const tooLong = timerDurationProblem(options.sampleInterval)
+  if (tooLong !== undefined) problems.push({ path: '$.sampleInterval', message: tooLong, hint: 'e.g. 1s; shedding starts and stops at most this late' })
+  return problems
 }
 
 export const loadSheddingOptions: PluginOptionsDefinition<typeof LoadSheddingOptionsSchema> = {

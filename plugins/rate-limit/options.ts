@@ -1,7 +1,7 @@
 // Options of the built-in route plugin `rate-limit` (the config checks them without loading
 // @fastify/rate-limit or ioredis).
 import { Type, type Static } from '@sinclair/typebox'
-import { DURATION_PATTERN, durationMs, isDuration } from '../../src/config/duration.js'
+import { DURATION_PATTERN, durationMs, isDuration, timerDurationProblem } from '../../src/config/duration.js'
 import type { PluginOptionProblem, PluginOptionsDefinition } from '../types.js'
 
 const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -29,8 +29,16 @@ export type RateLimitOptions = Static<typeof RateLimitOptionsSchema>
 function rateLimitOptionProblems (options: RateLimitOptions): PluginOptionProblem[] {
   const problems: PluginOptionProblem[] = []
   if (isDuration(options.timeWindow) && durationMs(options.timeWindow) < 1) problems.push({ path: '$.timeWindow', message: `(${options.timeWindow}) must be at least 1ms`, hint: 'a window of 0 would never count a request' })
-  const timeout = options.store?.redis.timeout
-  if (timeout !== undefined && isDuration(timeout) && durationMs(timeout) < 1) problems.push({ path: '$.store.redis.timeout', message: `(${timeout}) must be at least 1ms`, hint: 'the longest a request waits on Redis before failMode decides' })
+  const redis = options.store?.redis
+  if (redis === undefined) return problems
+  // ioredis parses the URL with WHATWG URL when the store starts: one it refuses (port out of
+  // range, broken IPv6) would fail every count at run time. Not echoed: it may hold a password.
+  if (!URL.canParse(redis.url)) problems.push({ path: '$.store.redis.url', message: 'is not a valid URL', hint: 'e.g. redis://127.0.0.1:6379/0 or rediss://[::1]:6380: a port 1–65535, an IPv6 host in brackets' })
+  const timeout = redis.timeout
+  if (isDuration(timeout) && durationMs(timeout) < 1) problems.push({ path: '$.store.redis.timeout', message: `(${timeout}) must be at least 1ms`, hint: 'the longest a request waits on Redis before failMode decides' })
+  // A request's wait on Redis is one timer: past the longest, it would fire at once and fail every count.
+  const tooLong = timerDurationProblem(timeout)
+  if (tooLong !== undefined) problems.push({ path: '$.store.redis.timeout', message: tooLong, hint: 'the longest a request waits on Redis before failMode decides; keep it well under a request timeout' })
   return problems
 }
 

@@ -19,6 +19,17 @@ export function durationMs (value: string): number {
   return Math.round(Number(value.slice(0, -unit.length)) * UNIT_MS[unit]!)
 }
 
+/** The longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
+export const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * Why `value` cannot be waited on with one timer (plugins' checkOptions use it for the
+ * durations they pass to setTimeout/setInterval), or undefined when it can.
+ */
+export function timerDurationProblem (value: string): string | undefined {
+  return isDuration(value) && durationMs(value) > MAX_TIMER_MS ? `(${value}) is longer than the longest timer (596h, about 24.8 days)` : undefined
+}
+
 /** A duration as whole milliseconds in Go's syntax, which Consul reads exactly as we count it. */
 export function goDuration (value: string): string {
   return `${durationMs(value)}ms`

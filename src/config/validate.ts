@@ -9,7 +9,7 @@ import { CONSUL_ADDRESS_FORM, parseConsulAddress } from './consul-address.js'
 import { ENDPOINT_ADDRESS_RULE, endpointAddressProblem, isLoopbackAddress } from './addresses.js'
 import { METHODS } from 'node:http'
 import { compileTemplate } from './path-template.js'
-import { DURATION_PATTERN, durationMs, isDuration } from './duration.js'
+import { DURATION_PATTERN, MAX_TIMER_MS, durationMs, isDuration } from './duration.js'
 import { waitProblem } from './consul-wait.js'
 import { builtinPluginNames, builtinPluginOptions } from '../../plugins/options.js'
 import type { PluginOptionsDefinition } from '../../plugins/types.js'
@@ -68,7 +68,7 @@ type ParentSchema = {
   description?: string
   properties?: Record<string, unknown>
   patternProperties?: Record<string, unknown>
-  anyOf?: Array<{ properties?: Record<string, unknown> }>
+  anyOf?: Array<{ properties?: Record<string, unknown>, const?: unknown, type?: unknown }>
 } | undefined
 
 function isMapping (v: unknown): v is Record<string, unknown> {
@@ -179,7 +179,19 @@ function problemFor (e: ErrorObject, doc: unknown): ConfigProblem {
       return { path: jsonPath(e.instancePath), message: `${quoteValue(e, doc)} does not match ${(e.params as { pattern: string }).pattern}`, hint: describe(parent) }
     case 'anyOf': {
       // Reached only when no single branch is meant (see schemaProblems).
-      const keys = (parent?.anyOf ?? []).flatMap((b) => Object.keys(b.properties ?? {}))
+      const branches = parent?.anyOf ?? []
+      // A union of literals (TypeBox's usual enum, `Type.Union([Type.Literal('open'), ...])`): read as an enum.
+      if (branches.length > 0 && branches.every((b) => 'const' in b)) {
+        const allowed = branches.map((b) => String(b.const))
+        const guess = typeof e.data === 'string' ? didYouMean(e.data, allowed) : undefined
+        return { path: jsonPath(e.instancePath), message: `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${quoteValue(e, doc)}`, hint: guess !== undefined ? `did you mean "${guess}"?` : describe(parent) }
+      }
+      // A union of types none of which is a mapping with keys (`string or array`): name the types.
+      if (!branches.some((b) => b.properties !== undefined)) {
+        const types = [...new Set(branches.flatMap((b) => 'const' in b ? [JSON.stringify(b.const)] : typeof b.type === 'string' ? [b.type] : []))]
+        return { path: jsonPath(e.instancePath), message: `must be ${types.join(' or ')}, got ${quoteValue(e, doc)}`, hint: describe(parent) }
+      }
+      const keys = branches.flatMap((b) => Object.keys(b.properties ?? {}))
       const oneOf = `one of the keys ${keys.join(', ')}`
       if (!isMapping(e.data)) {
         return { path: jsonPath(e.instancePath), message: `must be a mapping with ${oneOf}, got ${quoteValue(e, doc)}`, hint: describe(parent) }
@@ -419,9 +431,6 @@ function splitProblems (route: RouteConfig, at: string): ConfigProblem[] {
   }
   return problems
 }
-
-/** The longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
-export const MAX_TIMER_MS = 2_147_483_647
 
 /**
  * Durations whose `0` means "no limit" (as in Envoy): time limits a request or a drain may

@@ -140,3 +140,53 @@ test('a custom plugin whose optionsSchema is broken or whose checkOptions throws
   const throwing = validateConfigDocument(doc('thrower'), plugins({ name: 'thrower', description: '', optionsSchema: { type: 'object' } as never, checkOptions: () => { throw new Error('boom') } }))
   assert.deepEqual(throwing.problems.map((p) => [p.path, p.message]), [['$.routes[0].plugins[0].options', 'plugin "thrower" could not check its options: boom']])
 })
+
+// Review of issue 14 (operator's view): options that passed validation but did not do what
+// they say at run time.
+
+test('rate-limit: a Redis URL the client cannot parse (port out of range, broken IPv6) is refused at its path, without echoing it', () => {
+  for (const url of ['redis://127.0.0.1:99999', 'redis://[::1:6379', 'redis://:s3cret@host:notaport']) {
+    const problems = problemsOf('rate-limit', { max: 5, store: { redis: { url } } })
+    assert.deepEqual(problems.map(([p]) => p), [`${at}.store.redis.url`], url)
+    assert.doesNotMatch(problems[0]![1], /s3cret/)
+    assert.doesNotMatch(String(validateConfigDocument({ discovery: { embedded: { services: { svc: { endpoints: [{ address: '127.0.0.1', port: 9 }] } } } }, routes: [{ name: 'r', destination: { service: 'svc' }, plugins: [{ name: 'rate-limit', options: { max: 5, store: { redis: { url } } } }] }] }).problems[0]?.hint), /redacted/, 'the hint reads whole')
+  }
+  assert.deepEqual(problemsOf('rate-limit', { max: 5, store: { redis: { url: 'rediss://:pw@[::1]:6380/2' } } }), [])
+})
+
+test('load-shedding: thresholds that can never shed (an event-loop delay under 1ms, which under-pressure reads as "off"; a utilisation of 1) are refused', () => {
+  for (const maxEventLoopDelay of ['0ms', '0.4ms', '0s']) {
+    assert.deepEqual(problemsOf('load-shedding', { maxEventLoopDelay }).map(([p]) => p), [`${at}.maxEventLoopDelay`], maxEventLoopDelay)
+  }
+  assert.deepEqual(problemsOf('load-shedding', { maxEventLoopUtilization: 1 }).map(([p]) => p), [`${at}.maxEventLoopUtilization`])
+  assert.deepEqual(problemsOf('load-shedding', { maxEventLoopDelay: '1ms', maxEventLoopUtilization: 0.99 }), [])
+})
+
+test('durations a plugin waits on with a timer are refused past the longest timer (Node would fire them at once)', () => {
+  const tooLong = '1000h'
+  assert.deepEqual(problemsOf('load-shedding', { maxRssBytes: 2 ** 40, sampleInterval: tooLong }).map(([p]) => p), [`${at}.sampleInterval`])
+  assert.deepEqual(problemsOf('fault-injection', { delay: { percent: 1, duration: tooLong } }).map(([p]) => p), [`${at}.delay.duration`])
+  assert.deepEqual(problemsOf('rate-limit', { max: 1, store: { redis: { url: 'redis://127.0.0.1:6379', timeout: tooLong } } }).map(([p]) => p), [`${at}.store.redis.timeout`])
+  // A window is no timer (a stored start time, a Redis expiry): a long one is fine.
+  assert.deepEqual(problemsOf('rate-limit', { max: 1, timeWindow: tooLong }), [])
+  assert.deepEqual(problemsOf('fault-injection', { delay: { percent: 1, duration: '596h' } }), [])
+})
+
+test('fault-injection: options that inject nothing (no delay, abort or response) are refused', () => {
+  assert.deepEqual(problemsOf('fault-injection', {}).map(([p]) => p), [at])
+  assert.deepEqual(problemsOf('fault-injection', { when: { header: 'x-chaos' } }).map(([p]) => p), [at])
+})
+
+test('a value outside a union of literals or of scalar types is named as such (not as "a mapping with one of the keys")', () => {
+  const failMode = problemsOf('rate-limit', { max: 1, store: { redis: { url: 'redis://127.0.0.1:6379', failMode: 'close' } } })
+  assert.deepEqual(failMode, [[`${at}.store.redis.failMode`, 'must be one of "open", "closed", got string "close"']])
+  const hints = validateConfigDocument({
+    discovery: { embedded: { services: { svc: { endpoints: [{ address: '127.0.0.1', port: 9 }] } } } },
+    routes: [{ name: 'r', destination: { service: 'svc' }, plugins: [{ name: 'rate-limit', options: { max: 1, store: { redis: { url: 'redis://h', failMode: 'close' } } } }] }]
+  }).problems.map((p) => p.hint)
+  assert.deepEqual(hints, ['did you mean "closed"?'])
+  assert.deepEqual(problemsOf('jwt', { secret: 's'.repeat(32), issuer: 5, algorithms: ['HS257'] }), [
+    [`${at}.algorithms[0]`, 'must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512", got string "HS257"'],
+    [`${at}.issuer`, 'must be string or array, got number 5']
+  ])
+})
