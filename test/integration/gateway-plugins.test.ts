@@ -5,6 +5,8 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { IncomingMessage } from 'node:http'
 import WebSocket from 'ws'
 import { startGateway, createGateway, tempDir, fixturePlugin, assertErrorResponse, eventually, defer } from '../helpers/gateway.js'
@@ -142,4 +144,31 @@ test('a gateway-wide plugin without a policy form is registered on each route, w
   assert.equal((await g.request('/a')).status, 200)
   assertErrorResponse(await g.request('/a'), 429, 'FASTMESH_ERR_RATE_LIMITED')
   assert.equal((await g.request('/b')).status, 200, 'route b has its own counters')
+})
+
+test('the gateway-policy example of docs/writing-plugins.md loads as written: gateway-wide it refuses every route with its status and headers while its flag file exists, and on a route it works too', async (t) => {
+  // The module exactly as the docs show it, so a reader who copies it gets a plugin that loads.
+  const docs = await readFile(new URL('../../../docs/writing-plugins.md', import.meta.url), 'utf8')
+  const section = docs.slice(docs.indexOf('A custom module gets a gateway-policy form'))
+  const code = /```js\n([\s\S]*?)```/.exec(section)?.[1]
+  assert.ok(code !== undefined, 'the section shows a js module')
+  const dir = await tempDir(t)
+  await writeFile(join(dir, 'maintenance.mjs'), code)
+  const flagFile = join(dir, 'down')
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    { name: 'plain', match: { path: { prefix: '/plain' } }, destination: { service: 'svc' } },
+    { name: 'own', match: { path: { prefix: '/own' } }, destination: { service: 'svc' }, plugins: [{ name: 'maintenance', options: { flagFile } }] }
+  ], {
+    customPlugins: { maintenance: { module: './maintenance.mjs' } },
+    plugins: [{ name: 'maintenance', options: { flagFile } }]
+  }), { dir })
+  assert.equal((await g.request('/plain')).status, 200)
+  assert.equal((await g.request('/own')).status, 200)
+  await writeFile(flagFile, '')
+  for (const path of ['/plain', '/own']) {
+    const down = await eventually(async () => { const r = await g.request(path); return r.status === 503 ? r : undefined }, `${path} to be refused while the flag file exists`)
+    assertErrorResponse(down, 503, 'MAINTENANCE')
+    assert.equal(down.headers['retry-after'], '60')
+  }
 })
