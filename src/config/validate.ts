@@ -663,6 +663,23 @@ function mirrorWarnings (config: FastmeshConfig): ConfigProblem[] {
 }
 
 /**
+ * A route's `disablePlugins` naming a plugin the route lists itself: the route's own use
+ * already replaces the gateway-wide one and still runs, which `disablePlugins` reads as if
+ * it would not.
+ */
+function disablePluginWarnings (config: FastmeshConfig): ConfigProblem[] {
+  const warnings: ConfigProblem[] = []
+  config.routes.forEach((route, i) => {
+    (route.disablePlugins ?? []).forEach((name, j) => {
+      const own = route.plugins.findIndex((ref) => ref.name === name)
+      if (own < 0) return
+      warnings.push({ path: `$.routes[${i}].disablePlugins[${j}]`, message: `switches off the gateway-wide "${name}", but the route lists its own "${name}" (plugins[${own}]), which still runs`, hint: `to run without ${name} here, drop it from the route's plugins; to run the route's own, drop it from disablePlugins (a route's own use replaces the gateway-wide one anyway)` })
+    })
+  })
+  return warnings
+}
+
+/**
  * Validates a parsed document (defaults are filled in place, so pass a copy you own).
  * Returns every problem; `config` only when there are none. Plugin options are checked for
  * the plugins in `plugins` (the built-ins unless told); src/config/compile.ts adds the custom
@@ -683,7 +700,7 @@ export function validateConfigDocument (doc: unknown, plugins: ReadonlyMap<strin
   const config = doc
   const problems = redactProblems(semanticProblems(config, Object.keys(config.customPlugins), plugins))
   if (problems.length > 0) return { problems }
-  const warnings = mirrorWarnings(config)
+  const warnings = [...mirrorWarnings(config), ...disablePluginWarnings(config)]
   return warnings.length > 0 ? { config, problems, warnings } : { config, problems }
 }
 

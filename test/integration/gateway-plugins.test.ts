@@ -172,3 +172,17 @@ test('the gateway-policy example of docs/writing-plugins.md loads as written: ga
     assert.equal(down.headers['retry-after'], '60')
   }
 })
+
+test('a route that disables a gateway-wide plugin it also lists itself is warned: its own use still runs', () => {
+  const result = validateConfigDocument({
+    ...meshConfig({ svc: [1234] }, [
+      { name: 'a', destination: { service: 'svc' }, disablePlugins: ['rate-limit'], plugins: [{ name: 'rate-limit', options: { max: 5 } }] },
+      { name: 'b', destination: { service: 'svc' }, disablePlugins: ['rate-limit'] }
+    ]),
+    plugins: [{ name: 'rate-limit', options: { max: 1 } }]
+  })
+  assert.deepEqual(result.problems, [])
+  assert.deepEqual(result.warnings?.map((w) => [w.path, w.message]), [
+    ['$.routes[0].disablePlugins[0]', 'switches off the gateway-wide "rate-limit", but the route lists its own "rate-limit" (plugins[0]), which still runs']
+  ])
+})
