@@ -32,7 +32,7 @@ function corsOptionProblems (options: CorsOptions): PluginOptionProblem[] {
 
 export const corsOptions: PluginOptionsDefinition<typeof CorsOptionsSchema> = {
   name: 'cors',
-  description: 'Cross-origin resource sharing: the gateway answers browsers\' preflights (204, upstream not called) and adds the CORS headers to the route\'s answers; the route must accept OPTIONS.',
+  description: 'Cross-origin resource sharing: the gateway answers browsers\' preflights (204, upstream not called) and adds the CORS headers to the route\'s answers; the route must accept OPTIONS. It runs before the route\'s other plugins wherever it is listed (gateway-wide too), so a preflight (which browsers send without credentials) is never refused by `jwt`, and the other plugins\' refusals (401, 403, 429, 413) carry the CORS headers the page needs to read them.',
   optionsSchema: CorsOptionsSchema,
   checkOptions: corsOptionProblems,
   example: `plugins:

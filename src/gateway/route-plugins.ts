@@ -56,10 +56,10 @@ export async function resolveVersionPlugins (opts: VersionPluginsOptions): Promi
     if (list !== undefined) return list
     const route = binding.matcher.config
     const excluded = excludedBy(route)
-    list = [
+    list = corsFirst([
       ...inFastify.filter((g) => !excluded.has(g.ref.name)).map((g) => ({ def: g.def, options: opts.optionsOf(g.ref) })),
       ...route.plugins.map((ref) => ({ def: opts.definitionOf(ref.name), options: opts.optionsOf(ref) }))
-    ]
+    ])
     perRoute.set(binding.name, list)
     return list
   }
@@ -84,6 +84,19 @@ export async function resolveVersionPlugins (opts: VersionPluginsOptions): Promi
     throw err
   }
   return { ofRoute, policies, close }
+}
+
+/**
+ * The built-in `cors` runs first on its route, wherever it is listed (gateway-wide or the
+ * route's own, before or after other plugins), as in Kong: a browser's preflight carries no
+ * credentials (Fetch standard), so an authenticating plugin in front of it would refuse every
+ * preflight; and the refusals of the other plugins (401, 403, 429, 413) need the CORS headers
+ * for the page to read them. It lets nothing through that would not pass otherwise: it answers
+ * preflights itself (the upstream is not called) and only adds headers to the rest.
+ */
+function corsFirst (list: ResolvedPlugin[]): ResolvedPlugin[] {
+  const cors = list.findIndex((p) => p.def.name === 'cors')
+  return cors <= 0 ? list : [list[cors]!, ...list.slice(0, cors), ...list.slice(cors + 1)]
 }
 
 /** A plugin's policy on the chain; routes that switched it off (or replaced it) are passed by. */

@@ -166,3 +166,30 @@ test('cors as a gateway-wide plugin: every route answers preflights (each route 
   assert.equal(off.status, 200, 'the route without it sends the preflight upstream')
   assert.equal(echo.seen.length, 1)
 })
+
+test('cors runs before the route\'s other plugins wherever it is listed: a preflight needs no token, and a 401 carries the CORS headers (route list and gateway-wide jwt)', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const jwt = { name: 'jwt', options: { secret: 's'.repeat(32) } }
+  const cors = { name: 'cors', options: { origins: [APP], credentials: true } }
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    // jwt listed first on the route itself...
+    { name: 'listed', match: { path: { prefix: '/listed' } }, destination: { service: 'svc' }, plugins: [jwt, cors] },
+    // ...and jwt gateway-wide, which always comes in front of the route's own plugins.
+    { name: 'wide', match: { path: { prefix: '/wide' } }, destination: { service: 'svc' }, plugins: [cors] }
+  ], { plugins: [jwt] }))
+  for (const path of ['/listed/x', '/wide/x']) {
+    // Browsers send preflights without credentials (Fetch standard, CORS-preflight request).
+    const pre = await g.request(path, { method: 'OPTIONS', headers: preflight(APP, 'PUT', 'authorization') })
+    assert.equal(pre.status, 204, `${path}: ${pre.text}`)
+    assert.equal(pre.headers['access-control-allow-origin'], APP, path)
+    assert.equal(pre.headers['www-authenticate'], undefined, path)
+    // The refusal of the actual request is readable by the page: CORS headers on the 401.
+    const refused = await g.request(path, { method: 'PUT', headers: { origin: APP } })
+    assert.equal(refused.status, 401, path)
+    assert.equal(refused.headers['access-control-allow-origin'], APP, path)
+    assert.equal(refused.headers['access-control-allow-credentials'], 'true', path)
+    assert.match(String(refused.headers.vary), /\borigin\b/i, path)
+    assert.equal(refused.headers['www-authenticate'], 'Bearer realm="' + path.split('/')[1]! + '"', path)
+  }
+  assert.equal(echo.seen.length, 0, 'neither a preflight nor an unauthenticated request reached the upstream')
+})
