@@ -184,6 +184,17 @@ export function httpListener (limits: ListenerLimits, current: CurrentVersion, e
   return server
 }
 
+/** Sends `100 Continue` when the body is first read (Readable calls `_read` for the first time), unless an answer began. */
+function continueOnFirstRead (req: IncomingMessage, res: ServerResponse): void {
+  const stream = req as IncomingMessage & { _read(size: number): void }
+  const read = stream._read
+  stream._read = function (this: IncomingMessage, size: number) {
+    stream._read = read
+    if (!res.headersSent && !res.writableEnded) res.writeContinue()
+    read.call(this, size)
+  }
+}
+
 /** The listener-level answers every HTTP server here gives: parser errors, Expect, CONNECT. */
 function guard (server: Server | HttpsServer, limits: ListenerLimits, tunnels: Set<Duplex>): void {
   server.on('clientError', onClientError(limits))
@@ -191,6 +202,14 @@ function guard (server: Server | HttpsServer, limits: ListenerLimits, tunnels: S
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     const expect = String(req.headers.expect)
     refuse(req, res, listenerRefusal(req) ?? fastmeshError('EXPECTATION_FAILED', [expect.length > 64 ? `${expect.slice(0, 64)}…` : expect]))
+  })
+  // `Expect: 100-continue`: left to Node, the 100 goes out before the request is even seen, so
+  // a client is invited to send a body the gateway then refuses (413 on its declared length,
+  // 401, 429, no route). The 100 goes out instead when something first reads the body (a try,
+  // the retry buffer); a refusal comes without it, and Node closes the connection after it.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    continueOnFirstRead(req, res)
+    server.emit('request', req, res)
   })
   // Without a listener Node closes a CONNECT without a word; the gateway does not tunnel.
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {

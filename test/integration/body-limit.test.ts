@@ -220,3 +220,36 @@ test('body-limit: a route without it takes any body; maxBytes 0 refuses every bo
   assertErrorResponse(await g.request('/none', { method: 'POST', body: 'x' }), 413, 'FASTMESH_ERR_BODY_TOO_LARGE')
   assert.equal((await g.request('/none')).status, 200, 'no body is within any limit')
 })
+
+test('body-limit with Expect: 100-continue: a declared length over the limit gets 413 without an invitation to send the body; one within it gets 100 Continue, then its answer', async (t) => {
+  const up = await recordingUpstream(t)
+  const g = await startGateway(t, meshConfig({ svc: [up] }, [limited()]))
+  const port = Number(new URL(g.url).port)
+  const over = new RawClient(port)
+  over.write(`POST /upload HTTP/1.1\r\nhost: gw.test\r\ncontent-length: ${LIMIT + 1}\r\nexpect: 100-continue\r\n\r\n`)
+  await over.closed
+  const refused = over.received.toString('latin1')
+  assert.match(refused, /^HTTP\/1\.1 413 /, 'the final answer comes first: no "100 Continue" asked for a body that is refused anyway')
+  assert.doesNotMatch(refused, /100 Continue/)
+  assert.equal(up.receipts.length, 0)
+
+  const within = new RawClient(port)
+  within.write(`POST /upload HTTP/1.1\r\nhost: gw.test\r\ncontent-length: ${LIMIT}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n`)
+  await eventually(() => within.received.toString('latin1').startsWith('HTTP/1.1 100 Continue\r\n\r\n') ? true : undefined, 'the 100 Continue', 5000)
+  within.write(Buffer.alloc(LIMIT, 'f'))
+  await within.closed
+  const res = parseResponse(within.received.subarray('HTTP/1.1 100 Continue\r\n\r\n'.length), 'POST')
+  assert.equal(res.status, 200)
+  assert.equal(res.body.toString(), `got ${LIMIT}`)
+})
+
+test('Expect: 100-continue on a route without plugins (the fast path) still gets its 100 Continue', async (t) => {
+  const up = await recordingUpstream(t)
+  const g = await startGateway(t, meshConfig({ svc: [up] }, [{ name: 'open', destination: { service: 'svc' } }]))
+  const client = new RawClient(Number(new URL(g.url).port))
+  client.write('PUT /any HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 5\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n')
+  await eventually(() => client.received.toString('latin1').startsWith('HTTP/1.1 100 Continue\r\n\r\n') ? true : undefined, 'the 100 Continue', 5000)
+  client.write('hello')
+  await client.closed
+  assert.equal(parseResponse(client.received.subarray('HTTP/1.1 100 Continue\r\n\r\n'.length), 'PUT').body.toString(), 'got 5')
+})
