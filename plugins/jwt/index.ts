@@ -110,6 +110,19 @@ function challenge (reply: FastifyReply, realm: string, error?: string, descript
     : `Bearer realm="${realm}", error="${error}", error_description="${description ?? ''}"`)
 }
 
+/**
+ * HS tokens verify with `secret` alone, never with the JWKS: it would ignore the configured
+ * secret, and a symmetric key in a (public) JWKS document is known to anyone.
+ */
+function hmacBeside (remote: KeyResolver, secret: string | undefined): KeyResolver {
+  const hmac = secret !== undefined ? new TextEncoder().encode(secret) : undefined
+  return async (header, token) => {
+    if (header.alg?.startsWith('HS') !== true) return await remote(header, token)
+    if (hmac === undefined) throw new errors.JWKSNoMatchingKey()
+    return hmac
+  }
+}
+
 const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = async (fastify, options) => {
   const route = fastify.fastmesh.route
   // Key sources, algorithms, the JWKS URL and timeout, and every static key were checked with
@@ -121,7 +134,7 @@ const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = asyn
     // The cache outlives reloads: a new version verifies with the keys already fetched.
     const state = fastify.fastmesh.state(`jwt:jwks:${url}`, () => new JwksState(url, fastify.log))
     state.log = fastify.log
-    keys = remoteKeys(state, { timeoutMs: durationMs(options.jwks.timeout), cacheMaxAgeMs: durationMs(options.jwks.cacheMaxAge), cooldownMs: durationMs(options.jwks.cooldown) })
+    keys = hmacBeside(remoteKeys(state, { timeoutMs: durationMs(options.jwks.timeout), cacheMaxAgeMs: durationMs(options.jwks.cacheMaxAge), cooldownMs: durationMs(options.jwks.cooldown) }), options.secret)
   } else {
     keys = staticKeys((options.keys ?? []) as Array<JWK | string>, options.secret)
   }

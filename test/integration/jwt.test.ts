@@ -304,3 +304,20 @@ test('jwt: a WebSocket upgrade without a token is refused with 401 before the tu
   await once(accepted, 'open')
   assert.equal(upgrades, 1, 'only the upgrade with a token reached the upstream')
 })
+
+test('jwt with jwks and secret: HS tokens verify with the secret, never with a symmetric key a JWKS document publishes', async (t) => {
+  const key = await signingKey('k1')
+  const secret = 's'.repeat(32)
+  const published = new TextEncoder().encode('p'.repeat(32))
+  // A JWKS is public: an `oct` key in it is known to anyone, so it must not verify anything.
+  const jwks = await startJwks(t, [key.publicJwk, { kty: 'oct', kid: 'shared', alg: 'HS256', k: Buffer.from(published).toString('base64url') }])
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [jwtRoute({ jwks: { url: jwks.url }, secret, algorithms: ['RS256', 'HS256'] })]))
+  const hs = async (k: Uint8Array, kid?: string): Promise<string> => await new SignJWT({ sub: 'user-7', exp: now() + 300 }).setProtectedHeader(kid === undefined ? { alg: 'HS256' } : { alg: 'HS256', kid }).sign(k)
+  assert.equal((await g.request('/x', { headers: bearer(await token(key)) })).status, 200, 'RS256 from the JWKS')
+  const withSecret = await g.request('/x', { headers: bearer(await hs(new TextEncoder().encode(secret))) })
+  assert.equal(withSecret.status, 200, `HS256 with the configured secret: ${withSecret.text}`)
+  await assertInvalid(g, await hs(published, 'shared'), /signature does not verify|no known key/)
+  await assertInvalid(g, await hs(published), /signature does not verify|no known key/)
+  assert.equal(echo.seen.length, 2)
+})
