@@ -59,7 +59,7 @@ export function refusalReason (err: unknown): string {
       case 'iss': return err.reason === 'missing' ? 'the token has no issuer' : 'the token is from another issuer'
       case 'aud': return err.reason === 'missing' ? 'the token has no audience' : 'the token is for another audience'
       case 'iat': return 'the iat claim is invalid'
-      case 'exp': return 'the exp claim is invalid'
+      case 'exp': return err.reason === 'missing' ? 'the token has no expiry (exp)' : 'the exp claim is invalid'
       default: return `the ${err.claim.replace(/[^\x20-\x7e]|["\\]/g, '?')} claim is invalid`
     }
   }
@@ -142,6 +142,7 @@ const jwtPlugin: FastifyPluginAsync<JwtOptions & Record<string, unknown>> = asyn
   const verifyOptions: JWTVerifyOptions = {
     algorithms,
     clockTolerance: durationMs(options.clockSkew) / 1000,
+    ...(options.requireExpiration ? { requiredClaims: ['exp'] } : {}),
     ...(options.issuer !== undefined ? { issuer: options.issuer } : {}),
     ...(options.audience !== undefined ? { audience: options.audience } : {})
   }

@@ -39,6 +39,7 @@ export const JwtOptionsSchema = Type.Object({
     default: {},
     description: 'Claim → request header sent to the upstream with its value (arrays joined with `,`, objects as JSON, characters outside printable ASCII percent-encoded). The same headers from the client are always removed first.'
   }),
+  requireExpiration: Type.Boolean({ default: true, description: 'Refuse tokens without `exp` (401): an access token must expire (RFC 9068 §2.2); one without it would be accepted forever. `false` takes them (as Envoy\'s default).' }),
   forwardToken: Type.Boolean({ default: true, description: 'Whether the upstream still gets the `Authorization` header.' }),
   tokenCacheSize: Type.Integer({
     minimum: 0,

@@ -321,3 +321,17 @@ test('jwt with jwks and secret: HS tokens verify with the secret, never with a s
   await assertInvalid(g, await hs(published), /signature does not verify|no known key/)
   assert.equal(echo.seen.length, 2)
 })
+
+test('jwt: a token without exp is refused (RFC 9068: an access token expires), unless requireExpiration is false', async (t) => {
+  const key = await signingKey('k1')
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    { ...jwtRoute({ keys: [key.publicJwk] }, 'api'), match: { path: { prefix: '/x' } } },
+    { ...jwtRoute({ keys: [key.publicJwk], requireExpiration: false }, 'lenient'), match: { path: { prefix: '/lenient' } } }
+  ]))
+  const forever = await new SignJWT({ sub: 'user-7', iat: now() }).setProtectedHeader({ alg: key.alg, kid: key.kid }).sign(key.privateKey)
+  await assertInvalid(g, forever, /no expiry/)
+  assert.equal((await g.request('/x', { headers: bearer(await token(key)) })).status, 200, 'a token with exp still passes')
+  assert.equal((await g.request('/lenient', { headers: bearer(forever) })).status, 200, 'requireExpiration: false takes it')
+  assert.equal(echo.seen.length, 2)
+})
