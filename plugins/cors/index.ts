@@ -21,12 +21,22 @@ function isPreflight (request: FastifyRequest): boolean {
   return request.raw.method === 'OPTIONS' && request.headers.origin !== undefined && request.headers['access-control-request-method'] !== undefined
 }
 
+/**
+ * A configured origin as browsers serialise it (the Origin header is compared exactly): an
+ * http(s) origin through the URL parser (lower-case, punycode host, the scheme's default port
+ * left out: `https://app.example.com:443` is sent as `https://app.example.com`); another
+ * scheme, whose URL has an opaque origin, in lower case.
+ */
+function serializedOrigin (origin: string): string {
+  return /^https?:/i.test(origin) && URL.canParse(origin) ? new URL(origin).origin : origin.toLowerCase()
+}
+
 const corsPlugin: FastifyPluginAsync<CorsOptions & Record<string, unknown>> = async (fastify, options) => {
   const any = options.origins.includes('*')
   // Keys left out keep @fastify/cors's "not set" (null): an undefined would override it.
   const common: FastifyCorsOptions = {
     // A list, even of one: the request's Origin is echoed only when listed.
-    origin: any ? '*' : options.origins.map((o) => o.toLowerCase()),
+    origin: any ? '*' : options.origins.map(serializedOrigin),
     methods: options.methods,
     credentials: options.credentials,
     preflightContinue: false,

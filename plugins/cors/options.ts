@@ -8,7 +8,7 @@ const TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 
 const Origin = Type.String({
   pattern: '^(\\*|[A-Za-z][A-Za-z0-9+.-]*://[^/?#\\s]+)$',
-  description: 'An origin as browsers send it, `scheme://host[:port]` (no path), compared exactly (case-insensitively); or `*` for any.'
+  description: 'An origin as browsers send it, `scheme://host[:port]` (no path), compared as browsers send it: case and the scheme\'s default port (`:443`, `:80`) make no difference; or `*` for any.'
 })
 
 export const CorsOptionsSchema = Type.Object({

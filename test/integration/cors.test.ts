@@ -193,3 +193,15 @@ test('cors runs before the route\'s other plugins wherever it is listed: a prefl
   }
   assert.equal(echo.seen.length, 0, 'neither a preflight nor an unauthenticated request reached the upstream')
 })
+
+test('cors: a configured origin with its scheme\'s default port matches what browsers send (they leave the port out)', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [corsRoute('api', '/api', { origins: ['https://App.Example.com:443', 'http://localhost:80'] })]))
+  for (const origin of ['https://app.example.com', 'http://localhost']) {
+    const pre = await g.request('/api/x', { method: 'OPTIONS', headers: preflight(origin, 'GET') })
+    assert.equal(pre.headers['access-control-allow-origin'], origin, origin)
+    assert.equal((await g.request('/api/x', { headers: { origin } })).headers['access-control-allow-origin'], origin, origin)
+  }
+  // Another port is another origin.
+  assert.equal((await g.request('/api/x', { headers: { origin: 'https://app.example.com:8443' } })).headers['access-control-allow-origin'], undefined)
+})
