@@ -62,7 +62,9 @@ function forbiddenReached (edges: Edge[], roots: string[]): string[] {
 
 test('no module under src/config imports, at any depth, src/gateway, src/balancer, src/upstream, src/discovery, undici or a built-in plugin\'s run-time library', async () => {
   const configDir = join(DIST, 'src/config')
-  const modules = (await readdir(configDir)).filter((f) => f.endsWith('.js')).map((f) => join(configDir, f))
+  // The modules of src/config's sources (a dist left from an older build may hold files whose source moved away).
+  const sources = new Set((await readdir(join(DIST, '../src/config'))).filter((f) => f.endsWith('.ts')).map((f) => f.replace(/\.ts$/, '.js')))
+  const modules = (await readdir(configDir)).filter((f) => sources.has(f)).map((f) => join(configDir, f))
   assert.ok(modules.length >= 15, `the config modules are found (${modules.length})`)
   const edges = await trace(modules)
   // The trace works: a known edge inside config is in it.
