@@ -130,6 +130,8 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     destination: r.config.destination,
     timeout: r.config.timeout,
     plugins: r.config.plugins.map((p) => p.name),
+    // What the route runs, gateway-wide plugins included, in order.
+    effectivePlugins: gateway.version?.routePlugins(r.name) ?? [],
     ...(r.config.retries !== undefined ? { retries: r.config.retries } : {}),
     stats: routeStats(r.name),
     ...(r.config.mirror !== undefined ? { mirror: { service: r.config.mirror.service, percent: r.config.mirror.percent, stats: gateway.state.peek(mirrorStatsKind, r.name)?.snapshot() ?? new MirrorStats().snapshot() } } : {})

@@ -19,7 +19,7 @@ import type { StateRegistry } from '../state/registry.js'
 import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
 import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
 import { builtinPlugins } from '../../plugins/index.js'
-import { resolveVersionPlugins, type VersionPlugins } from './route-plugins.js'
+import { resolveVersionPlugins, type RoutePluginUse, type VersionPlugins } from './route-plugins.js'
 
 import { exchangeOf } from './gateway-request.js'
 export { tagEntry } from './gateway-request.js'
@@ -55,6 +55,8 @@ export interface GatewayVersion {
   readonly failovers: Assembly['failovers']
   /** The gateway-wide policies, in order. */
   readonly policies: readonly GatewayPolicy[]
+  /** The plugins a route of this version runs, in order (gateway-wide ones included); undefined for an unknown route. */
+  routePlugins(route: string): readonly RoutePluginUse[] | undefined
   /** Handles a request from a listener. */
   handle(req: IncomingMessage, res: ServerResponse): void
   /** Handles an HTTP upgrade (WebSocket) through the same routes and plugins. */
@@ -137,6 +139,10 @@ async function compile (opts: BuildOptions, router: Router, plugins: VersionPlug
     routeNames: new Set(assembly.routes.keys()),
     failovers: assembly.failovers,
     policies,
+    routePlugins (route) {
+      const binding = assembly.routes.get(route)
+      return binding !== undefined ? plugins.describe(binding) : undefined
+    },
     get inFlight () { return entry.inFlight },
     handle: entry.handle,
     upgrade: entry.upgrade,

@@ -15,6 +15,16 @@ import type { RouteBinding } from './assembly.js'
 export interface ResolvedPlugin {
   readonly def: RoutePluginDefinition
   readonly options: Record<string, unknown>
+  /** Where the route got it: the top-level list, or its own `plugins`. */
+  readonly from: 'gateway' | 'route'
+}
+
+/** One plugin a route runs, as the admin API shows it. */
+export interface RoutePluginUse {
+  readonly name: string
+  readonly from: 'gateway' | 'route'
+  /** `policy`: on the version's policy chain, before routing's plugins (the fast path kept); `route`: in the route's Fastify context. */
+  readonly runs: 'policy' | 'route'
 }
 
 export interface VersionPlugins {
@@ -22,6 +32,8 @@ export interface VersionPlugins {
   ofRoute(binding: RouteBinding): readonly ResolvedPlugin[]
   /** The gateway-wide plugins that run as gateway policies, in config order. */
   readonly policies: readonly GatewayPolicy[]
+  /** Every plugin the route runs, in the order it runs them (policies first). */
+  describe(binding: RouteBinding): readonly RoutePluginUse[]
   /** Closes the gateway policies (their timers); once the version is retired. */
   close(): Promise<void>
 }
@@ -57,8 +69,8 @@ export async function resolveVersionPlugins (opts: VersionPluginsOptions): Promi
     const route = binding.matcher.config
     const excluded = excludedBy(route)
     list = corsFirst([
-      ...inFastify.filter((g) => !excluded.has(g.ref.name)).map((g) => ({ def: g.def, options: opts.optionsOf(g.ref) })),
-      ...route.plugins.map((ref) => ({ def: opts.definitionOf(ref.name), options: opts.optionsOf(ref) }))
+      ...inFastify.filter((g) => !excluded.has(g.ref.name)).map((g) => ({ def: g.def, options: opts.optionsOf(g.ref), from: 'gateway' as const })),
+      ...route.plugins.map((ref) => ({ def: opts.definitionOf(ref.name), options: opts.optionsOf(ref), from: 'route' as const }))
     ])
     perRoute.set(binding.name, list)
     return list
@@ -83,7 +95,15 @@ export async function resolveVersionPlugins (opts: VersionPluginsOptions): Promi
     await close()
     throw err
   }
-  return { ofRoute, policies, close }
+  const asPolicies = global.filter((g) => g.def.gatewayPolicy !== undefined)
+  const describe = (binding: RouteBinding): readonly RoutePluginUse[] => {
+    const excluded = excludedBy(binding.matcher.config)
+    return [
+      ...asPolicies.filter((g) => !excluded.has(g.ref.name)).map((g) => ({ name: g.ref.name, from: 'gateway' as const, runs: 'policy' as const })),
+      ...ofRoute(binding).map((p) => ({ name: p.def.name, from: p.from, runs: 'route' as const }))
+    ]
+  }
+  return { ofRoute, policies, describe, close }
 }
 
 /**

@@ -186,3 +186,29 @@ test('a route that disables a gateway-wide plugin it also lists itself is warned
     ['$.routes[0].disablePlugins[0]', 'switches off the gateway-wide "rate-limit", but the route lists its own "rate-limit" (plugins[0]), which still runs']
   ])
 })
+
+test('admin GET /routes shows what each route runs: gateway-wide policies first, then its Fastify plugins with where each came from', async (t) => {
+  const echo = await startEcho(t, 'svc')
+  const dir = await tempDir(t)
+  const g = await startGateway(t, meshConfig({ svc: [echo] }, [
+    { name: 'bare', match: { path: { prefix: '/bare' } }, destination: { service: 'svc' } },
+    { name: 'own', match: { path: { prefix: '/own' } }, destination: { service: 'svc' }, plugins: [{ name: 'headers', options: { request: { add: { 'x-a': '1' } } } }] },
+    { name: 'off', match: { path: { prefix: '/off' } }, destination: { service: 'svc' }, disablePlugins: ['stamp', 'gate'] }
+  ], {
+    customPlugins: { stamp: { module: fixturePlugin(dir, 'stamp.js') }, gate: { module: fixturePlugin(dir, 'policy-gate.js') } },
+    plugins: [{ name: 'gate', options: {} }, { name: 'stamp', options: { value: 'gateway' } }]
+  }), { dir })
+  type Routes = { routes: Array<{ name: string, plugins: string[], effectivePlugins: Array<{ name: string, from: string, runs: string }> }> }
+  const routes = new Map((await g.admin('GET', '/routes')).json<Routes>().routes.map((r) => [r.name, r]))
+  assert.deepEqual(routes.get('bare')!.effectivePlugins, [
+    { name: 'gate', from: 'gateway', runs: 'policy' },
+    { name: 'stamp', from: 'gateway', runs: 'route' }
+  ])
+  assert.deepEqual(routes.get('own')!.plugins, ['headers'], '`plugins` stays the route\'s own list')
+  assert.deepEqual(routes.get('own')!.effectivePlugins, [
+    { name: 'gate', from: 'gateway', runs: 'policy' },
+    { name: 'stamp', from: 'gateway', runs: 'route' },
+    { name: 'headers', from: 'route', runs: 'route' }
+  ])
+  assert.deepEqual(routes.get('off')!.effectivePlugins, [])
+})
