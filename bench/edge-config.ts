@@ -25,6 +25,8 @@ export interface EdgeConfigOptions {
   readonly shopPlugins?: ReadonlyArray<Record<string, unknown>>
   /** `customPlugins` of the config (a plugin `shopPlugins` names); default: none. */
   readonly customPlugins?: Record<string, { readonly module: string }>
+  /** `telemetry.metrics.enabled`; default true (the config's default). */
+  readonly metrics?: boolean
 }
 
 export function edgeConfigYaml (o: EdgeConfigOptions): string {
@@ -49,7 +51,7 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       connectionPool: { connections: o.poolConnections, keepAliveTimeout: '30s' },
       ...(s === 'shop' && o.shopLoadBalancer !== undefined ? { loadBalancer: o.shopLoadBalancer } : {})
     }])),
-    telemetry: { logging: { level: 'info', accessLog: true } },
+    telemetry: { logging: { level: 'info', accessLog: true }, metrics: { enabled: o.metrics ?? true } },
     ...(o.customPlugins !== undefined ? { customPlugins: o.customPlugins } : {}),
     routes: [
       { name: 'healthz', match: { path: { exact: '/healthz' } }, destination: { service: 'catalog' } },

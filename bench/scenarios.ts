@@ -78,7 +78,7 @@ export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
  * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
  * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
  */
-export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
   const [httpPort, adminPort] = await freePorts(2)
   const configFile = join(ctx.workDir, `${name}.yaml`)
   const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
@@ -169,6 +169,12 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: `load generator → fastmesh edge (14 routes, access log on, route "${EDGE_BENCH_ROUTE}") → upstream`,
     compareTo: ['direct', 'node_ceiling'],
     async start (ctx) { return await startEdge(ctx, 'edge', {}) }
+  },
+  {
+    name: 'edge_metrics_off',
+    description: 'the edge scenario with telemetry.metrics.enabled: false (the cost of the metrics policy, against edge)',
+    compareTo: ['edge'],
+    async start (ctx) { return await startEdge(ctx, 'edge_metrics_off', { metrics: false }) }
   },
   {
     name: 'edge_retries',

@@ -98,6 +98,25 @@ const COMPONENTS = [
       'Debian or Ubuntu, `dnf install redis` on Fedora, `brew install redis` on macOS ' +
       '(https://redis.io/docs/latest/operate/oss_and_stack/install/).',
   },
+  {
+    name: 'promtool',
+    usedBy: 'the metrics tests (`promtool check metrics` on a real scrape)',
+    bin: 'promtool',
+    minVersion: '2.0',
+    versionArgs: ['--version'],
+    versionPattern: /promtool, version (\d+\.\d+(?:\.\d+)?)/,
+    debian: {
+      // A static Go binary: any suite's runs here; bookworm's is Prometheus 2.42.
+      suite: 'bookworm',
+      packages: [
+        { name: 'prometheus', license: 'Apache-2.0', files: { 'usr/bin/promtool': 'bin/promtool' } },
+      ],
+    },
+    otherwise:
+      'Install Prometheus\'s promtool so that `promtool` is on PATH: `apt-get install prometheus` on ' +
+      'Debian or Ubuntu, or take `promtool` from a release archive at https://prometheus.io/download/ ' +
+      'and copy it to .tools/bin/promtool.',
+  },
 ]
 
 // ---------------------------------------------------------------------------------------

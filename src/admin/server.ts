@@ -288,6 +288,12 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
     }
   })
 
+  // Prometheus scrape: behind the same access rules as every other read.
+  app.get('/metrics', async (_request, reply) => {
+    if (!gateway.config.telemetry.metrics.enabled) return send(reply, fastmeshError('ADMIN_NOT_FOUND', ['metrics are off (telemetry.metrics.enabled: false)']))
+    return reply.header('content-type', gateway.metrics.contentType).send(await gateway.metrics.render())
+  })
+
   app.get('/authz', async () => ({ decisions: gateway.meshContext?.authorizer.countRows() ?? [] }))
 
   // Exceptions raised while serving requests: each ended its own exchange, the gateway went on.

@@ -300,9 +300,14 @@ export const LoggingSchema = strict({
   accessLog: Type.Boolean({ default: true, description: 'One structured line per request.' })
 }, { description: 'pino logs on stdout, written asynchronously.' })
 
+export const MetricsSchema = strict({
+  enabled: Type.Boolean({ default: true, description: 'Count every request (fastmesh_requests_total, fastmesh_request_duration_seconds) and serve Prometheus metrics on the admin API (`GET /metrics`). `false`: no per-request cost, and `/metrics` answers 404.' })
+}, { description: 'Prometheus metrics on the admin listener (docs/admin.md, "Metrics").' })
+
 export const TelemetrySchema = strict({
-  logging: withDefault(LoggingSchema)
-}, { description: 'Logs. (No metrics or traces yet.)' })
+  logging: withDefault(LoggingSchema),
+  metrics: withDefault(MetricsSchema)
+}, { description: 'Logs and Prometheus metrics. (No traces yet.)' })
 
 export const LimitsSchema = strict({
   maxHeaderBytes: Type.Integer({ minimum: 1024, default: 16384, description: 'Largest request header section accepted (431 beyond).' }),

@@ -18,6 +18,7 @@ import type { ServiceTable } from '../balancer/service-table.js'
 import type { StateRegistry } from '../state/registry.js'
 import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
 import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
+import type { GatewayMetrics } from '../telemetry/metrics.js'
 import { builtinPlugins } from '../../plugins/index.js'
 import { resolveVersionPlugins, type RoutePluginUse, type VersionPlugins } from './route-plugins.js'
 
@@ -38,6 +39,8 @@ export interface BuildOptions {
   /** Where exceptions raised while serving an exchange are counted (outlives versions). */
   readonly faults?: ExchangeFaults
   readonly version: number
+  /** Where requests are counted (outlives versions); the policy is left out when `telemetry.metrics.enabled` is false. */
+  readonly metrics?: GatewayMetrics
   /** Present when mesh.mtls is not `off`. */
   readonly mesh?: MeshContext
 }
@@ -96,7 +99,8 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   })
 
   // Gateway-wide policies, in order: they see every request of every listener.
-  const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), accessLogPolicy(opts.recorder), ...plugins.policies]
+  const metrics = config.telemetry.metrics.enabled ? opts.metrics : undefined
+  const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), ...(metrics !== undefined ? [metrics.policy()] : []), accessLogPolicy(opts.recorder), ...plugins.policies]
   const faults = opts.faults ?? new ExchangeFaults()
   const faultLog = opts.log.child({ component: 'exchange' })
   const chain = new PolicyChain(policies, (ex, where, err) => {

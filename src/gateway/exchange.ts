@@ -1,7 +1,7 @@
 // Gateway-wide layer: one request's passage through a config version (who it is, where it
 // went, how it ended), and the ordered chain of policies that sees every request on every
-// listener, the fast path included: the home of the access log, route statistics and,
-// later, metrics, tracing and load shedding.
+// listener, the fast path included: the home of the access log, route statistics, metrics
+// and, later, tracing and load shedding.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { RequestRecord } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'

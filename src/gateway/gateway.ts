@@ -23,6 +23,7 @@ import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { redactText } from '../config/redact.js'
 import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log.js'
+import { GatewayMetrics } from '../telemetry/metrics.js'
 import { fastmeshError } from '../errors.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import type { Discovery } from '../discovery/types.js'
@@ -87,6 +88,8 @@ export class Gateway {
   readonly reloads = { ok: 0, failed: 0 }
   /** Exceptions raised while serving requests, across versions. */
   readonly faults = new ExchangeFaults()
+  /** Prometheus metrics, across versions (admin `GET /metrics`); counted only while `telemetry.metrics.enabled`. */
+  readonly metrics: GatewayMetrics
 
   constructor (private readonly options: GatewayOptions) {
     this.log = options.log
@@ -109,6 +112,21 @@ export class Gateway {
     }
     this.services = new ServiceTable(this.discovery, undefined, this.state, this.log.child({ component: 'outlier' }))
     this.recorder = accessLogRecorder(this.log, this.loaded.config.telemetry.logging.accessLog)
+    this.metrics = new GatewayMetrics({
+      role: this.loaded.config.gateway.mode,
+      configVersion: () => this.current?.version ?? 0,
+      certificates: () => this.leafExpiries()
+    })
+  }
+
+  /** The mesh leaf certificates this gateway holds (itself and its local services), for the expiry gauge. */
+  private * leafExpiries (): Iterable<{ service: string, notAfter: Date }> {
+    const identity = this.identity
+    if (identity === undefined) return
+    for (const service of [this.selfIdentity, ...this.loaded.config.localServices.map((s) => s.name)]) {
+      const leaf = identity.leaf(service)
+      if (leaf !== undefined) yield { service, notAfter: leaf.notAfter }
+    }
   }
 
   /** The config in effect (restart-only keys as at start; see pendingRestart). */
@@ -303,6 +321,7 @@ export class Gateway {
     this.recorder = accessLogRecorder(this.log, loaded.config.telemetry.logging.accessLog)
     this.log.level = loaded.config.telemetry.logging.level
     this.reloads.ok++
+    this.metrics.reloads.inc({ result: 'success' })
     this.log.info({ reason, version: next.version, routes: loaded.config.routes.length }, 'config reloaded')
     if (old !== undefined) this.retire(old)
     this.retainServices()
@@ -311,6 +330,7 @@ export class Gateway {
 
   private refused (err: unknown, reason: string): ReloadResult {
     this.reloads.failed++
+    this.metrics.reloads.inc({ result: 'failure' })
     const problems = err instanceof ConfigError ? err.problems : undefined
     // The message goes to the log, `lastReload` and the 409 answer: through the one redaction
     // rule. A ConfigError is logged without its cause: a YAML parser's cause quotes source lines.
@@ -344,6 +364,7 @@ export class Gateway {
       // Read through `this` so a reload's access-log setting applies to every version.
       recorder: { record: (r) => { this.recorder.record(r) }, flush: () => { this.recorder.flush() } },
       faults: this.faults,
+      metrics: this.metrics,
       version,
       ...(this.mesh !== undefined ? { mesh: this.mesh } : {})
     })
