@@ -80,6 +80,9 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   })
 }
 
+/** Longer than any test here takes on a loaded 2-core machine (the slowest, the exchange fuzz, takes about 20 s). */
+const TEST_TIMEOUT_MS = 180_000
+
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;]*m/g
 /** node's summary lines: `ℹ pass 12` from the spec reporter, `# pass 12` from tap (a --test-reporter flag). */
@@ -88,7 +91,9 @@ const SUMMARY = /^(?:ℹ|#) (tests|pass|fail|cancelled|skipped|todo) (\d+)$/
 /** Runs one `node --test` pass, its output passed through; resolves with its exit status and node's summary counts. */
 async function run (pass) {
   const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${DURATIONS_REPORTER}`, '--test-reporter-destination=stderr']
-  const args = ['--test', ...reporters, `--test-concurrency=${pass.concurrency}`, ...flags, ...pass.files]
+  // A test that hangs (a helper awaiting an event that never comes) fails by name after
+  // TEST_TIMEOUT_MS instead of stalling the whole run until CI gives up.
+  const args = ['--test', ...reporters, `--test-concurrency=${pass.concurrency}`, `--test-timeout=${TEST_TIMEOUT_MS}`, ...flags, ...pass.files]
   const env = { ...process.env, FASTMESH_TEST_DURATIONS: DURATIONS }
   // Output is piped (to read the summary), so keep spec's colours when our own output is a terminal.
   if (process.stdout.isTTY && process.env.NO_COLOR === undefined) env.FORCE_COLOR = '1'

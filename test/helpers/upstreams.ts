@@ -148,15 +148,21 @@ export interface UpstreamProcess {
  */
 export async function startUpstreamProcess (t: TestContext, name: string, port?: number): Promise<UpstreamProcess> {
   const fixture = fileURLToPath(new URL('../fixtures/upstream-process.js', import.meta.url))
-  const at = port ?? await freePort()
+  let at = port ?? await freePort()
   let child: ChildProcess | undefined
-  const start = async (): Promise<void> => {
+  /** Starts the process on `at`; false when it exited before listening (the port was taken meanwhile). */
+  const start = async (): Promise<boolean> => {
     const c = spawn(process.execPath, [fixture, String(at), name], { stdio: ['ignore', 'pipe', 'inherit'] })
     child = c
     defer(t, () => { if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') })
-    await once(c.stdout!, 'data')
+    // Waiting for 'ready' alone would wait forever for a process that died on EADDRINUSE.
+    return await Promise.race([once(c.stdout!, 'data').then(() => true), once(c, 'exit').then(() => false)])
   }
-  await start()
+  // A free port can be taken by another test between freePort() and the child's listen: try another.
+  for (let tries = 1; !await start(); tries++) {
+    if (port !== undefined || tries === 5) throw new Error(`upstream process ${name} exited before listening on 127.0.0.1:${at}`)
+    at = await freePort()
+  }
   return {
     port: at,
     name,
@@ -176,7 +182,7 @@ export async function startUpstreamProcess (t: TestContext, name: string, port?:
         if (!c.killed) c.kill('SIGKILL')
         await once(c, 'exit')
       }
-      await start()
+      if (!await start()) throw new Error(`upstream process ${name} could not listen again on 127.0.0.1:${at} (taken meanwhile)`)
     }
   }
 }
