@@ -71,14 +71,78 @@ export interface Refusal extends ResponseError {
   readonly headers?: Readonly<Record<string, string>>
 }
 
-/** A gateway policy of one config version. */
+/** One exchange once it ended, as a gateway policy's `onEnd` sees it. */
+export interface PolicyExchange extends PolicyRequest {
+  /** The status answered (499: the client left first; 0: cut before any answer). */
+  readonly status: number
+  readonly durationMs: number
+  /** The `FASTMESH_ERR_*` code when the gateway answered itself, or why the exchange broke. */
+  readonly error: string | undefined
+  /** The destination service, once chosen. */
+  readonly destination: string | undefined
+  /** Upstream tries made. */
+  readonly attempts: number
+}
+
+/**
+ * How one upstream try ended: the endpoint answered (`response`, see `status`), or no
+ * answer came — `connect_error` (no connection: refused, TLS handshake, connect timeout),
+ * `timeout` (no response headers in time), `reset` (the connection broke), `error`
+ * (anything else the endpoint did), `cancelled` (ended by our side: the client left, the
+ * body limit, a per-exchange fault).
+ */
+export type TryOutcome = 'response' | 'connect_error' | 'timeout' | 'reset' | 'error' | 'cancelled'
+
+/**
+ * One upstream try as gateway policies see it: a try of the route (the first, or a retry)
+ * or a mirrored copy. Protocol-neutral: an HTTP/2 or gRPC try fills the same fields.
+ */
+export interface UpstreamTry {
+  /** 1 for the first try, 2, 3 ... for retries; a mirrored copy is 1. */
+  readonly attempt: number
+  /** A mirrored copy (fire-and-forget), not a try of the exchange. */
+  readonly mirror: boolean
+  /** The destination service. */
+  readonly service: string
+  /** `address:port` of the endpoint tried. */
+  readonly endpoint: string
+  /** When the try started (performance.now()). */
+  readonly startedAt: number
+  /** Set when the try ended; undefined while it runs. */
+  readonly outcome: TryOutcome | undefined
+  /** The endpoint's status for `response` (101 for an upgrade); 0 otherwise. */
+  readonly status: number
+  /** How long the try took until its outcome was known (response headers, or the failure), in ms. */
+  readonly durationMs: number
+  /** The try's failure as the gateway names it (`ECONNREFUSED`, `UND_ERR_SOCKET` ...), when it failed. */
+  readonly cause: string | undefined
+  /** A policy's state for this try (tracing's client span); one slot, so every try keeps one shape. */
+  span: unknown
+}
+
+/**
+ * A gateway policy of one config version. Every hook is optional and synchronous: they run
+ * for every request (the fast path too), so keep each to a few comparisons.
+ */
 export interface GatewayPolicyInstance {
   /**
-   * Runs for every request of every listener (the fast path too) once its route is chosen,
-   * before the route's plugins: a refusal answers at once, undefined lets the request go on.
-   * Synchronous, and on the hot path: keep it to a few comparisons.
+   * Runs once the request's route is chosen, before the route's plugins: a refusal answers
+   * at once, undefined lets the request go on.
    */
-  onRequest(request: PolicyRequest): Refusal | undefined
+  onRequest?(request: PolicyRequest): Refusal | undefined
+  /** An upstream try is about to be sent (each retry, each mirrored copy, an upgrade). */
+  onTryStart?(request: PolicyRequest, t: UpstreamTry): void
+  /**
+   * While the try's request headers are built: push `name, value` pairs (lower-case names)
+   * onto `headers`. Names listed in `upstreamHeaderNames` are taken out of the client's first.
+   */
+  onUpstreamHeaders?(request: PolicyRequest, t: UpstreamTry, headers: string[]): void
+  /** Header names this policy sets upstream (lower case): the client's copies are not forwarded. */
+  readonly upstreamHeaderNames?: readonly string[]
+  /** The try's outcome is known (`t.outcome`). Once per try. */
+  onTryEnd?(request: PolicyRequest, t: UpstreamTry): void
+  /** Once, when the exchange has ended (answered, forwarded, refused or cut). */
+  onEnd?(exchange: PolicyExchange): void
   /** Releases timers and connections when the version is retired. */
   close?(): void | Promise<void>
 }

@@ -85,7 +85,9 @@ export class CircuitLimits {
   constructor (
     readonly service: string,
     readonly settings: CircuitSettings,
-    readonly counters: CircuitCounters = new CircuitCounters()
+    readonly counters: CircuitCounters = new CircuitCounters(),
+    /** Told of every refusal (the gateway's endpoint events). */
+    private readonly onOverflow?: (limit: OverflowLimit) => void
   ) {}
 
   /** Called by the service layer when its usable endpoints change. */
@@ -133,6 +135,7 @@ export class CircuitLimits {
 
   private overflow (limit: OverflowLimit, value: number): OverflowError {
     this.counters.overflows[limit]++
+    this.onOverflow?.(limit)
     // A fresh error each time: the route layer may add what was tried to it.
     const err = fastmeshError('OVERFLOW', [this.service, limit, value]) as FastmeshError & { limit: OverflowLimit, headers: Record<string, string> }
     err.limit = limit

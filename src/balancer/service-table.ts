@@ -13,6 +13,7 @@ import { defaultRandom } from './random.js'
 import { OutlierDetector, outlierSettings, outlierStoreKind, type OutlierSettings } from './outlier.js'
 import { CircuitLimits, circuitCountersKind, circuitSettings, type CircuitSettings } from './circuit.js'
 import { StateRegistry } from '../state/registry.js'
+import { EndpointEvents } from './events.js'
 import type { Logger } from 'pino'
 
 export function poolSettingsFor (config: FastmeshConfig, service: string): PoolSettings {
@@ -71,6 +72,8 @@ function tableKey (selector: ServiceSelector, s: PoolSettings, b: BalancingSetti
 export class ServiceTable {
   private readonly byKey = new Map<string, ServiceEndpoints>()
   readonly pools = new EndpointPools()
+  /** Ejections, returns, reachability and circuit overflows of every destination, across versions. */
+  readonly events = new EndpointEvents()
 
   /** Set when the mesh is on: builds the mTLS connector of a pool. */
   meshConnector: ((caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector']) | undefined
@@ -98,8 +101,8 @@ export class ServiceTable {
     if (s === undefined) {
       const stateKey = selectorKey(selector)
       s = new ServiceEndpoints(selector, this.discovery, this.pools, settings, this.meshConnector, balancing, this.context, {
-        outlier: new OutlierDetector(selector.service, resilience.outlier, this.state.slot(outlierStoreKind, stateKey), this.log !== undefined ? { log: this.log } : {}),
-        circuit: new CircuitLimits(selector.service, resilience.circuit, this.state.slot(circuitCountersKind, stateKey))
+        outlier: new OutlierDetector(selector.service, resilience.outlier, this.state.slot(outlierStoreKind, stateKey), { ...(this.log !== undefined ? { log: this.log } : {}), onChange: (event) => { this.events.emit(event) } }),
+        circuit: new CircuitLimits(selector.service, resilience.circuit, this.state.slot(circuitCountersKind, stateKey), (limit) => { this.events.emit({ type: 'overflow', service: selector.service, limit }) })
       })
       this.byKey.set(key, s)
     }

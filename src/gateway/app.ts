@@ -16,8 +16,8 @@ import { buildFastifyHost } from './fastify-host.js'
 import { createEntry } from './entry.js'
 import type { ServiceTable } from '../balancer/service-table.js'
 import type { StateRegistry } from '../state/registry.js'
-import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
-import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
+import type { RequestRecorder } from '../telemetry/access-log.js'
+import { builtinPoliciesFor } from './policies.js'
 import type { GatewayMetrics } from '../telemetry/metrics.js'
 import { builtinPlugins } from '../../plugins/index.js'
 import { resolveVersionPlugins, type RoutePluginUse, type VersionPlugins } from './route-plugins.js'
@@ -69,21 +69,6 @@ export interface GatewayVersion {
   close(): Promise<void>
 }
 
-/** Route statistics as a gateway-wide policy; each route's slot is looked up on its first request. */
-function routeStatsPolicy (state: StateRegistry): GatewayPolicy {
-  const slots = new Map<string, RouteStats>()
-  return {
-    name: 'route-stats',
-    onEnd (ex) {
-      const route = ex.route
-      if (route === undefined) return
-      let stats = slots.get(route)
-      if (stats === undefined) slots.set(route, stats = state.slot(routeStatsKind, route))
-      stats.record(ex.status, ex.durationMs, ex.error, ex.attempts)
-    }
-  }
-}
-
 export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayVersion> {
   const { config } = opts.compiled
   const router = new Router(config.routes)
@@ -99,8 +84,10 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
   })
 
   // Gateway-wide policies, in order: they see every request of every listener.
-  const metrics = config.telemetry.metrics.enabled ? opts.metrics : undefined
-  const policies: GatewayPolicy[] = [routeStatsPolicy(opts.state), ...(metrics !== undefined ? [metrics.policy()] : []), accessLogPolicy(opts.recorder), ...plugins.policies]
+  const policies: GatewayPolicy[] = [
+    ...builtinPoliciesFor({ config, state: opts.state, recorder: opts.recorder, metrics: opts.metrics, log: opts.log }),
+    ...plugins.policies
+  ]
   const faults = opts.faults ?? new ExchangeFaults()
   const faultLog = opts.log.child({ component: 'exchange' })
   const chain = new PolicyChain(policies, (ex, where, err) => {

@@ -125,7 +125,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
     if (m === undefined) return undefined
     const layer = endpointsOf(m.service, mesh?.selfIdentity, m.subset)
     const settings = { percent: m.percent, maxConcurrent: m.maxConcurrent, maxBodyBytes: m.maxBodyBytes, timeoutMs: durationMs(m.timeout), bufferLimitBytes: config.limits.mirrorBufferBytes }
-    return new Mirror(layer, settings, state.slot(mirrorStatsKind, route.name), state.slot(mirrorBufferKind, MIRROR_BUFFER_KEY))
+    return new Mirror(layer, settings, state.slot(mirrorStatsKind, route.name), state.slot(mirrorBufferKind, MIRROR_BUFFER_KEY), chain)
   }
 
   const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'], mirror?: Mirror | undefined } = {}): RouteBinding => {

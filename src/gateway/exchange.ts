@@ -1,11 +1,13 @@
 // Gateway-wide layer: one request's passage through a config version (who it is, where it
 // went, how it ended), and the ordered chain of policies that sees every request on every
-// listener, the fast path included: the home of the access log, route statistics, metrics
-// and, later, tracing and load shedding.
+// listener, the fast path included, and every upstream try (forward, retry, mirror, upgrade):
+// the home of the access log, route statistics, metrics, tracing and load shedding.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { RequestRecord } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'
-import type { PolicyRequest, Refusal, UpstreamFaultInjector } from '../../plugins/types.js'
+import type { PolicyExchange, Refusal, UpstreamFaultInjector, UpstreamTry } from '../../plugins/types.js'
+export type { TryOutcome, UpstreamTry } from '../../plugins/types.js'
 
 /** The verified caller of an inbound mesh call. */
 export interface MeshPeer {
@@ -29,7 +31,7 @@ export type Entry =
  * One request through a version. It is also the access-log record: the policies read it
  * when it ends, so a request costs this one object and no second copy.
  */
-export class Exchange implements RequestRecord, PolicyRequest {
+export class Exchange implements RequestRecord, PolicyExchange {
   /** The route that took the request (its config name), once chosen. */
   route: string | undefined = undefined
   /** The destination service, once chosen. */
@@ -52,12 +54,20 @@ export class Exchange implements RequestRecord, PolicyRequest {
   /** Largest request body a plugin allows (`reply.limitRequestBody`), counted as it streams upstream; -1: none. */
   requestBodyLimit = -1
   ended = false
+  /** Bytes read from and written to the client's connection while the exchange ran (headers and body), once it ended. */
+  requestBytes = 0
+  responseBytes = 0
+  /** Tracing's state for this exchange (its server span); one slot, so every exchange keeps one shape. */
+  trace: unknown = undefined
   /**
    * The client's address, read once when the exchange begins: Node detaches the socket from
    * the request when the exchange ends, and a retry or a timer may still run after that.
    */
   readonly clientAddress: string
   private endedAt: bigint | undefined = undefined
+  private readonly socket: Socket | null
+  private readonly readAtStart: number
+  private readonly writtenAtStart: number
 
   constructor (
     readonly req: IncomingMessage,
@@ -66,7 +76,11 @@ export class Exchange implements RequestRecord, PolicyRequest {
     readonly start: bigint,
     readonly entry: Entry | undefined
   ) {
-    this.clientAddress = req.socket?.remoteAddress ?? ''
+    const socket = req.socket ?? null
+    this.socket = socket
+    this.clientAddress = socket?.remoteAddress ?? ''
+    this.readAtStart = socket?.bytesRead ?? 0
+    this.writtenAtStart = socket?.bytesWritten ?? 0
   }
 
   get method (): string {
@@ -103,15 +117,38 @@ export class Exchange implements RequestRecord, PolicyRequest {
     this.status = status
     this.error = error
     this.endedAt = process.hrtime.bigint()
+    // The connection's counters: a keep-alive connection's earlier exchanges are not counted twice.
+    const socket = this.socket
+    if (socket !== null) {
+      this.requestBytes = Math.max(0, socket.bytesRead - this.readAtStart)
+      this.responseBytes = Math.max(0, socket.bytesWritten - this.writtenAtStart)
+    }
     return true
   }
 }
 
-/** A gateway-wide policy: runs for every request of every listener, in chain order. */
+/**
+ * A gateway-wide policy: runs for every request of every listener, in chain order, and sees
+ * every upstream try. Every hook is optional and synchronous (they run on the hot path: keep
+ * them to a few field reads); an exception is caught, logged with the request id and counted,
+ * and the exchange goes on without that policy's step.
+ */
 export interface GatewayPolicy {
   readonly name: string
   /** After the route is chosen, before its plugins and forwarding: a refusal (with its headers) answers instead. */
   onRequest?(ex: Exchange): Refusal | undefined
+  /** An upstream try is about to be sent to `t.endpoint` (each retry, each mirrored copy, an upgrade). */
+  onTryStart?(ex: Exchange, t: UpstreamTry): void
+  /**
+   * While the try's request headers are built (after `onTryStart`): push `name, value` pairs
+   * (lower-case names) onto `headers` to send them upstream. Names the policy lists in
+   * `upstreamHeaderNames` are taken out of the client's headers first, so its own replace them.
+   */
+  onUpstreamHeaders?(ex: Exchange, t: UpstreamTry, headers: string[]): void
+  /** Header names this policy sets on upstream requests (lower case): the client's copies are not forwarded. */
+  readonly upstreamHeaderNames?: readonly string[]
+  /** The try's outcome is known (`t.outcome`): response headers arrived, or it failed. Once per try. */
+  onTryEnd?(ex: Exchange, t: UpstreamTry): void
   /** Once, when the exchange has ended (answered, forwarded, refused or cut). */
   onEnd?(ex: Exchange): void
 }
@@ -138,18 +175,27 @@ export type ExchangeFault = (ex: Exchange, where: string, err: unknown) => void
 
 /** The ordered policies of a version, split by step so an empty step costs one length check. */
 export class PolicyChain {
-  private readonly requestSteps: ReadonlyArray<NonNullable<GatewayPolicy['onRequest']>>
-  private readonly endSteps: ReadonlyArray<NonNullable<GatewayPolicy['onEnd']>>
-  private readonly requestNames: readonly string[]
-  private readonly endNames: readonly string[]
+  /** Whether any policy has a per-try hook: without one, a try costs the chain nothing. */
+  readonly seesTries: boolean
+  /** Upstream header names the policies set themselves (the client's copies are dropped); undefined: none. */
+  readonly ownedUpstreamHeaders: ReadonlySet<string> | undefined
+  private readonly requestSteps: ReadonlyArray<Step<NonNullable<GatewayPolicy['onRequest']>>>
+  private readonly tryStartSteps: ReadonlyArray<Step<NonNullable<GatewayPolicy['onTryStart']>>>
+  private readonly headerSteps: ReadonlyArray<Step<NonNullable<GatewayPolicy['onUpstreamHeaders']>>>
+  private readonly tryEndSteps: ReadonlyArray<Step<NonNullable<GatewayPolicy['onTryEnd']>>>
+  private readonly endSteps: ReadonlyArray<Step<NonNullable<GatewayPolicy['onEnd']>>>
 
   constructor (readonly policies: readonly GatewayPolicy[], readonly fault: ExchangeFault = () => {}) {
-    const withRequest = policies.filter((p) => p.onRequest !== undefined)
-    const withEnd = policies.filter((p) => p.onEnd !== undefined)
-    this.requestSteps = withRequest.map((p) => p.onRequest!.bind(p))
-    this.endSteps = withEnd.map((p) => p.onEnd!.bind(p))
-    this.requestNames = withRequest.map((p) => p.name)
-    this.endNames = withEnd.map((p) => p.name)
+    const steps = <K extends keyof GatewayPolicy>(key: K): Array<Step<NonNullable<GatewayPolicy[K]>>> =>
+      policies.filter((p) => p[key] !== undefined).map((p) => new Step((p[key] as (...args: never[]) => unknown).bind(p) as NonNullable<GatewayPolicy[K]>, p.name))
+    this.requestSteps = steps('onRequest')
+    this.tryStartSteps = steps('onTryStart')
+    this.headerSteps = steps('onUpstreamHeaders')
+    this.tryEndSteps = steps('onTryEnd')
+    this.endSteps = steps('onEnd')
+    this.seesTries = this.tryStartSteps.length + this.headerSteps.length + this.tryEndSteps.length > 0
+    const owned = policies.flatMap((p) => p.upstreamHeaderNames ?? [])
+    this.ownedUpstreamHeaders = owned.length > 0 ? new Set(owned.map((n) => n.toLowerCase())) : undefined
   }
 
   /** The first policy's refusal, or undefined to go on. A policy that throws is skipped (and reported). */
@@ -158,14 +204,53 @@ export class PolicyChain {
     for (let i = 0; i < steps.length; i++) {
       let refusal: Refusal | undefined
       try {
-        refusal = steps[i]!(ex)
+        refusal = steps[i]!.run(ex)
       } catch (err) {
-        this.fault(ex, this.requestNames[i]!, err)
+        this.fault(ex, steps[i]!.name, err)
         continue
       }
       if (refusal !== undefined) return refusal
     }
     return undefined
+  }
+
+  /** A try is about to go upstream. */
+  tryStart (ex: Exchange, t: UpstreamTry): void {
+    const steps = this.tryStartSteps
+    for (let i = 0; i < steps.length; i++) {
+      try {
+        steps[i]!.run(ex, t)
+      } catch (err) {
+        this.fault(ex, steps[i]!.name, err)
+      }
+    }
+  }
+
+  /** The policies' headers for a try's upstream request, pushed onto `headers`. */
+  upstreamHeaders (ex: Exchange, t: UpstreamTry, headers: string[]): void {
+    const steps = this.headerSteps
+    for (let i = 0; i < steps.length; i++) {
+      const length = headers.length
+      try {
+        steps[i]!.run(ex, t, headers)
+      } catch (err) {
+        // Half a pair would shift every header after it: what the policy pushed goes.
+        headers.length = length
+        this.fault(ex, steps[i]!.name, err)
+      }
+    }
+  }
+
+  /** A try's outcome is known (once per try). */
+  tryEnd (ex: Exchange, t: UpstreamTry): void {
+    const steps = this.tryEndSteps
+    for (let i = 0; i < steps.length; i++) {
+      try {
+        steps[i]!.run(ex, t)
+      } catch (err) {
+        this.fault(ex, steps[i]!.name, err)
+      }
+    }
   }
 
   /**
@@ -177,10 +262,15 @@ export class PolicyChain {
     const steps = this.endSteps
     for (let i = 0; i < steps.length; i++) {
       try {
-        steps[i]!(ex)
+        steps[i]!.run(ex)
       } catch (err) {
-        this.fault(ex, this.endNames[i]!, err)
+        this.fault(ex, steps[i]!.name, err)
       }
     }
   }
+}
+
+/** One policy's hook of one step, with the policy's name for fault reports. */
+class Step<F> {
+  constructor (readonly run: F, readonly name: string) {}
 }

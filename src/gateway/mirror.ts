@@ -11,6 +11,8 @@ import { defaultRandom, type RandomSource } from '../balancer/random.js'
 import { stateKind } from '../state/registry.js'
 import type { EndpointTarget } from '../upstream/endpoint-pool.js'
 import { upstreamRequestHeaders, type ForwardSettings, type UpstreamCall } from '../upstream/proxy.js'
+import type { Exchange, PolicyChain, TryOutcome, UpstreamTry } from './exchange.js'
+import { failureKind, tryOutcomeOf } from './retry.js'
 
 /** The header that marks a mirrored request (Envoy's `-shadow` Host suffix would break Host routing at the mirror). */
 export const MIRROR_HEADER = 'x-fastmesh-mirror'
@@ -95,6 +97,52 @@ function declaredLength (headers: IncomingHttpHeaders): number | undefined {
   return /^[0-9]{1,15}$/.test(cl) ? Number(cl) : undefined
 }
 
+/**
+ * A mirrored copy as the upstream request sees it (the primary's call, with the policies'
+ * headers for this copy) and as the policies see it (an UpstreamTry with `mirror` set).
+ */
+class MirrorTry implements UpstreamCall, UpstreamTry {
+  readonly attempt = 1
+  readonly mirror = true
+  readonly editors = null
+  readonly replyHeaders = null
+  endpoint = ''
+  startedAt = 0
+  outcome: TryOutcome | undefined = undefined
+  status = 0
+  durationMs = 0
+  cause: string | undefined = undefined
+  span: unknown = undefined
+
+  constructor (readonly primary: UpstreamCall, readonly service: string, readonly ex: Exchange | undefined, readonly chain: PolicyChain | undefined) {}
+
+  get requestId (): string { return this.primary.requestId }
+  get path (): string { return this.primary.path }
+  get clientCert (): string | undefined { return this.primary.clientCert }
+  get headersTimeoutMs (): number { return this.primary.headersTimeoutMs }
+  get body (): Buffer | undefined { return this.primary.body }
+  get clientAddress (): string { return this.primary.clientAddress }
+  get ownedHeaders (): ReadonlySet<string> | undefined { return this.chain?.ownedUpstreamHeaders }
+
+  pushHeaders (out: string[]): void {
+    if (this.ex !== undefined && this.chain?.seesTries === true) this.chain.upstreamHeaders(this.ex, this, out)
+  }
+
+  started (endpoint: string): void {
+    this.endpoint = endpoint
+    this.startedAt = performance.now()
+    if (this.ex !== undefined && this.chain?.seesTries === true) this.chain.tryStart(this.ex, this)
+  }
+
+  ended (status: number, err: Error | undefined): void {
+    this.durationMs = performance.now() - this.startedAt
+    this.status = err === undefined ? status : 0
+    this.outcome = err === undefined ? 'response' : tryOutcomeOf(failureKind(err))
+    this.cause = err === undefined ? undefined : (err as { code?: string }).code ?? err.message
+    if (this.ex !== undefined && this.chain?.seesTries === true) this.chain.tryEnd(this.ex, this)
+  }
+}
+
 /** Receives the mirror's answer and throws it away; ends the mirrored request exactly once. */
 class DiscardHandler implements Dispatcher.DispatchHandler {
   private status = 0
@@ -103,9 +151,9 @@ class DiscardHandler implements Dispatcher.DispatchHandler {
   private readonly timer: NodeJS.Timeout
   private readonly started = performance.now()
 
-  constructor (private readonly mirror: Mirror, private readonly target: EndpointTarget, private readonly bytes: number, timeoutMs: number) {
+  constructor (private readonly mirror: Mirror, private readonly target: EndpointTarget, private readonly bytes: number, timeoutMs: number, private readonly tried: MirrorTry) {
     // One bound on the whole exchange (headers and body): a hanging mirror frees its slot.
-    this.timer = setTimeout(() => { this.fail(new Error('mirror timeout')) }, timeoutMs)
+    this.timer = setTimeout(() => { this.fail(Object.assign(new Error('mirror timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' })) }, timeoutMs)
     this.timer.unref()
   }
 
@@ -115,7 +163,10 @@ class DiscardHandler implements Dispatcher.DispatchHandler {
   }
 
   onHeaders (statusCode: number): boolean {
-    if (statusCode >= 200) this.status = statusCode
+    if (statusCode >= 200 && this.status === 0) {
+      this.status = statusCode
+      this.tried.ended(statusCode, undefined)
+    }
     return true
   }
 
@@ -124,30 +175,44 @@ class DiscardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete (): void {
-    this.end(false)
+    this.end(undefined)
   }
 
-  onError (): void {
-    this.end(true)
+  onError (err: Error): void {
+    this.end(err)
   }
 
   onUpgrade (_statusCode: number, _headers: unknown, socket: { destroy: () => void }): void {
     socket.destroy()
-    this.end(true)
+    this.end(new Error('mirror answered with an upgrade'))
   }
 
   fail (err: Error): void {
     if (this.done) return
     this.abort?.(err)
-    this.end(true)
+    this.end(err)
   }
 
-  private end (gatewayError: boolean): void {
+  /** `err`: the copy failed (no answer, or it broke off). */
+  private end (err: Error | undefined): void {
     if (this.done) return
     this.done = true
     clearTimeout(this.timer)
+    // The try ended with its response headers when they came; otherwise it ends here.
+    if (this.tried.outcome === undefined) this.tried.ended(0, err ?? new Error('mirror ended without a response'))
+    const gatewayError = err !== undefined
     this.mirror.finished(this.target, gatewayError ? 0 : this.status, gatewayError, performance.now() - this.started, this.bytes)
   }
+}
+
+/** A copy waiting to go out (its body may still be arriving). */
+interface MirrorRequest {
+  readonly pick: PickRequest
+  readonly method: Dispatcher.HttpMethod
+  readonly path: string
+  readonly headers: IncomingHttpHeaders
+  readonly forwarding: ForwardSettings
+  readonly copy: MirrorTry
 }
 
 /** One route's mirror. Call `maybeMirror` before the primary is forwarded (see there). */
@@ -159,7 +224,9 @@ export class Mirror {
     readonly layer: ServiceLayer,
     private readonly settings: MirrorSettings,
     readonly stats: MirrorStats = new MirrorStats(),
-    private readonly buffer: MirrorBuffer = new MirrorBuffer()
+    private readonly buffer: MirrorBuffer = new MirrorBuffer(),
+    /** The version's policies, told of each copy as a try (`mirror` set) and asked for its headers. */
+    private readonly chain?: PolicyChain
   ) {
     this.random = settings.random ?? defaultRandom
     this.bufferLimit = settings.bufferLimitBytes ?? Infinity
@@ -177,7 +244,7 @@ export class Mirror {
    * A mirror whose service has no usable endpoint is skipped before anything is copied: a
    * dead mirror costs the primary path a check, not a connection attempt per request.
    */
-  maybeMirror (req: IncomingMessage, headers: IncomingHttpHeaders, forwarding: ForwardSettings, call: UpstreamCall): boolean {
+  maybeMirror (req: IncomingMessage, headers: IncomingHttpHeaders, forwarding: ForwardSettings, call: UpstreamCall, ex?: Exchange): boolean {
     const s = this.settings
     if (s.percent < 100 && !(this.random() * 100 < s.percent)) return false
     // Tunnels are not requests one can copy.
@@ -204,14 +271,14 @@ export class Mirror {
       return false
     }
     this.stats.inFlight++
-    const out = upstreamRequestHeaders(headers, forwarding, call)
-    out.push(MIRROR_HEADER, '1')
+    const copy = new MirrorTry(call, this.layer.service, ex, this.chain)
     const q = call.path.indexOf('?')
     const pick: PickRequest = { headers, clientAddress: call.clientAddress, search: q === -1 ? '' : call.path.slice(q), tried: undefined }
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod
+    const outgoing: MirrorRequest = { pick, method, path: call.path, headers, forwarding, copy }
     if (length === 0 || buffered !== undefined) {
       const body = length === 0 ? null : buffered ?? null
-      setImmediate(() => { this.send(pick, method, call.path, out, body, length) })
+      setImmediate(() => { this.send(outgoing, body, length) })
       return true
     }
     this.copyBody(req, length, (body) => {
@@ -219,7 +286,7 @@ export class Mirror {
         this.stats.skippedBody++
         this.release(length)
       } else {
-        this.send(pick, method, call.path, out, body, length)
+        this.send(outgoing, body, length)
       }
     })
     return true
@@ -252,8 +319,8 @@ export class Mirror {
   }
 
   /** `bytes`: what the body holds of the gateway's mirror buffer, given back when the request ends. */
-  private send (pick: PickRequest, method: Dispatcher.HttpMethod, path: string, headers: string[], body: Buffer | null, bytes: number): void {
-    const target = this.layer.pick(pick)
+  private send (m: MirrorRequest, body: Buffer | null, bytes: number): void {
+    const target = this.layer.pick(m.pick)
     if (target === undefined || this.layer.degraded?.() === true) {
       // No usable endpoint, or only one the service layer gave out in panic: not sent.
       if (target !== undefined) this.layer.report(target, NOT_SENT)
@@ -262,8 +329,12 @@ export class Mirror {
       return
     }
     this.stats.sent++
-    const handler = new DiscardHandler(this, target, bytes, this.settings.timeoutMs)
-    const opts: Dispatcher.DispatchOptions = { path, method, headers, body, headersTimeout: this.settings.timeoutMs, bodyTimeout: this.settings.timeoutMs }
+    m.copy.started(target.label)
+    // Built once the endpoint is known: the policies' headers (trace context) are this copy's own.
+    const headers = upstreamRequestHeaders(m.headers, m.forwarding, m.copy)
+    headers.push(MIRROR_HEADER, '1')
+    const handler = new DiscardHandler(this, target, bytes, this.settings.timeoutMs, m.copy)
+    const opts: Dispatcher.DispatchOptions = { path: m.path, method: m.method, headers, body, headersTimeout: this.settings.timeoutMs, bodyTimeout: this.settings.timeoutMs }
     try {
       target.pool.dispatch(opts, handler)
     } catch (err) {

@@ -6,6 +6,7 @@ import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { stateKind } from '../state/registry.js'
 import type { RandomSource } from '../balancer/random.js'
+import type { TryOutcome } from './exchange.js'
 
 /** What went wrong with one try, as far as retrying is concerned. */
 export type FailureKind = 'connect-failure' | 'refused' | 'reset' | 'timeout' | 'other'
@@ -18,6 +19,17 @@ const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EH
 const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'])
 /** Connect failures below TLS: no TCP connection could be made to the endpoint at all. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN'])
+
+/** A failed try's outcome as the policies name it (src/gateway/exchange.ts). */
+export function tryOutcomeOf (kind: FailureKind): TryOutcome {
+  switch (kind) {
+    case 'connect-failure':
+    case 'refused': return 'connect_error'
+    case 'reset': return 'reset'
+    case 'timeout': return 'timeout'
+    default: return 'error'
+  }
+}
 
 /** Classifies the cause of a failed try (the endpoint layer keeps undici's error as `cause`). */
 export function failureKind (err: Error & { code?: string, cause?: unknown }): FailureKind {

@@ -10,10 +10,10 @@ import type { EndpointTarget } from '../upstream/endpoint-pool.js'
 import type { ServiceLayer } from '../balancer/types.js'
 import { defaultRandom, type RandomSource } from '../balancer/random.js'
 import type { InjectedFault, UpstreamHeadersEditor } from '../../plugins/types.js'
-import type { Exchange, PolicyChain } from './exchange.js'
+import type { Exchange, PolicyChain, TryOutcome, UpstreamTry } from './exchange.js'
 import type { RouteMatch } from './router.js'
 import { writeError } from './respond.js'
-import { failureKind, isConnectFailure, isUnreachable, MAX_TRIES, type CompiledRetryPolicy, type RetryBudget } from './retry.js'
+import { failureKind, isConnectFailure, isUnreachable, MAX_TRIES, tryOutcomeOf, type CompiledRetryPolicy, type RetryBudget } from './retry.js'
 import type { Mirror } from './mirror.js'
 
 /** How long a request to a destination discovery has not answered for yet waits for it. */
@@ -25,8 +25,11 @@ export type Destination = ServiceLayer
 /** The destination of one request: fixed for most routes, chosen per request for some (Host, splits). */
 export type DestinationFor = (ex: Exchange) => Destination | ResponseError
 
-/** One request's forwarding, across its tries. */
-class RouteCall implements UpstreamCall {
+/**
+ * One request's forwarding, across its tries. It is also the current try as the policies see
+ * it (UpstreamTry): a try costs no object of its own.
+ */
+class RouteCall implements UpstreamCall, UpstreamTry {
   path = ''
   headersTimeoutMs = 0
   body: Buffer | undefined = undefined
@@ -56,6 +59,14 @@ class RouteCall implements UpstreamCall {
   connectFailures = 0
   /** The next try takes only an endpoint not tried yet (a retry after a connect failure). */
   untriedOnly = false
+  // The current try, as UpstreamTry: reset when each try starts.
+  readonly mirror = false
+  endpoint = ''
+  outcome: TryOutcome | undefined = undefined
+  status = 0
+  durationMs = 0
+  cause: string | undefined = undefined
+  span: unknown = undefined
 
   constructor (
     readonly ex: Exchange,
@@ -68,11 +79,29 @@ class RouteCall implements UpstreamCall {
     readonly clientCert: string | undefined,
     readonly deadline: number,
     /** The request has a body (Content-Length above 0, or chunked). */
-    readonly hasBody: boolean
+    readonly hasBody: boolean,
+    readonly chain: PolicyChain
   ) {}
 
   get clientAddress (): string {
     return this.ex.clientAddress
+  }
+
+  get service (): string {
+    return this.destination.service
+  }
+
+  get startedAt (): number {
+    return this.tryStart
+  }
+
+  get ownedHeaders (): ReadonlySet<string> | undefined {
+    return this.chain.ownedUpstreamHeaders
+  }
+
+  /** The policies' headers for this try (tracing context), at the end of the upstream request's. */
+  pushHeaders (out: string[]): void {
+    if (this.chain.seesTries) this.chain.upstreamHeaders(this.ex, this, out)
   }
 
   /**
@@ -160,7 +189,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     const clientCert = this.forwardClientCert && ex.entry?.kind === 'inbound' ? ex.entry.peer?.uri : undefined
     const chunked = headers['transfer-encoding'] !== undefined
     const declared = headers['content-length']
-    const call = new RouteCall(ex, destination, match, headers, ex.requestId, editors, replyHeaders, clientCert, deadline, chunked || (declared !== undefined && declared !== '0'))
+    const call = new RouteCall(ex, destination, match, headers, ex.requestId, editors, replyHeaders, clientCert, deadline, chunked || (declared !== undefined && declared !== '0'), this.chain)
     try {
       if (ex.requestBodyLimit >= 0 && call.hasBody) {
         // A declared length frames the body (the parser stops there): checked here, never counted.
@@ -224,9 +253,16 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     call.headersTimeoutMs = limit === Infinity ? 0 : Math.max(1, limit)
     call.tryStart = performance.now()
     call.reported = false
+    call.endpoint = target.label
+    call.outcome = undefined
+    call.status = 0
+    call.durationMs = 0
+    call.cause = undefined
+    call.span = undefined
+    if (this.chain.seesTries) this.chain.tryStart(ex, call)
     // Before the first try reads the body: the mirror copies it, and the limit counts it, as it streams to the primary.
     if (call.attempt === 1) {
-      if (this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call)
+      if (this.mirror !== undefined) this.mirror.maybeMirror(ex.req, call.headers, this.forwarding, call, ex)
       if (call.bodyLimit >= 0) this.countBody(call)
     }
     const injected = ex.upstreamFault?.(call.attempt)
@@ -291,7 +327,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     const err = fastmeshError('BODY_TOO_LARGE', [this.name, call.bodyLimit])
     ex.res.shouldKeepAlive = false
     call.handle?.abort(new Error(err.message))
-    if (!call.reported) { call.reported = true; call.destination.report(call.target!, { status: 0, gatewayError: false, latencyMs: performance.now() - call.tryStart }) }
+    this.report(call, 0, false, false, 'cancelled', err.code)
     this.release(call)
     if (ex.res.headersSent) {
       ex.res.destroy(err)
@@ -317,7 +353,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
       this.stopTimer(call)
       // A body streamed to this try cannot go again: its answer goes back as it is.
       const retry = this.retry.retriesStatus(status, call.ex.method) && call.replayable && this.mayRetry(call)
-      this.report(call, status, false)
+      this.report(call, status, false, false, 'response', undefined)
       if (!retry) return true
       this.note(call, `${call.target!.label}: ${status}`)
       call.lastError = fastmeshError('UPSTREAM_FAILURE', [call.target!.label, call.destination.service, `answered ${status}`])
@@ -336,8 +372,9 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
       const kind = failureKind(err)
       // A try that timed out waiting for a free connection never reached the endpoint: no verdict on it.
       const neverSent = (err as { cause?: { neverSent?: boolean } }).cause?.neverSent === true
-      this.report(call, 0, kind !== 'other' && !neverSent, isUnreachable(err))
-      this.note(call, `${call.target!.label}: ${causeOf(err)}`)
+      const cause = causeOf(err)
+      this.report(call, 0, kind !== 'other' && !neverSent, isUnreachable(err), tryOutcomeOf(kind), cause)
+      this.note(call, `${call.target!.label}: ${cause}`)
       call.lastError = err
       // A body streamed from the client is gone once read: only a try that read none may repeat.
       const bodyIntact = call.body !== undefined || !call.ex.req.readableDidRead
@@ -356,7 +393,10 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     try {
       this.stopTimer(call)
       // An upgrade (101) or a client that left before the answer: no headers were seen.
-      if (!call.reported) this.report(call, status === 499 ? 0 : status, false)
+      if (!call.reported) {
+        if (status === 499) this.report(call, 0, false, false, 'cancelled', error)
+        else this.report(call, status, false, false, 'response', undefined)
+      }
       this.finish(call, status, error)
     } catch (err) {
       this.fault(call.ex, call, 'end', err)
@@ -390,7 +430,7 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
         call.faulted = true
         this.stopTimer(call)
         call.handle?.abort(err instanceof Error ? err : new Error(String(err)))
-        if (!call.reported) { call.reported = true; call.destination.report(call.target!, { status: 0, gatewayError: false, latencyMs: performance.now() - call.tryStart }) }
+        if (call.target !== undefined) this.report(call, 0, false, false, 'cancelled', 'FASTMESH_ERR_INTERNAL')
         this.release(call)
       }
       const internal = fastmeshError('INTERNAL', [`${where} failed`])
@@ -402,11 +442,17 @@ export class RouteLayer implements ForwardObserver<RouteCall> {
     }
   }
 
-  /** The try's outcome to the service layer (balancer statistics, outlier detection), once. */
-  private report (call: RouteCall, status: number, gatewayError: boolean, unreachable = false): void {
+  /** The try's outcome to the service layer (balancer statistics, outlier detection) and to the policies, once. */
+  private report (call: RouteCall, status: number, gatewayError: boolean, unreachable: boolean, outcome: TryOutcome, cause: string | undefined): void {
     if (call.reported) return
     call.reported = true
-    call.destination.report(call.target!, { status, gatewayError, unreachable, latencyMs: performance.now() - call.tryStart })
+    const latencyMs = performance.now() - call.tryStart
+    call.destination.report(call.target!, { status, gatewayError, unreachable, latencyMs })
+    call.outcome = outcome
+    call.status = status
+    call.durationMs = latencyMs
+    call.cause = cause
+    if (this.chain.seesTries) this.chain.tryEnd(call.ex, call)
   }
 
   /** The gateway answers the exchange itself (plugin headers kept) and it ends. */

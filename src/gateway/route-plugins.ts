@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import type { FastmeshConfig } from '../config/validate.js'
 import type { PluginRefConfig, RouteConfig } from '../config/schema.js'
 import type { GatewayPolicyInstance, RoutePluginDefinition } from '../../plugins/types.js'
-import type { GatewayPolicy } from './exchange.js'
+import type { Exchange, GatewayPolicy, UpstreamTry } from './exchange.js'
 import type { RouteBinding } from './assembly.js'
 
 /** A plugin as a route's Fastify context registers it: its definition and checked options. */
@@ -121,6 +121,15 @@ function corsFirst (list: ResolvedPlugin[]): ResolvedPlugin[] {
 
 /** A plugin's policy on the chain; routes that switched it off (or replaced it) are passed by. */
 function gatewayPolicyOf (name: string, instance: GatewayPolicyInstance, skip: ReadonlySet<string>): GatewayPolicy {
-  if (skip.size === 0) return { name, onRequest: (ex) => instance.onRequest(ex) }
-  return { name, onRequest: (ex) => ex.route !== undefined && skip.has(ex.route) ? undefined : instance.onRequest(ex) }
+  const on = skip.size === 0 ? (_ex: Exchange) => true : (ex: Exchange) => ex.route === undefined || !skip.has(ex.route)
+  const { onRequest, onTryStart, onUpstreamHeaders, onTryEnd, onEnd } = instance
+  return {
+    name,
+    ...(onRequest !== undefined ? { onRequest: (ex: Exchange) => on(ex) ? onRequest.call(instance, ex) : undefined } : {}),
+    ...(onTryStart !== undefined ? { onTryStart: (ex: Exchange, t: UpstreamTry) => { if (on(ex)) onTryStart.call(instance, ex, t) } } : {}),
+    ...(onUpstreamHeaders !== undefined ? { onUpstreamHeaders: (ex: Exchange, t: UpstreamTry, headers: string[]) => { if (on(ex)) onUpstreamHeaders.call(instance, ex, t, headers) } } : {}),
+    ...(instance.upstreamHeaderNames !== undefined ? { upstreamHeaderNames: instance.upstreamHeaderNames } : {}),
+    ...(onTryEnd !== undefined ? { onTryEnd: (ex: Exchange, t: UpstreamTry) => { if (on(ex)) onTryEnd.call(instance, ex, t) } } : {}),
+    ...(onEnd !== undefined ? { onEnd: (ex: Exchange) => { if (on(ex)) onEnd.call(instance, ex) } } : {})
+  }
 }

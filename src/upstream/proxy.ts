@@ -52,6 +52,10 @@ export interface UpstreamCall {
   readonly body: Buffer | undefined
   /** The client's address (read when the exchange began), for X-Forwarded-For. */
   readonly clientAddress: string
+  /** Header names the gateway's policies set on this try (trace context): the client's copies are dropped. */
+  readonly ownedHeaders?: ReadonlySet<string> | undefined
+  /** Pushes the policies' headers for this try (`name, value` pairs) onto the upstream request's. */
+  pushHeaders?(out: string[]): void
 }
 
 /** One try on the endpoint layer, as its caller holds it. */
@@ -109,6 +113,7 @@ const GATEWAY_HEADER_PREFIX = 'x-fastmesh-'
 export function upstreamRequestHeaders (headers: IncomingHttpHeaders, settings: ForwardSettings, call: UpstreamCall): string[] {
   const out: string[] = []
   const nominated = connectionTokens(headers.connection)
+  const owned = call.ownedHeaders
   let xff: string | undefined
   let xfp: string | undefined
   let xfh: string | undefined
@@ -130,6 +135,7 @@ export function upstreamRequestHeaders (headers: IncomingHttpHeaders, settings: 
     // Identity headers are only ever set by us, from a verified certificate.
     if (name === 'x-request-id' || name === 'x-forwarded-client-cert') continue
     if (call.clientCert === undefined && name.startsWith(GATEWAY_HEADER_PREFIX)) continue
+    if (owned !== undefined && owned.has(name)) continue
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
   }
@@ -141,6 +147,7 @@ export function upstreamRequestHeaders (headers: IncomingHttpHeaders, settings: 
   if (host !== undefined) out.push('x-forwarded-host', host)
   out.push('x-request-id', call.requestId)
   if (call.clientCert !== undefined) out.push('x-forwarded-client-cert', `URI=${call.clientCert}`)
+  call.pushHeaders?.(out)
   return out
 }
 
