@@ -18,6 +18,7 @@ import { redactedJson } from '../config/redact.js'
 import { AdminAccess, isJsonContentType } from './access.js'
 import type { ServiceSnapshot } from '../discovery/types.js'
 import type { ServiceEndpoints } from '../balancer/service-endpoints.js'
+import { ejectionOf, endpointState } from '../balancer/endpoint-state.js'
 import { AJV_CODE_OPTIONS } from '../config/ajv-options.js'
 import { RouteStats, routeStatsKind, type RouteStatsSnapshot } from '../telemetry/route-stats.js'
 import type { CompiledRouteMatcher } from '../gateway/router.js'
@@ -172,7 +173,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
       // Passing and not ejected: what takes traffic now.
       inRotation: s.endpoints.filter((e) => e.health === 'passing' && !layers.some((l) => l.outlier.view(e.id, now).state === 'ejected')).length,
       endpoints: s.endpoints.map((e) => {
-        const ejected = layers.map((l) => l.outlier.view(e.id, now)).find((v) => v.state === 'ejected')
+        const ejected = ejectionOf(e, layers, now)
         return {
           id: e.id,
           address: e.address,
@@ -183,7 +184,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
           health: e.health,
           ...(e.healthDetail !== undefined ? { healthDetail: e.healthDetail } : {}),
           // What traffic sees: out of rotation by health, ejected by outlier detection, or healthy.
-          state: e.health !== 'passing' && e.health !== 'warning' ? 'unhealthy' : ejected !== undefined ? 'ejected' : 'healthy',
+          state: endpointState(e, ejected),
           ...(ejected !== undefined ? { ejectedUntil: ejected.until !== undefined ? new Date(ejected.until).toISOString() : undefined, ejectionReason: ejected.reason, ejections: ejected.ejections } : {}),
           origin: e.origin,
           ...(e.node !== undefined ? { node: e.node } : {})

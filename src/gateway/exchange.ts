@@ -66,8 +66,6 @@ export class Exchange implements RequestRecord, PolicyExchange {
   readonly clientAddress: string
   private endedAt: bigint | undefined = undefined
   private readonly socket: Socket | null
-  private readonly readAtStart: number
-  private readonly writtenAtStart: number
 
   constructor (
     readonly req: IncomingMessage,
@@ -79,8 +77,6 @@ export class Exchange implements RequestRecord, PolicyExchange {
     const socket = req.socket ?? null
     this.socket = socket
     this.clientAddress = socket?.remoteAddress ?? ''
-    this.readAtStart = socket?.bytesRead ?? 0
-    this.writtenAtStart = socket?.bytesWritten ?? 0
   }
 
   get method (): string {
@@ -117,15 +113,29 @@ export class Exchange implements RequestRecord, PolicyExchange {
     this.status = status
     this.error = error
     this.endedAt = process.hrtime.bigint()
-    // The connection's counters: a keep-alive connection's earlier exchanges are not counted twice.
+    // What the connection carried since its previous exchange ended: this request's header
+    // section was read before the exchange began, so a mark taken at the start would miss it.
     const socket = this.socket
     if (socket !== null) {
-      this.requestBytes = Math.max(0, socket.bytesRead - this.readAtStart)
-      this.responseBytes = Math.max(0, socket.bytesWritten - this.writtenAtStart)
+      let mark = connectionMarks.get(socket)
+      if (mark === undefined) connectionMarks.set(socket, mark = new ConnectionMark())
+      this.requestBytes = Math.max(0, socket.bytesRead - mark.read)
+      this.responseBytes = Math.max(0, socket.bytesWritten - mark.written)
+      mark.read = socket.bytesRead
+      mark.written = socket.bytesWritten
     }
     return true
   }
 }
+
+/** Bytes of a client connection already counted by its earlier exchanges. */
+class ConnectionMark {
+  read = 0
+  written = 0
+}
+
+/** Per client connection (kept outside Node's socket object, so its shape never changes). */
+const connectionMarks = new WeakMap<Socket, ConnectionMark>()
 
 /**
  * A gateway-wide policy: runs for every request of every listener, in chain order, and sees

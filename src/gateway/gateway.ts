@@ -24,6 +24,8 @@ import { durationMs } from '../config/duration.js'
 import { redactText } from '../config/redact.js'
 import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
+import { countEndpointStates } from '../balancer/endpoint-state.js'
+import { retryBudgetKind } from './retry.js'
 import { fastmeshError } from '../errors.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import type { Discovery } from '../discovery/types.js'
@@ -59,6 +61,8 @@ export class Gateway {
   readonly registry: EmbeddedRegistry
   readonly discovery: Discovery
   readonly consul: ConsulClient | undefined
+  /** Consul's side of discovery (its error count for metrics), when Consul is configured. */
+  private readonly consulDiscovery: ConsulDiscovery | undefined = undefined
   readonly services: ServiceTable
   /** Per-name state (route statistics, ...) that outlives config versions. */
   readonly state = new StateRegistry()
@@ -100,12 +104,13 @@ export class Gateway {
     const consul = this.loaded.config.discovery.consul
     if (consul !== undefined) {
       this.consul = new ConsulClient(resolveConsul(consul))
-      this.discovery = new CompositeDiscovery(this.registry, new ConsulDiscovery({
+      this.consulDiscovery = new ConsulDiscovery({
         client: this.consul,
         log: this.log.child({ component: 'consul' }),
         includeWarning: consul.includeWarning,
         wait: consul.wait
-      }))
+      })
+      this.discovery = new CompositeDiscovery(this.registry, this.consulDiscovery)
     } else {
       this.consul = undefined
       this.discovery = new CompositeDiscovery(this.registry, undefined)
@@ -115,7 +120,20 @@ export class Gateway {
     this.metrics = new GatewayMetrics({
       role: this.loaded.config.gateway.mode,
       configVersion: () => this.current?.version ?? 0,
-      certificates: () => this.leafExpiries()
+      certificates: () => this.leafExpiries(),
+      events: this.services.events,
+      endpointStates: () => {
+        const now = Date.now()
+        const sets = this.services.all()
+        return this.discovery.services().map((s) => countEndpointStates(s, sets, now))
+      },
+      retryBudgets: () => this.state.entries(retryBudgetKind).map(([route, budget]) => ({ route, exhausted: budget.exhausted })),
+      authorization: () => this.meshContext?.authorizer.countRows() ?? [],
+      discovery: () => ({
+        services: this.discovery.services(),
+        errors: this.consulDiscovery?.errors ?? 0,
+        source: this.consulDiscovery !== undefined ? 'consul' : 'embedded'
+      })
     })
   }
 

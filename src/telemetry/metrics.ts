@@ -8,8 +8,10 @@
 // Here a request finds its series through nested Maps of config names and an array index,
 // and the registry renders the series only when scraped.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Exchange, GatewayPolicy } from '../gateway/exchange.js'
+import type { Exchange, GatewayPolicy, UpstreamTry } from '../gateway/exchange.js'
 import { BY_HOST_ROUTE } from '../gateway/assembly.js'
+import type { EndpointEvents } from '../balancer/events.js'
+import type { EndpointStateCounts } from '../balancer/endpoint-state.js'
 
 /** Upper bounds of the duration histogram, in seconds: 0.5 ms to 10 s. */
 export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -34,10 +36,12 @@ class RequestLabels {
   ) {}
 }
 
-/** The requests of one label set: count, duration sum and (non-cumulative) bucket counts. */
+/** The requests of one label set: count, duration sum, bytes and (non-cumulative) bucket counts. */
 class RequestSeries {
   count = 0
   sum = 0
+  requestBytes = 0
+  responseBytes = 0
   readonly buckets = new Float64Array(DURATION_BUCKETS.length)
   constructor (readonly labels: RequestLabels) {}
 
@@ -49,6 +53,55 @@ class RequestSeries {
       if (seconds <= b[i]!) { this.buckets[i]!++; return }
     }
   }
+}
+
+/** Try kinds (`kind` label of fastmesh_upstream_tries_total). */
+const TRY_KINDS = ['first', 'retry', 'mirror'] as const
+/** Try outcomes: a response by status class, or how the try failed (TryOutcome). */
+const TRY_OUTCOMES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'connect_error', 'timeout', 'reset', 'error', 'cancelled'] as const
+const TRY_FAILURE_BASE = 5
+const TRY_SLOTS = TRY_KINDS.length * TRY_OUTCOMES.length
+
+/** A counter of one label set, rendered at scrape; a class so every instance shares one hidden class. */
+class Count {
+  value = 0
+  constructor (readonly labels: object) {}
+}
+
+class TryLabels {
+  constructor (readonly role: string, readonly destination: string, readonly endpoint: string, readonly kind: string, readonly outcome: string) {}
+}
+
+class RouteCodeLabels {
+  constructor (readonly role: string, readonly route: string, readonly code: string) {}
+}
+
+class RouteKindLabels {
+  constructor (readonly role: string, readonly route: string, readonly kind: string) {}
+}
+
+/** The slot of a try's outcome in TRY_OUTCOMES. */
+function tryOutcomeSlot (t: UpstreamTry): number {
+  switch (t.outcome) {
+    case 'response': {
+      const c = (t.status / 100) | 0
+      return c >= 1 && c <= 5 ? c - 1 : TRY_FAILURE_BASE + 3
+    }
+    case 'connect_error': return TRY_FAILURE_BASE
+    case 'timeout': return TRY_FAILURE_BASE + 1
+    case 'reset': return TRY_FAILURE_BASE + 2
+    case 'cancelled': return TRY_FAILURE_BASE + 4
+    default: return TRY_FAILURE_BASE + 3
+  }
+}
+
+/** `outer` → `inner` → value, made on first use (config and identity names only). */
+function nested<V> (outer: Map<string, Map<string, V>>, a: string, b: string, make: () => V): V {
+  let inner = outer.get(a)
+  if (inner === undefined) outer.set(a, inner = new Map())
+  let v = inner.get(b)
+  if (v === undefined) inner.set(b, v = make())
+  return v
 }
 
 /** What the registry renders (the shape prom-client's own metrics give from get()). */
@@ -69,6 +122,16 @@ export interface GatewayMetricsOptions {
   readonly certificates?: () => Iterable<CertificateExpiry>
   /** Node process and event-loop metrics (prom-client's defaults, `process_*`/`nodejs_*`); default true. */
   readonly processMetrics?: boolean
+  /** The gateway's endpoint events (ejections, reachability, circuit overflows), counted as they come. */
+  readonly events?: EndpointEvents
+  /** Endpoints of each discovered service by state, read at scrape time. */
+  readonly endpointStates?: () => Iterable<EndpointStateCounts>
+  /** Retries each route's budget refused, read at scrape time. */
+  readonly retryBudgets?: () => Iterable<{ readonly route: string, readonly exhausted: number }>
+  /** Authorization decisions of inbound mesh calls (mesh on), read at scrape time. */
+  readonly authorization?: () => Iterable<{ readonly source: string, readonly destination: string, readonly result: string, readonly count: number }>
+  /** Discovery: which watched services serve stale endpoints, and failed queries to the source (Consul). */
+  readonly discovery?: () => { readonly services: Iterable<{ readonly service: string, readonly stale: boolean }>, readonly errors: number, readonly source: string }
 }
 
 export class GatewayMetrics {
@@ -78,6 +141,15 @@ export class GatewayMetrics {
   /** route → destination → source → series by direction × status class. */
   private readonly byRoute = new Map<string, Map<string, Map<string, Array<RequestSeries | undefined>>>>()
   private readonly series: RequestSeries[] = []
+  /** destination → endpoint → counts by try kind × outcome. */
+  private readonly tryCounts = new Map<string, Map<string, Array<Count | undefined>>>()
+  private readonly tries: Count[] = []
+  /** route → code → count. */
+  private readonly errorCounts = new Map<string, Map<string, Count>>()
+  private readonly errors: Count[] = []
+  /** route → fault kind → count. */
+  private readonly faultCounts = new Map<string, Map<string, Count>>()
+  private readonly faults: Count[] = []
 
   constructor (opts: GatewayMetricsOptions) {
     this.role = opts.role
@@ -106,6 +178,13 @@ export class GatewayMetrics {
         }
       })
     }
+    this.registerRendered('fastmesh_request_bytes_total', 'Bytes received from clients (request line, headers and body), by the labels of fastmesh_requests_total.', () => this.series.map((s) => ({ value: s.requestBytes, labels: s.labels })))
+    this.registerRendered('fastmesh_response_bytes_total', 'Bytes sent to clients (status line, headers and body), by the labels of fastmesh_requests_total.', () => this.series.map((s) => ({ value: s.responseBytes, labels: s.labels })))
+    this.registerRendered('fastmesh_upstream_tries_total', 'Upstream tries by destination service, endpoint, kind (first, retry, mirror) and outcome (the response\'s status class, or connect_error, timeout, reset, error, cancelled).', () => this.tries.map((c) => ({ value: c.value, labels: c.labels })))
+    this.registerRendered('fastmesh_gateway_errors_total', 'Answers the gateway made itself, by route and FASTMESH_ERR_* code (rate-limited, shed, unauthenticated, forbidden, no healthy endpoint ...).', () => this.errors.map((c) => ({ value: c.value, labels: c.labels })))
+    this.registerRendered('fastmesh_faults_injected_total', 'Faults injected by the fault-injection plugin, by route and kind (delay, abort, response).', () => this.faults.map((c) => ({ value: c.value, labels: c.labels })))
+    this.eventMetrics(opts)
+    this.stateMetrics(opts)
     if (opts.processMetrics !== false) {
       collectDefaultMetrics({ register: this.registry })
       // Gauges named like counters, which promtool's lint refuses; each is the sum of its
@@ -121,6 +200,112 @@ export class GatewayMetrics {
 
   async render (): Promise<string> {
     return await this.registry.metrics()
+  }
+
+  /** A counter kept by this class and rendered at scrape. */
+  private registerRendered (name: string, help: string, values: () => RenderedValue[]): void {
+    this.registry.registerMetric({ name, get: () => ({ name, help, type: 'counter', aggregator: 'sum', values: values() }), reset: () => {} } as never)
+  }
+
+  /** Counters of the gateway's endpoint events: rare, so prom-client's own counters. */
+  private eventMetrics (opts: GatewayMetricsOptions): void {
+    const events = opts.events
+    if (events === undefined) return
+    const role = this.role
+    const ejections = new Counter({ name: 'fastmesh_outlier_ejections_total', help: 'Endpoints ejected by outlier detection, by destination service.', labelNames: ['role', 'destination'], registers: [this.registry] })
+    const unreachable = new Counter({ name: 'fastmesh_endpoint_unreachable_total', help: 'Endpoints taken out of rotation because no connection could be made, by destination service.', labelNames: ['role', 'destination'], registers: [this.registry] })
+    const overflows = new Counter({ name: 'fastmesh_circuit_overflows_total', help: 'Requests and retries a circuit limit refused, by destination service and limit.', labelNames: ['role', 'destination', 'limit'], registers: [this.registry] })
+    events.on((e) => {
+      if (e.type === 'ejected') ejections.inc({ role, destination: e.service })
+      else if (e.type === 'unreachable') unreachable.inc({ role, destination: e.service })
+      else if (e.type === 'overflow') overflows.inc({ role, destination: e.service, limit: e.limit })
+    })
+  }
+
+  /** Gauges and counters read from the gateway's state when scraped. */
+  private stateMetrics (opts: GatewayMetricsOptions): void {
+    const role = this.role
+    const { endpointStates, retryBudgets, authorization, discovery } = opts
+    if (endpointStates !== undefined) {
+      new Gauge({
+        name: 'fastmesh_endpoints',
+        help: 'Endpoints of each destination service by state: healthy (in rotation), unhealthy (failing its health check), ejected (outlier detection, or unreachable).',
+        labelNames: ['role', 'destination', 'state'],
+        registers: [this.registry],
+        collect () {
+          this.reset()
+          for (const c of endpointStates()) {
+            this.set({ role, destination: c.service, state: 'healthy' }, c.healthy)
+            this.set({ role, destination: c.service, state: 'unhealthy' }, c.unhealthy)
+            this.set({ role, destination: c.service, state: 'ejected' }, c.ejected)
+          }
+        }
+      })
+    }
+    if (retryBudgets !== undefined) {
+      new Counter({
+        name: 'fastmesh_retry_budget_exhausted_total',
+        help: 'Retries not made because the route\'s retry budget was spent, by route.',
+        labelNames: ['role', 'route'],
+        registers: [this.registry],
+        collect () {
+          this.reset()
+          for (const b of retryBudgets()) this.inc({ role, route: b.route }, b.exhausted)
+        }
+      })
+    }
+    if (authorization !== undefined) {
+      new Counter({
+        name: 'fastmesh_authorization_decisions_total',
+        help: 'Authorization decisions on inbound mesh calls, by verified source service, destination service and result (allow, deny).',
+        labelNames: ['role', 'source', 'destination', 'result'],
+        registers: [this.registry],
+        collect () {
+          this.reset()
+          for (const d of authorization()) this.inc({ role, source: d.source, destination: d.destination, result: d.result }, d.count)
+        }
+      })
+    }
+    if (discovery !== undefined) {
+      new Gauge({
+        name: 'fastmesh_discovery_stale',
+        help: '1 while a watched service is served from its last known endpoints because the discovery source cannot be reached.',
+        labelNames: ['role', 'service'],
+        registers: [this.registry],
+        collect () {
+          this.reset()
+          for (const s of discovery().services) this.set({ role, service: s.service }, s.stale ? 1 : 0)
+        }
+      })
+      new Counter({
+        name: 'fastmesh_discovery_errors_total',
+        help: 'Failed queries to the discovery source (Consul), every watched service.',
+        labelNames: ['role', 'source'],
+        registers: [this.registry],
+        collect () {
+          this.reset()
+          const d = discovery()
+          this.inc({ role, source: d.source }, d.errors)
+        }
+      })
+    }
+  }
+
+  /** Counts one upstream try. No allocation once its label set has been seen. */
+  recordTry (t: UpstreamTry): void {
+    let byEndpoint = this.tryCounts.get(t.service)
+    if (byEndpoint === undefined) this.tryCounts.set(t.service, byEndpoint = new Map())
+    let slots = byEndpoint.get(t.endpoint)
+    if (slots === undefined) byEndpoint.set(t.endpoint, slots = new Array<Count | undefined>(TRY_SLOTS).fill(undefined))
+    const kind = t.mirror ? 2 : t.attempt > 1 ? 1 : 0
+    const slot = kind * TRY_OUTCOMES.length + tryOutcomeSlot(t)
+    let c = slots[slot]
+    if (c === undefined) {
+      c = new Count(new TryLabels(this.role, t.service, t.endpoint, TRY_KINDS[kind]!, TRY_OUTCOMES[slot % TRY_OUTCOMES.length]!))
+      slots[slot] = c
+      this.tries.push(c)
+    }
+    c.value++
   }
 
   /** Counts one ended request. No allocation once its label set has been seen. */
@@ -157,11 +342,30 @@ export class GatewayMetrics {
       this.series.push(series)
     }
     series.observe(ex.durationMs / 1000)
+    series.requestBytes += ex.requestBytes
+    series.responseBytes += ex.responseBytes
+    const error = ex.error
+    // Only the gateway's own codes (a bounded set): `client closed the connection` and the like are not answers.
+    if (error !== undefined && error.startsWith('FASTMESH_ERR_')) {
+      const role = this.role
+      const c = nested(this.errorCounts, route, error, () => { const n = new Count(new RouteCodeLabels(role, route, error)); this.errors.push(n); return n })
+      c.value++
+    }
+    const fault = ex.fault
+    if (fault !== undefined) {
+      const role = this.role
+      const c = nested(this.faultCounts, route, fault, () => { const n = new Count(new RouteKindLabels(role, route, fault)); this.faults.push(n); return n })
+      c.value++
+    }
   }
 
   /** The metrics policy of a version's chain. */
   policy (): GatewayPolicy {
-    return { name: 'metrics', onEnd: (ex) => { this.record(ex) } }
+    return {
+      name: 'metrics',
+      onTryEnd: (_ex, t) => { this.recordTry(t) },
+      onEnd: (ex) => { this.record(ex) }
+    }
   }
 
   private requestsMetric (): RenderedMetric {

@@ -81,6 +81,8 @@ function sameEndpoints (a: readonly Endpoint[], b: readonly Endpoint[]): boolean
 }
 
 export class ConsulDiscovery implements Discovery {
+  /** Failed Consul queries since start, every watch (metrics). */
+  errors = 0
   readonly kind = 'consul'
   private readonly watches = new Map<string, ServiceWatch>()
   private readonly events = new EventEmitter()
@@ -163,6 +165,7 @@ export class ConsulDiscovery implements Discovery {
         },
         onError: (err, attempt, retryInMs) => {
           w.lastError = err.message
+          this.errors++
           // The first failure and then every tenth: an outage must not flood the log.
           if (attempt === 1 || attempt % 10 === 0) log.warn({ service, datacenter, attempt, retryInMs, err: err.message }, 'Consul watch failed; routing to the last known endpoints')
           const prev = w.snapshot
