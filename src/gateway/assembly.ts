@@ -41,6 +41,12 @@ export interface RouteBinding {
   readonly layer: RouteLayer
   /** Checked before forwarding (inbound: the verified caller against authorization). */
   readonly guard: ((ex: Exchange) => Promise<ResponseError | undefined>) | undefined
+  /**
+   * The destination service when the route always has the same one (one backend, inbound,
+   * per-upstream), so a request refused before forwarding is still counted against it;
+   * undefined when chosen per request (splits, by Host).
+   */
+  readonly service: string | undefined
 }
 
 export interface Assembly {
@@ -128,7 +134,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
     return new Mirror(layer, settings, state.slot(mirrorStatsKind, route.name), state.slot(mirrorBufferKind, MIRROR_BUFFER_KEY), chain)
   }
 
-  const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'], mirror?: Mirror | undefined } = {}): RouteBinding => {
+  const bind = (matcher: CompiledRouteMatcher, destination: DestinationFor, how: { proto?: string, trustForwarded?: boolean, forwardClientCert?: boolean, guard?: RouteBinding['guard'], mirror?: Mirror | undefined, service?: string } = {}): RouteBinding => {
     const route = matcher.config
     const layer = new RouteLayer({
       name: matcher.name,
@@ -147,7 +153,9 @@ export function assemble (opts: AssemblyOptions): Assembly {
       mirror: how.mirror,
       chain
     })
-    const binding: RouteBinding = { name: matcher.name, matcher, plugins: route.plugins, layer, guard: how.guard }
+    const backends = matcher.index >= 0 ? routeBackends(route.destination) : undefined
+    const service = backends === undefined ? how.service : backends.length === 1 ? backends[0]!.service : undefined
+    const binding: RouteBinding = { name: matcher.name, matcher, plugins: route.plugins, layer, guard: how.guard, service }
     routes.set(binding.name, binding)
     return binding
   }
@@ -176,7 +184,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
       // Per-upstream listeners: the call carries the local service's identity.
       for (const up of local.upstreams) {
         const name = upstreamRouteName(local.name, up.service)
-        fixedRoutes.set(name, bind(syntheticMatcher(name, up.service), fixed(endpointsOf(up.service, mesh !== undefined ? local.name : undefined))))
+        fixedRoutes.set(name, bind(syntheticMatcher(name, up.service), fixed(endpointsOf(up.service, mesh !== undefined ? local.name : undefined)), { service: up.service }))
       }
       if (mesh === undefined) continue
       // Inbound: authorize the verified caller, then hand the call to the local instance.
@@ -190,6 +198,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
         trustForwarded: true,
         proto: 'https',
         forwardClientCert: true,
+        service: local.name,
         guard: async (ex) => await authorizeInbound(mesh, local.name, ex)
       }))
     }

@@ -92,6 +92,7 @@ export function createEntry (opts: EntryOptions): VersionEntry {
     }
     match ??= { route: binding.matcher, params: undefined, path: target.path, search: target.search }
     ex.route = binding.name
+    ex.destination = binding.service
     tagMatch(req, match)
     const refusal = chain.request(ex)
     if (refusal !== undefined) { answer(ex, refusal); return undefined }

@@ -110,5 +110,33 @@ describe('mesh over Consul Connect', () => {
       }, 'web through the edge')
       assert.equal(r.json.instance, 'web-1')
     })
+
+    await t.test('node metrics: inbound calls labelled by the verified source, outbound by the local caller; authorization decisions; leaf expiry', async () => {
+      const scrape = async (g: TestGateway): Promise<string> => {
+        const res = await g.admin('GET', '/metrics')
+        assert.equal(res.status, 200)
+        return res.text
+      }
+      const value = (text: string, name: string, labels: string): number | undefined => {
+        const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `))
+        return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1))
+      }
+      const b = await scrape(nodeB)
+      // web called orders once through its per-upstream listener (200), and payments was denied (403) for web.
+      assert.ok((value(b, 'fastmesh_requests_total', 'role="node",direction="inbound",source="web",destination="orders",route="inbound:orders",status_class="2xx"') ?? 0) >= 1, b.split('\n').filter((l) => l.startsWith('fastmesh_requests_total')).join('\n'))
+      assert.ok((value(b, 'fastmesh_requests_total', 'role="node",direction="inbound",source="web",destination="payments",route="inbound:payments",status_class="4xx"') ?? 0) >= 1, b.split('\n').filter((l) => l.startsWith('fastmesh_requests_total{')).join('\n'))
+      assert.ok((value(b, 'fastmesh_gateway_errors_total', 'role="node",route="inbound:payments",code="FASTMESH_ERR_FORBIDDEN"') ?? 0) >= 1)
+      assert.ok((value(b, 'fastmesh_authorization_decisions_total', 'role="node",source="web",destination="orders",result="allow"') ?? 0) >= 1)
+      assert.ok((value(b, 'fastmesh_authorization_decisions_total', 'role="node",source="web",destination="payments",result="deny"') ?? 0) >= 1)
+      // Leaf certificates from the Connect CA: days ahead, not expired.
+      for (const service of ['node-b', 'orders', 'payments']) {
+        const seconds = value(b, 'fastmesh_certificate_expiry_seconds', `service="${service}"`)
+        assert.ok(seconds !== undefined && seconds > 3600, `${service} leaf expiry ${String(seconds)}`)
+      }
+      const a = await scrape(nodeA)
+      assert.ok((value(a, 'fastmesh_requests_total', `role="node",direction="outbound",source="web",destination="orders",route="upstream:web:orders",status_class="2xx"`) ?? 0) >= 1)
+      assert.ok((value(a, 'fastmesh_endpoints', 'role="node",destination="orders",state="healthy"') ?? 0) >= 1)
+      assert.equal(value(a, 'fastmesh_discovery_errors_total', 'role="node",source="consul"'), 0)
+    })
   })
 })
