@@ -17,6 +17,9 @@
 //      binary needs that are not installed on the machine are unpacked too, into a lib
 //      dir of their own, and .tools/bin/<bin> is then a small shell wrapper that runs the
 //      binary with that dir on LD_LIBRARY_PATH (nothing is installed system-wide).
+//   Or, for a component with `system` (chromium: a browser needs dozens of libraries that
+//   cannot sensibly live beside it in .tools), the Debian packages installed system-wide
+//   with `apt-get install`, when the script runs as root on Debian; else the command to run.
 // Plain ESM JavaScript with node built-ins only: it runs before `npm ci` has built anything.
 // It writes nothing outside the project except temp dirs it removes.
 
@@ -49,6 +52,8 @@ const SETUP_COMMAND = 'npm run setup'
  *     run       (with libDir) the binary, under .tools: .tools/bin/<bin> is then a shell
  *               wrapper that execs it with libDir on LD_LIBRARY_PATH; without `run`, one of
  *               the files must be copied to bin/<bin> itself
+ *   system      instead of `debian`: { packages: ['<name>', ...] } installed with
+ *               `apt-get install --no-install-recommends` (root on Debian only)
  *   otherwise   what to do where the Debian route is not available
  */
 const COMPONENTS = [
@@ -116,6 +121,18 @@ const COMPONENTS = [
       'Install Prometheus\'s promtool so that `promtool` is on PATH: `apt-get install prometheus` on ' +
       'Debian or Ubuntu, or take `promtool` from a release archive at https://prometheus.io/download/ ' +
       'and copy it to .tools/bin/promtool.',
+  },
+  {
+    name: 'Chromium',
+    usedBy: 'the service-graph page test (headless Chromium driven by playwright-core; no browser is ever downloaded)',
+    bin: 'chromium',
+    minVersion: '100.0',
+    versionArgs: ['--version'],
+    versionPattern: /Chromium (\d+\.\d+(?:\.\d+)?)/,
+    system: { packages: ['chromium'] },
+    otherwise:
+      'Install Debian\'s Chromium so that /usr/bin/chromium exists: `sudo apt-get install chromium` ' +
+      '(Ubuntu: the `chromium-browser` snap is not driven by the tests; use a Debian machine or container).',
   },
 ]
 
@@ -438,6 +455,36 @@ function installFromDebian(component) {
   return path.join(TOOLS, binRel)
 }
 
+// --- system packages ---------------------------------------------------------------------
+
+/** Why the component's system packages cannot be installed here, or null when they can. */
+function systemUnavailableReason() {
+  if (process.platform !== 'linux') return `this is ${process.platform}, not Debian`
+  const osr = readOsRelease()
+  if (osr.ID !== 'debian') return `this is ${osr.PRETTY_NAME ?? 'a Linux'}, not Debian`
+  if (!findOnPath('apt-get')) return '`apt-get` is not on PATH'
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'installing system packages needs root; this script does not use sudo'
+  return null
+}
+
+/** Installs the component's Debian packages system-wide; returns the binary path. */
+function installSystemPackages(component) {
+  const names = component.system.packages
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  const install = ['-q', '-y', 'install', '--no-install-recommends', ...names]
+  log(`${component.name}: installing Debian package(s) ${names.map((n) => `\`${n}\``).join(', ')} system-wide with apt-get`)
+  const started = Date.now()
+  // The machine's package lists may be old or absent (a fresh container): update once on failure.
+  if (!run('apt-get', install, { env }).ok) {
+    mustRun('apt-get', ['-q', 'update'], { env })
+    mustRun('apt-get', install, { env })
+  }
+  log(`${component.name}: installed in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  const bin = findOnPath(component.bin)
+  if (!bin) throw new SetupError(`\`apt-get install ${names.join(' ')}\` succeeded but \`${component.bin}\` is not on PATH`)
+  return bin
+}
+
 // --- main --------------------------------------------------------------------------------
 
 function missingMessage(component, notes) {
@@ -455,7 +502,7 @@ for (const component of COMPONENTS) {
   }
   if (checkOnly) {
     console.error(`setup: ${missingMessage(component, found.notes)}.`)
-    const why = component.debian ? debianUnavailableReason(component) : 'no automatic install'
+    const why = component.debian ? debianUnavailableReason(component) : component.system ? systemUnavailableReason() : 'no automatic install'
     console.error(why
       ? `setup: it cannot be installed automatically here (${why}). ${component.otherwise}`
       : `setup: run \`${SETUP_COMMAND}\` to install it into .tools/.`)
@@ -463,7 +510,7 @@ for (const component of COMPONENTS) {
     continue
   }
   for (const note of found.notes) log(`${component.name}: ${note}`)
-  const why = component.debian ? debianUnavailableReason(component) : 'no automatic install'
+  const why = component.debian ? debianUnavailableReason(component) : component.system ? systemUnavailableReason() : 'no automatic install'
   if (why) {
     console.error(`setup: ${missingMessage(component, [])}, and it cannot be installed automatically here (${why}).`)
     console.error(`setup: ${component.otherwise}`)
@@ -471,12 +518,12 @@ for (const component of COMPONENTS) {
     continue
   }
   try {
-    const installed = installFromDebian(component)
+    const installed = component.system ? installSystemPackages(component) : installFromDebian(component)
     const version = versionOf(component, installed)
     if (!version || compareVersions(version, component.minVersion) < 0) {
       throw new SetupError(`${rel(installed)} reports ${version ? `version ${version}` : 'no version'}, need >= ${component.minVersion}`)
     }
-    log(`${component.name} ${version} installed: ${rel(installed)}`)
+    log(`${component.name} ${version} installed: ${installed.startsWith(TOOLS) ? rel(installed) : installed}`)
   } catch (err) {
     if (!(err instanceof SetupError)) throw err
     console.error(`setup: installing ${component.name} failed: ${err.message}`)

@@ -1,5 +1,6 @@
 // The admin API on its own listener (loopback by default): liveness, readiness, routes,
-// services with endpoint health, runtime endpoint registration, reload, config dump. Every
+// services with endpoint health, runtime endpoint registration, reload, config dump, metrics
+// and the service-graph page (`/ui`, data from service-graph.ts). Every
 // answer is redacted by the one rule (src/config/redact.ts); access rules are in access.ts.
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
@@ -22,6 +23,10 @@ import { ejectionOf, endpointState } from '../balancer/endpoint-state.js'
 import { AJV_CODE_OPTIONS } from '../config/ajv-options.js'
 import { RouteStats, routeStatsKind, type RouteStatsSnapshot } from '../telemetry/route-stats.js'
 import type { CompiledRouteMatcher } from '../gateway/router.js'
+import { Agent } from 'undici'
+import { RequestWindow } from '../telemetry/request-window.js'
+import { localGraph, mergeGraphs, peerGraph, registeredGateways, type CertificateRow, type GatewayAnswer, type LocalGraph, type ServiceHealth } from './service-graph.js'
+import { loadServiceGraphPage } from './service-graph-page.js'
 
 export interface AdminServer {
   readonly address: AddressInfo
@@ -43,6 +48,9 @@ const RouteParams = Type.Object({ name: Type.String({ minLength: 1 }) })
 /** What a route with no counted request reports. */
 const noStats = new RouteStats()
 
+/** How long the mesh view waits for each peer gateway's data before listing it as unreachable. */
+const PEER_TIMEOUT_MS = 1500
+
 /** An endpoint registration is a few hundred bytes; nothing the admin API takes is near this. */
 const BODY_LIMIT_BYTES = 64 * 1024
 
@@ -53,6 +61,8 @@ declare module 'fastify' {
     adminProbe?: boolean
     /** Takes a JSON body: any other (or no) content type is 415. */
     adminJsonBody?: boolean
+    /** A static page holding no data (the `/ui` shell): Host checked, no token asked (its own fetches carry it). */
+    adminShell?: boolean
   }
 }
 
@@ -70,6 +80,7 @@ function refusal (access: AdminAccess, request: FastifyRequest): FastmeshError |
   const host = request.headers.host
   const hostProblem = access.hostProblem(request.raw.rawHeaders, request.raw.httpVersion, host)
   if (hostProblem !== undefined) return fastmeshError('ADMIN_MISDIRECTED', [JSON.stringify(host ?? ''), hostProblem])
+  if (route.adminShell === true && (request.method === 'GET' || request.method === 'HEAD')) return undefined
   if (!access.authorized(request.headers.authorization)) return fastmeshError('ADMIN_UNAUTHORIZED', ['a valid token: send `Authorization: Bearer <listeners.admin.token>`'])
   if (request.method === 'GET' || request.method === 'HEAD') return undefined
   if (access.crossOrigin(request.headers.origin, host)) return fastmeshError('ADMIN_CROSS_ORIGIN', [JSON.stringify(request.headers.origin)])
@@ -319,6 +330,87 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
         : { at: last.at, reason: last.reason, ok: last.ok, version: last.version, ...(last.restored === true ? { restored: true } : {}), ...(last.error !== undefined ? { error: last.error } : {}), ...(last.problems !== undefined ? { problems: last.problems } : {}), ...(last.pendingRestart !== undefined ? { pendingRestart: last.pendingRestart } : {}) },
       reloads: { ...gateway.reloads }
     }
+  })
+
+  // --- the service-graph page ---
+  // Recent rates come from snapshots of the cumulative request series, kept while the admin API runs.
+  const recent = new RequestWindow(() => gateway.metrics.snapshot())
+  recent.start()
+  const peers = new Agent({ keepAliveTimeout: 10_000, connections: 4 })
+  app.addHook('onClose', async () => { recent.stop(); await peers.close() })
+  // A missing page file (a broken install) costs the page, not the admin API.
+  const page = await loadServiceGraphPage().catch((err: unknown) => err as Error)
+
+  const serviceHealth = (): ServiceHealth[] => {
+    const now = Date.now()
+    const sets = gateway.services.all()
+    return gateway.discovery.services().map((s) => {
+      const d = describeService(s, sets, now)
+      return {
+        name: d.name,
+        stale: d.stale,
+        healthy: d.healthy,
+        inRotation: d.inRotation,
+        endpoints: d.endpoints.map((e) => ({
+          id: e.id,
+          address: `${e.address}:${e.port}`,
+          state: e.state,
+          ...(e.ejectionReason !== undefined ? { ejectionReason: e.ejectionReason, ejections: e.ejections, ejectedUntil: e.ejectedUntil } : {})
+        }))
+      }
+    })
+  }
+  const certificateRows = (): CertificateRow[] => {
+    const identity = gateway.identity
+    if (identity === undefined) return []
+    const now = Date.now()
+    const warnBeforeMs = durationMs(gateway.config.mesh.identity.warnBefore)
+    const days = (d: Date) => Math.floor((d.getTime() - now) / 86_400_000 * 10) / 10
+    const roots = identity.roots().notAfter
+    return [
+      ...(roots !== undefined ? [{ service: '(trust roots)', notAfter: roots.toISOString(), daysLeft: days(roots), state: roots.getTime() < now ? 'expired' : 'valid' }] : []),
+      ...[gateway.selfIdentity, ...gateway.config.localServices.map((s) => s.name)].map((service) => {
+        const leaf = identity.leaf(service)
+        return leaf === undefined
+          ? { service, notAfter: null, daysLeft: null, state: 'missing' }
+          : { service, notAfter: leaf.notAfter.toISOString(), daysLeft: days(leaf.notAfter), state: leafState(leaf, now, warnBeforeMs) }
+      })
+    ]
+  }
+  const describeDestination = (d: CompiledRouteMatcher['config']['destination']): string =>
+    d.service ?? (d.backends ?? []).map((b) => `${b.service}${b.subset !== undefined ? ` (subset)` : ''} ${b.weight}`).join(', ')
+  const ownGraph = (): LocalGraph => localGraph({
+    gateway: { name: gateway.selfIdentity, role: gateway.config.gateway.mode },
+    localServices: gateway.config.localServices.map((s) => s.name),
+    window: recent.view(),
+    services: serviceHealth(),
+    routes: (gateway.version?.router.ordered ?? []).map((r) => ({ name: r.name, match: r.config.match ?? {}, destination: describeDestination(r.config.destination) })),
+    certificates: certificateRows()
+  })
+
+  // The page itself: the same for everyone, no data in it (see adminShell).
+  app.get('/ui', { config: { adminShell: true } }, async (_request, reply) => page instanceof Error
+    ? send(reply, fastmeshError('INTERNAL', [`the service-graph page could not be read: ${page.message}`]))
+    : reply.headers(page.headers).send(page.html))
+
+  // This gateway's own view, with histograms so that a caller can merge percentiles: what peers read.
+  app.get('/ui/graph/local', async () => ownGraph())
+
+  // The mesh: this gateway and every gateway registered in Consul (or this one alone).
+  app.get('/ui/graph', async () => {
+    const self = { name: gateway.selfIdentity, role: gateway.config.gateway.mode, admin: gateway.advertisedAdmin, self: true, status: 'ok' as const }
+    const answers: GatewayAnswer[] = [{ status: self, graph: ownGraph() }]
+    let discoveryError: string | undefined
+    const consul = gateway.consul
+    if (consul !== undefined) {
+      try {
+        const others = (await registeredGateways(consul)).filter((g) => g.admin !== self.admin)
+        answers.push(...await Promise.all(others.map(async (g) => await peerGraph(g, { token: listen.token, timeoutMs: PEER_TIMEOUT_MS, dispatcher: peers }))))
+      } catch (err) {
+        discoveryError = `the gateways registered in Consul could not be listed: ${(err as Error).message}`
+      }
+    }
+    return { ...mergeGraphs(answers), ...(discoveryError !== undefined ? { discoveryError } : {}) }
   })
 
   try {

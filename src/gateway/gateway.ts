@@ -203,6 +203,13 @@ export class Gateway {
     return this.admin!.address
   }
 
+  /** The admin API's `host:port` as registered in Consul (`meta.admin`): a wildcard bind is advertised as loopback. */
+  get advertisedAdmin (): string {
+    const admin = this.adminAddress
+    const host = admin.address === '0.0.0.0' || admin.address === '::' ? '127.0.0.1' : admin.address
+    return `${host.includes(':') ? `[${host}]` : host}:${admin.port}`
+  }
+
   async start (): Promise<void> {
     const config = this.loaded.config
     this.registry.applyConfig(config.discovery.embedded.services)
@@ -495,7 +502,7 @@ export class Gateway {
         address: self.address,
         port: self.port,
         tags: ['fastmesh', c.gateway.mode],
-        meta: { role: c.gateway.mode, admin: `${adminHost}:${admin.port}` },
+        meta: { role: c.gateway.mode, admin: this.advertisedAdmin },
         check
       }))
     }

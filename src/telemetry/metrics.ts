@@ -23,6 +23,8 @@ const DIRECTIONS = ['edge', 'outbound', 'inbound'] as const
 /** Index 0: a status outside 100-599 (e.g. 0, the exchange was cut before any answer). */
 const STATUS_CLASSES = ['other', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
 const SLOTS = DIRECTIONS.length * STATUS_CLASSES.length
+/** The error codes counted: the gateway's own (a bounded set); `client closed the connection` and the like are not answers. */
+const isGatewayErrorCode = (error: string | undefined): error is string => error !== undefined && error.startsWith('FASTMESH_ERR_')
 
 /** One series' label set; a class so every instance shares one hidden class. */
 class RequestLabels {
@@ -42,8 +44,10 @@ class RequestSeries {
   sum = 0
   requestBytes = 0
   responseBytes = 0
+  /** Requests the gateway answered itself (or broke off) with a FASTMESH_ERR_* code. */
+  gatewayErrors = 0
   readonly buckets = new Float64Array(DURATION_BUCKETS.length)
-  constructor (readonly labels: RequestLabels) {}
+  constructor (readonly labels: RequestLabels, readonly directionIndex: number, readonly statusClassIndex: number) {}
 
   observe (seconds: number): void {
     this.count++
@@ -53,6 +57,28 @@ class RequestSeries {
       if (seconds <= b[i]!) { this.buckets[i]!++; return }
     }
   }
+}
+
+/** One request series as counted so far (cumulative), for windowed views such as the service graph. */
+export interface RequestSeriesSnapshot {
+  readonly direction: typeof DIRECTIONS[number]
+  /** Verified caller (inbound), the local service of a per-upstream listener, else empty. */
+  readonly source: string
+  readonly destination: string
+  readonly route: string
+  readonly statusClass: typeof STATUS_CLASSES[number]
+  readonly count: number
+  readonly gatewayErrors: number
+  readonly durationSumSeconds: number
+  /** Non-cumulative counts per DURATION_BUCKETS bound (requests over the last bound are in none). */
+  readonly buckets: readonly number[]
+}
+
+/** Everything counted so far. Series keep their index for the gateway's life (a later snapshot only appends). */
+export interface MetricsSnapshot {
+  readonly series: readonly RequestSeriesSnapshot[]
+  /** Gateway-made errors by FASTMESH_ERR_* code (all routes), by code name. */
+  readonly errors: ReadonlyArray<{ readonly code: string, readonly count: number }>
 }
 
 /** Try kinds (`kind` label of fastmesh_upstream_tries_total). */
@@ -337,7 +363,8 @@ export class GatewayMetrics {
     if (slots === undefined) bySource.set(source, slots = new Array<RequestSeries | undefined>(SLOTS).fill(undefined))
     let series = slots[slot]
     if (series === undefined) {
-      series = new RequestSeries(new RequestLabels(this.role, DIRECTIONS[direction]!, source, destination, route, STATUS_CLASSES[slot % STATUS_CLASSES.length]!))
+      const statusClass = slot % STATUS_CLASSES.length
+      series = new RequestSeries(new RequestLabels(this.role, DIRECTIONS[direction]!, source, destination, route, STATUS_CLASSES[statusClass]!), direction, statusClass)
       slots[slot] = series
       this.series.push(series)
     }
@@ -345,8 +372,8 @@ export class GatewayMetrics {
     series.requestBytes += ex.requestBytes
     series.responseBytes += ex.responseBytes
     const error = ex.error
-    // Only the gateway's own codes (a bounded set): `client closed the connection` and the like are not answers.
-    if (error !== undefined && error.startsWith('FASTMESH_ERR_')) {
+    if (isGatewayErrorCode(error)) {
+      series.gatewayErrors++
       const role = this.role
       const c = nested(this.errorCounts, route, error, () => { const n = new Count(new RouteCodeLabels(role, route, error)); this.errors.push(n); return n })
       c.value++
@@ -356,6 +383,29 @@ export class GatewayMetrics {
       const role = this.role
       const c = nested(this.faultCounts, route, fault, () => { const n = new Count(new RouteKindLabels(role, route, fault)); this.faults.push(n); return n })
       c.value++
+    }
+  }
+
+  /** A copy of every request series and error count so far (read-only; for the admin service graph). */
+  snapshot (): MetricsSnapshot {
+    const byCode = new Map<string, number>()
+    for (const c of this.errors) {
+      const code = (c.labels as RouteCodeLabels).code
+      byCode.set(code, (byCode.get(code) ?? 0) + c.value)
+    }
+    return {
+      series: this.series.map((s) => ({
+        direction: DIRECTIONS[s.directionIndex]!,
+        source: s.labels.source,
+        destination: s.labels.destination,
+        route: s.labels.route,
+        statusClass: STATUS_CLASSES[s.statusClassIndex]!,
+        count: s.count,
+        gatewayErrors: s.gatewayErrors,
+        durationSumSeconds: s.sum,
+        buckets: Array.from(s.buckets)
+      })),
+      errors: [...byCode].map(([code, count]) => ({ code, count })).sort((a, b) => a.code.localeCompare(b.code))
     }
   }
 
