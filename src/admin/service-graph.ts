@@ -219,8 +219,8 @@ export interface GatewayAnswer {
  * the caller's outbound one whenever the caller's gateway answered too (its source is one of
  * that gateway's identities): then only the caller's count is used — it also holds the
  * failures the destination never saw (connect errors, timeouts). Inbound counts stand only
- * for callers whose gateway did not answer. A call to an edge gateway's clients' node
- * (`clients`) is remapped likewise: the edge's own name is what the destination sees.
+ * for callers whose gateway did not answer. An edge gateway's calls arrive under its own
+ * name (its mesh identity), one of its identities: they stay counted as `clients` → service.
  */
 export function mergeGraphs (answers: readonly GatewayAnswer[], generatedAt: number = Date.now()): MeshGraph {
   const graphs = answers.flatMap((a) => a.graph !== undefined ? [{ name: a.status.name, graph: a.graph }] : [])
