@@ -121,28 +121,35 @@ export interface UpstreamTry {
 }
 
 /**
- * A gateway policy of one config version. Every hook is optional and synchronous: they run
- * for every request (the fast path too), so keep each to a few comparisons.
+ * The hooks of a gateway policy, all optional and synchronous: they run for every request
+ * (the fast path too) and every upstream try, so keep each to a few comparisons. A hook that
+ * throws is logged with the request id and counted; the exchange goes on without that step.
+ * `Req`/`Ex`: what the policy is shown (plugins: the read-only views below).
  */
-export interface GatewayPolicyInstance {
+export interface PolicyHooks<Req extends PolicyRequest = PolicyRequest, Ex extends PolicyExchange = PolicyExchange> {
   /**
    * Runs once the request's route is chosen, before the route's plugins: a refusal answers
-   * at once, undefined lets the request go on.
+   * at once (with its headers), undefined lets the request go on.
    */
-  onRequest?(request: PolicyRequest): Refusal | undefined
-  /** An upstream try is about to be sent (each retry, each mirrored copy, an upgrade). */
-  onTryStart?(request: PolicyRequest, t: UpstreamTry): void
+  onRequest?(request: Req): Refusal | undefined
+  /** An upstream try is about to be sent to `t.endpoint` (each retry, each mirrored copy, an upgrade). */
+  onTryStart?(request: Req, t: UpstreamTry): void
   /**
-   * While the try's request headers are built: push `name, value` pairs (lower-case names)
-   * onto `headers`. Names listed in `upstreamHeaderNames` are taken out of the client's first.
+   * While the try's request headers are built (after `onTryStart`): push `name, value` pairs
+   * (lower-case names) onto `headers`. Names listed in `upstreamHeaderNames` are taken out
+   * of the client's headers first, so the policy's replace them.
    */
-  onUpstreamHeaders?(request: PolicyRequest, t: UpstreamTry, headers: string[]): void
+  onUpstreamHeaders?(request: Req, t: UpstreamTry, headers: string[]): void
   /** Header names this policy sets upstream (lower case): the client's copies are not forwarded. */
   readonly upstreamHeaderNames?: readonly string[]
-  /** The try's outcome is known (`t.outcome`). Once per try. */
-  onTryEnd?(request: PolicyRequest, t: UpstreamTry): void
+  /** The try's outcome is known (`t.outcome`): response headers arrived, or it failed. Once per try. */
+  onTryEnd?(request: Req, t: UpstreamTry): void
   /** Once, when the exchange has ended (answered, forwarded, refused or cut). */
-  onEnd?(exchange: PolicyExchange): void
+  onEnd?(exchange: Ex): void
+}
+
+/** A gateway policy of one config version, as a plugin's gateway-policy form makes it. */
+export interface GatewayPolicyInstance extends PolicyHooks {
   /** Releases timers and connections when the version is retired. */
   close?(): void | Promise<void>
 }

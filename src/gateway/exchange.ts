@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Socket } from 'node:net'
 import type { RequestRecord } from '../telemetry/access-log.js'
 import { elapsedMs } from '../telemetry/access-log.js'
-import type { PolicyExchange, Refusal, UpstreamFaultInjector, UpstreamTry } from '../../plugins/types.js'
+import type { PolicyExchange, PolicyHooks, Refusal, UpstreamFaultInjector, UpstreamTry } from '../../plugins/types.js'
 export type { TryOutcome, UpstreamTry } from '../../plugins/types.js'
 
 /** The verified caller of an inbound mesh call. */
@@ -139,28 +139,11 @@ const connectionMarks = new WeakMap<Socket, ConnectionMark>()
 
 /**
  * A gateway-wide policy: runs for every request of every listener, in chain order, and sees
- * every upstream try. Every hook is optional and synchronous (they run on the hot path: keep
- * them to a few field reads); an exception is caught, logged with the request id and counted,
- * and the exchange goes on without that policy's step.
+ * every upstream try (hooks: PolicyHooks in plugins/types.ts). The gateway's own policies
+ * (src/gateway/policies.ts) are shown the Exchange itself; plugins' get read-only views.
  */
-export interface GatewayPolicy {
+export interface GatewayPolicy extends PolicyHooks<Exchange, Exchange> {
   readonly name: string
-  /** After the route is chosen, before its plugins and forwarding: a refusal (with its headers) answers instead. */
-  onRequest?(ex: Exchange): Refusal | undefined
-  /** An upstream try is about to be sent to `t.endpoint` (each retry, each mirrored copy, an upgrade). */
-  onTryStart?(ex: Exchange, t: UpstreamTry): void
-  /**
-   * While the try's request headers are built (after `onTryStart`): push `name, value` pairs
-   * (lower-case names) onto `headers` to send them upstream. Names the policy lists in
-   * `upstreamHeaderNames` are taken out of the client's headers first, so its own replace them.
-   */
-  onUpstreamHeaders?(ex: Exchange, t: UpstreamTry, headers: string[]): void
-  /** Header names this policy sets on upstream requests (lower case): the client's copies are not forwarded. */
-  readonly upstreamHeaderNames?: readonly string[]
-  /** The try's outcome is known (`t.outcome`): response headers arrived, or it failed. Once per try. */
-  onTryEnd?(ex: Exchange, t: UpstreamTry): void
-  /** Once, when the exchange has ended (answered, forwarded, refused or cut). */
-  onEnd?(ex: Exchange): void
 }
 
 /** Exceptions raised while serving exchanges, counted across versions (admin shows them). */
