@@ -181,6 +181,13 @@ export interface RoutePluginContext {
   state<T>(name: string, create: () => T, dispose?: (value: T) => void): T
   /** Whether X-Forwarded-For from clients may be believed (`gateway.trustForwardedHeaders`). */
   readonly trustForwardedHeaders: boolean
+  /**
+   * Counts one `outcome` of `plugin` on this route in the gateway's metrics
+   * (`fastmesh_plugin_outcomes_total{route, plugin, outcome}`): things no answer shows, such
+   * as a store that failed open. Use a small fixed set of outcome names, never values taken
+   * from requests (each name is a series). A no-op when metrics are off.
+   */
+  countOutcome(plugin: string, outcome: string): void
 }
 
 /** What the gateway offers a route plugin about one request, as `request.fastmesh`. */

@@ -49,6 +49,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions & Record<string, unkn
     incr (key: string, cb: (err: Error | null, res?: { current: number, ttl: number }) => void, timeWindow: number, max: number): void {
       store.incr(keyPrefix + key, timeWindow, timeoutMs).then((res) => { cb(null, res) }, (err: Error) => {
         // Redis could not count it in time: the fail mode decides, never a longer wait.
+        fastify.fastmesh.countOutcome('rate-limit', failClosed ? 'store_fail_closed' : 'store_fail_open')
         if (failClosed) cb(fastmeshError('RATE_LIMIT_UNAVAILABLE', [route, err.message]))
         else cb(null, { current: 0, ttl: timeWindow })
         void max

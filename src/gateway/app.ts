@@ -114,6 +114,7 @@ async function compile (opts: BuildOptions, router: Router, plugins: VersionPlug
     version: opts.version,
     state: opts.state,
     trustForwardedHeaders: config.gateway.trustForwardedHeaders,
+    ...(config.telemetry.metrics.enabled && opts.metrics !== undefined ? { countOutcome: opts.metrics.pluginOutcome } : {}),
     onFault: (req, where, err) => {
       const ex = exchangeOf(req)
       if (ex !== undefined) chain.fault(ex, where, err)

@@ -46,6 +46,8 @@ export interface FastifyHostOptions {
   /** Where plugins keep state across versions (`fastify.fastmesh.state`). */
   readonly state: StateRegistry
   readonly trustForwardedHeaders: boolean
+  /** Where `fastify.fastmesh.countOutcome` counts (the gateway's metrics); default: nowhere. */
+  readonly countOutcome?: PluginOutcomeCounter
   /** Told of an exception a plugin raised where no answer can carry it any more (an onResponse hook). */
   readonly onFault: (request: IncomingMessage, where: string, err: unknown) => void
   readonly routes: Iterable<RouteBinding>
@@ -73,11 +75,15 @@ export function pluginStateKind (name: string): StateKind<PluginStateBox> {
   return kind
 }
 
+/** Counts a plugin's outcome on a route (GatewayMetrics.pluginOutcome). */
+export type PluginOutcomeCounter = (route: string, plugin: string, outcome: string) => void
+
 /** What a route's plugins see as `fastify.fastmesh`. */
-function routePluginContext (route: string, registry: StateRegistry, trustForwardedHeaders: boolean): RoutePluginContext {
+function routePluginContext (route: string, registry: StateRegistry, trustForwardedHeaders: boolean, countOutcome: PluginOutcomeCounter): RoutePluginContext {
   return {
     route,
     trustForwardedHeaders,
+    countOutcome (plugin, outcome) { countOutcome(route, plugin, outcome) },
     state<T> (name: string, create: () => T, dispose?: (value: T) => void): T {
       const box = registry.slot(pluginStateKind(name), route)
       if (!box.filled) {
@@ -235,7 +241,7 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
       // Each context under its route's internal URL as a prefix: a route a plugin adds itself
       // (@fastify/cors's `OPTIONS *`) stays under it, never clashing with another route's.
       await app.register(async (scope) => {
-        scope.decorate('fastmesh', routePluginContext(binding.name, opts.state, opts.trustForwardedHeaders))
+        scope.decorate('fastmesh', routePluginContext(binding.name, opts.state, opts.trustForwardedHeaders, opts.countOutcome ?? (() => {})))
         for (const { def, options } of opts.pluginsOf(binding)) {
           // skip-override: the plugin's hooks and decorators land in this route's context,
           // which stays encapsulated from every other route.

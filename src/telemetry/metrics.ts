@@ -102,6 +102,10 @@ class RouteCodeLabels {
   constructor (readonly role: string, readonly route: string, readonly code: string) {}
 }
 
+class PluginOutcomeLabels {
+  constructor (readonly role: string, readonly route: string, readonly plugin: string, readonly outcome: string) {}
+}
+
 class RouteKindLabels {
   constructor (readonly role: string, readonly route: string, readonly kind: string) {}
 }
@@ -173,6 +177,9 @@ export class GatewayMetrics {
   /** route → code → count. */
   private readonly errorCounts = new Map<string, Map<string, Count>>()
   private readonly errors: Count[] = []
+  /** route → plugin → outcome → count. */
+  private readonly pluginCounts = new Map<string, Map<string, Map<string, Count>>>()
+  private readonly pluginOutcomes: Count[] = []
   /** route → fault kind → count. */
   private readonly faultCounts = new Map<string, Map<string, Count>>()
   private readonly faults: Count[] = []
@@ -209,6 +216,7 @@ export class GatewayMetrics {
     this.registerRendered('fastmesh_upstream_tries_total', 'Upstream tries by destination service, endpoint, kind (first, retry, mirror) and outcome (the response\'s status class, or connect_error, timeout, reset, error, cancelled).', () => this.tries.map((c) => ({ value: c.value, labels: c.labels })))
     this.registerRendered('fastmesh_gateway_errors_total', 'Answers the gateway made itself, by route and FASTMESH_ERR_* code (rate-limited, shed, unauthenticated, forbidden, no healthy endpoint ...).', () => this.errors.map((c) => ({ value: c.value, labels: c.labels })))
     this.registerRendered('fastmesh_faults_injected_total', 'Faults injected by the fault-injection plugin, by route and kind (delay, abort, response).', () => this.faults.map((c) => ({ value: c.value, labels: c.labels })))
+    this.registerRendered('fastmesh_plugin_outcomes_total', 'Outcomes route plugins count themselves (e.g. rate-limit store_fail_open: Redis could not count a request and it went through), by route, plugin and outcome.', () => this.pluginOutcomes.map((c) => ({ value: c.value, labels: c.labels })))
     this.eventMetrics(opts)
     this.stateMetrics(opts)
     if (opts.processMetrics !== false) {
@@ -315,6 +323,21 @@ export class GatewayMetrics {
         }
       })
     }
+  }
+
+  /** Counts one outcome a plugin reports on a route (`fastify.fastmesh.countOutcome`). */
+  readonly pluginOutcome = (route: string, plugin: string, outcome: string): void => {
+    let byPlugin = this.pluginCounts.get(route)
+    if (byPlugin === undefined) this.pluginCounts.set(route, byPlugin = new Map())
+    let byOutcome = byPlugin.get(plugin)
+    if (byOutcome === undefined) byPlugin.set(plugin, byOutcome = new Map())
+    let c = byOutcome.get(outcome)
+    if (c === undefined) {
+      c = new Count(new PluginOutcomeLabels(this.role, route, plugin, outcome))
+      byOutcome.set(outcome, c)
+      this.pluginOutcomes.push(c)
+    }
+    c.value++
   }
 
   /** Counts one upstream try. No allocation once its label set has been seen. */

@@ -112,6 +112,7 @@ test('rate-limit in Redis: Redis down with failMode open lets requests through a
   await redis.stop()
   const start = performance.now()
   assert.deepEqual(await statuses(g, 3), [200, 200, 200], 'open: not counted, not refused')
+  assert.match((await g.admin('GET', '/metrics')).text, /^fastmesh_plugin_outcomes_total\{role="edge",route="[^"]+",plugin="rate-limit",outcome="store_fail_open"\} 3$/m, 'each request let through unlimited is counted')
   // Each is bounded by the store's 200 ms timeout, with 1.5 s of slack for a loaded machine.
   assert.ok(performance.now() - start < 3 * (200 + 1500), 'no request waited on the dead Redis beyond its timeout')
   await redis.restart()
@@ -131,6 +132,7 @@ test('rate-limit in Redis: Redis down with failMode closed answers 503 FASTMESH_
   const res = await g.request('/x')
   assertErrorResponse(res, 503, 'FASTMESH_ERR_RATE_LIMIT_UNAVAILABLE')
   assert.equal(echo.seen.length, 1)
+  assert.match((await g.admin('GET', '/metrics')).text, /^fastmesh_plugin_outcomes_total\{role="edge",route="[^"]+",plugin="rate-limit",outcome="store_fail_closed"\} 1$/m)
 })
 
 test('rate-limit: options are checked at validation with their JSON path', async (t) => {
