@@ -38,12 +38,59 @@ export function isSecretName (name: unknown): boolean {
 }
 
 /**
+ * Query parameters that carry credentials under names too generic to hide as config keys:
+ * URL signatures (`sig`, `signature`, `X-Amz-Signature`), OAuth authorization codes
+ * (`code`), `jwt`, session ids. Compared as SECRET_NAME is.
+ */
+const SECRET_QUERY_NAME = /signature|^sig$|^code$|^jwt$|^session(id)?$|^sid$|^pwd$|^pass$/
+
+/** Whether a query parameter's name (as written, percent-encoding allowed) names a secret. */
+export function isSecretQueryName (name: string): boolean {
+  let decoded = name
+  if (name.includes('%')) {
+    try { decoded = decodeURIComponent(name) } catch { /* malformed: judged as written */ }
+  }
+  return isSecretName(decoded) || SECRET_QUERY_NAME.test(decoded.toLowerCase().replace(/[-_]/g, ''))
+}
+
+/**
+ * A request target (`/path?query`) with the values of credential-bearing query parameters
+ * (isSecretQueryName) replaced by `<redacted>`; every other byte is kept, so `page=2` still
+ * reads as sent. The common target, without `?`, is returned as it is at the cost of one scan.
+ */
+export function redactQuery (target: string): string {
+  const q = target.indexOf('?')
+  if (q === -1) return target
+  let out = ''
+  let copied = 0
+  let at = q + 1
+  while (at < target.length) {
+    let end = target.indexOf('&', at)
+    if (end === -1) end = target.length
+    const eq = target.indexOf('=', at)
+    if (eq !== -1 && eq + 1 < end && isSecretQueryName(target.slice(at, eq))) {
+      out += target.slice(copied, eq + 1) + REDACTED
+      copied = end
+    }
+    at = end + 1
+  }
+  return copied === 0 ? target : out + target.slice(copied)
+}
+
+/** `name=value` after a URL's `?` or `&`, in free text. */
+const QUERY_PARAMETER = /([?&])([^=&#\s"'<>?]+)=([^&#\s"'<>]+)/g
+
+/**
  * Free text with secrets it can recognise on its own hidden: URL userinfo becomes
- * `scheme://<redacted>@`, and a text holding a PEM private key is `<redacted>` as a whole.
+ * `scheme://<redacted>@`, the values of credential-bearing query parameters (`?token=…`,
+ * see redactQuery) become `<redacted>`, and a text holding a PEM private key is `<redacted>`
+ * as a whole.
  */
 export function redactText (text: string): string {
   if (text.includes('PRIVATE KEY') && PRIVATE_KEY_PEM.test(text)) return REDACTED
-  return text.includes('://') ? text.replace(URL_USERINFO, `$1${REDACTED}@`) : text
+  let out = text.includes('://') ? text.replace(URL_USERINFO, `$1${REDACTED}@`) : text
+  if (out.includes('?')) out = out.replace(QUERY_PARAMETER, (all, sep: string, name: string) => isSecretQueryName(name) ? `${sep}${name}=${REDACTED}` : all)
+  return out
 }
 
 /** Whether the value of `key` in `holder` is secret by the key's name or by the holder's `name`. */

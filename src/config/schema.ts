@@ -297,8 +297,14 @@ export const CustomPluginSchema = strict({
 
 export const LoggingSchema = strict({
   level: StringEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], { default: 'info', description: 'pino log level; env FASTMESH_LOG_LEVEL overrides.' }),
-  accessLog: Type.Boolean({ default: true, description: 'One structured line per request.' })
-}, { description: 'pino logs on stdout, written asynchronously.' })
+  accessLog: Type.Union([
+    Type.Boolean(),
+    strict({
+      enabled: Type.Optional(Type.Boolean({ description: 'Write access-log lines (default `true`).' })),
+      sampleRatio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'Share of successful requests written (default 1: all). Every failure is written whatever the ratio: status 4xx/5xx, no answer, or a gateway error code, upstream cause or injected fault. The draw hashes the request id, so a request is written by every gateway it passes (they share `x-request-id`) or by none.' }))
+    })
+  ], { default: true, description: 'One structured line per request (docs/observability.md, "Access log"): `true`, `false`, or `{ enabled, sampleRatio }`. Credential-bearing query parameters are redacted in its `path`.' })
+}, { description: 'pino logs on stdout, written asynchronously. Authorization, Cookie, Set-Cookie and Proxy-Authorization headers and query-string credentials never appear in them.' })
 
 export const MetricsSchema = strict({
   enabled: Type.Boolean({ default: true, description: 'Count every request (fastmesh_requests_total, fastmesh_request_duration_seconds) and serve Prometheus metrics on the admin API (`GET /metrics`). `false`: no per-request cost, and `/metrics` answers 404.' })

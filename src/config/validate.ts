@@ -194,7 +194,9 @@ function problemFor (e: ErrorObject, doc: unknown): ConfigProblem {
       const keys = branches.flatMap((b) => Object.keys(b.properties ?? {}))
       const oneOf = `one of the keys ${keys.join(', ')}`
       if (!isMapping(e.data)) {
-        return { path: jsonPath(e.instancePath), message: `must be a mapping with ${oneOf}, got ${quoteValue(e, doc)}`, hint: describe(parent) }
+        // A union of a scalar and a mapping (`accessLog: true` or `{ sampleRatio }`) names both.
+        const scalars = [...new Set(branches.filter((b) => b.properties === undefined).flatMap((b) => typeof b.type === 'string' ? [b.type] : []))]
+        return { path: jsonPath(e.instancePath), message: `must be ${[...scalars, `a mapping with ${oneOf}`].join(' or ')}, got ${quoteValue(e, doc)}`, hint: describe(parent) }
       }
       const given = Object.keys(e.data)
       const wrong = given.find((k) => !keys.includes(k))

@@ -1,11 +1,17 @@
 // The access log: one structured line per request, written when the response ends.
 // It is the one log line every request pays for, so it is written without pino's generic
 // serializer: a fixed template of the same JSON shape pino writes (level, time, pid, log),
-// appended to the logger's own asynchronous destination.
+// appended to the logger's own asynchronous destination. Query-string credentials are
+// redacted in it, and successful requests may be sampled; errors are always written.
 import pino, { type Logger } from 'pino'
+import { redactQuery } from '../config/redact.js'
 
 export interface RequestRecord {
   readonly requestId: string
+  /** The trace this request belongs to (32 hex digits), when tracing is on. */
+  readonly traceId?: string | undefined
+  /** The gateway's span of this request (16 hex digits), when tracing is on. */
+  readonly spanId?: string | undefined
   readonly method: string
   readonly path: string
   readonly route: string | undefined
@@ -24,6 +30,48 @@ export interface RequestRecord {
   readonly cause?: string | undefined
   /** A fault a plugin injected into this exchange (`delay`, `abort`, `response`). */
   readonly fault?: string | undefined
+}
+
+/** `telemetry.logging.accessLog` as written: on/off, or on with a share of successes sampled. */
+export type AccessLogOption = boolean | { readonly enabled?: boolean, readonly sampleRatio?: number }
+
+export interface AccessLogSettings {
+  readonly enabled: boolean
+  /** Share (0..1) of successful requests written; failures are always written. */
+  readonly sampleRatio: number
+}
+
+/** The settings an `accessLog` option means: `true` and `{}` log every request. */
+export function accessLogSettings (option: AccessLogOption): AccessLogSettings {
+  if (typeof option === 'boolean') return { enabled: option, sampleRatio: 1 }
+  return { enabled: option.enabled ?? true, sampleRatio: option.sampleRatio ?? 1 }
+}
+
+/**
+ * Whether a request is always written: answered with 4xx/5xx, not answered (status 0), or
+ * marked by the gateway (an error code, an upstream failure's cause, an injected fault).
+ */
+export function isFailure (r: RequestRecord): boolean {
+  return r.status >= 400 || r.status === 0 || r.error !== undefined || r.cause !== undefined || r.fault !== undefined
+}
+
+/**
+ * The sampling draw of a request: its id hashed to [0, 2^32) (FNV-1a, then murmur3's
+ * finaliser so ids that differ in one character spread evenly). A hash, not a random
+ * number: the edge and the node gateways see the same `x-request-id`, so a sampled request
+ * is written by every gateway it passes, and a test's outcome is reproducible.
+ */
+export function requestIdHash (requestId: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < requestId.length; i++) {
+    h = Math.imul(h ^ requestId.charCodeAt(i), 0x01000193)
+  }
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
 }
 
 export interface RequestRecorder {
@@ -76,7 +124,9 @@ function str (s: string): string {
 
 export function formatAccessLine (r: RequestRecord, pid: number): string {
   return '{"level":"info","time":"' + isoNow() + '","pid":' + pid + ',"log":"access","requestId":' + str(r.requestId) +
-    ',"method":' + str(r.method) + ',"path":' + str(r.path) +
+    (r.traceId !== undefined ? ',"traceId":' + str(r.traceId) : '') +
+    (r.spanId !== undefined ? ',"spanId":' + str(r.spanId) : '') +
+    ',"method":' + str(r.method) + ',"path":' + str(redactQuery(r.path)) +
     (r.route !== undefined ? ',"route":' + str(r.route) : '') +
     (r.destination !== undefined ? ',"destination":' + str(r.destination) : '') +
     (r.endpoint !== undefined ? ',"endpoint":' + str(r.endpoint) : '') +
@@ -88,12 +138,38 @@ export function formatAccessLine (r: RequestRecord, pid: number): string {
     (r.fault !== undefined ? ',"fault":' + str(r.fault) : '') + '}\n'
 }
 
-export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecorder {
+/** The record's fields as a plain object (path redacted), for a logger without a stream to append to. */
+function accessFields (r: RequestRecord): Record<string, unknown> {
+  return {
+    requestId: r.requestId,
+    traceId: r.traceId,
+    spanId: r.spanId,
+    method: r.method,
+    path: redactQuery(r.path),
+    route: r.route,
+    destination: r.destination,
+    endpoint: r.endpoint,
+    ...(r.attempts !== undefined && r.attempts > 1 ? { attempts: r.attempts, endpoints: r.endpoints ?? [] } : {}),
+    caller: r.caller,
+    status: r.status,
+    durationMs: r.durationMs,
+    error: r.error,
+    cause: r.cause,
+    fault: r.fault
+  }
+}
+
+export function accessLogRecorder (log: Logger, option: AccessLogOption): RequestRecorder {
+  const { enabled, sampleRatio } = accessLogSettings(option)
   if (!enabled) return { record () {}, flush () {} }
+  // A success is written when its id's hash falls below ratio × 2^32; a ratio of 1 skips the draw.
+  const sampling = sampleRatio < 1
+  const threshold = sampleRatio * 2 ** 32
+  const sampled = (r: RequestRecord): boolean => !sampling || isFailure(r) || requestIdHash(r.requestId) < threshold
   const stream = (log as unknown as Record<symbol, Writable | undefined>)[pino.symbols.streamSym]
   if (stream === undefined || typeof stream.write !== 'function') {
     const access = log.child({ log: 'access' })
-    return { record (r) { access.info(r) }, flush () {} }
+    return { record (r) { if (sampled(r)) access.info(accessFields(r)) }, flush () {} }
   }
   const pid = process.pid
   // Lines gather for one turn of the event loop (or up to BATCH_CHARS) and reach the
@@ -118,7 +194,7 @@ export function accessLogRecorder (log: Logger, enabled: boolean): RequestRecord
   return {
     record (r) {
       // The level is read on every call: a reload may change it.
-      if (!log.isLevelEnabled('info')) return
+      if (!log.isLevelEnabled('info') || !sampled(r)) return
       pending += formatAccessLine(r, pid)
       if (pending.length >= BATCH_CHARS) write(false)
       else if (!scheduled) {

@@ -2,7 +2,7 @@
 // (pino's worker-thread transport costs less CPU per line, but when its buffer fills under
 // sustained load the writer blocks the event loop; measured here it made the edge slower.)
 import pino, { type Logger } from 'pino'
-import { redactText } from '../config/redact.js'
+import { REDACTED, redactQuery, redactText } from '../config/redact.js'
 
 export type { Logger }
 
@@ -26,8 +26,38 @@ export function createLogger (opts: LoggerOptions): Logger {
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-    serializers: { err: redactedError }
+    serializers: { err: redactedError, req: requestSummary },
+    redact: { paths: CREDENTIAL_HEADER_PATHS, censor: REDACTED }
   }, destination)
+}
+
+/** Request headers that carry credentials, and the response header that sets them. */
+const CREDENTIAL_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie']
+
+/**
+ * Where a logged object may hold headers: `{ headers }`, `{ req: { headers } }` (any key
+ * one level down), and a Fastify request's or an exchange's raw request (`{ request: { raw:
+ * { headers } } }`, `{ ex: { req: { headers } } }`). A header object logged elsewhere is a bug
+ * this list does not catch; log a header's name, never the object.
+ */
+export const CREDENTIAL_HEADER_PATHS = ['headers', '*.headers', '*.raw.headers', '*.req.headers']
+  .flatMap((at) => CREDENTIAL_HEADERS.map((name) => `${at}["${name}"]`))
+
+/**
+ * `{ req }` in a log line: Fastify's own shape (method, url, host, client address) with the
+ * query's credentials redacted and no headers. It replaces Fastify's serializer, whose `url`
+ * is the raw request target.
+ */
+export function requestSummary (req: unknown): unknown {
+  if (req === null || typeof req !== 'object') return req
+  const r = req as { method?: unknown, url?: unknown, host?: unknown, hostname?: unknown, ip?: unknown, socket?: { remoteAddress?: unknown, remotePort?: unknown } }
+  return {
+    method: r.method,
+    url: typeof r.url === 'string' ? redactQuery(r.url) : undefined,
+    host: r.host ?? r.hostname,
+    remoteAddress: r.ip ?? r.socket?.remoteAddress,
+    remotePort: r.socket?.remotePort
+  }
 }
 
 /**

@@ -20,6 +20,8 @@ export interface GatewayProcess {
   readonly exited: boolean
   /** What it wrote to stderr (for failure messages). */
   readonly stderr: string
+  /** Everything it wrote to stdout so far, as written. */
+  readonly stdout: string
 }
 
 interface Listening {
@@ -58,6 +60,7 @@ export async function startGatewayProcess (t: TestContext, args: string[], env: 
     logs,
     signal (signal) { process.kill(pid, signal) },
     get exited () { return exited },
-    get stderr () { return stderr }
+    get stderr () { return stderr },
+    get stdout () { return stdout }
   }
 }

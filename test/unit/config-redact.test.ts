@@ -2,7 +2,7 @@
 // hidden, and that the rest is shown as it is.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { REDACTED, isSecretName, redactAt, redactedJson, redactSecrets, redactText } from '../../src/config/redact.js'
+import { REDACTED, isSecretName, isSecretQueryName, redactAt, redactQuery, redactedJson, redactSecrets, redactText } from '../../src/config/redact.js'
 
 test('the Consul token is redacted', () => {
   const out = redactSecrets({ discovery: { consul: { address: '127.0.0.1:8500', token: 'b1gs3cr3t' } } })
@@ -88,4 +88,32 @@ test('redactAt hides what redactedJson hides at the same place, and only that', 
   assert.equal(redactAt(doc, '/tokens/0', 'a'), REDACTED)
   assert.equal(redactAt(doc, '/mesh/authorization/defaultAction', 'maybe'), 'maybe')
   assert.equal(redactAt(doc, '/routes/0/match/hosts/0', 'http://u:p@h'), `http://${REDACTED}@h`)
+})
+
+test('query parameters that carry credentials are recognised by name, in any case or spelling; ordinary ones are not', () => {
+  for (const name of ['access_token', 'token', 'id_token', 'refresh_token', 'api_key', 'apikey', 'API-KEY', 'key', 'password', 'secret', 'sig', 'signature', 'X-Amz-Signature', 'X-Amz-Credential', 'code', 'client_secret', 'auth', 'jwt', 'session', 'access%5Ftoken']) {
+    assert.equal(isSecretQueryName(name), true, name)
+  }
+  for (const name of ['page', 'q', 'sort', 'limit', 'state', 'redirect_uri', 'zip%ZZcode', 'codec', 'monkey']) {
+    assert.equal(isSecretQueryName(name), false, name)
+  }
+})
+
+test('redactQuery hides credential values and keeps every other byte of the target', () => {
+  assert.equal(redactQuery('/a/b'), '/a/b')
+  assert.equal(redactQuery('/a?'), '/a?')
+  assert.equal(redactQuery('/a?page=2&q=x%20y'), '/a?page=2&q=x%20y')
+  assert.equal(redactQuery('/a?access_token=S1&page=2'), `/a?access_token=${REDACTED}&page=2`)
+  assert.equal(redactQuery('/a?page=2&TOKEN=S1'), `/a?page=2&TOKEN=${REDACTED}`)
+  assert.equal(redactQuery('/a?token=&key&page=2'), '/a?token=&key&page=2', 'nothing to hide without a value')
+  assert.equal(redactQuery('/a?token=a=b&page=2&sig=S2'), `/a?token=${REDACTED}&page=2&sig=${REDACTED}`)
+  const same = '/plain/path'
+  assert.equal(redactQuery(same), same)
+})
+
+test('regression: a URL with a token in its query is redacted in free text (error messages, stacks)', () => {
+  assert.equal(redactText('GET http://h:1/a?access_token=S1&page=2 failed'), `GET http://h:1/a?access_token=${REDACTED}&page=2 failed`)
+  assert.equal(redactText('on /x?page=2&client_secret=S2 "quoted"'), `on /x?page=2&client_secret=${REDACTED} "quoted"`)
+  assert.equal(redactText('what? page=2 & key'), 'what? page=2 & key')
+  assert.deepEqual(redactSecrets({ jwks: 'https://idp/keys?api_key=S3&v=1' }), { jwks: `https://idp/keys?api_key=${REDACTED}&v=1` })
 })

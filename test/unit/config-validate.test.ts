@@ -670,3 +670,11 @@ test('the default mirror settings (64 × 64 KiB) stay well within the default li
   assert.equal(result.warnings, undefined)
   assert.equal(result.config?.limits.mirrorBufferBytes, 64 * 1024 * 1024)
 })
+
+test('telemetry.logging.accessLog takes true/false or { enabled, sampleRatio }; a wrong kind or ratio is named at its path', () => {
+  assert.equal(load(base()).config.telemetry.logging.accessLog, true)
+  assert.deepEqual(load(base({ telemetry: { logging: { accessLog: { sampleRatio: 0.1 } } } })).config.telemetry.logging.accessLog, { sampleRatio: 0.1 })
+  const problems = (logging: unknown): readonly ConfigProblem[] => validateConfigDocument(base({ telemetry: { logging } })).problems
+  assert.deepEqual(problems({ accessLog: 'yes' }).map((p) => [p.path, p.message]), [['$.telemetry.logging.accessLog', 'must be boolean or a mapping with one of the keys enabled, sampleRatio, got string "yes"']])
+  assert.deepEqual(problems({ accessLog: { sampleRatio: 1.5 } }).map((p) => p.path), ['$.telemetry.logging.accessLog.sampleRatio'])
+})
