@@ -209,7 +209,7 @@ test('the Grafana dashboard parses, and every query passes promtool and names on
   assert.deepEqual(dashboard.templating.list.map((v) => v.name), ['datasource', 'instance'])
   // What the dashboard is for, each at least once.
   for (const needle of ['rate(fastmesh_requests_total', 'status_class="5xx"', 'histogram_quantile(0.5,', 'histogram_quantile(0.99,', 'fastmesh_request_duration_seconds_bucket',
-    'fastmesh_config_reloads_total', 'fastmesh_certificate_expiry_seconds', '/ 86400', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag']) {
+    'fastmesh_upstream_tries_total', 'fastmesh_endpoints', 'fastmesh_gateway_errors_total', 'fastmesh_config_reloads_total', 'fastmesh_certificate_expiry_seconds', '/ 86400', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag']) {
     assert.ok(exprs.some((e) => e.includes(needle)), `a query with ${needle}`)
   }
 
