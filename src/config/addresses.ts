@@ -1,6 +1,7 @@
 // What an address may be, in one place: endpoint addresses (config and admin registrations)
 // and which listener addresses are loopback (the admin listener's token rule).
 import { isIP, isIPv4 } from 'node:net'
+import { networkInterfaces } from 'node:os'
 
 /** A DNS label as hosts and container networks use them (RFC 1123, plus `_`). */
 const LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/
@@ -48,4 +49,17 @@ export function canonicalIPv6 (address: string): string | undefined {
     // A zone id (fe80::1%eth0) is an address node:net takes but a URL does not.
     return undefined
   }
+}
+
+/**
+ * The address others reach a listener bound to `bind` at: `bind` itself when it names one
+ * address; for a wildcard bind (`0.0.0.0`, `::`), this host's first non-loopback IPv4 address
+ * (loopback when it has none). `interfaces`: for tests.
+ */
+export function reachableAddress (bind: string, interfaces: () => ReturnType<typeof networkInterfaces> = networkInterfaces): string {
+  if (bind !== '0.0.0.0' && bind !== '::') return bind
+  for (const addrs of Object.values(interfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
+  }
+  return '127.0.0.1'
 }

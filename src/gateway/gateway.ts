@@ -1,7 +1,7 @@
 // The running gateway: long-lived listeners, discovery and upstream state, and the
 // current config version, which a reload replaces atomically while the old one drains.
 import type { Server as NetServer, AddressInfo } from 'node:net'
-import { networkInterfaces } from 'node:os'
+import { reachableAddress } from '../config/addresses.js'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildGatewayVersion, type GatewayVersion, type MeshContext } from './app.js'
@@ -206,7 +206,8 @@ export class Gateway {
   /** The admin API's `host:port` as registered in Consul (`meta.admin`): a wildcard bind is advertised as loopback. */
   get advertisedAdmin (): string {
     const admin = this.adminAddress
-    const host = admin.address === '0.0.0.0' || admin.address === '::' ? '127.0.0.1' : admin.address
+    // Bound to all addresses: one other hosts can reach (Prometheus, other gateways' /ui), not loopback.
+    const host = reachableAddress(admin.address)
     return `${host.includes(':') ? `[${host}]` : host}:${admin.port}`
   }
 
@@ -463,12 +464,7 @@ export class Gateway {
   /** The address other gateways use for the inbound listener. */
   private advertiseAddress (): string {
     const inbound = this.loaded.config.listeners.inbound
-    if (inbound.advertiseAddress !== undefined) return inbound.advertiseAddress
-    if (inbound.address !== '0.0.0.0' && inbound.address !== '::') return inbound.address
-    for (const addrs of Object.values(networkInterfaces())) {
-      for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
-    }
-    return '127.0.0.1'
+    return inbound.advertiseAddress ?? reachableAddress(inbound.address)
   }
 
   /** What this gateway registers in Consul: configured services, local services with their proxies, itself. */
@@ -573,3 +569,4 @@ export class Gateway {
     process.once('SIGINT', () => { shutdown('SIGINT') })
   }
 }
+
