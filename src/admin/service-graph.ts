@@ -288,6 +288,11 @@ export interface RegisteredGateway {
   readonly admin: string
 }
 
+const ADMIN_AUTHORITY = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$/
+
+/** The largest answer read from a peer: a local graph is a few KiB to a few hundred; a peer sending more is not a gateway. */
+const PEER_ANSWER_MAX_BYTES = 8 * 1024 * 1024
+
 /**
  * Every fastmesh gateway registered in the catalog: services tagged `fastmesh` whose
  * instances carry `meta.role` and `meta.admin` (as `registerSelf` writes them).
@@ -300,7 +305,8 @@ export async function registeredGateways (consul: ConsulClient): Promise<Registe
     const { data } = await consul.agentRequest<Array<{ ServiceName: string, ServiceMeta?: Record<string, string> | null }>>('GET', `/catalog/service/${encodeURIComponent(name)}`)
     for (const s of data ?? []) {
       const meta = s.ServiceMeta ?? {}
-      if (meta.role !== undefined && meta.admin !== undefined) found.set(meta.admin, { name: s.ServiceName, role: meta.role, admin: meta.admin })
+      // `host:port` only (a name or IPv4, or IPv6 in brackets): the value becomes a URL's authority.
+      if (meta.role !== undefined && meta.admin !== undefined && ADMIN_AUTHORITY.test(meta.admin)) found.set(meta.admin, { name: s.ServiceName, role: meta.role, admin: meta.admin })
     }
   }
   return [...found.values()]
@@ -319,7 +325,17 @@ export async function peerGraph (peer: RegisteredGateway, opts: { token: string 
       signal: AbortSignal.timeout(opts.timeoutMs),
       ...(opts.dispatcher !== undefined ? { dispatcher: opts.dispatcher } : {})
     })
-    const text = await res.body.text()
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length
+      if (size > PEER_ANSWER_MAX_BYTES) {
+        res.body.destroy()
+        return { status: { ...status, status: 'unreachable', error: `answered more than ${PEER_ANSWER_MAX_BYTES} bytes` } }
+      }
+      chunks.push(chunk)
+    }
+    const text = Buffer.concat(chunks, size).toString('utf8')
     if (res.statusCode !== 200) {
       const why = res.statusCode === 401 ? 'refused this gateway\'s admin token (401): gateways of one mesh share listeners.admin.token' : `answered ${res.statusCode}`
       return { status: { ...status, status: 'unreachable', error: why } }
