@@ -19,6 +19,16 @@ const SECRET_NAME = /token|secret|passw|credential|apikey|privatekey|accesskey|a
  */
 const MATCH_VALUE_KEYS = new Set(['exact', 'prefix', 'regex', 'value', 'values'])
 
+/**
+ * Maps whose every value is a secret whatever its name: the `headers` of an `otlp` exporter
+ * (`telemetry.tracing.otlp.headers`), where vendors name their key headers freely
+ * (`x-honeycomb-team`, `dd-api-key`, `signoz-ingestion-key`). Held as `holder key → map key`.
+ */
+const SECRET_MAPS: ReadonlyMap<string, string> = new Map([['otlp', 'headers']])
+
+/** The secret maps met while one redactedJson call walks a value (see SECRET_MAPS). */
+const secretMapsSeen = new WeakSet<object>()
+
 /** A PEM private key, wherever it appears (plugin options, header values). */
 const PRIVATE_KEY_PEM = /-----BEGIN [A-Z ]*PRIVATE KEY-----/
 
@@ -105,7 +115,12 @@ function isSecretSlot (holder: unknown, key: string): boolean {
  * and every other string goes through redactText.
  */
 function replacer (this: unknown, key: string, value: unknown): unknown {
-  if (key !== '' && !Array.isArray(this) && isSecretSlot(this, key)) {
+  const mapKey = SECRET_MAPS.get(key)
+  if (mapKey !== undefined && value !== null && typeof value === 'object') {
+    const map = (value as Record<string, unknown>)[mapKey]
+    if (map !== null && typeof map === 'object') secretMapsSeen.add(map)
+  }
+  if (key !== '' && !Array.isArray(this) && (isSecretSlot(this, key) || secretMapsSeen.has(this as object))) {
     if (isScalar(value)) return REDACTED
     if (Array.isArray(value)) return value.map((item) => isScalar(item) ? REDACTED : item)
   }
@@ -145,7 +160,7 @@ export function redactAt (doc: unknown, instancePath: string, value: unknown): u
     const parent = holders[n - 1]
     const secret = Array.isArray(parent)
       ? n > 1 && !Array.isArray(holders[n - 2]) && isSecretSlot(holders[n - 2], parts[n - 2]!)
-      : isSecretSlot(parent, parts[n - 1]!)
+      : isSecretSlot(parent, parts[n - 1]!) || (n > 2 && SECRET_MAPS.get(parts[n - 3]!) === parts[n - 2])
     if (secret) return REDACTED
   }
   return typeof value === 'string' ? redactText(value) : value

@@ -310,10 +310,30 @@ export const MetricsSchema = strict({
   enabled: Type.Boolean({ default: true, description: 'Count every request (fastmesh_requests_total, fastmesh_request_duration_seconds) and serve Prometheus metrics on the admin API (`GET /metrics`). `false`: no per-request cost, and `/metrics` answers 404.' })
 }, { description: 'Prometheus metrics on the admin listener (docs/admin.md, "Metrics").' })
 
+/** An HTTP header name (RFC 9110 token). */
+const HEADER_NAME_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+export const OtlpExporterSchema = strict({
+  endpoint: Type.String({ minLength: 1, default: 'http://127.0.0.1:4318', description: 'Base URL of the OpenTelemetry collector\'s OTLP/HTTP receiver (`http://` or `https://`); spans are POSTed as JSON to `<endpoint>/v1/traces`.' }),
+  headers: NamedRecord(Type.String({ pattern: HEADER_NAME_PATTERN }), Type.String({ pattern: '^[\\x20-\\x7e]*$' }), { default: {}, description: 'Headers sent with every export (e.g. a vendor\'s API key). Every value is shown as `<redacted>` by the admin API.' }),
+  timeout: dur('10s', 'Longest one export (one batch, retries included) may take; a slow or hanging collector costs dropped spans, never request latency.')
+}, { description: 'Where spans go: OTLP over HTTP with JSON bodies.' })
+
+export const TracingSchema = strict({
+  enabled: Type.Boolean({ default: false, description: 'A server span per request and a client span per upstream try (retries, mirrored copies, upgrades), exported over OTLP/HTTP; trace context (W3C `traceparent`/`tracestate`, B3) continued from callers and sent upstream. `false`: no tracing code runs and trace headers pass through untouched.' }),
+  serviceName: Type.Optional(Type.String({ minLength: 1, description: 'The `service.name` resource attribute of this gateway\'s spans. Default: `fastmesh-<gateway.name>`.' })),
+  sampler: withDefault(strict({
+    ratio: Type.Number({ minimum: 0, maximum: 1, default: 1, description: 'Share of new traces (requests without a sampled or unsampled caller context) that are recorded and exported, 0 to 1. A caller\'s decision (the sampled flag of its `traceparent` or B3 headers) is always followed, so one trace is whole or absent across the mesh. Set it at the edge (e.g. 0.01 under heavy traffic); node gateways mostly follow.' })
+  }, { description: 'Parent-based ratio sampling.' })),
+  otlp: withDefault(OtlpExporterSchema),
+  maxQueueSize: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 2048, description: 'Ended spans held for export; when the collector is down or slow and the queue is full, new spans are dropped (memory stays bounded).' })
+}, { description: 'OpenTelemetry tracing (docs/tracing.md). Off by default.' })
+
 export const TelemetrySchema = strict({
   logging: withDefault(LoggingSchema),
-  metrics: withDefault(MetricsSchema)
-}, { description: 'Logs and Prometheus metrics. (No traces yet.)' })
+  metrics: withDefault(MetricsSchema),
+  tracing: withDefault(TracingSchema)
+}, { description: 'Logs, Prometheus metrics and OpenTelemetry traces.' })
 
 export const LimitsSchema = strict({
   maxHeaderBytes: Type.Integer({ minimum: 1024, default: 16384, description: 'Largest request header section accepted (431 beyond).' }),
@@ -426,6 +446,7 @@ export type ServicePolicyConfig = Static<typeof ServicePolicySchema>
 export type PluginRefConfig = Static<typeof PluginRefSchema>
 export type BackendConfig = Static<typeof BackendSchema>
 export type MirrorConfig = Static<typeof MirrorSchema>
+export type TracingConfig = Static<typeof TracingSchema>
 export type StickyOnConfig = Static<typeof StickyOnSchema>
 export type OutlierDetectionConfig = Static<typeof OutlierDetectionSchema>
 export type CircuitBreakerConfig = Static<typeof CircuitBreakerSchema>

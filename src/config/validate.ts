@@ -356,6 +356,7 @@ function semanticProblems (config: FastmeshConfig, customPluginNames: readonly s
   problems.push(...meshProblems(config, clean))
   problems.push(...durationProblems(config, clean))
   problems.push(...adminProblems(config, clean))
+  problems.push(...tracingProblems(config, clean))
   problems.push(...retryProblems(config))
   problems.push(...failoverProblems(config, clean))
   problems.push(...loadBalancerProblems(config, clean))
@@ -571,6 +572,27 @@ function adminProblems (config: FastmeshConfig, clean: (instancePath: string) =>
     message: `is required: the admin listener binds ${admin.address}, which is not loopback, and the admin API can change routing`,
     hint: 'set listeners.admin.token or env FASTMESH_ADMIN_TOKEN to a secret of 16+ characters (e.g. `openssl rand -hex 32`); clients send `Authorization: Bearer <token>`. Or bind the admin listener to 127.0.0.1'
   }]
+}
+
+/** The OTLP endpoint is an http(s) base URL the exporter can append `/v1/traces` to. */
+function tracingProblems (config: FastmeshConfig, clean: (instancePath: string) => boolean): ConfigProblem[] {
+  if (!clean('/telemetry')) return []
+  const endpoint = config.telemetry.tracing.otlp.endpoint
+  const problem = otlpEndpointProblem(endpoint)
+  if (problem === undefined) return []
+  return [{ path: '$.telemetry.tracing.otlp.endpoint', message: `${describeValue(redactText(endpoint))} ${problem}`, hint: 'the collector\'s OTLP/HTTP base URL, e.g. http://127.0.0.1:4318 (spans go to <endpoint>/v1/traces)' }]
+}
+
+export function otlpEndpointProblem (endpoint: string): string | undefined {
+  let url: URL
+  try {
+    url = new URL(endpoint)
+  } catch {
+    return 'is not a URL'
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `has scheme "${url.protocol.slice(0, -1)}"; OTLP/HTTP takes http or https`
+  if (url.search !== '' || url.hash !== '') return 'has a query or fragment; give the base URL only'
+  return undefined
 }
 
 /**

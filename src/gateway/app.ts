@@ -19,6 +19,7 @@ import type { StateRegistry } from '../state/registry.js'
 import type { RequestRecorder } from '../telemetry/access-log.js'
 import { builtinPoliciesFor } from './policies.js'
 import type { GatewayMetrics } from '../telemetry/metrics.js'
+import type { GatewayTracing } from '../telemetry/tracing.js'
 import { builtinPlugins } from '../../plugins/index.js'
 import { resolveVersionPlugins, type RoutePluginUse, type VersionPlugins } from './route-plugins.js'
 
@@ -41,6 +42,8 @@ export interface BuildOptions {
   readonly version: number
   /** Where requests are counted (outlives versions); the policy is left out when `telemetry.metrics.enabled` is false. */
   readonly metrics?: GatewayMetrics
+  /** Where spans go (providers outlive versions); the policy is left out when `telemetry.tracing.enabled` is false. */
+  readonly tracing?: GatewayTracing
   /** Present when mesh.mtls is not `off`. */
   readonly mesh?: MeshContext
 }
@@ -85,7 +88,7 @@ export async function buildGatewayVersion (opts: BuildOptions): Promise<GatewayV
 
   // Gateway-wide policies, in order: they see every request of every listener.
   const policies: GatewayPolicy[] = [
-    ...builtinPoliciesFor({ config, state: opts.state, recorder: opts.recorder, metrics: opts.metrics, log: opts.log }),
+    ...builtinPoliciesFor({ config, state: opts.state, recorder: opts.recorder, metrics: opts.metrics, tracing: opts.tracing, log: opts.log }),
     ...plugins.policies
   ]
   const faults = opts.faults ?? new ExchangeFaults()

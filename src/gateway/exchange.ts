@@ -27,6 +27,12 @@ export type Entry =
   /** Node mode, the inbound listener: for local `service`; `peer` is the verified caller (mTLS). */
   | { readonly kind: 'inbound', readonly service: string, readonly peer: MeshPeer | undefined }
 
+/** What the tracing policy keeps in `Exchange.trace` (src/telemetry/tracing.ts). */
+interface TraceIds {
+  readonly traceId: string
+  readonly spanId: string
+}
+
 /**
  * One request through a version. It is also the access-log record: the policies read it
  * when it ends, so a request costs this one object and no second copy.
@@ -100,6 +106,16 @@ export class Exchange implements RequestRecord, PolicyExchange {
   get caller (): string | undefined {
     const entry = this.entry
     return entry !== undefined && entry.kind === 'inbound' ? entry.peer?.uri : undefined
+  }
+
+  /** The trace this exchange belongs to (tracing on): the id sent upstream, sampled or not. */
+  get traceId (): string | undefined {
+    return (this.trace as TraceIds | undefined)?.traceId
+  }
+
+  /** The id of this gateway's server span of the exchange (tracing on). */
+  get spanId (): string | undefined {
+    return (this.trace as TraceIds | undefined)?.spanId
   }
 
   get durationMs (): number {

@@ -26,6 +26,7 @@ import { accessLogRecorder, type RequestRecorder } from '../telemetry/access-log
 import { GatewayMetrics } from '../telemetry/metrics.js'
 import { countEndpointStates } from '../balancer/endpoint-state.js'
 import { retryBudgetKind } from './retry.js'
+import { GatewayTracing } from '../telemetry/tracing.js'
 import { fastmeshError } from '../errors.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import type { Discovery } from '../discovery/types.js'
@@ -94,6 +95,8 @@ export class Gateway {
   readonly faults = new ExchangeFaults()
   /** Prometheus metrics, across versions (admin `GET /metrics`); counted only while `telemetry.metrics.enabled`. */
   readonly metrics: GatewayMetrics
+  /** OpenTelemetry tracing, across versions: one provider per tracing settings (`telemetry.tracing`). */
+  readonly tracing: GatewayTracing
 
   constructor (private readonly options: GatewayOptions) {
     this.log = options.log
@@ -134,6 +137,12 @@ export class Gateway {
         errors: this.consulDiscovery?.errors ?? 0,
         source: this.consulDiscovery !== undefined ? 'consul' : 'embedded'
       })
+    })
+    this.tracing = new GatewayTracing({
+      gatewayName: this.loaded.config.gateway.name,
+      role: this.loaded.config.gateway.mode,
+      log: this.log,
+      spiffeIdOf: (service) => this.identity?.leaf(service)?.spiffeId
     })
   }
 
@@ -334,6 +343,7 @@ export class Gateway {
       next = await this.build(loaded)
     } catch (err) {
       this.retainServices()
+      this.settleTracing()
       return this.refused(err, reason)
     }
     const pending = pendingRestart(this.started, given.config)
@@ -351,6 +361,7 @@ export class Gateway {
     this.log.info({ reason, version: next.version, routes: loaded.config.routes.length }, 'config reloaded')
     if (old !== undefined) this.retire(old)
     this.retainServices()
+    this.settleTracing()
     return this.report(reason, { ok: true, version: next.version, ...(pending.length > 0 ? { pendingRestart: pending } : {}) })
   }
 
@@ -391,9 +402,15 @@ export class Gateway {
       recorder: { record: (r) => { this.recorder.record(r) }, flush: () => { this.recorder.flush() } },
       faults: this.faults,
       metrics: this.metrics,
+      tracing: this.tracing,
       version,
       ...(this.mesh !== undefined ? { mesh: this.mesh } : {})
     })
+  }
+
+  /** Tracing providers the serving config does not use stop once the old version had its drain time. */
+  private settleTracing (): void {
+    this.tracing.settle(this.loaded.config.telemetry.tracing, durationMs(this.loaded.config.limits.drainTimeout) + 1000)
   }
 
   /**
@@ -456,7 +473,8 @@ export class Gateway {
     await this.discovery.close()
     this.mesh?.tls.close()
     await this.identity?.close()
-    // The last exchanges' access lines go out before the stop line.
+    // The last exchanges' spans and access lines go out before the stop line.
+    await this.tracing.shutdown()
     this.recorder.flush()
     this.log.info('fastmesh gateway stopped')
   }

@@ -9,6 +9,7 @@ import type { StateRegistry } from '../state/registry.js'
 import { routeStatsKind, type RouteStats } from '../telemetry/route-stats.js'
 import { accessLogPolicy, type RequestRecorder } from '../telemetry/access-log.js'
 import type { GatewayMetrics } from '../telemetry/metrics.js'
+import type { GatewayTracing } from '../telemetry/tracing.js'
 import type { GatewayPolicy } from './exchange.js'
 
 /** What the gateway's own policies are made from, once per version. */
@@ -19,6 +20,8 @@ export interface PolicyBuildContext {
   readonly recorder: RequestRecorder
   /** The gateway's metrics (outlive versions); absent in tests that build a version alone. */
   readonly metrics: GatewayMetrics | undefined
+  /** The gateway's tracing (providers outlive versions); absent in tests that build a version alone. */
+  readonly tracing: GatewayTracing | undefined
   readonly log: Logger
 }
 
@@ -53,6 +56,15 @@ const metrics: BuiltinPolicy = {
   create: ({ config, metrics }) => config.telemetry.metrics.enabled ? metrics?.policy() : undefined
 }
 
+/**
+ * OpenTelemetry tracing (`telemetry.tracing`): before the access log, so an exchange's trace
+ * and span ids exist when its line is written; absent (free) when tracing is off.
+ */
+const tracing: BuiltinPolicy = {
+  name: 'tracing',
+  create: ({ config, tracing }) => tracing?.policy(config.telemetry.tracing)
+}
+
 /** The access log (`telemetry.logging.accessLog`: the recorder is a no-op when it is off). */
 const accessLog: BuiltinPolicy = {
   name: 'access-log',
@@ -60,7 +72,7 @@ const accessLog: BuiltinPolicy = {
 }
 
 /** In chain order. */
-export const builtinPolicies: readonly BuiltinPolicy[] = [routeStats, metrics, accessLog]
+export const builtinPolicies: readonly BuiltinPolicy[] = [routeStats, metrics, tracing, accessLog]
 
 /** The gateway's own policies a version runs. */
 export function builtinPoliciesFor (ctx: PolicyBuildContext): GatewayPolicy[] {

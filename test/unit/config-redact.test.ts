@@ -117,3 +117,12 @@ test('regression: a URL with a token in its query is redacted in free text (erro
   assert.equal(redactText('what? page=2 & key'), 'what? page=2 & key')
   assert.deepEqual(redactSecrets({ jwks: 'https://idp/keys?api_key=S3&v=1' }), { jwks: `https://idp/keys?api_key=${REDACTED}&v=1` })
 })
+
+test('every value of an OTLP exporter\'s headers is redacted, whatever the header is called; its endpoint is shown', () => {
+  const doc = { telemetry: { tracing: { otlp: { endpoint: 'https://otlp.example:4318', headers: { 'x-honeycomb-team': 'hc-key', 'dd-api-key': 'dd-key', 'x-scope-orgid': 'tenant-1' } } } } }
+  assert.deepEqual(redactSecrets(doc), { telemetry: { tracing: { otlp: { endpoint: 'https://otlp.example:4318', headers: { 'x-honeycomb-team': REDACTED, 'dd-api-key': REDACTED, 'x-scope-orgid': REDACTED } } } } })
+  assert.equal(redactAt(doc, '/telemetry/tracing/otlp/headers/x-scope-orgid', 'tenant-1'), REDACTED)
+  assert.equal(redactAt(doc, '/telemetry/tracing/otlp/endpoint', 'https://otlp.example:4318'), 'https://otlp.example:4318')
+  // Other header maps keep the name rule.
+  assert.deepEqual(redactSecrets({ headers: { 'x-scope-orgid': 'tenant-1' } }), { headers: { 'x-scope-orgid': 'tenant-1' } })
+})

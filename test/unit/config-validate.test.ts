@@ -678,3 +678,22 @@ test('telemetry.logging.accessLog takes true/false or { enabled, sampleRatio }; 
   assert.deepEqual(problems({ accessLog: 'yes' }).map((p) => [p.path, p.message]), [['$.telemetry.logging.accessLog', 'must be boolean or a mapping with one of the keys enabled, sampleRatio, got string "yes"']])
   assert.deepEqual(problems({ accessLog: { sampleRatio: 1.5 } }).map((p) => p.path), ['$.telemetry.logging.accessLog.sampleRatio'])
 })
+
+test('telemetry.tracing: an OTLP endpoint that is not an http(s) base URL is refused at its path, without printing credentials', () => {
+  const tracing = (otlp: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> => base({ telemetry: { tracing: { enabled: true, otlp, ...extra } } })
+  for (const [endpoint, message] of [['collector:4318', /scheme "collector"/], ['not a url', /is not a URL/], ['ftp://collector:21', /scheme "ftp"/], ['http://collector:4318/?x=1', /query or fragment/]] as const) {
+    const p = onlyProblem(tracing({ endpoint }))
+    assert.equal(p.path, '$.telemetry.tracing.otlp.endpoint', endpoint)
+    assert.match(p.message, message)
+    assert.match(p.hint ?? '', /v1\/traces/)
+  }
+  assert.ok(!problemText(tracing({ endpoint: 'grpc://user:hunter2@collector:4317' })).includes('hunter2'))
+  assert.deepEqual(paths(tracing({ endpoint: 'http://c:4318', headers: { 'bad header': 'x' } })), ['$.telemetry.tracing.otlp.headers["bad header"]'])
+  assert.deepEqual(paths(tracing({ endpoint: 'http://c:4318' }, { sampler: { ratio: 1.5 } })), ['$.telemetry.tracing.sampler.ratio'])
+  assert.deepEqual(paths(tracing({ endpoint: 'http://c:4318', timeout: '0s' })), ['$.telemetry.tracing.otlp.timeout'])
+  assert.deepEqual(problems(tracing({ endpoint: 'https://otlp.example.com/otlp', headers: { 'x-honeycomb-team': 'k' } }, { sampler: { ratio: 0.01 }, serviceName: 'edge' })), [])
+  const config = load(base()).config
+  assert.equal(config.telemetry.tracing.enabled, false, 'off by default')
+  assert.equal(config.telemetry.tracing.sampler.ratio, 1)
+  assert.equal(config.telemetry.tracing.otlp.endpoint, 'http://127.0.0.1:4318')
+})
