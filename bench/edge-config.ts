@@ -27,6 +27,8 @@ export interface EdgeConfigOptions {
   readonly customPlugins?: Record<string, { readonly module: string }>
   /** `telemetry.metrics.enabled`; default true (the config's default). */
   readonly metrics?: boolean
+  /** `telemetry.tracing`: on, sampling `ratio` of requests, exporting to the OTLP/HTTP `endpoint`; default: off. */
+  readonly tracing?: { readonly ratio: number, readonly endpoint: string }
 }
 
 export function edgeConfigYaml (o: EdgeConfigOptions): string {
@@ -51,7 +53,7 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
       connectionPool: { connections: o.poolConnections, keepAliveTimeout: '30s' },
       ...(s === 'shop' && o.shopLoadBalancer !== undefined ? { loadBalancer: o.shopLoadBalancer } : {})
     }])),
-    telemetry: { logging: { level: 'info', accessLog: true }, metrics: { enabled: o.metrics ?? true } },
+    telemetry: { logging: { level: 'info', accessLog: true }, metrics: { enabled: o.metrics ?? true }, ...(o.tracing !== undefined ? { tracing: { enabled: true, sampler: { ratio: o.tracing.ratio }, otlp: { endpoint: o.tracing.endpoint } } } : {}) },
     ...(o.customPlugins !== undefined ? { customPlugins: o.customPlugins } : {}),
     routes: [
       { name: 'healthz', match: { path: { exact: '/healthz' } }, destination: { service: 'catalog' } },

@@ -78,7 +78,7 @@ export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
  * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
  * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
  */
-export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics' | 'tracing'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
   const [httpPort, adminPort] = await freePorts(2)
   const configFile = join(ctx.workDir, `${name}.yaml`)
   const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
@@ -112,6 +112,40 @@ export async function startEdge (ctx: BenchContext, name: string, extra: Pick<Ed
       await rm(logFile, { force: true })
       return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts }
     }
+  }
+}
+
+/**
+ * The edge with tracing at `ratio`, exporting to an OTLP sink in its own process (not measured,
+ * and off the proxy CPUs when pinned, as a collector would be); the sink's intake is reported.
+ */
+async function startTracedEdge (ctx: BenchContext, name: string, ratio: number): Promise<RunningScenario> {
+  const sinkPort = await freePort()
+  const sink = spawnChild(`otlp sink ${name}`, process.execPath, { args: [dist('./otlp-sink.js'), '--port', String(sinkPort)] })
+  const sinkUrl = `http://127.0.0.1:${sinkPort}`
+  let edge: RunningScenario
+  try {
+    await waitForHttp(`${sinkUrl}/__sink/count`, sink)
+    edge = await startEdge(ctx, name, { tracing: { ratio, endpoint: sinkUrl } })
+  } catch (err) {
+    await stopChild(sink)
+    throw err
+  }
+  let intake: Record<string, unknown> = {}
+  return {
+    ...edge,
+    async stop () {
+      // The gateway flushes its last spans when it stops: read the intake after that.
+      await edge.stop()
+      try {
+        const res = await request(`${sinkUrl}/__sink/count`)
+        const { requests, bytes } = await res.body.json() as { requests: number, bytes: number }
+        intake = { otlpExportRequests: requests, otlpExportBytes: bytes }
+      } finally {
+        await stopChild(sink)
+      }
+    },
+    async afterStop () { return { ...(await edge.afterStop?.()), ...intake } }
   }
 }
 
@@ -175,6 +209,18 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: 'the edge scenario with telemetry.metrics.enabled: false (the cost of the metrics policy, against edge)',
     compareTo: ['edge'],
     async start (ctx) { return await startEdge(ctx, 'edge_metrics_off', { metrics: false }) }
+  },
+  {
+    name: 'edge_tracing_100',
+    description: 'the edge scenario with tracing on, every request sampled (a server and a client span each), exported over OTLP/HTTP to a local sink process',
+    compareTo: ['edge', 'edge_metrics_off'],
+    async start (ctx) { return await startTracedEdge(ctx, 'edge_tracing_100', 1) }
+  },
+  {
+    name: 'edge_tracing_1',
+    description: 'the edge scenario with tracing on at 1% sampling (the others still get ids and a traceparent upstream), exported to a local sink process',
+    compareTo: ['edge', 'edge_metrics_off'],
+    async start (ctx) { return await startTracedEdge(ctx, 'edge_tracing_1', 0.01) }
   },
   {
     name: 'edge_retries',
