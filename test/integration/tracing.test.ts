@@ -1,11 +1,15 @@
 // OpenTelemetry tracing at the edge, checked on the spans a real OTLP/HTTP receiver (started
 // here, on loopback) gets from the gateway's exporter: server and client spans with their
 // parent links and attributes, retries and mirrored copies as their own spans, the caller's
-// W3C or B3 context continued and sent upstream, parent-based sampling, and requests that do
-// not notice a collector that refuses or hangs.
+// W3C or B3 context continued and sent upstream, upgrades traced, trace ids in the access log,
+// parent-based sampling, reloads, and requests that do not notice a collector that refuses or
+// hangs.
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { eventually, startGateway, type TestGateway } from '../helpers/gateway.js'
+import { once } from 'node:events'
+import type { IncomingHttpHeaders } from 'node:http'
+import WebSocket, { WebSocketServer } from 'ws'
+import { defer, eventually, startGateway, type TestGateway } from '../helpers/gateway.js'
 import { meshConfig, startEcho, startUpstream, type EchoUpstream } from '../helpers/upstreams.js'
 import { freePort } from '../helpers/ports.js'
 import { SPAN_KIND, STATUS_CODE, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../helpers/otlp.js'
@@ -85,6 +89,25 @@ test('a request makes a server span and a client span for its try, with HTTP and
 
   const [version, traceId, parentId, flags] = traceparentOf(echo, 0)
   assert.deepEqual([version, traceId, parentId, flags], ['00', server.traceId, client.spanId, '01'])
+})
+
+test('the access line of a traced request carries its trace id and the gateway\'s span id, sampled or not', async (t) => {
+  const receiver = await startOtlpReceiver(t)
+  const { g, echo } = await edgeWithEcho(t, receiver)
+  await g.request('/api/x', { headers: { traceparent: `00-${CALLER_TRACE}-${CALLER_SPAN}-01` } })
+  await g.request('/api/y', { headers: { traceparent: `00-${'2'.repeat(32)}-${CALLER_SPAN}-00` } })
+  const spans = await receiver.waitFor((s) => servers(s).length >= 1, 'the sampled server span')
+  const access = await eventually(() => {
+    const lines = g.logs.entries().filter((e) => e.log === 'access')
+    return lines.length >= 2 ? lines : undefined
+  }, 'two access lines')
+  const [server] = servers(spans)
+  assert.equal(access[0]!.traceId, CALLER_TRACE)
+  assert.equal(access[0]!.spanId, server!.spanId)
+  // The unsampled request: no span exported, but its ids still tie its lines across hops.
+  assert.equal(access[1]!.traceId, '2'.repeat(32))
+  assert.match(String(access[1]!.spanId), /^[0-9a-f]{16}$/)
+  assert.equal(traceparentOf(echo, 1)[1], '2'.repeat(32))
 })
 
 test('retries are client spans of their own under the one server span, with http.request.resend_count', async (t) => {
@@ -212,6 +235,29 @@ test('a mirrored copy is a client span of its own, marked as a mirror, and its u
   assert.equal(traceparentOf(echo, 0)[2], primary.spanId)
 })
 
+test('a WebSocket upgrade is traced: a client span with status 101, its context sent with the upgrade request', async (t) => {
+  const receiver = await startOtlpReceiver(t)
+  const up = await startUpstream(t, (_req, res) => { res.writeHead(426).end() })
+  const wss = new WebSocketServer({ server: up.server })
+  const upgrades: IncomingHttpHeaders[] = []
+  wss.on('connection', (socket, req) => { upgrades.push(req.headers); socket.send('hi') })
+  defer(t, async () => {
+    for (const c of wss.clients) c.terminate()
+    await new Promise<void>((resolve) => { wss.close(() => { resolve() }) })
+  })
+  const g = await startGateway(t, meshConfig({ ws: [up.port] }, [{ name: 'ws', destination: { service: 'ws' } }], tracingOn(receiver)))
+  const ws = new WebSocket(`${g.url.replace('http:', 'ws:')}/chat`)
+  defer(t, () => { ws.on('error', () => {}); ws.terminate() })
+  const [greeting] = await once(ws, 'message') as [Buffer]
+  assert.equal(String(greeting), 'hi')
+  ws.close()
+  const spans = await receiver.waitFor((s) => servers(s).length === 1 && clients(s).length === 1, 'the upgrade\'s spans')
+  const [client] = clients(spans)
+  assert.equal(client!.attributes['http.response.status_code'], 101)
+  assert.equal(client!.parentSpanId, servers(spans)[0]!.spanId)
+  assert.equal(String(upgrades[0]!.traceparent).split('-')[2], client!.spanId)
+})
+
 test('a request answered before routing (no route) still has its server span', async (t) => {
   const receiver = await startOtlpReceiver(t)
   const { g } = await edgeWithEcho(t, receiver)
@@ -246,6 +292,8 @@ test('tracing off: no spans, and the client\'s trace headers pass through untouc
   assert.equal(echo.seen[0]!.headers.traceparent, tp)
   assert.equal(echo.seen[0]!.headers.b3, 'x')
   assert.equal(g.gateway.version!.policies.map((p) => p.name).includes('tracing'), false, 'the policy is absent')
+  const access = await eventually(() => g.logs.entries().find((e) => e.log === 'access'), 'the access line')
+  assert.equal(access.traceId, undefined)
   await new Promise((resolve) => setTimeout(resolve, 1500))
   assert.equal(receiver.requests.length, 0)
 })
