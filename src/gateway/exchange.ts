@@ -29,6 +29,8 @@ export type Entry =
 
 /** What the tracing policy keeps in `Exchange.trace` (src/telemetry/tracing.ts). */
 interface TraceIds {
+  /** Whether the trace is recorded (sampled): only then do its ids lead anywhere. */
+  readonly sampled: boolean
   readonly traceId: string
   readonly spanId: string
 }
@@ -108,14 +110,19 @@ export class Exchange implements RequestRecord, PolicyExchange {
     return entry !== undefined && entry.kind === 'inbound' ? entry.peer?.uri : undefined
   }
 
-  /** The trace this exchange belongs to (tracing on): the id sent upstream, sampled or not. */
+  /**
+   * The trace this exchange belongs to, when tracing is on and it was sampled (a trace
+   * backend has it). An unsampled request's lines are tied across hops by its request id.
+   */
   get traceId (): string | undefined {
-    return (this.trace as TraceIds | undefined)?.traceId
+    const t = this.trace as TraceIds | undefined
+    return t !== undefined && t.sampled ? t.traceId : undefined
   }
 
-  /** The id of this gateway's server span of the exchange (tracing on). */
+  /** The id of this gateway's server span of the exchange (sampled, as `traceId`). */
   get spanId (): string | undefined {
-    return (this.trace as TraceIds | undefined)?.spanId
+    const t = this.trace as TraceIds | undefined
+    return t !== undefined && t.sampled ? t.spanId : undefined
   }
 
   get durationMs (): number {

@@ -70,7 +70,12 @@ const headerPusher: TextMapSetter<string[]> = {
 
 /** Tracing's state of one exchange (Exchange.trace): its server span and that span's context. */
 export class ExchangeTrace {
-  constructor (readonly span: Span, readonly context: Context, readonly b3: B3Dialect) {}
+  /** Whether the trace is recorded: the access log writes the ids of sampled traces only. */
+  readonly sampled: boolean
+
+  constructor (readonly span: Span, readonly context: Context, readonly b3: B3Dialect) {
+    this.sampled = span.isRecording()
+  }
 
   get traceId (): string {
     return this.span.spanContext().traceId
