@@ -360,3 +360,22 @@ test('a collector that hangs does not slow requests, and the spans held meanwhil
   await new Promise((resolve) => setTimeout(resolve, 2500))
   assert.ok(receiver.spans.length <= 2 * maxQueueSize, `${receiver.spans.length} spans exported of 400 ended: the rest were dropped, not kept`)
 })
+
+test('a ratio samples new traces at that rate: exactly the traces sent upstream as sampled are exported, whole, and no other', async (t) => {
+  const receiver = await startOtlpReceiver(t)
+  const { g, echo } = await edgeWithEcho(t, receiver, { sampler: { ratio: 0.5 } })
+  const n = 200
+  for (let i = 0; i < n; i++) assert.equal((await g.request('/api/r')).status, 200)
+  const sent = echo.seen.map((_, i) => traceparentOf(echo, i))
+  const sampled = new Set(sent.filter((p) => p[3] === '01').map((p) => p[1]!))
+  // Binomial(200, 0.5): mean 100, sd 7.1; ±6 sd holds for any correct sampler, never for 0 or 1.
+  assert.ok(sampled.size >= 57 && sampled.size <= 143, `${sampled.size} of ${n} sampled`)
+  assert.equal(new Set(sent.map((p) => p[1])).size, n, 'every request is its own trace')
+  await receiver.waitFor((s) => servers(s).length >= sampled.size, 'a server span per sampled trace')
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  assert.deepEqual(new Set(servers(receiver.spans).map((s) => s.traceId)), sampled, 'the exported server spans are exactly the sampled traces')
+  assert.deepEqual(new Set(clients(receiver.spans).map((s) => s.traceId)), sampled, 'each with its client span')
+  // The upstream's parent is the exported client span of its trace.
+  const clientOf = new Map(clients(receiver.spans).map((s) => [s.traceId, s.spanId]))
+  for (const p of sent.filter((x) => x[3] === '01')) assert.equal(p[2], clientOf.get(p[1]!))
+})
