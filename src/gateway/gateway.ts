@@ -136,7 +136,8 @@ export class Gateway {
         services: this.discovery.services(),
         errors: this.consulDiscovery?.errors ?? 0,
         source: this.consulDiscovery !== undefined ? 'consul' : 'embedded'
-      })
+      }),
+      tracing: () => this.tracing.totals
     })
     this.tracing = new GatewayTracing({
       gatewayName: this.loaded.config.gateway.name,

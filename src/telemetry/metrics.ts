@@ -162,6 +162,8 @@ export interface GatewayMetricsOptions {
   readonly authorization?: () => Iterable<{ readonly source: string, readonly destination: string, readonly result: string, readonly count: number }>
   /** Discovery: which watched services serve stale endpoints, and failed queries to the source (Consul). */
   readonly discovery?: () => { readonly services: Iterable<{ readonly service: string, readonly stale: boolean }>, readonly errors: number, readonly source: string }
+  /** Spans exported to the OTLP collector, and dropped because an export failed, since start. */
+  readonly tracing?: () => { readonly exportedSpans: number, readonly failedSpans: number }
 }
 
 export class GatewayMetrics {
@@ -259,7 +261,21 @@ export class GatewayMetrics {
   /** Gauges and counters read from the gateway's state when scraped. */
   private stateMetrics (opts: GatewayMetricsOptions): void {
     const role = this.role
-    const { endpointStates, retryBudgets, authorization, discovery } = opts
+    const { endpointStates, retryBudgets, authorization, discovery, tracing } = opts
+    if (tracing !== undefined) {
+      new Counter({
+        name: 'fastmesh_tracing_spans_total',
+        help: 'Spans handed to the OTLP collector, by result: exported, or failed (the export failed and they were dropped; requests are not affected).',
+        labelNames: ['role', 'result'],
+        registers: [this.registry],
+        collect () {
+          this.reset()
+          const t = tracing()
+          this.inc({ role, result: 'exported' }, t.exportedSpans)
+          this.inc({ role, result: 'failed' }, t.failedSpans)
+        }
+      })
+    }
     if (endpointStates !== undefined) {
       new Gauge({
         name: 'fastmesh_endpoints',

@@ -108,15 +108,18 @@ class ObservedExporter implements SpanExporter {
   private lastLogged = 0
   private unlogged = 0
 
-  constructor (private readonly inner: SpanExporter, readonly stats: ExportStats, private readonly log: Logger, private readonly url: string) {}
+  constructor (private readonly inner: SpanExporter, readonly stats: ExportStats, private readonly total: ExportStats, private readonly log: Logger, private readonly url: string) {}
 
   export (spans: ReadableSpan[], done: (result: ExportResult) => void): void {
     this.inner.export(spans, (result) => {
       if (result.code === ExportResultCode.SUCCESS) {
         this.stats.exportedSpans += spans.length
+        this.total.exportedSpans += spans.length
       } else {
         this.stats.failedExports++
         this.stats.failedSpans += spans.length
+        this.total.failedExports++
+        this.total.failedSpans += spans.length
         const now = Date.now()
         if (now - this.lastLogged >= 60_000) {
           this.lastLogged = now
@@ -180,7 +183,7 @@ class TracerSetup {
   private readonly provider: BasicTracerProvider
   private closing: Promise<void> | undefined
 
-  constructor (settings: TracingConfig, identity: GatewayTracingOptions, instanceId: string, log: Logger) {
+  constructor (settings: TracingConfig, identity: GatewayTracingOptions, instanceId: string, log: Logger, total: ExportStats) {
     const timeoutMs = durationMs(settings.otlp.timeout)
     const url = settings.otlp.endpoint.replace(/\/+$/, '') + '/v1/traces'
     const exporter = new OTLPTraceExporter({ url, headers: { ...settings.otlp.headers }, timeoutMillis: timeoutMs })
@@ -198,7 +201,7 @@ class TracerSetup {
       resource,
       idGenerator: this.ids,
       sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
-      spanProcessors: [new BatchSpanProcessor(new ObservedExporter(exporter, this.stats, log, url), {
+      spanProcessors: [new BatchSpanProcessor(new ObservedExporter(exporter, this.stats, total, log, url), {
         maxQueueSize: settings.maxQueueSize,
         maxExportBatchSize: Math.min(512, settings.maxQueueSize),
         scheduledDelayMillis: 1000,
@@ -242,6 +245,8 @@ export class GatewayTracing {
   private readonly setups = new Map<string, TracerSetup>()
   private readonly instanceId = randomUUID()
   private readonly log: Logger
+  /** Exports of every provider this gateway ran, since it started (metrics). */
+  readonly totals = new ExportStats()
 
   constructor (private readonly options: GatewayTracingOptions) {
     this.log = options.log.child({ component: 'tracing' })
@@ -252,7 +257,7 @@ export class GatewayTracing {
     if (!settings.enabled) return undefined
     const key = JSON.stringify(settings)
     let setup = this.setups.get(key)
-    if (setup === undefined) this.setups.set(key, setup = new TracerSetup(settings, this.options, this.instanceId, this.log))
+    if (setup === undefined) this.setups.set(key, setup = new TracerSetup(settings, this.options, this.instanceId, this.log, this.totals))
     return new TracingPolicy(setup, this.options.role === 'node' ? this.options.spiffeIdOf : undefined, this.options.gatewayName)
   }
 

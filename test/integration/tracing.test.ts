@@ -336,6 +336,11 @@ test('a collector that refuses connections does not touch requests', async (t) =
   const stats = g.gateway.tracing.stats(g.gateway.config.telemetry.tracing)!
   await eventually(async () => stats.failedExports >= 1 ? true : undefined, 'a failed export to be counted', 10_000)
   assert.equal(stats.exportedSpans, 0)
+  // Operators see it in the metrics: spans dropped by failed exports, none exported.
+  const metrics = (await g.admin('GET', '/metrics')).text
+  const failed = Number(/^fastmesh_tracing_spans_total\{role="edge",result="failed"\} (\d+)$/m.exec(metrics)?.[1])
+  assert.ok(failed > 0 && failed <= stats.failedSpans, `${failed} failed spans in the metrics, ${stats.failedSpans} counted`)
+  assert.match(metrics, /^fastmesh_tracing_spans_total\{role="edge",result="exported"\} 0$/m)
 })
 
 test('a collector that hangs does not slow requests, and the spans held meanwhile stay within maxQueueSize', async (t) => {
