@@ -468,7 +468,12 @@ class TracingPolicy implements GatewayPolicy {
       if (this.rootSampler.shouldSample(ROOT_CONTEXT, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED) {
         this.ids.next = traceId
         const options: SpanOptions = { kind: SpanKind.SERVER, startTime: performanceTimeOf(ex.start) }
-        span = this.tracer.startSpan(UNRECORDED, options, ROOT_CONTEXT)
+        try {
+          span = this.tracer.startSpan(UNRECORDED, options, ROOT_CONTEXT)
+        } finally {
+          // Taken by the SDK for this root; never left for another trace.
+          this.ids.next = undefined
+        }
       } else {
         span = unrecorded(traceId, this.ids.generateSpanId(), TraceFlags.NONE)
       }
