@@ -12,6 +12,7 @@ import { readdirSync } from 'node:fs'
 import path from 'node:path'
 import { Agent, request } from 'undici'
 import { PROJECT_ROOT } from '../helpers/consul.js'
+import { loadConfigFile } from '../../src/config/load.js'
 import { onProcessExit } from '../helpers/exit-hooks.js'
 import { pidAlive } from '../helpers/tool-process.js'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -182,6 +183,17 @@ describe('npm run mesh: a component that cannot start', () => {
       assert.deepEqual(tempDirs().filter((d) => !before.includes(d)), [])
     } finally {
       squatter.close()
+    }
+  })
+})
+
+describe('mesh/: the configs of the local mesh', () => {
+  it('each one is valid as it is, with no warnings (what `fastmesh validate` checks)', async () => {
+    const files = readdirSync(path.join(PROJECT_ROOT, 'mesh')).filter((f) => f.endsWith('.yaml')).sort()
+    assert.deepEqual(files, ['edge.yaml', 'node-1.yaml', 'node-2.yaml', 'node-3.yaml'])
+    for (const f of files) {
+      const loaded = await loadConfigFile(path.join(PROJECT_ROOT, 'mesh', f))
+      assert.deepEqual(loaded.warnings ?? [], [], f)
     }
   })
 })
