@@ -500,7 +500,7 @@ export class Gateway {
       const id = `${local.name}-${c.gateway.name}`
       regs.push(async () => await registerService(client, { name: local.name, id, address: local.address, port: local.port, tags: local.tags, meta: { ...local.meta, gateway: c.gateway.name }, ...(local.check !== undefined ? { check: local.check } : {}) }))
       if (inbound !== undefined) {
-        regs.push(async () => await registerConnectProxy(client, { destination: local.name, destinationId: id, address: advertise, port: inbound.port, localAddress: local.address, localPort: local.port, gateway: c.gateway.name }))
+        regs.push(async () => await registerConnectProxy(client, { destination: local.name, destinationId: id, address: advertise, port: inbound.port, localAddress: local.address, localPort: local.port, gateway: c.gateway.name, tags: local.tags, meta: local.meta }))
       }
     }
     if (consul.registerSelf) {

@@ -47,18 +47,25 @@ describe('mesh over Consul Connect', () => {
       gateway: { name: 'node-b', mode: 'node' },
       discovery: { consul },
       mesh,
-      localServices: [{ name: 'orders', port: apps.orders!.port }, { name: 'payments', port: apps.payments!.port }]
+      localServices: [{ name: 'orders', port: apps.orders!.port, tags: ['v1'], meta: { version: '1' } }, { name: 'payments', port: apps.payments!.port }]
     })
     const edge: TestGateway = await startGateway(t, {
       gateway: { name: 'edge', mode: 'edge' },
       discovery: { consul },
       mesh,
-      routes: [{ name: 'web', match: { path: { prefix: '/' } }, destination: { service: 'web' } }]
+      routes: [
+        { name: 'orders-v1', match: { path: { prefix: '/orders-v1' } }, destination: { backends: [{ service: 'orders', weight: 1, subset: { tags: ['v1'], meta: { version: '1' } } }] } },
+        { name: 'orders-v2', match: { path: { prefix: '/orders-v2' } }, destination: { backends: [{ service: 'orders', weight: 1, subset: { tags: ['v2'] } }] } },
+        { name: 'web', match: { path: { prefix: '/' } }, destination: { service: 'web' } }
+      ]
     })
 
     await t.test('the node registers a connect-proxy per local service, listed by /v1/health/connect', async () => {
-      const proxies = await consulApi<Array<{ Service: { Kind: string, Port: number, Proxy: { DestinationServiceName: string } } }>>(agent, 'GET', '/v1/health/connect/orders')
+      const proxies = await consulApi<Array<{ Service: { Kind: string, Port: number, Tags: string[], Meta: Record<string, string>, Proxy: { DestinationServiceName: string } } }>>(agent, 'GET', '/v1/health/connect/orders')
       assert.equal(proxies.length, 1)
+      // As Consul's own sidecars: the local service's tags and meta, so callers can select subsets.
+      assert.deepEqual([...proxies[0]!.Service.Tags].sort(), ['fastmesh', 'v1'])
+      assert.deepEqual(proxies[0]!.Service.Meta, { version: '1', gateway: 'node-b' })
       assert.equal(proxies[0]!.Service.Kind, 'connect-proxy')
       assert.equal(proxies[0]!.Service.Proxy.DestinationServiceName, 'orders')
       assert.equal(proxies[0]!.Service.Port, nodeB.gateway.listenerAddress('inbound')!.port)
@@ -109,6 +116,17 @@ describe('mesh over Consul Connect', () => {
         return res.status === 200 ? res : undefined
       }, 'web through the edge')
       assert.equal(r.json.instance, 'web-1')
+    })
+
+    await t.test('the edge selects a subset by the tags and meta the node gateways copy onto their proxy entries', async () => {
+      const v1 = await eventually(async () => {
+        const res = await get(`${edge.url}/orders-v1/9`)
+        return res.status === 200 ? res : undefined
+      }, 'orders v1 through the edge')
+      assert.equal(v1.json.instance, 'orders-1')
+      const v2 = await get(`${edge.url}/orders-v2/9`)
+      assert.equal(v2.status, 503, 'no instance carries v2')
+      assert.equal((v2.json.error as { code: string }).code, 'FASTMESH_ERR_NO_HEALTHY_ENDPOINT')
     })
 
     await t.test('node metrics: inbound calls labelled by the verified source, outbound by the local caller; authorization decisions; leaf expiry', async () => {

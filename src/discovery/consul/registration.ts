@@ -73,6 +73,13 @@ export interface ConnectProxyRegistration {
   readonly localAddress: string
   readonly localPort: number
   readonly gateway: string
+  /**
+   * The local service's tags and meta: the proxy entry carries them, as Consul's own sidecars
+   * do by default, so callers that select a subset (`tags: [v2]`, a version in meta) over
+   * /v1/health/connect find the right instances.
+   */
+  readonly tags?: readonly string[]
+  readonly meta?: Readonly<Record<string, string>>
 }
 
 /**
@@ -89,8 +96,8 @@ export async function registerConnectProxy (client: ConsulClient, p: ConnectProx
       Name: `${p.destination}-fastmesh-proxy`,
       Address: p.address,
       Port: p.port,
-      Tags: ['fastmesh'],
-      Meta: { gateway: p.gateway },
+      Tags: [...new Set(['fastmesh', ...(p.tags ?? [])])],
+      Meta: { ...p.meta, gateway: p.gateway },
       Proxy: {
         DestinationServiceName: p.destination,
         DestinationServiceID: p.destinationId,
