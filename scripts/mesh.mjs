@@ -52,11 +52,13 @@ const port = {
   edge: { http: base + 80, admin: base + 90 }
 }
 
-const HOSTS = [
-  { name: 'node-1', file: 'node-1.yaml', services: [{ name: 'web', instance: 'web-1', port: port.web }] },
-  { name: 'node-2', file: 'node-2.yaml', services: [{ name: 'orders', instance: 'orders-v1', port: port.orders }, { name: 'payments', instance: 'payments-1', port: port.payments }] },
-  { name: 'node-3', file: 'node-3.yaml', services: [{ name: 'orders-v2', instance: 'orders-v2', port: port.ordersV2 }] }
-]
+// The hosts and their sample services (ports as written in mesh/*.yaml), shared with docker-compose.yml.
+const TOPOLOGY = JSON.parse(readFileSync(path.join(ROOT, 'mesh', 'topology.json'), 'utf8'))
+const HOSTS = TOPOLOGY.hosts.map((h) => ({
+  name: h.name,
+  file: h.config,
+  services: h.services.map((s) => ({ name: s.name, instance: s.instance, port: s.port - CONFIG_BASE + base }))
+}))
 
 const consulBin = [path.join(ROOT, '.tools', 'bin', 'consul'), ...(process.env.PATH ?? '').split(path.delimiter).map((d) => path.join(d, 'consul'))]
   .find((p) => { try { accessSync(p, constants.X_OK); return true } catch { return false } })
@@ -114,14 +116,16 @@ async function main () {
     }
   }
 
-  await startGateway('edge', 'edge.yaml', { FASTMESH_HTTP_PORT: String(port.edge.http), FASTMESH_ADMIN_PORT: String(port.edge.admin), CONSUL_HTTP_ADDR: consulAddr }, port.edge.admin)
+  await startGateway(TOPOLOGY.edge.name, TOPOLOGY.edge.config, { FASTMESH_HTTP_PORT: String(port.edge.http), FASTMESH_ADMIN_PORT: String(port.edge.admin), CONSUL_HTTP_ADDR: consulAddr }, port.edge.admin)
   const edge = `http://127.0.0.1:${port.edge.http}`
   await waitFor('edge', 'edge', async () => (await fetchStatus(`${edge}/`)) === 200 && (await fetchStatus(`${edge}/api/orders/1`)) === 200)
   say(`✓ edge routes answering: ${edge}/ and ${edge}/api/orders`)
 
-  const intention = { SourceName: 'web', DestinationName: 'payments', Action: 'deny', Description: 'fastmesh local mesh: shows a 403' }
-  const res = await fetch(`http://${consulAddr}/v1/connect/intentions`, { method: 'POST', body: JSON.stringify(intention), signal: AbortSignal.timeout(5_000) })
-  if (!res.ok) throw new StartError('intention', `Consul POST /v1/connect/intentions: HTTP ${res.status} ${await res.text()}`)
+  for (const i of TOPOLOGY.intentions) {
+    const intention = { SourceName: i.source, DestinationName: i.destination, Action: i.action, Description: 'fastmesh local mesh: shows a 403' }
+    const res = await fetch(`http://${consulAddr}/v1/connect/intentions`, { method: 'POST', body: JSON.stringify(intention), signal: AbortSignal.timeout(5_000) })
+    if (!res.ok) throw new StartError('intention', `Consul POST /v1/connect/intentions: HTTP ${res.status} ${await res.text()}`)
+  }
   const denied = `http://127.0.0.1:${port.webToPayments}/pay`
   await waitFor('intention web -> payments', 'node-2', async () => (await fetchStatus(denied)) === 403)
   say('✓ intention web -> payments: deny (the call answers 403)')

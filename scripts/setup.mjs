@@ -134,6 +134,19 @@ const COMPONENTS = [
       'Install Debian\'s Chromium so that /usr/bin/chromium exists: `sudo apt-get install chromium` ' +
       '(Ubuntu: the `chromium-browser` snap is not driven by the tests; use a Debian machine or container).',
   },
+  {
+    name: 'docker-compose',
+    usedBy: 'the docker-compose.yml test (`docker-compose config` checks and resolves the file; no Docker engine is needed)',
+    bin: 'docker-compose',
+    minVersion: '1.27',
+    versionArgs: ['--version'],
+    versionPattern: /docker-compose version (\d+\.\d+(?:\.\d+)?)/,
+    // A Python program with a dozen Python libraries: a system package, as Chromium.
+    system: { packages: ['docker-compose'] },
+    otherwise:
+      'Install Debian\'s docker-compose so that `docker-compose` is on PATH: `sudo apt-get install docker-compose` ' +
+      '(or any docker-compose 1.27+ that accepts the Compose Specification).',
+  },
 ]
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The fastmesh command line: start | validate | demo | register | deregister | config | certs.
+// The fastmesh command line: start | validate | demo | sample-service | register | deregister | config | certs.
 // Exit codes: 0 ok, 1 runtime failure, 2 bad input (usage or invalid config).
 // Heavy modules are imported by the command that needs them, so `validate` and `--help` start fast.
 import { parseArgs } from 'node:util'
@@ -33,6 +33,8 @@ Usage:
                                      run with config from Consul KV (shared key merged under KEY)
   fastmesh validate FILE             check a config: prints "ok" or every problem (exit 2)
   fastmesh demo                      run the demo mesh (edge + sample services, no Consul)
+  fastmesh sample-service --name N --port P [--instance ID] [--address A]
+                                     run one sample service (the local mesh's web, orders, ...)
   fastmesh register --name N --port P [--id ID] [--address A] [--tag T]... [--meta k=v]...
                     [--check-http URL | --check-tcp HOST:PORT | --check-ttl 10s]
                     [--interval 10s] [--timeout 2s] [--deregister-after 1m] [--consul ADDR]
@@ -431,12 +433,36 @@ Stop with Ctrl-C.
   process.once('SIGINT', () => { void stopSamples() })
 }
 
+/** One sample service as its own process: what each docker-compose host runs beside its node gateway. */
+async function sampleService (args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { name: { type: 'string' }, instance: { type: 'string' }, port: { type: 'string' }, address: { type: 'string' } }
+  })
+  if (!isServiceName(values.name)) throw new UsageError(`--name is required: ${SERVICE_NAME_RULE}`)
+  const port = Number(values.port)
+  if (values.port === undefined || !/^[0-9]+$/.test(values.port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number 1-65535, got ${values.port ?? 'nothing'}`)
+  const address = values.address ?? '127.0.0.1'
+  const instance = values.instance ?? `${values.name}-${port}`
+  const { startSampleService } = await lazy.demo()
+  let sample: SampleService
+  try {
+    sample = await startSampleService(values.name, instance, port, address)
+  } catch (err) {
+    fail(`${(err as { code?: string }).code ?? 'error'}: sample service ${values.name} cannot listen on ${address}:${port}: ${(err as Error).message}`, 1)
+  }
+  process.stdout.write(`sample service ${sample.name} (${sample.instance}) listening on ${address}:${sample.port}\n`)
+  // Closed on SIGTERM (docker stop) and SIGINT, so the process ends by itself with code 0.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => { void sample.close() })
+}
+
 async function main (argv: string[]): Promise<void> {
   const [command, ...rest] = argv
   switch (command) {
     case 'start': return await start(rest)
     case 'validate': return await validate(rest)
     case 'demo': return await demo(rest)
+    case 'sample-service': return await sampleService(rest)
     case 'register': return await register(rest)
     case 'deregister': return await deregister(rest)
     case 'config': return await configCommand(rest)
