@@ -159,7 +159,7 @@ describe('docker-compose.yml: the local mesh in containers', () => {
 
   it('writes the intentions of topology.json once Consul is up', () => {
     const i = services.intentions!
-    assert.deepEqual(topology.intentions.map((x) => ['intention', 'create', `-${x.action}`, x.source, x.destination]), [i.command])
+    assert.deepEqual(topology.intentions.map((x) => ['intention', 'create', '-replace', `-${x.action}`, x.source, x.destination]), [i.command])
     assert.deepEqual(i.entrypoint, ['consul'])
     assert.equal(i.environment?.CONSUL_HTTP_ADDR, 'consul:8500')
   })
