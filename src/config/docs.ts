@@ -226,7 +226,9 @@ export function renderConfigDoc (): string {
     '  never required. `one of` marks the alternatives of a union: give exactly one of them.',
     '- Durations are strings like `250ms`, `5s`, `1m`, `2h`.',
     '- Environment variables `FASTMESH_HTTP_ADDRESS`, `FASTMESH_HTTP_PORT`, `FASTMESH_ADMIN_ADDRESS`,',
-    '  `FASTMESH_ADMIN_PORT`, `FASTMESH_ADMIN_TOKEN` and `FASTMESH_LOG_LEVEL` override the file.',
+    '  `FASTMESH_ADMIN_PORT`, `FASTMESH_ADMIN_TOKEN` and `FASTMESH_LOG_LEVEL` override the file;',
+    '  `FASTMESH_TRACING_ENDPOINT` turns tracing on and sets `telemetry.tracing.otlp.endpoint`, and',
+    '  `FASTMESH_TRACING_RATIO` sets `telemetry.tracing.sampler.ratio`.',
     ''
   ]
   for (const [key, child] of Object.entries(root.properties ?? {})) {

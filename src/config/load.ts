@@ -51,7 +51,7 @@ export function parseConfigText (text: string, source: string): unknown {
   return doc.toJS()
 }
 
-/** Environment variables that override listener addresses, the admin token and the log level. */
+/** Environment variables that override listener addresses, the admin token, the log level and tracing. */
 export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = process.env): unknown {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return doc
   const d = doc as Record<string, Record<string, unknown> | undefined>
@@ -89,6 +89,24 @@ export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = proces
     const telemetry = section('telemetry')
     const logging = (telemetry.logging ??= {}) as Record<string, unknown>
     logging.level = level
+  }
+  // Tracing switched on by the environment (docker-compose points every gateway at its
+  // collector this way); the config's other tracing settings stay.
+  const tracingEndpoint = env.FASTMESH_TRACING_ENDPOINT
+  if (tracingEndpoint !== undefined && tracingEndpoint !== '') {
+    const telemetry = section('telemetry')
+    const tracing = (telemetry.tracing ??= {}) as Record<string, unknown>
+    tracing.enabled = true
+    const otlp = (tracing.otlp ??= {}) as Record<string, unknown>
+    otlp.endpoint = tracingEndpoint
+  }
+  const tracingRatio = env.FASTMESH_TRACING_RATIO
+  if (tracingRatio !== undefined && tracingRatio !== '') {
+    const telemetry = section('telemetry')
+    const tracing = (telemetry.tracing ??= {}) as Record<string, unknown>
+    const sampler = (tracing.sampler ??= {}) as Record<string, unknown>
+    // A value that is not a number stays a string, so validation names the path.
+    sampler.ratio = /^[0-9.]+$/.test(tracingRatio) ? Number(tracingRatio) : tracingRatio
   }
   return doc
 }

@@ -184,6 +184,9 @@ describe('docker-compose.yml: the local mesh in containers', () => {
     const dashboardDir = dashboards.providers[0]!.options.path
     assert.ok(grafana.volumes!.some((v) => v.endsWith(`:${dashboardDir}/fastmesh-dashboard.json:ro`)), JSON.stringify(grafana.volumes))
     assert.equal(services.jaeger!.environment?.COLLECTOR_OTLP_ENABLED, 'true')
+    // Every gateway sends its spans to Jaeger's OTLP/HTTP receiver (FASTMESH_TRACING_ENDPOINT turns tracing on).
+    for (const name of ['node-1', 'node-2', 'node-3', 'edge']) assert.equal(services[name]!.environment?.FASTMESH_TRACING_ENDPOINT, 'http://jaeger:4318', name)
+    assert.equal(services.prometheus!.environment?.FASTMESH_TRACING_ENDPOINT, undefined)
   })
 })
 

@@ -354,6 +354,21 @@ test('a non-numeric FASTMESH_HTTP_PORT is a problem at $.listeners.http.port', (
   })
 })
 
+test('FASTMESH_TRACING_ENDPOINT turns tracing on towards that collector, FASTMESH_TRACING_RATIO sets the ratio; the file\'s other tracing settings stay', () => {
+  const { config } = load(base({ telemetry: { tracing: { enabled: false, serviceName: 'edge-a', otlp: { endpoint: 'http://file:4318', timeout: '3s' } } } }), { FASTMESH_TRACING_ENDPOINT: 'http://jaeger:4318', FASTMESH_TRACING_RATIO: '0.25' })
+  assert.equal(config.telemetry.tracing.enabled, true)
+  assert.equal(config.telemetry.tracing.otlp.endpoint, 'http://jaeger:4318')
+  assert.equal(config.telemetry.tracing.otlp.timeout, '3s')
+  assert.equal(config.telemetry.tracing.serviceName, 'edge-a')
+  assert.equal(config.telemetry.tracing.sampler.ratio, 0.25)
+  assert.equal(load(base(), {}).config.telemetry.tracing.enabled, false, 'off without them')
+  assert.throws(() => load(base(), { FASTMESH_TRACING_ENDPOINT: 'http://jaeger:4318', FASTMESH_TRACING_RATIO: 'half' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.deepEqual(err.problems.map((p) => p.path), ['$.telemetry.tracing.sampler.ratio'])
+    return true
+  })
+})
+
 test('an invalid FASTMESH_LOG_LEVEL is an enum problem', () => {
   assert.throws(() => load(base(), { FASTMESH_LOG_LEVEL: 'verbose' }), (err: unknown) => {
     assert.ok(err instanceof ConfigError)
