@@ -4,6 +4,7 @@
 // appended to the logger's own asynchronous destination. Query-string credentials are
 // redacted in it, and successful requests may be sampled; errors are always written.
 import pino, { type Logger } from 'pino'
+import { hash32 } from '../balancer/policies/hash.js'
 import { redactQuery } from '../config/redact.js'
 
 export interface RequestRecord {
@@ -53,25 +54,6 @@ export function accessLogSettings (option: AccessLogOption): AccessLogSettings {
  */
 export function isFailure (r: RequestRecord): boolean {
   return r.status >= 400 || r.status === 0 || r.error !== undefined || r.cause !== undefined || r.fault !== undefined
-}
-
-/**
- * The sampling draw of a request: its id hashed to [0, 2^32) (FNV-1a, then murmur3's
- * finaliser so ids that differ in one character spread evenly). A hash, not a random
- * number: the edge and the node gateways see the same `x-request-id`, so a sampled request
- * is written by every gateway it passes, and a test's outcome is reproducible.
- */
-export function requestIdHash (requestId: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < requestId.length; i++) {
-    h = Math.imul(h ^ requestId.charCodeAt(i), 0x01000193)
-  }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
 }
 
 export interface RequestRecorder {
@@ -162,10 +144,12 @@ function accessFields (r: RequestRecord): Record<string, unknown> {
 export function accessLogRecorder (log: Logger, option: AccessLogOption): RequestRecorder {
   const { enabled, sampleRatio } = accessLogSettings(option)
   if (!enabled) return { record () {}, flush () {} }
-  // A success is written when its id's hash falls below ratio × 2^32; a ratio of 1 skips the draw.
+  // A success is written when its request id's hash (murmur3, as consistent hashing uses) falls
+  // below ratio × 2^32; a ratio of 1 skips the draw. A hash, not a random number: the edge and
+  // the node gateways see the same x-request-id, so a sampled request is written on every hop.
   const sampling = sampleRatio < 1
   const threshold = sampleRatio * 2 ** 32
-  const sampled = (r: RequestRecord): boolean => !sampling || isFailure(r) || requestIdHash(r.requestId) < threshold
+  const sampled = (r: RequestRecord): boolean => !sampling || isFailure(r) || hash32(r.requestId) < threshold
   const stream = (log as unknown as Record<symbol, Writable | undefined>)[pino.symbols.streamSym]
   if (stream === undefined || typeof stream.write !== 'function') {
     const access = log.child({ log: 'access' })

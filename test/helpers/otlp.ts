@@ -2,9 +2,8 @@
 // POST /v1/traces with JSON bodies (what @opentelemetry/exporter-trace-otlp-http sends),
 // decodes them into flat spans, and can hang or be released to play a slow collector.
 import type { TestContext } from 'node:test'
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { defer } from './gateway.js'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { startUpstream } from './upstreams.js'
 
 /** An OTLP attribute value as JSON carries it. */
 interface AnyValue { stringValue?: string, intValue?: number | string, boolValue?: boolean, doubleValue?: number }
@@ -112,7 +111,7 @@ export async function startOtlpReceiver (t: TestContext): Promise<OtlpReceiver> 
   const held: Array<() => void> = []
   let hanging = false
   const waiters = new Set<() => void>()
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const { port } = await startUpstream(t, (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => { chunks.push(c) })
     req.on('end', () => {
@@ -132,16 +131,8 @@ export async function startOtlpReceiver (t: TestContext): Promise<OtlpReceiver> 
       else answer()
     })
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => { resolve() })
-  })
-  defer(t, async () => {
-    server.closeAllConnections()
-    await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  })
   return {
-    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    endpoint: `http://127.0.0.1:${port}`,
     spans,
     requests,
     get heldCount () { return held.length },
