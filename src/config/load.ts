@@ -93,20 +93,19 @@ export function applyEnvOverrides (doc: unknown, env: NodeJS.ProcessEnv = proces
   // Tracing switched on by the environment (docker-compose points every gateway at its
   // collector this way); the config's other tracing settings stay.
   const tracingEndpoint = env.FASTMESH_TRACING_ENDPOINT
-  if (tracingEndpoint !== undefined && tracingEndpoint !== '') {
-    const telemetry = section('telemetry')
-    const tracing = (telemetry.tracing ??= {}) as Record<string, unknown>
-    tracing.enabled = true
-    const otlp = (tracing.otlp ??= {}) as Record<string, unknown>
-    otlp.endpoint = tracingEndpoint
-  }
   const tracingRatio = env.FASTMESH_TRACING_RATIO
-  if (tracingRatio !== undefined && tracingRatio !== '') {
+  const hasEndpoint = tracingEndpoint !== undefined && tracingEndpoint !== ''
+  const hasRatio = tracingRatio !== undefined && tracingRatio !== ''
+  if (hasEndpoint || hasRatio) {
     const telemetry = section('telemetry')
     const tracing = (telemetry.tracing ??= {}) as Record<string, unknown>
-    const sampler = (tracing.sampler ??= {}) as Record<string, unknown>
+    if (hasEndpoint) {
+      tracing.enabled = true
+      const otlp = (tracing.otlp ??= {}) as Record<string, unknown>
+      otlp.endpoint = tracingEndpoint
+    }
     // A value that is not a number stays a string, so validation names the path.
-    sampler.ratio = /^[0-9.]+$/.test(tracingRatio) ? Number(tracingRatio) : tracingRatio
+    if (hasRatio) ((tracing.sampler ??= {}) as Record<string, unknown>).ratio = /^[0-9.]+$/.test(tracingRatio) ? Number(tracingRatio) : tracingRatio
   }
   return doc
 }
