@@ -197,9 +197,18 @@ function configFor (file) {
   return copy
 }
 
+/**
+ * A gateway's command line, as docker-compose.yml runs it too: its file in mesh/ is the base,
+ * and its Consul KV key (empty at first) a layer over it, watched, so `fastmesh config push
+ * FILE --base mesh/<name>.yaml` changes a running gateway (docs/tutorial.md).
+ */
+function gatewayArgs (name, config) {
+  return ['start', '--config', config, '--kv', `fastmesh/config/${name}`]
+}
+
 async function startGateway (name, file, env, adminPort) {
   const config = configFor(file)
-  await startProcess(name, process.execPath, [cli, 'start', '--config', config], env,
+  await startProcess(name, process.execPath, [cli, ...gatewayArgs(name, config)], env,
     async () => (await fetchStatus(`http://127.0.0.1:${adminPort}/ready`)) === 200,
     `admin /ready, ${path.relative(ROOT, config).startsWith('..') ? config : path.relative(ROOT, config)}`)
 }

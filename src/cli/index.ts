@@ -39,7 +39,9 @@ Usage:
                     [--check-http URL | --check-tcp HOST:PORT | --check-ttl 10s]
                     [--interval 10s] [--timeout 2s] [--deregister-after 1m] [--consul ADDR]
   fastmesh deregister ID [--consul ADDR]
-  fastmesh config push FILE [--key K] [--consul ADDR]   validate, then write to Consul KV
+  fastmesh config push FILE [--base BASE] [--key K] [--consul ADDR]
+                                     validate, then write to Consul KV; with --base, FILE is a
+                                     layer over the BASE file a gateway started with --config
   fastmesh config get [--key K] [--consul ADDR]         print a KV config
   fastmesh certs init --dir DIR [--trust-domain TD] [--dc DC] [--days N] [--force]
                                      create a local CA (ca.pem, ca-key.pem); --force replaces
@@ -239,13 +241,22 @@ async function deregister (args: string[]): Promise<void> {
 
 async function configCommand (args: string[]): Promise<void> {
   const [sub, ...rest] = args
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { key: { type: 'string' }, consul: { type: 'string' } } })
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { key: { type: 'string' }, consul: { type: 'string' }, base: { type: 'string' } } })
   if (sub === 'push') {
     if (positionals.length !== 1) throw new UsageError('config push takes exactly one FILE')
     const file = positionals[0]!
     let loaded
     try {
-      loaded = await loadConfigFile(file, {})
+      if (values.base === undefined) {
+        loaded = await loadConfigFile(file, {})
+      } else {
+        // FILE is a layer over BASE (a gateway started with `--config BASE --kv KEY`): check
+        // what that gateway would run, the two merged as the KV provider merges them.
+        const { mergeLayers } = await lazy.kv()
+        const layers = [parseConfigText(await readFileOrFail(values.base), values.base), parseConfigText(await readFileOrFail(file), file)]
+        // Relative paths in it resolve from the working directory, as in a KV-configured gateway.
+        loaded = await compileConfig(mergeLayers(layers), `kv:${file} over ${values.base}`, {})
+      }
     } catch (err) {
       if (err instanceof ConfigError) fail(`${err.message}\nnothing was written`, 2)
       throw err

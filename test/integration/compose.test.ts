@@ -69,7 +69,8 @@ describe('docker-compose.yml: the local mesh in containers', () => {
     assert.deepEqual(gateways.map(([name]) => name).sort(), expected.map(([name]) => name).sort())
     for (const [name, config] of expected) {
       const s = services[name!]!
-      assert.deepEqual(s.command, ['start', '--config', `/mesh/${config}`], name)
+      // The file is the base; the gateway's KV key a watched layer over it (fastmesh config push --base).
+      assert.deepEqual(s.command, ['start', '--config', `/mesh/${config}`, '--kv', `fastmesh/config/${name}`], name)
       assert.deepEqual(s.volumes, [`${path.join(PROJECT_ROOT, 'mesh')}:/mesh:ro`], name)
       assert.equal(s.image, 'fastmesh:local', name)
       assert.equal(s.build?.context, PROJECT_ROOT, name)
