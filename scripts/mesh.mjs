@@ -57,7 +57,7 @@ const TOPOLOGY = JSON.parse(readFileSync(path.join(ROOT, 'mesh', 'topology.json'
 const HOSTS = TOPOLOGY.hosts.map((h) => ({
   name: h.name,
   file: h.config,
-  services: h.services.map((s) => ({ name: s.name, instance: s.instance, port: s.port - CONFIG_BASE + base }))
+  services: h.services.map((s) => ({ name: s.name, instance: s.instance, port: s.port - CONFIG_BASE + base, calls: s.calls }))
 }))
 
 const consulBin = [path.join(ROOT, '.tools', 'bin', 'consul'), ...(process.env.PATH ?? '').split(path.delimiter).map((d) => path.join(d, 'consul'))]
@@ -95,11 +95,13 @@ async function main () {
   for (const [n, host] of HOSTS.entries()) {
     for (const s of host.services) {
       try {
-        sampleServices.push(await startSampleService(s.name, s.instance, s.port))
+        // A calling service uses its node gateway's outbound listener as its HTTP proxy.
+        const calls = s.calls !== undefined ? { services: s.calls, through: { proxy: `http://127.0.0.1:${port.node(n + 1).outbound}` } } : undefined
+        sampleServices.push(await startSampleService(s.name, s.instance, s.port, '127.0.0.1', calls))
       } catch (err) {
         throw new StartError(`service ${s.name}`, `could not listen on 127.0.0.1:${s.port}: ${err.message}`)
       }
-      say(`✓ service ${s.name} (${s.instance}) on 127.0.0.1:${s.port}, in this process`)
+      say(`✓ service ${s.name} (${s.instance}) on 127.0.0.1:${s.port}, in this process${s.calls !== undefined ? `; calls ${s.calls.join(', ')} through ${host.name}` : ''}`)
     }
     const p = port.node(n + 1)
     await startGateway(host.name, host.file, {

@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path'
 import { ConfigError, loadConfigFile, parseConfigText, compileConfig } from '../config/load.js'
 import { isDuration } from '../config/duration.js'
 import { SERVICE_NAME_RULE, isServiceName } from '../config/names.js'
-import type { SampleService } from '../demo/sample-service.js'
+import type { SampleCalls, SampleService } from '../demo/sample-service.js'
 import type { ConsulClient } from '../discovery/consul/client.js'
 import type { ConfigProvider } from '../config/provider.js'
 
@@ -34,7 +34,10 @@ Usage:
   fastmesh validate FILE             check a config: prints "ok" or every problem (exit 2)
   fastmesh demo                      run the demo mesh (edge + sample services, no Consul)
   fastmesh sample-service --name N --port P [--instance ID] [--address A]
-                                     run one sample service (the local mesh's web, orders, ...)
+                         [--calls S1,S2 [--via URL]]
+                                     run one sample service (the local mesh's web, orders, ...);
+                                     --calls: on every request it calls S1, S2 through its node
+                                     gateway: --via URL with the Host header, else HTTP_PROXY
   fastmesh register --name N --port P [--id ID] [--address A] [--tag T]... [--meta k=v]...
                     [--check-http URL | --check-tcp HOST:PORT | --check-ttl 10s]
                     [--interval 10s] [--timeout 2s] [--deregister-after 1m] [--consul ADDR]
@@ -448,23 +451,45 @@ Stop with Ctrl-C.
 async function sampleService (args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { name: { type: 'string' }, instance: { type: 'string' }, port: { type: 'string' }, address: { type: 'string' } }
+    options: { name: { type: 'string' }, instance: { type: 'string' }, port: { type: 'string' }, address: { type: 'string' }, calls: { type: 'string' }, via: { type: 'string' } }
   })
   if (!isServiceName(values.name)) throw new UsageError(`--name is required: ${SERVICE_NAME_RULE}`)
   const port = Number(values.port)
   if (values.port === undefined || !/^[0-9]+$/.test(values.port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number 1-65535, got ${values.port ?? 'nothing'}`)
   const address = values.address ?? '127.0.0.1'
   const instance = values.instance ?? `${values.name}-${port}`
+  const calls = sampleCalls(values.calls, values.via, process.env.HTTP_PROXY ?? process.env.http_proxy)
   const { startSampleService } = await lazy.demo()
   let sample: SampleService
   try {
-    sample = await startSampleService(values.name, instance, port, address)
+    sample = await startSampleService(values.name, instance, port, address, calls)
   } catch (err) {
     fail(`${(err as { code?: string }).code ?? 'error'}: sample service ${values.name} cannot listen on ${address}:${port}: ${(err as Error).message}`, 1)
   }
-  process.stdout.write(`sample service ${sample.name} (${sample.instance}) listening on ${address}:${sample.port}\n`)
+  const through = calls === undefined ? '' : `, calling ${calls.services.join(', ')} through ${'proxy' in calls.through ? `the proxy ${calls.through.proxy}` : `${calls.through.gateway} (Host header)`}`
+  process.stdout.write(`sample service ${sample.name} (${sample.instance}) listening on ${address}:${sample.port}${through}\n`)
   // Closed on SIGTERM (docker stop) and SIGINT, so the process ends by itself with code 0.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => { void sample.close() })
+}
+
+/** `--calls a,b` through `--via URL` (Host header), or else through the HTTP_PROXY the environment gives. */
+function sampleCalls (list: string | undefined, via: string | undefined, proxy: string | undefined): SampleCalls | undefined {
+  if (list === undefined) {
+    if (via !== undefined) throw new UsageError('--via needs --calls')
+    return undefined
+  }
+  const services = list.split(',').map((x) => x.trim())
+  for (const s of services) if (!isServiceName(s)) throw new UsageError(`--calls takes service names separated by commas: "${s}": ${SERVICE_NAME_RULE}`)
+  const gateway = via ?? proxy
+  if (gateway === undefined) throw new UsageError('--calls needs --via URL (the node gateway\'s outbound listener) or HTTP_PROXY in the environment')
+  let url: URL
+  try {
+    url = new URL(gateway)
+  } catch {
+    throw new UsageError(`${via !== undefined ? '--via' : 'HTTP_PROXY'} must be an http:// URL, got "${gateway}"`)
+  }
+  if (url.protocol !== 'http:') throw new UsageError(`${via !== undefined ? '--via' : 'HTTP_PROXY'} must be an http:// URL, got "${gateway}"`)
+  return { services, through: via !== undefined ? { gateway } : { proxy: gateway } }
 }
 
 async function main (argv: string[]): Promise<void> {

@@ -191,7 +191,11 @@ export class MeshTls {
       return
     }
     this.lastLogged.set(reason, { at: now, suppressed: 0 })
-    this.log.warn({ reason, peer, detail, suppressed: logged?.suppressed ?? 0 }, `inbound mTLS handshake refused (${reason}) from ${peer}${logged !== undefined && logged.suppressed > 0 ? `; ${logged.suppressed} more like it in the last ${Math.round((now - logged.at) / 1000)} s not logged` : ''}`)
+    // A connection closed before or during the handshake proves nothing about a caller: it is
+    // mostly a TCP health check (Consul's on the connect-proxy port) or a port probe, every few
+    // seconds. Counted like the others; logged at debug, so warn stays for real refusals.
+    const level = reason === 'connection-reset' ? 'debug' : 'warn'
+    this.log[level]({ reason, peer, detail, suppressed: logged?.suppressed ?? 0 }, `inbound mTLS handshake refused (${reason}) from ${peer}${logged !== undefined && logged.suppressed > 0 ? `; ${logged.suppressed} more like it in the last ${Math.round((now - logged.at) / 1000)} s not logged` : ''}`)
   }
 
   close (): void {

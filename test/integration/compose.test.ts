@@ -100,7 +100,10 @@ describe('docker-compose.yml: the local mesh in containers', () => {
       const run = samples.map(([name, s]) => {
         const arg = (flag: string): string | undefined => s.command![s.command!.indexOf(flag) + 1]
         assert.equal(arg('--name'), name)
-        return { name, instance: arg('--instance')!, port: Number(arg('--port')) }
+        const calls = s.command!.includes('--calls') ? { calls: arg('--calls')!.split(',') } : {}
+        // A calling service reaches the others through its own node gateway's outbound listener.
+        if (s.command!.includes('--calls')) assert.equal(s.environment?.HTTP_PROXY, 'http://127.0.0.1:15001', name)
+        return { name, instance: arg('--instance')!, port: Number(arg('--port')), ...calls }
       })
       const byName = (a: { name: string }, b: { name: string }): number => a.name.localeCompare(b.name)
       assert.deepEqual(run.sort(byName), [...host.services].sort(byName), host.name)
