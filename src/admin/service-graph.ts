@@ -102,8 +102,9 @@ export interface LocalGraphInput {
 function sourceNode (direction: string, source: string, gatewayName: string): { id: string, kind: NodeKind } {
   if (direction === 'edge') return { id: CLIENTS_NODE, kind: 'clients' }
   if (direction === 'inbound') return source === '' ? { id: UNVERIFIED_NODE, kind: 'unverified' } : { id: source, kind: 'service' }
-  // Outbound: a per-upstream listener's local service, or the shared port's apps, which call
-  // with the gateway's own identity (what the destination's inbound side sees as the caller).
+  // Outbound: a local service (a per-upstream listener's, or the shared port's with
+  // `listeners.outbound.identity`), or the shared port's apps, which call with the gateway's
+  // own identity (what the destination's inbound side sees as the caller).
   return source === '' ? { id: gatewayName, kind: 'apps' } : { id: source, kind: 'service' }
 }
 

@@ -9,7 +9,12 @@ import type { FastmeshConfig } from './validate.js'
 export const RESTART_ONLY: readonly string[] = [
   'gateway.mode',
   'gateway.name',
-  'listeners',
+  // Bound sockets; the shared outbound listener's `identity` is read per version.
+  'listeners.http',
+  'listeners.admin',
+  'listeners.outbound.address',
+  'listeners.outbound.port',
+  'listeners.inbound',
   'limits.maxHeaderBytes',
   'limits.keepAliveTimeout',
   'limits.requestTimeout',

@@ -369,12 +369,17 @@ export const AdminListenerSchema = strict({
   allowedHosts: Type.Array(Type.String({ pattern: ADMIN_HOST_PATTERN }), { default: [], description: 'More names the admin API answers to in the Host header (a DNS name or the container address it is called by), without port. Always accepted: on a loopback bind `localhost`, `127.0.0.1`, `[::1]` and the bound address; on a specific address, that address; on `0.0.0.0`/`::`, with this list set, loopback names and this host\'s interface addresses. On `0.0.0.0`/`::` with this list empty, Host is not checked (the token protects the API). Other Host values get 421 `FASTMESH_ERR_ADMIN_MISDIRECTED` (DNS rebinding).' })
 }, { description: 'Admin API (keep it on loopback; see docs/admin.md, "Access"). Env FASTMESH_ADMIN_ADDRESS / FASTMESH_ADMIN_PORT / FASTMESH_ADMIN_TOKEN override.' })
 
+export const OutboundListenerSchema = strict({
+  ...ListenerSchema.properties,
+  identity: Type.Optional(Type.String({ pattern: SERVICE_NAME_PATTERN, description: 'The `localServices` entry whose identity calls on this listener carry (config routes and by-Host routing): its leaf certificate and SPIFFE ID to the peer, and the `source` in metrics, traces and the service graph. For a host that runs one app. Needs `gateway.mode: node` and the mesh on. Default: the gateway\'s own identity (`gateway.name`). A reload applies it to new calls.' }))
+}, { description: 'Node mode: where local apps send plain HTTP; the destination is the Host header (`orders`, `orders.mesh`) or an absolute-form URI (HTTP_PROXY). Env FASTMESH_OUTBOUND_PORT overrides.' })
+
 export const ListenersSchema = strict({
   http: withDefault({ ...ListenerSchema, description: 'Edge listener for client traffic. Env FASTMESH_HTTP_ADDRESS / FASTMESH_HTTP_PORT override.' }, { port: 8080 }),
   admin: withDefault(AdminListenerSchema, { port: 15000 }),
-  outbound: withDefault({ ...ListenerSchema, description: 'Node mode: where local apps send plain HTTP; the destination is the Host header (`orders`, `orders.mesh`) or an absolute-form URI (HTTP_PROXY). Env FASTMESH_OUTBOUND_PORT overrides.' }, { port: 15001 }),
+  outbound: withDefault(OutboundListenerSchema, { port: 15001 }),
   inbound: withDefault(InboundListenerSchema, { port: 15443 })
-}, { description: 'Where the gateway listens. An edge binds `http`; a node binds `outbound`, its per-upstream ports and (with the mesh on) `inbound`; both bind `admin`. Changes take effect on restart.' })
+}, { description: 'Where the gateway listens. An edge binds `http`; a node binds `outbound`, its per-upstream ports and (with the mesh on) `inbound`; both bind `admin`. Changes take effect on restart, but for `outbound.identity`.' })
 
 export const AuthorizationRuleSchema = strict({
   source: Type.String({ minLength: 1, description: 'Calling service (from its verified identity), or `*`.' }),

@@ -556,6 +556,17 @@ function meshProblems (config: FastmeshConfig, clean: (instancePath: string) => 
       ports.set(key, `${at}.upstreams[${j}]`)
     })
   })
+  const identity = config.listeners.outbound.identity
+  if (identity !== undefined) {
+    const at = '$.listeners.outbound.identity'
+    if (config.gateway.mode !== 'node') problems.push({ path: at, message: 'is only for gateway.mode "node"', hint: 'an edge gateway has no shared outbound listener; its calls carry gateway.name' })
+    else if (mesh.mtls === 'off') problems.push({ path: at, message: 'needs the mesh on (mesh.mtls is "off")', hint: 'an identity is a leaf certificate; set mesh.mtls to strict or permissive, or remove identity' })
+    else if (!names.has(identity)) {
+      const known = [...names.keys()]
+      const guess = didYouMean(identity, known)
+      problems.push({ path: at, message: `"${identity}" is not a local service of this gateway`, hint: guess !== undefined ? `did you mean "${guess}"?` : `name a localServices entry (declared: ${known.join(', ') || 'none'})` })
+    }
+  }
   return problems
 }
 

@@ -125,7 +125,7 @@ async function compile (opts: BuildOptions, router: Router, plugins: VersionPlug
     routes: assembly.routes.values(),
     pluginsOf: plugins.ofRoute
   })
-  const entry = createEntry({ router, assembly, chain, host, pluginsOf: plugins.ofRoute, escapedSlashes: config.gateway.escapedSlashes })
+  const entry = createEntry({ router, assembly, chain, host, pluginsOf: plugins.ofRoute, escapedSlashes: config.gateway.escapedSlashes, outboundCaller: assembly.outboundCaller })
   return {
     version: opts.version,
     config,

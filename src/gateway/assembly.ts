@@ -54,6 +54,8 @@ export interface Assembly {
   readonly routes: ReadonlyMap<string, RouteBinding>
   /** Node mode, shared outbound port: the destination named by Host when no config route matched. */
   readonly byHost: RouteBinding | undefined
+  /** The local service whose identity calls on the shared outbound port carry (`listeners.outbound.identity`); undefined: the gateway's. */
+  readonly outboundCaller: string | undefined
   /** The route of a fixed-destination entry (per-upstream, inbound). */
   fixedRoute(entry: Exclude<Entry, { kind: 'outbound' }>): RouteBinding | undefined
   /** Keys of the endpoint sets the version uses; grows as by-Host destinations are first named. */
@@ -84,8 +86,24 @@ export interface AssemblyOptions {
   readonly log?: Logger
 }
 
+/**
+ * `listeners.outbound.identity` as this version can serve it. Validation checked the config
+ * as given; the version runs the started gateway's mesh and local services (restart-only),
+ * so a reload naming another service, or one while the mesh is off, is refused here.
+ */
+function outboundCallerOf (config: FastmeshConfig, mesh: MeshContext | undefined): string | undefined {
+  const identity = config.gateway.mode === 'node' ? config.listeners.outbound.identity : undefined
+  if (identity === undefined) return undefined
+  if (mesh === undefined) throw fastmeshError('IDENTITY_UNAVAILABLE', [identity, 'mesh', 'listeners.outbound.identity needs the mesh on, and the running gateway started with mesh.mtls off (a restart applies mesh)'])
+  if (!config.localServices.some((s) => s.name === identity)) throw fastmeshError('IDENTITY_UNAVAILABLE', [identity, mesh.tls.provider.kind, 'listeners.outbound.identity names no local service the running gateway started with (a restart applies localServices)'])
+  return identity
+}
+
 export function assemble (opts: AssemblyOptions): Assembly {
   const { config, router, services, chain, mesh, state } = opts
+  const outboundCaller = outboundCallerOf(config, mesh)
+  /** Who config routes and by-Host calls speak as over the mesh: the outbound identity, or the gateway. */
+  const sharedCaller = mesh !== undefined ? outboundCaller ?? mesh.selfIdentity : undefined
   const routes = new Map<string, RouteBinding>()
   const used = new Set<string>()
   /** Failover chains of this version, by their targets (admin shows which one serves). */
@@ -120,7 +138,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
   /** A config route's destination: its one service, or a weighted (or sticky) split over backends. */
   const routeDestination = (route: RouteConfig): DestinationFor => {
     const backends = routeBackends(route.destination)
-    const layers = backends.map((b) => endpointsOf(b.service, mesh?.selfIdentity, b.subset))
+    const layers = backends.map((b) => endpointsOf(b.service, sharedCaller, b.subset))
     if (layers.length === 1) return fixed(layers[0]!)
     const choose = weightedDestination(layers.map((layer, i) => ({ layer, weight: backends[i]!.weight })), { stickyOn: route.destination.stickyOn })
     return (ex) => choose(ex.req.headers)
@@ -129,7 +147,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
   const mirrorOf = (route: RouteConfig): Mirror | undefined => {
     const m = route.mirror
     if (m === undefined) return undefined
-    const layer = endpointsOf(m.service, mesh?.selfIdentity, m.subset)
+    const layer = endpointsOf(m.service, sharedCaller, m.subset)
     const settings = { percent: m.percent, maxConcurrent: m.maxConcurrent, maxBodyBytes: m.maxBodyBytes, timeoutMs: durationMs(m.timeout), bufferLimitBytes: config.limits.mirrorBufferBytes }
     return new Mirror(layer, settings, state.slot(mirrorStatsKind, route.name), state.slot(mirrorBufferKind, MIRROR_BUFFER_KEY), chain)
   }
@@ -162,7 +180,8 @@ export function assemble (opts: AssemblyOptions): Assembly {
   const fixed = (d: Destination): DestinationFor => () => d
 
   // Config routes (edge listener, node shared outbound port). With the mesh on they reach
-  // the destination's node gateways over mTLS as this gateway's own identity.
+  // the destination's node gateways over mTLS as this gateway's own identity or, on a node
+  // with `listeners.outbound.identity`, as that local service.
   for (const matcher of router.ordered) bind(matcher, routeDestination(matcher.config), { mirror: mirrorOf(matcher.config) })
 
   let byHost: RouteBinding | undefined
@@ -176,7 +195,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
       if (host.endsWith('.mesh')) host = host.slice(0, -5)
       if (!isServiceName(host)) return fastmeshError('NO_ROUTE', [ex.method, ex.path, ex.req.headers.host ?? '-'])
       let d = named.get(host)
-      if (d === undefined) named.set(host, d = endpointsOf(host, mesh?.selfIdentity))
+      if (d === undefined) named.set(host, d = endpointsOf(host, sharedCaller))
       return d
     })
 
@@ -207,6 +226,7 @@ export function assemble (opts: AssemblyOptions): Assembly {
   return {
     routes,
     byHost,
+    outboundCaller,
     fixedRoute: (entry) => fixedRoutes.get(entry.kind === 'upstream' ? upstreamRouteName(entry.caller, entry.service) : inboundRouteName(entry.service)),
     services: used,
     failovers,

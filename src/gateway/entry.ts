@@ -14,7 +14,7 @@ import { requestIdOf } from './request-id.js'
 import type { Router, RouteMatch } from './router.js'
 import { normalizeRequestTarget } from './request-target.js'
 import { responseErrorOf, writeError } from './respond.js'
-import { Exchange, type PolicyChain } from './exchange.js'
+import { Exchange, type Entry, type PolicyChain } from './exchange.js'
 import type { Assembly, RouteBinding } from './assembly.js'
 import { entryOf, exchangeOf, tagExchange, tagMatch, type GatewayRequest } from './gateway-request.js'
 import type { FastifyHost } from './fastify-host.js'
@@ -27,6 +27,8 @@ export interface EntryOptions {
   /** The plugins a route runs in Fastify (gateway-wide ones included); none: the fast path. */
   readonly pluginsOf: (binding: RouteBinding) => readonly unknown[]
   readonly escapedSlashes: FastmeshConfig['gateway']['escapedSlashes']
+  /** The identity calls on the shared outbound port carry (`listeners.outbound.identity`); undefined: the gateway's. */
+  readonly outboundCaller: string | undefined
 }
 
 export interface VersionEntry {
@@ -53,6 +55,9 @@ function fastPath (binding: RouteBinding): (ex: Exchange, match: RouteMatch) => 
 
 export function createEntry (opts: EntryOptions): VersionEntry {
   const { router, assembly, chain, host, escapedSlashes } = opts
+  // The listener outlives versions; the identity its calls carry is this version's, so a
+  // reload applies to the calls that begin after the swap.
+  const outbound: Entry = { kind: 'outbound', caller: opts.outboundCaller }
   const fastRoutes = new Map<string, (ex: Exchange, match: RouteMatch) => void>()
   for (const binding of assembly.routes.values()) if (opts.pluginsOf(binding).length === 0) fastRoutes.set(binding.name, fastPath(binding))
 
@@ -123,7 +128,8 @@ export function createEntry (opts: EntryOptions): VersionEntry {
     else chain.end(ex, 499, 'client closed the connection')
   }
   const begin = (req: GatewayRequest, res: ServerResponse): Exchange => {
-    const ex = new Exchange(req, res, requestIdOf(req), process.hrtime.bigint(), entryOf(req))
+    const entry = entryOf(req)
+    const ex = new Exchange(req, res, requestIdOf(req), process.hrtime.bigint(), entry !== undefined && entry.kind === 'outbound' ? outbound : entry)
     tagExchange(req, ex)
     inFlight++
     res.once('close', onResponseClose)

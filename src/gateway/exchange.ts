@@ -20,8 +20,11 @@ export interface MeshPeer {
  * No entry: the edge listener (config routes only).
  */
 export type Entry =
-  /** Node mode, shared outbound port: config routes, then the destination named by Host. */
-  | { readonly kind: 'outbound' }
+  /**
+   * Node mode, shared outbound port: config routes, then the destination named by Host; as
+   * `caller` (`listeners.outbound.identity`, set per version) or, undefined, as the gateway.
+   */
+  | { readonly kind: 'outbound', readonly caller: string | undefined }
   /** Node mode, a per-upstream listener: always `service`, as `caller`. */
   | { readonly kind: 'upstream', readonly caller: string, readonly service: string }
   /** Node mode, the inbound listener: for local `service`; `peer` is the verified caller (mTLS). */

@@ -237,7 +237,7 @@ export class Gateway {
     if (config.gateway.mode === 'edge') {
       await this.listen('http', httpListener(limits, current, undefined), l.http.address, l.http.port)
     } else {
-      await this.listen('outbound', httpListener(limits, current, { kind: 'outbound' }), l.outbound.address, l.outbound.port)
+      await this.listen('outbound', httpListener(limits, current, { kind: 'outbound', caller: undefined }), l.outbound.address, l.outbound.port)
       for (const local of config.localServices) {
         for (const up of local.upstreams) {
           await this.listen(`upstream:${local.name}:${up.service}`, httpListener(limits, current, { kind: 'upstream', caller: local.name, service: up.service }), up.address, up.port)

@@ -384,8 +384,9 @@ export class GatewayMetrics {
         source = entry.peer?.service ?? ''
       } else {
         direction = 1
-        // A per-upstream listener belongs to one local service of the config.
-        if (entry.kind === 'upstream') source = entry.caller
+        // A per-upstream listener belongs to one local service of the config, and so does the
+        // shared outbound port with `listeners.outbound.identity`; '': the gateway's own apps.
+        source = entry.caller ?? ''
       }
     }
     const route = ex.route ?? NO_ROUTE_LABEL

@@ -383,10 +383,11 @@ class TracingPolicy implements GatewayPolicy {
     if (t.attempt > 1) span.setAttribute(ATTR_HTTP_REQUEST_RESEND_COUNT, t.attempt - 1)
     if (t.mirror) span.setAttribute(TRACE_ATTR.mirror, true)
     const entry = ex.entry
-    // Calls out of a node gateway speak for the gateway or, from a per-upstream listener, a
-    // local service; calls inbound go to the local app, in plain HTTP.
+    // Calls out of a node gateway speak for the gateway or, from a per-upstream listener or
+    // the shared port with `listeners.outbound.identity`, a local service; calls inbound go
+    // to the local app, in plain HTTP.
     if (this.spiffeIdOf !== undefined && entry !== undefined && entry.kind !== 'inbound') {
-      const source = entry.kind === 'upstream' ? entry.caller : this.gatewayName
+      const source = entry.caller ?? this.gatewayName
       span.setAttribute(TRACE_ATTR.sourceService, source)
       const id = this.spiffeIdOf(source)
       if (id !== undefined) span.setAttribute(TRACE_ATTR.sourceSpiffeId, id)
@@ -515,7 +516,7 @@ class TracingPolicy implements GatewayPolicy {
         span.setAttribute(TRACE_ATTR.callerSpiffeId, entry.peer.uri)
         span.setAttribute(TRACE_ATTR.callerService, entry.peer.service)
       }
-    } else if (entry?.kind === 'upstream') {
+    } else if (entry?.caller !== undefined) {
       span.setAttribute(TRACE_ATTR.sourceService, entry.caller)
     }
   }

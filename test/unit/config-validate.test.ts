@@ -712,3 +712,30 @@ test('telemetry.tracing: an OTLP endpoint that is not an http(s) base URL is ref
   assert.equal(config.telemetry.tracing.sampler.ratio, 1)
   assert.equal(config.telemetry.tracing.otlp.endpoint, 'http://127.0.0.1:4318')
 })
+
+test('listeners.outbound.identity names a local service of a node gateway with the mesh on; otherwise a problem at its path', () => {
+  const node = (outbound: Record<string, unknown>, more: Record<string, unknown> = {}): Record<string, unknown> => base({
+    gateway: { name: 'node-a', mode: 'node' },
+    mesh: { mtls: 'strict', identity: { provider: 'files', dir: '/etc/fastmesh/ca' } },
+    localServices: [{ name: 'web', port: 9000 }],
+    listeners: { outbound: { address: '127.0.0.1', port: 15001, ...outbound } },
+    ...more
+  })
+  assert.deepEqual(problems(node({ identity: 'web' })), [])
+  assert.equal(load(node({ identity: 'web' })).config.listeners.outbound.identity, 'web')
+  assert.equal(load(node({})).config.listeners.outbound.identity, undefined, 'default: the gateway\'s own identity')
+
+  const unknown = onlyProblem(node({ identity: 'wbe' }))
+  assert.equal(unknown.path, '$.listeners.outbound.identity')
+  assert.match(unknown.message, /"wbe" is not a local service of this gateway/)
+  assert.equal(unknown.hint, 'did you mean "web"?')
+  assert.match(onlyProblem(node({ identity: 'billing' })).hint ?? '', /declared: web/)
+
+  const edge = onlyProblem(base({ listeners: { outbound: { address: '127.0.0.1', port: 15001, identity: 'web' } } }))
+  assert.equal(edge.path, '$.listeners.outbound.identity')
+  assert.match(edge.message, /only for gateway\.mode "node"/)
+
+  const meshOff = onlyProblem(node({ identity: 'web' }, { mesh: { mtls: 'off' } }))
+  assert.equal(meshOff.path, '$.listeners.outbound.identity')
+  assert.match(meshOff.message, /needs the mesh on/)
+})

@@ -141,7 +141,7 @@ test('the mesh merge counts a call once when both its caller and destination gat
       for (let i = 0; i < 5; i++) m.record(ended({ route: 'upstream:web:orders', destination: 'orders', status: 200, ms: 1, entry: { kind: 'upstream', caller: 'web', service: 'orders' } }))
       // A connect failure the destination never sees.
       m.record(ended({ route: 'upstream:web:orders', destination: 'orders', status: 502, ms: 1, error: 'FASTMESH_ERR_UPSTREAM_CONNECT', entry: { kind: 'upstream', caller: 'web', service: 'orders' } }))
-      for (let i = 0; i < 3; i++) m.record(ended({ route: '(by host)', destination: 'payments', status: 200, ms: 1, entry: { kind: 'outbound' } }))
+      for (let i = 0; i < 3; i++) m.record(ended({ route: '(by host)', destination: 'payments', status: 200, ms: 1, entry: { kind: 'outbound', caller: undefined } }))
     }) })
   const nodeB = localGraph({ gateway: { name: 'node-b', role: 'node' }, localServices: ['orders', 'payments'], services: [], routes: [], certificates: [],
     window: view((m) => {
