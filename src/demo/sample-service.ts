@@ -68,7 +68,8 @@ export async function startSampleService (name: string, instance: string, port: 
           ...(results !== undefined ? { calls: results } : {})
         })
         res.writeHead(200, { 'content-type': 'application/json', 'x-served-by': instance })
-        res.end(body)
+        // A final newline, so that answers read well in a terminal (curl prints them as they are).
+        res.end(body + '\n')
       })
     })
   })

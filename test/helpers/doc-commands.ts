@@ -6,14 +6,17 @@
 //   exit 0. Processes it leaves in the background (`cmd &`) run until the document ends.
 // - A fenced `text` block right after it (only blank lines between) is its expected output:
 //   the block's stdout, line by line (blank lines dropped, each line trimmed), must be exactly
-//   those lines, where `...` in an expected line stands for any text. A block with expected
-//   output is run again, for up to `settleMs`, until it matches: the mesh is eventually
-//   consistent (a pushed config, a passing check, an intention take a moment to apply).
+//   those lines, where `...` in an expected line stands for any text.
 // - An HTML comment right before a block directs it (invisible in the rendered page):
 //     <!-- doc-test: background until="TEXT" -->      long-running (`npm run mesh`): run it in the
 //     <!-- doc-test: background until-url="URL" -->   background, wait until its output has TEXT
 //                                                     or URL answers; stopped with SIGINT (Ctrl-C)
 //                                                     when the document ends
+//     <!-- doc-test: eventually -->                   run again (for a while) until its output
+//                                                     matches: the mesh is eventually consistent (a
+//                                                     pushed config, a passing check, an intention
+//                                                     take a moment); only for blocks that change
+//                                                     nothing, since they may run several times
 //     <!-- doc-test: skip "REASON" -->                not run, for the reason given
 import { spawn } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -27,7 +30,7 @@ export interface DocBlock {
   readonly line: number
   readonly script: string
   readonly expected?: readonly string[]
-  readonly directive?: { readonly kind: 'background', readonly until?: string, readonly untilUrl?: string } | { readonly kind: 'skip', readonly reason: string }
+  readonly directive?: { readonly kind: 'background', readonly until?: string, readonly untilUrl?: string } | { readonly kind: 'skip', readonly reason: string } | { readonly kind: 'eventually' }
 }
 
 const SHELL_TAGS = new Set(['sh', 'bash', 'shell'])
@@ -67,6 +70,7 @@ function parseDirective (comment: string, line: number): DocBlock['directive'] {
   const m = /^<!--\s*doc-test:\s*(.*?)\s*-->$/.exec(comment.trim())
   if (m === null) return undefined
   const text = m[1]!
+  if (text === 'eventually') return { kind: 'eventually' }
   const skip = /^skip\s+"([^"]+)"$/.exec(text)
   if (skip !== null) return { kind: 'skip', reason: skip[1]! }
   const bg = /^background\s+(until|until-url)="([^"]+)"$/.exec(text)

@@ -13,7 +13,7 @@ import { DocSession, outputMatches, shellBlocks, type DocBlock } from '../helper
 
 const BLOCK_TIMEOUT_MS = 120_000
 const READY_TIMEOUT_MS = 180_000
-// How long a block with expected output may take to match (a pushed config, a passing health
+// How long a block marked `eventually` may take to match (a pushed config, a passing health
 // check, an intention: each applies within a few seconds).
 const SETTLE_MS = 30_000
 
@@ -45,8 +45,8 @@ async function runDocument (file: string): Promise<{ ran: number, skipped: Array
         const r = await session.run(block.script, BLOCK_TIMEOUT_MS)
         const matched = r.code === 0 && (block.expected === undefined || outputMatches(block.expected, r.stdout))
         if (matched) break
-        // Without expected output a block runs once: it may have side effects that must not repeat.
-        if (block.expected === undefined || Date.now() > deadline) {
+        // Only a block marked `eventually` (it changes nothing) runs again.
+        if (block.directive?.kind !== 'eventually' || Date.now() > deadline) {
           assert.fail(`${where}: after ${attempt} run(s), exit code ${r.code}\n--- block ---\n${block.script}\n` +
             (block.expected !== undefined ? `--- expected ---\n${block.expected.join('\n')}\n` : '') +
             `--- stdout ---\n${r.stdout}--- stderr ---\n${r.stderr}`)
