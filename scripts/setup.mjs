@@ -123,6 +123,25 @@ const COMPONENTS = [
       'and copy it to .tools/bin/promtool.',
   },
   {
+    // The same Debian package as promtool (fetched again: each entry installs on its own).
+    name: 'Prometheus',
+    usedBy: '`npm run mesh` (scrapes every gateway\'s /metrics) and the local-mesh test',
+    bin: 'prometheus',
+    minVersion: '2.0',
+    versionArgs: ['--version'],
+    versionPattern: /prometheus, version (\d+\.\d+(?:\.\d+)?)/,
+    debian: {
+      suite: 'bookworm', // static, as promtool
+      packages: [
+        { name: 'prometheus', license: 'Apache-2.0', files: { 'usr/bin/prometheus': 'bin/prometheus' } },
+      ],
+    },
+    otherwise:
+      'Install Prometheus so that `prometheus` is on PATH: `apt-get install prometheus` on Debian or ' +
+      'Ubuntu, or take `prometheus` from a release archive at https://prometheus.io/download/ and copy ' +
+      'it to .tools/bin/prometheus.',
+  },
+  {
     name: 'Chromium',
     usedBy: 'the service-graph page test (headless Chromium driven by playwright-core; no browser is ever downloaded)',
     bin: 'chromium',
