@@ -6,6 +6,8 @@
 //   host 3: node-3 gateway + orders-v2      edge gateway: / -> web, /api/orders 90/10 v1/v2,
 //                                           /api/payments rate-limited (5 per 10 s)
 //   one intention: web -> payments denied (403)
+//   Prometheus scraping every gateway's /metrics, when installed (`npm run setup` on Debian);
+//   traces: Jaeger when `jaeger-all-in-one` is on PATH, else a small receiver in this script
 //
 // Started in order, one line per component once it is ready; then the URLs to try, as curl lines.
 // Ctrl-C (SIGINT) or SIGTERM stops every child by its PID and removes the temp dir (logs,
@@ -18,11 +20,14 @@
 // Ports are the base (default 18500) plus: Consul HTTP +0 (DNS +1, Serf +2/+3, server +4),
 // node-N outbound/inbound/admin +N1/+N2/+N3 (node-1: +11..+13), services web +41, orders +42,
 // payments +43, orders-v2 +44, web's upstream listeners to orders +51 and payments +52,
-// edge HTTP +80 and admin +90. The gateway configs in mesh/ are used as they are (their
+// edge HTTP +80 and admin +90, Prometheus +95, OTLP/HTTP traces +96 (Jaeger: its UI +97, admin
+// +98). The gateway configs in mesh/ are used as they are (their
 // listener ports and Consul address come from the environment, as docker-compose gives them);
 // with another base, copies with only the local service and upstream ports moved are written
 // to the temp dir.
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:http'
+import { gunzipSync } from 'node:zlib'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream, accessSync, constants } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -49,7 +54,8 @@ const port = {
   node: (n) => ({ outbound: base + n * 10 + 1, inbound: base + n * 10 + 2, admin: base + n * 10 + 3 }),
   web: base + 41, orders: base + 42, payments: base + 43, ordersV2: base + 44,
   webToOrders: base + 51, webToPayments: base + 52,
-  edge: { http: base + 80, admin: base + 90 }
+  edge: { http: base + 80, admin: base + 90 },
+  prometheus: base + 95, traces: base + 96, jaegerUi: base + 97, jaegerAdmin: base + 98
 }
 
 // The hosts and their sample services (ports as written in mesh/*.yaml), shared with docker-compose.yml.
@@ -90,6 +96,7 @@ async function main () {
     const roots = await getJson(`http://${consulAddr}/v1/connect/ca/roots`)
     return typeof leader === 'string' && leader !== '' && Array.isArray(roots?.Roots) && roots.Roots.length > 0
   }, `leader elected, Connect CA on, http://${consulAddr}`)
+  const traces = await startTraces()
 
   const { startSampleService } = await import(path.join(ROOT, 'dist', 'src', 'demo', 'sample-service.js'))
   for (const [n, host] of HOSTS.entries()) {
@@ -131,6 +138,7 @@ async function main () {
   const denied = `http://127.0.0.1:${port.webToPayments}/pay`
   await waitFor('intention web -> payments', 'node-2', async () => (await fetchStatus(denied)) === 403)
   say('✓ intention web -> payments: deny (the call answers 403)')
+  const prometheus = await startPrometheus()
 
   const n1 = port.node(1)
   say('')
@@ -143,11 +151,15 @@ async function main () {
     [denied, 'web -> payments: denied by a Consul intention, 403'],
     [`http://127.0.0.1:${port.edge.admin}/ui`, 'the service graph (edge admin)'],
     [`http://127.0.0.1:${port.edge.admin}/metrics`, 'edge metrics (Prometheus text)'],
+    ...(prometheus ? prometheusTries() : []),
+    ...traces.tries,
     [`http://127.0.0.1:${n1.admin}/authz`, 'node-1 admin: authorization decisions'],
     [`http://127.0.0.1:${port.consul.http}/ui/`, 'the Consul UI']
   ]
-  const width = Math.max(...tries.map(([url]) => url.length))
-  for (const [url, what] of tries) say(`  curl ${url.padEnd(width)}   # ${what}`)
+  // Quoted where a shell would read ?, ( or ) (zsh refuses an unmatched glob).
+  const words = tries.map(([url, what]) => [/[?()&*]/.test(url) ? `'${url}'` : url, what])
+  const width = Math.max(...words.map(([url]) => url.length))
+  for (const [url, what] of words) say(`  curl ${url.padEnd(width)}   # ${what}`)
 }
 
 class StartError extends Error {
@@ -165,7 +177,8 @@ async function checkPortsFree () {
     ...[1, 2, 3].flatMap((n) => Object.entries(port.node(n)).map(([k, v]) => [`node-${n} ${k}`, v])),
     ['web', port.web], ['orders', port.orders], ['payments', port.payments], ['orders-v2', port.ordersV2],
     ['web -> orders', port.webToOrders], ['web -> payments', port.webToPayments],
-    ['edge http', port.edge.http], ['edge admin', port.edge.admin]
+    ['edge http', port.edge.http], ['edge admin', port.edge.admin],
+    ['prometheus', port.prometheus], ['traces (OTLP/HTTP)', port.traces], ['jaeger ui', port.jaegerUi], ['jaeger admin', port.jaegerAdmin]
   ]
   const taken = []
   for (const [what, p] of wanted) {
@@ -210,7 +223,7 @@ function gatewayArgs (name, config) {
 
 async function startGateway (name, file, env, adminPort) {
   const config = configFor(file)
-  await startProcess(name, process.execPath, [cli, ...gatewayArgs(name, config)], env,
+  await startProcess(name, process.execPath, [cli, ...gatewayArgs(name, config)], { ...tracingEnv, ...env },
     async () => (await fetchStatus(`http://127.0.0.1:${adminPort}/ready`)) === 200,
     `admin /ready, ${path.relative(ROOT, config).startsWith('..') ? config : path.relative(ROOT, config)}`)
 }
@@ -271,6 +284,229 @@ function lastLines (file, count) {
   }
 }
 
+// --- metrics and traces ------------------------------------------------------------------
+
+/** The first of `names` found as an executable in .tools/bin or on PATH, or undefined. */
+function findTool (...names) {
+  const dirs = [path.join(ROOT, '.tools', 'bin'), ...(process.env.PATH ?? '').split(path.delimiter).filter((d) => d !== '')]
+  for (const name of names) {
+    for (const dir of dirs) {
+      const p = path.join(dir, name)
+      try { accessSync(p, constants.X_OK); return p } catch { /* not here */ }
+    }
+  }
+  return undefined
+}
+
+/** Every gateway: its name, role and admin port (the metrics Prometheus scrapes). */
+function gateways () {
+  return [
+    ...HOSTS.map((h, i) => ({ name: h.name, role: 'node', admin: port.node(i + 1).admin })),
+    { name: TOPOLOGY.edge.name, role: 'edge', admin: port.edge.admin }
+  ]
+}
+
+/**
+ * Prometheus, when installed, scraping every gateway's admin /metrics every 5 s; its data in
+ * the temp dir. Static targets, not Consul SD as in mesh/prometheus.yml: Debian's Prometheus
+ * (what `npm run setup` installs) is built without consul_sd_configs. Returns whether it runs.
+ */
+async function startPrometheus () {
+  const bin = findTool('prometheus')
+  if (bin === undefined) {
+    say('– prometheus: not installed, skipped (`npm run setup` puts it in .tools/bin on Debian; or put `prometheus` on PATH)')
+    return false
+  }
+  const all = gateways()
+  const config = {
+    global: { scrape_interval: '5s', evaluation_interval: '5s' },
+    scrape_configs: [{
+      job_name: 'fastmesh',
+      metrics_path: '/metrics',
+      static_configs: all.map((g) => ({ targets: [`127.0.0.1:${g.admin}`], labels: { gateway: g.name, role: g.role } }))
+    }]
+  }
+  const configFile = path.join(tmp, 'prometheus.yml')
+  writeFileSync(configFile, `# Written by scripts/mesh.mjs: every gateway of the local mesh, scraped on loopback.\n${stringify(config)}`)
+  const url = `http://127.0.0.1:${port.prometheus}`
+  await startProcess('prometheus', bin, [
+    `--config.file=${configFile}`, `--storage.tsdb.path=${path.join(tmp, 'prometheus-data')}`,
+    `--web.listen-address=127.0.0.1:${port.prometheus}`
+  ], {}, async () => {
+    if ((await fetchStatus(`${url}/-/ready`)) !== 200) return false
+    // Ready once every gateway has been scraped: `up` is 1 for each.
+    const up = await getJson(`${url}/api/v1/query?query=up`)
+    const result = up?.data?.result ?? []
+    return all.every((g) => result.some((r) => r.metric.gateway === g.name && r.value[1] === '1'))
+  }, `${url}, scraping ${all.length} gateways every 5 s (up = 1 for each)`)
+  return true
+}
+
+function prometheusTries () {
+  const query = `http://127.0.0.1:${port.prometheus}/api/v1/query?query=`
+  return [
+    [`${query}up`, 'Prometheus: up per gateway (1: scraped)'],
+    [`${query}sum%20by%20(gateway)%20(fastmesh_requests_total)`, 'Prometheus: requests per gateway']
+  ]
+}
+
+/** FASTMESH_TRACING_* for every gateway (src/config/load.ts): spans of every request go to the receiver. */
+let tracingEnv = {}
+let traceReceiver
+
+/**
+ * Where the gateways send their spans: Jaeger when `jaeger-all-in-one` is on PATH, else the
+ * small receiver below, in this process. Returns the Try lines for it.
+ */
+async function startTraces () {
+  const endpoint = `http://127.0.0.1:${port.traces}`
+  tracingEnv = { FASTMESH_TRACING_ENDPOINT: endpoint, FASTMESH_TRACING_RATIO: '1' }
+  const hint = 'web echoes the traceparent it received: its second field is the trace id'
+  // Jaeger v1's all-in-one binary: its flags below. (Jaeger v2, `jaeger`, is configured by a
+  // YAML file instead; not started here yet, the built-in receiver serves then.)
+  const jaeger = findTool('jaeger-all-in-one')
+  if (jaeger !== undefined) {
+    const ui = `http://127.0.0.1:${port.jaegerUi}`
+    // Its other listeners (OTLP gRPC, Thrift, sampling) keep Jaeger's default ports.
+    await startProcess('jaeger', jaeger, [
+      '--collector.otlp.enabled=true', `--collector.otlp.http.host-port=127.0.0.1:${port.traces}`,
+      `--query.http-server.host-port=127.0.0.1:${port.jaegerUi}`, `--admin.http.host-port=127.0.0.1:${port.jaegerAdmin}`
+    ], {}, async () => (await fetchStatus(`http://127.0.0.1:${port.jaegerAdmin}/`)) === 200 && (await fetchStatus(`${ui}/api/services`)) === 200,
+    `OTLP/HTTP ${endpoint}, UI ${ui}`)
+    return { tries: [[`${ui}/api/traces?service=fastmesh-edge&limit=5`, `traces (Jaeger); one: ${ui}/trace/<trace id>; ${hint}`]] }
+  }
+  traceReceiver = createServer(traceRequest)
+  await new Promise((resolve, reject) => {
+    traceReceiver.once('error', (err) => reject(new StartError('traces', `could not listen on 127.0.0.1:${port.traces}: ${err.message}`)))
+    traceReceiver.listen(port.traces, '127.0.0.1', resolve)
+  })
+  say(`✓ traces: built-in receiver (Jaeger is not installed), curl ${endpoint}/traces`)
+  return { tries: [[`${endpoint}/traces`, `recent traces; one as a tree: ${endpoint}/traces/<trace id>; ${hint}`]] }
+}
+
+// The built-in trace receiver: a demo viewer, not a product. It takes what the gateways'
+// OTLP/HTTP exporter sends (JSON, POST /v1/traces), keeps the spans of the last
+// MAX_TRACES traces in memory, and shows them as plain text for curl. For real use,
+// install Jaeger (or any OTLP collector) and point FASTMESH_TRACING_ENDPOINT at it.
+const MAX_TRACES = 200
+const MAX_SPANS_PER_TRACE = 500
+const MAX_EXPORT_BYTES = 8 * 1024 * 1024
+const SPAN_KINDS = ['UNSPECIFIED', 'INTERNAL', 'SERVER', 'CLIENT', 'PRODUCER', 'CONSUMER']
+/** trace id -> its spans, oldest trace first (a Map keeps insertion order). */
+const tracesById = new Map()
+
+function traceRequest (req, res) {
+  const reply = (status, text) => { res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' }); res.end(text) }
+  const url = new URL(req.url ?? '/', 'http://receiver')
+  if (req.method === 'POST' && url.pathname === '/v1/traces') {
+    const type = req.headers['content-type'] ?? ''
+    if (!type.startsWith('application/json')) {
+      say(`traces: refused an export in ${type || 'no content type'} (415): the built-in receiver reads OTLP/HTTP JSON only`)
+      req.resume()
+      return reply(415, 'the built-in receiver reads OTLP/HTTP JSON (application/json) only\n')
+    }
+    const chunks = []
+    let size = 0
+    req.on('data', (c) => { size += c.length; if (size <= MAX_EXPORT_BYTES) chunks.push(c) })
+    req.on('end', () => {
+      if (size > MAX_EXPORT_BYTES) return reply(413, `export larger than ${MAX_EXPORT_BYTES} bytes\n`)
+      try {
+        const body = Buffer.concat(chunks)
+        keepSpans(JSON.parse((req.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body).toString('utf8')))
+      } catch (err) {
+        return reply(400, `not an OTLP JSON export: ${err.message}\n`)
+      }
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{}')
+    })
+    return
+  }
+  if (req.method !== 'GET') return reply(405, 'GET /traces, GET /traces/<trace id>, POST /v1/traces\n')
+  if (url.pathname === '/traces' || url.pathname === '/traces/') {
+    const lines = [...tracesById.entries()].reverse().map(([id, spans]) => traceSummary(id, spans))
+    return reply(200, lines.length > 0 ? lines.join('\n') + '\n' : 'no traces yet: send a request through the mesh (spans arrive within a few seconds)\n')
+  }
+  if (url.pathname.startsWith('/traces/')) {
+    // A trace id, or a whole traceparent (00-<trace id>-<span id>-01) as web echoes it.
+    const asked = decodeURIComponent(url.pathname.slice('/traces/'.length)).trim().toLowerCase()
+    const id = /^00-([0-9a-f]{32})-/.exec(asked)?.[1] ?? asked
+    const spans = tracesById.get(id)
+    if (spans === undefined) return reply(404, `no trace ${id} here (the last ${MAX_TRACES} are kept; spans arrive within a few seconds); see /traces\n`)
+    return reply(200, traceTree(spans))
+  }
+  reply(404, 'GET /traces, GET /traces/<trace id>\n')
+}
+
+/** An attribute list ([{ key, value: { stringValue | intValue | ... } }]) as a Map of plain values. */
+function attributesOf (list) {
+  const out = new Map()
+  for (const a of list ?? []) {
+    const v = a.value ?? {}
+    out.set(a.key, v.stringValue ?? v.intValue ?? v.doubleValue ?? v.boolValue ?? JSON.stringify(v))
+  }
+  return out
+}
+
+/** Nanoseconds (a decimal string, a number, or { low, high }) as milliseconds. */
+function nanosToMs (t) {
+  if (t !== null && typeof t === 'object') return ((t.high >>> 0) * 2 ** 32 + (t.low >>> 0)) / 1e6
+  return Number(BigInt(t ?? 0)) / 1e6
+}
+
+function keepSpans (request) {
+  for (const rs of request.resourceSpans ?? []) {
+    const resource = attributesOf(rs.resource?.attributes)
+    const service = String(resource.get('fastmesh.gateway.name') ?? resource.get('service.name') ?? '?')
+    for (const ss of rs.scopeSpans ?? []) {
+      for (const s of ss.spans ?? []) {
+        const id = String(s.traceId)
+        let spans = tracesById.get(id)
+        if (spans === undefined) {
+          if (tracesById.size >= MAX_TRACES) tracesById.delete(tracesById.keys().next().value)
+          tracesById.set(id, spans = [])
+        }
+        if (spans.length >= MAX_SPANS_PER_TRACE) continue
+        spans.push({
+          service,
+          id: String(s.spanId),
+          parent: s.parentSpanId ? String(s.parentSpanId) : '',
+          name: String(s.name),
+          kind: SPAN_KINDS[s.kind] ?? String(s.kind),
+          start: nanosToMs(s.startTimeUnixNano),
+          end: nanosToMs(s.endTimeUnixNano),
+          attributes: attributesOf(s.attributes)
+        })
+      }
+    }
+  }
+}
+
+/** One line: trace id, root span, span count, services, duration. */
+function traceSummary (id, spans) {
+  const ids = new Set(spans.map((s) => s.id))
+  const root = spans.find((s) => s.parent === '' || !ids.has(s.parent)) ?? spans[0]
+  const start = Math.min(...spans.map((s) => s.start))
+  const end = Math.max(...spans.map((s) => s.end))
+  const services = [...new Set(spans.map((s) => s.service))].join(',')
+  return `${id}  ${root.service}: ${root.name}  ${spans.length} span${spans.length === 1 ? '' : 's'}  ${services}  ${(end - start).toFixed(1)} ms`
+}
+
+/** The spans as a tree (parent, then its children indented, by start time); one line each. */
+function traceTree (spans) {
+  const ids = new Set(spans.map((s) => s.id))
+  const byStart = [...spans].sort((a, b) => a.start - b.start)
+  const lines = []
+  const walk = (span, depth) => {
+    const a = span.attributes
+    const status = a.get('http.response.status_code')
+    const mesh = [...a].filter(([k]) => k.startsWith('fastmesh.')).map(([k, v]) => `${k.slice('fastmesh.'.length)}=${v}`)
+    lines.push(`${'  '.repeat(depth)}${span.service}  ${span.name}  ${span.kind}  ${status ?? '-'}  ${(span.end - span.start).toFixed(1)} ms  ${mesh.join(' ')}`.trimEnd())
+    for (const child of byStart) if (child.parent === span.id) walk(child, depth + 1)
+  }
+  for (const root of byStart) if (root.parent === '' || !ids.has(root.parent)) walk(root, 0)
+  return lines.join('\n') + '\n'
+}
+
 /** Stops the children in reverse order (edge first, Consul last), each by PID; then removes the temp dir. */
 function stopAll () {
   stopping ??= (async () => {
@@ -282,6 +518,7 @@ function stopAll () {
       clearTimeout(timer)
     }
     await Promise.all(sampleServices.map(async (s) => await s.close()))
+    if (traceReceiver !== undefined) await new Promise((resolve) => { traceReceiver.closeAllConnections(); traceReceiver.close(resolve) })
     if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true })
   })()
   return stopping

@@ -65,6 +65,9 @@ export async function startSampleService (name: string, instance: string, port: 
           bodyBytes: bytes,
           requestId: req.headers['x-request-id'],
           forwardedFor: req.headers['x-forwarded-for'],
+          // The trace context the mesh sent (its second field is the trace id): the local mesh's
+          // tutorial looks the request's trace up with it.
+          traceparent: req.headers.traceparent,
           ...(results !== undefined ? { calls: results } : {})
         })
         res.writeHead(200, { 'content-type': 'application/json', 'x-served-by': instance })

@@ -1,10 +1,11 @@
 // `npm run mesh` (scripts/mesh.mjs) as a user runs it: the whole local mesh (Consul, three node
-// gateways, the edge, the sample services) comes up on free ports, every curl line it prints
-// answers as it says, and SIGINT leaves no process and no temp dir behind.
+// gateways, the edge, the sample services, Prometheus when installed, a trace receiver) comes up
+// on free ports, every curl line it prints answers as it says, a request's trace and every
+// gateway's metrics can be read, and SIGINT leaves no process and no temp dir behind.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync } from 'node:fs'
 import net from 'node:net'
 import dgram from 'node:dgram'
 import os from 'node:os'
@@ -18,6 +19,15 @@ import { pidAlive } from '../helpers/tool-process.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 const SCRIPT = path.join(PROJECT_ROOT, 'scripts', 'mesh.mjs')
+
+/** Whether `name` is installed where mesh.mjs looks for it: .tools/bin, then PATH. */
+function installed (name: string): boolean {
+  return [path.join(PROJECT_ROOT, '.tools', 'bin'), ...(process.env.PATH ?? '').split(path.delimiter).filter((d) => d !== '')].some((dir) => {
+    try { accessSync(path.join(dir, name), constants.X_OK); return true } catch { return false }
+  })
+}
+const withPrometheus = installed('prometheus')
+const withJaeger = installed('jaeger-all-in-one')
 
 /** A base port whose next 100 TCP ports are free on loopback (the script checks again, and fails clearly on a clash). */
 async function freeBase (): Promise<number> {
@@ -62,7 +72,7 @@ describe('npm run mesh: the local mesh as processes', () => {
       if (Date.now() > deadline) throw new Error(`mesh not up after 50 s:\n${output}`)
       await sleep(100)
     }
-    for (const m of output.matchAll(/^ {2}curl (\S+)\s+# (.*)$/gm)) curls.push({ url: m[1]!, comment: m[2]! })
+    for (const m of output.matchAll(/^ {2}curl '?([^\s']+)'?\s+# (.*)$/gm)) curls.push({ url: m[1]!, comment: m[2]! })
     for (const m of output.matchAll(/\(pid ([0-9]+)\)/g)) pids.push(Number(m[1]))
     tempDir = /logs and configs in (\S+)/.exec(output)?.[1] ?? ''
   })
@@ -86,14 +96,17 @@ describe('npm run mesh: the local mesh as processes', () => {
   }
 
   it('prints one ready line per component, with the process ids', () => {
-    for (const name of ['consul', 'node-1', 'node-2', 'node-3', 'edge']) assert.match(output, new RegExp(`✓ ${name} \\(pid [0-9]+\\)`))
+    const processes = ['consul', ...(withJaeger ? ['jaeger'] : []), 'node-1', 'node-2', 'node-3', 'edge', ...(withPrometheus ? ['prometheus'] : [])]
+    for (const name of processes) assert.match(output, new RegExp(`✓ ${name} \\(pid [0-9]+\\)`))
     for (const service of ['web', 'orders', 'payments', 'orders-v2']) assert.match(output, new RegExp(`✓ service ${service}: passing in Consul`))
-    assert.equal(pids.length, 5)
+    assert.equal(pids.length, processes.length)
+    if (!withPrometheus) assert.match(output, /– prometheus: not installed, skipped \(`npm run setup`/)
+    if (!withJaeger) assert.match(output, /✓ traces: built-in receiver \(Jaeger is not installed\), curl http:\/\/127\.0\.0\.1:[0-9]+\/traces\n/)
     assert.ok(tempDir !== '' && existsSync(tempDir), tempDir)
   })
 
   it('every printed URL answers: edge routes, upstream listener, service graph, admin, Consul UI', async () => {
-    assert.equal(curls.length, 9, JSON.stringify(curls))
+    assert.equal(curls.length, 10 + (withPrometheus ? 2 : 0), JSON.stringify(curls))
     for (const c of curls) {
       if (/rate-limited|denied/.test(c.comment)) continue // their own tests below
       const r = await get(c.url)
@@ -101,6 +114,57 @@ describe('npm run mesh: the local mesh as processes', () => {
     }
     assert.equal(JSON.parse((await get(curl(/^web, through the edge/))).body).service, 'web')
     assert.equal(JSON.parse((await get(curl(/upstream listener: orders/))).body).service, 'orders')
+  })
+
+  it('a request through the edge can be found by its trace id, with spans of the edge and node-1', async () => {
+    // The trace id of a request: web echoes the traceparent node-1 sent it.
+    const r = await get(curl(/^web, through the edge/))
+    assert.equal(r.status, 200, r.body)
+    const traceparent = String(JSON.parse(r.body).traceparent)
+    const traceId = /^00-([0-9a-f]{32})-[0-9a-f]{16}-01$/.exec(traceparent)?.[1]
+    assert.ok(traceId !== undefined, `web saw no sampled traceparent: ${r.body}`)
+    const traces = curl(/traces/)
+    // The gateways export every second; all four spans within 10 s.
+    const deadline = Date.now() + 10_000
+    let seen = ''
+    for (;;) {
+      if (withJaeger) {
+        const ui = new URL(traces).origin
+        const t = await get(`${ui}/api/traces/${traceId}`)
+        seen = t.body
+        const processes = t.status === 200 ? Object.values(JSON.parse(t.body).data?.[0]?.processes ?? {}) as Array<{ serviceName: string }> : []
+        const names = processes.map((p) => p.serviceName)
+        if (names.includes('fastmesh-edge') && names.includes('fastmesh-node-1')) break
+      } else {
+        const t = await get(traces.replace(/\/traces$/, `/traces/${traceId}`))
+        seen = t.body
+        // edge server -> edge client -> node-1 server (inbound, caller edge) -> node-1 client to web
+        if (t.status === 200 && seen.trimEnd().split('\n').length >= 4) {
+          const lines = seen.trimEnd().split('\n')
+          assert.match(lines[0]!, /^edge {2}GET web {2}SERVER {2}200 {2}[0-9.]+ ms .*route=web.*destination=web/, seen)
+          assert.match(lines[1]!, /^ {2}edge {2}GET web {2}CLIENT {2}200 /, seen)
+          assert.match(lines[2]!, /^ {4}node-1 {2}GET inbound:web {2}SERVER {2}200 .*local_service=web.*caller\.service=edge/, seen)
+          assert.match(lines[3]!, /^ {6}node-1 {2}GET web {2}CLIENT {2}200 /, seen)
+          const list = (await get(traces)).body
+          assert.match(list, new RegExp(`^${traceId} {2}edge: GET web {2}4 spans {2}(edge,node-1|node-1,edge) {2}[0-9.]+ ms$`, 'm'), list)
+          break
+        }
+      }
+      if (Date.now() > deadline) assert.fail(`trace ${traceId} not complete after 10 s: ${seen}`)
+      await sleep(250)
+    }
+  })
+
+  it('Prometheus scrapes all four gateways: up is 1 for each', async (t) => {
+    if (!withPrometheus) {
+      t.skip('prometheus is not installed (neither .tools/bin/prometheus nor on PATH): `npm run setup` installs it on Debian')
+      return
+    }
+    const r = await get(curl(/^Prometheus: up per gateway/))
+    assert.equal(r.status, 200, r.body)
+    const result = JSON.parse(r.body).data.result as Array<{ metric: Record<string, string>, value: [number, string] }>
+    const up = result.map((x) => `${x.metric.gateway}/${x.metric.role}=${x.value[1]}`).sort()
+    assert.deepEqual(up, ['edge/edge=1', 'node-1/node=1', 'node-2/node=1', 'node-3/node=1'])
   })
 
   it('the canary route splits 90/10 between orders and orders-v2', async () => {
