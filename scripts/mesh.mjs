@@ -97,6 +97,7 @@ async function main () {
     return typeof leader === 'string' && leader !== '' && Array.isArray(roots?.Roots) && roots.Roots.length > 0
   }, `leader elected, Connect CA on, http://${consulAddr}`)
   const traces = await startTraces()
+  const prometheus = await startPrometheus()
 
   const { startSampleService } = await import(path.join(ROOT, 'dist', 'src', 'demo', 'sample-service.js'))
   for (const [n, host] of HOSTS.entries()) {
@@ -138,7 +139,7 @@ async function main () {
   const denied = `http://127.0.0.1:${port.webToPayments}/pay`
   await waitFor('intention web -> payments', 'node-2', async () => (await fetchStatus(denied)) === 403)
   say('✓ intention web -> payments: deny (the call answers 403)')
-  const prometheus = await startPrometheus()
+  if (prometheus) await waitForScrapes()
 
   const n1 = port.node(1)
   say('')
@@ -309,7 +310,9 @@ function gateways () {
 /**
  * Prometheus, when installed, scraping every gateway's admin /metrics every 5 s; its data in
  * the temp dir. Static targets, not Consul SD as in mesh/prometheus.yml: Debian's Prometheus
- * (what `npm run setup` installs) is built without consul_sd_configs. Returns whether it runs.
+ * (what `npm run setup` installs) is built without consul_sd_configs. Started before the
+ * gateways: its first scrape comes 5 to 10 s after it starts, while they start. Returns
+ * whether it runs.
  */
 async function startPrometheus () {
   const bin = findTool('prometheus')
@@ -332,14 +335,19 @@ async function startPrometheus () {
   await startProcess('prometheus', bin, [
     `--config.file=${configFile}`, `--storage.tsdb.path=${path.join(tmp, 'prometheus-data')}`,
     `--web.listen-address=127.0.0.1:${port.prometheus}`
-  ], {}, async () => {
-    if ((await fetchStatus(`${url}/-/ready`)) !== 200) return false
-    // Ready once every gateway has been scraped: `up` is 1 for each.
-    const up = await getJson(`${url}/api/v1/query?query=up`)
+  ], {}, async () => (await fetchStatus(`${url}/-/ready`)) === 200, `${url}, scraping ${all.length} gateways every 5 s`)
+  return true
+}
+
+/** Until Prometheus has scraped every gateway since it came up: `up` is 1 for each. */
+async function waitForScrapes () {
+  const all = gateways()
+  await waitFor('prometheus scrapes', 'prometheus', async () => {
+    const up = await getJson(`http://127.0.0.1:${port.prometheus}/api/v1/query?query=up`)
     const result = up?.data?.result ?? []
     return all.every((g) => result.some((r) => r.metric.gateway === g.name && r.value[1] === '1'))
-  }, `${url}, scraping ${all.length} gateways every 5 s (up = 1 for each)`)
-  return true
+  })
+  say(`✓ prometheus: every gateway scraped, up = 1 for ${all.map((g) => g.name).join(', ')}`)
 }
 
 function prometheusTries () {
@@ -487,7 +495,7 @@ function traceSummary (id, spans) {
   const root = spans.find((s) => s.parent === '' || !ids.has(s.parent)) ?? spans[0]
   const start = Math.min(...spans.map((s) => s.start))
   const end = Math.max(...spans.map((s) => s.end))
-  const services = [...new Set(spans.map((s) => s.service))].join(',')
+  const services = [...new Set([...spans].sort((a, b) => a.start - b.start).map((s) => s.service))].join(',')
   return `${id}  ${root.service}: ${root.name}  ${spans.length} span${spans.length === 1 ? '' : 's'}  ${services}  ${(end - start).toFixed(1)} ms`
 }
 

@@ -96,11 +96,12 @@ describe('npm run mesh: the local mesh as processes', () => {
   }
 
   it('prints one ready line per component, with the process ids', () => {
-    const processes = ['consul', ...(withJaeger ? ['jaeger'] : []), 'node-1', 'node-2', 'node-3', 'edge', ...(withPrometheus ? ['prometheus'] : [])]
+    const processes = ['consul', ...(withJaeger ? ['jaeger'] : []), ...(withPrometheus ? ['prometheus'] : []), 'node-1', 'node-2', 'node-3', 'edge']
     for (const name of processes) assert.match(output, new RegExp(`✓ ${name} \\(pid [0-9]+\\)`))
     for (const service of ['web', 'orders', 'payments', 'orders-v2']) assert.match(output, new RegExp(`✓ service ${service}: passing in Consul`))
     assert.equal(pids.length, processes.length)
-    if (!withPrometheus) assert.match(output, /– prometheus: not installed, skipped \(`npm run setup`/)
+    if (withPrometheus) assert.match(output, /✓ prometheus: every gateway scraped, up = 1 for node-1, node-2, node-3, edge\n/)
+    else assert.match(output, /– prometheus: not installed, skipped \(`npm run setup`/)
     if (!withJaeger) assert.match(output, /✓ traces: built-in receiver \(Jaeger is not installed\), curl http:\/\/127\.0\.0\.1:[0-9]+\/traces\n/)
     assert.ok(tempDir !== '' && existsSync(tempDir), tempDir)
   })
@@ -116,7 +117,7 @@ describe('npm run mesh: the local mesh as processes', () => {
     assert.equal(JSON.parse((await get(curl(/upstream listener: orders/))).body).service, 'orders')
   })
 
-  it('a request through the edge can be found by its trace id, with spans of the edge and node-1', async () => {
+  it('a request through the edge can be found by its trace id, with spans of the edge and the node gateways', async () => {
     // The trace id of a request: web echoes the traceparent node-1 sent it.
     const r = await get(curl(/^web, through the edge/))
     assert.equal(r.status, 200, r.body)
@@ -138,15 +139,17 @@ describe('npm run mesh: the local mesh as processes', () => {
       } else {
         const t = await get(traces.replace(/\/traces$/, `/traces/${traceId}`))
         seen = t.body
-        // edge server -> edge client -> node-1 server (inbound, caller edge) -> node-1 client to web
-        if (t.status === 200 && seen.trimEnd().split('\n').length >= 4) {
+        // edge server -> edge client -> node-1 server (inbound, caller edge) -> node-1 client to
+        // web, then web's own calls (orders, payments) through node-1 and node-2 under it.
+        if (t.status === 200 && /^ +node-2 {2}GET inbound:orders {2}SERVER/m.test(seen)) {
           const lines = seen.trimEnd().split('\n')
           assert.match(lines[0]!, /^edge {2}GET web {2}SERVER {2}200 {2}[0-9.]+ ms .*route=web.*destination=web/, seen)
           assert.match(lines[1]!, /^ {2}edge {2}GET web {2}CLIENT {2}200 /, seen)
           assert.match(lines[2]!, /^ {4}node-1 {2}GET inbound:web {2}SERVER {2}200 .*local_service=web.*caller\.service=edge/, seen)
           assert.match(lines[3]!, /^ {6}node-1 {2}GET web {2}CLIENT {2}200 /, seen)
+          assert.match(seen, /^ {8,}node-1 {2}GET \S+ {2}SERVER {2}200 .*destination=orders/m, seen)
           const list = (await get(traces)).body
-          assert.match(list, new RegExp(`^${traceId} {2}edge: GET web {2}4 spans {2}(edge,node-1|node-1,edge) {2}[0-9.]+ ms$`, 'm'), list)
+          assert.match(list, new RegExp(`^${traceId} {2}edge: GET web {2}[0-9]+ spans {2}edge,node-1,node-2 {2}[0-9.]+ ms$`, 'm'), list)
           break
         }
       }
