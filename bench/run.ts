@@ -1,4 +1,4 @@
-// `npm run bench`: direct vs the Node ceiling vs the fastmesh edge, on loopback, in one run.
+// `npm run bench`: direct vs the Node ceiling vs the fastmesh edge (vs Fastify + @fastify/http-proxy, ...), on loopback, in one run.
 // Each round measures every scenario once (fresh proxy process each time): a closed-loop
 // run for req/s and the proxy's CPU per request and RSS, then a paced open-loop run for
 // latency. Reported figures are medians over rounds. A benchmark, not a test: no assertions.

@@ -169,6 +169,26 @@ export async function benchJwt (extra: Record<string, unknown> = {}): Promise<{ 
   }
 }
 
+/**
+ * A single-file proxy (`script`, taking --port, --upstream and --connections) in front of the
+ * first upstream, with the pool size every proxy gets; ready once the benchmarked URL answers.
+ */
+async function startProxyScript (ctx: BenchContext, name: string, label: string, script: string): Promise<RunningScenario> {
+  const port = await freePort()
+  const child = spawnChild(label, process.execPath, {
+    args: [...ctx.nodeArgs(name), dist(script), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)],
+    proxy: true
+  })
+  const url = `http://127.0.0.1:${port}${EDGE_BENCH_PATH}`
+  try {
+    await waitForHttp(url, child)
+  } catch (err) {
+    await stopChild(child)
+    throw err
+  }
+  return { url, measuredPid: child.pid, async stop () { await stopChild(child) } }
+}
+
 export const SCENARIOS: readonly ScenarioDefinition[] = [
   {
     name: 'direct',
@@ -182,27 +202,19 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     name: 'node_ceiling',
     description: 'load generator → node:http + undici Pool proxy (bench/node-ceiling.ts) → upstream',
     compareTo: ['direct'],
-    async start (ctx) {
-      const port = await freePort()
-      const child = spawnChild('node ceiling proxy', process.execPath, {
-        args: [...ctx.nodeArgs('node_ceiling'), dist('./node-ceiling.js'), '--port', String(port), '--upstream', `http://127.0.0.1:${ctx.upstreamPorts[0]}`, '--connections', String(ctx.poolConnections)],
-        proxy: true
-      })
-      const url = `http://127.0.0.1:${port}${EDGE_BENCH_PATH}`
-      try {
-        await waitForHttp(url, child)
-      } catch (err) {
-        await stopChild(child)
-        throw err
-      }
-      return { url, measuredPid: child.pid, async stop () { await stopChild(child) } }
-    }
+    async start (ctx) { return await startProxyScript(ctx, 'node_ceiling', 'node ceiling proxy', './node-ceiling.js') }
   },
   {
     name: 'edge',
     description: `load generator → fastmesh edge (14 routes, access log on, route "${EDGE_BENCH_ROUTE}") → upstream`,
     compareTo: ['direct', 'node_ceiling'],
     async start (ctx) { return await startEdge(ctx, 'edge', {}) }
+  },
+  {
+    name: 'fastify_http_proxy',
+    description: 'load generator → Fastify + @fastify/http-proxy (reply-from over undici, bench/fastify-http-proxy.ts) → upstream: the off-the-shelf forwarding the edge does not use',
+    compareTo: ['direct', 'node_ceiling', 'edge'],
+    async start (ctx) { return await startProxyScript(ctx, 'fastify_http_proxy', 'fastify http-proxy', './fastify-http-proxy.js') }
   },
   {
     name: 'edge_metrics_off',
