@@ -78,7 +78,7 @@ export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
  * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
  * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
  */
-export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics' | 'tracing'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics' | 'tracing' | 'totalRoutes'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
   const [httpPort, adminPort] = await freePorts(2)
   const configFile = join(ctx.workDir, `${name}.yaml`)
   const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
@@ -221,6 +221,12 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: 'the edge scenario with telemetry.metrics.enabled: false (the cost of the metrics policy, against edge)',
     compareTo: ['edge'],
     async start (ctx) { return await startEdge(ctx, 'edge_metrics_off', { metrics: false }) }
+  },
+  {
+    name: 'edge_1000_routes',
+    description: 'the edge scenario with 1,000 routes: 986 prefix + header routes that do not take the request are tried before it (the route index keeps the match cost flat)',
+    compareTo: ['direct', 'node_ceiling', 'edge'],
+    async start (ctx) { return await startEdge(ctx, 'edge_1000_routes', { totalRoutes: 1000 }) }
   },
   {
     name: 'edge_tracing_100',

@@ -1,5 +1,7 @@
 // Route layer, matching: the routing table compiled once per config version into an
-// ordered list of predicates (precedence in docs/routing.md), first match wins.
+// ordered list of predicates (precedence in docs/routing.md), first match wins. A large
+// table is indexed by host and path, so a request tests only the routes that could take it
+// and its match cost does not grow with the number of routes.
 import type { IncomingHttpHeaders } from 'node:http'
 import type { PathMatchConfig, RouteConfig } from '../config/schema.js'
 import { compileTemplate } from '../config/path-template.js'
@@ -28,6 +30,10 @@ export interface CompiledRouteMatcher {
 
 interface Predicate {
   readonly matcher: CompiledRouteMatcher
+  /** Lower-cased names and `.suffix`es of wildcards; undefined: any host. */
+  readonly hosts: { readonly exact: readonly string[], readonly suffixes: readonly string[] } | undefined
+  /** What the path index files the route under. */
+  readonly pathKey: { readonly kind: 'exact' | 'prefix', readonly value: string } | undefined
   readonly host: ((host: string) => boolean) | undefined
   readonly method: ReadonlySet<string> | undefined
   readonly path: ((path: string) => RouteParams | undefined | false) | undefined
@@ -46,7 +52,7 @@ function valueTest (c: { exact?: string, prefix?: string, regex?: string, presen
   return c.invert === true ? (v) => !test(v) : test
 }
 
-function hostTest (hosts: readonly string[]): { test: (host: string) => boolean, rank: number } {
+function hostTest (hosts: readonly string[]): { test: (host: string) => boolean, rank: number, exact: string[], suffixes: string[] } {
   const exact = new Set<string>()
   const suffixes: string[] = []
   for (const h of hosts) {
@@ -58,7 +64,9 @@ function hostTest (hosts: readonly string[]): { test: (host: string) => boolean,
   return {
     test: (host) => exact.has(host) || suffixes.some((s) => host.length > s.length && host.endsWith(s)),
     // Exact names outrank wildcards; longer wildcards outrank shorter ones.
-    rank: suffixes.length === 0 ? 2000 : 1000 + longest
+    rank: suffixes.length === 0 ? 2000 : 1000 + longest,
+    exact: [...exact],
+    suffixes
   }
 }
 
@@ -66,12 +74,13 @@ interface PathRule {
   test: (path: string) => RouteParams | undefined | false
   rank: readonly [number, number]
   prefix?: string
+  exact?: string
 }
 
 function pathRule (p: PathMatchConfig): PathRule {
   if ('exact' in p) {
     const e = p.exact
-    return { test: (path) => path === e ? undefined : false, rank: [4, e.length] }
+    return { test: (path) => path === e ? undefined : false, rank: [4, e.length], exact: e }
   }
   if ('template' in p) {
     const t = compileTemplate(p.template)
@@ -124,11 +133,23 @@ function rewriter (route: RouteConfig, prefix: string | undefined): (m: RouteMat
   return (m) => m.path
 }
 
+/** From this many routes on, a request looks its candidates up in the index instead of testing every route. */
+export const ROUTE_INDEX_THRESHOLD = 32
+
+export interface RouterOptions {
+  /** Index the table (default: when it has ROUTE_INDEX_THRESHOLD routes or more). Tests force both ways. */
+  readonly index?: boolean
+}
+
 export class Router {
   private readonly predicates: Predicate[]
   private readonly usesQuery: boolean
+  private readonly index: RouteIndex | undefined
+  // The request being matched, for the lazily parsed query (match is synchronous: never shared).
+  private search = ''
+  private query: URLSearchParams | undefined
 
-  constructor (routes: readonly RouteConfig[]) {
+  constructor (routes: readonly RouteConfig[], options: RouterOptions = {}) {
     const compiled = routes.map((route, index) => {
       const m = route.match ?? {}
       const host = m.hosts !== undefined ? hostTest(m.hosts) : undefined
@@ -146,6 +167,8 @@ export class Router {
       const matcher: CompiledRouteMatcher = { name: route.name, config: route, index, precedence, rewrite: rewriter(route, path?.prefix) }
       const predicate: Predicate = {
         matcher,
+        hosts: host !== undefined ? { exact: host.exact, suffixes: host.suffixes } : undefined,
+        pathKey: path?.exact !== undefined ? { kind: 'exact', value: path.exact } : path?.prefix !== undefined ? { kind: 'prefix', value: path.prefix } : undefined,
         host: host?.test,
         method: m.methods !== undefined ? new Set(m.methods) : undefined,
         path: path?.test,
@@ -172,6 +195,12 @@ export class Router {
     })
     this.predicates = compiled
     this.usesQuery = compiled.some((p) => p.query.length > 0)
+    this.index = (options.index ?? compiled.length >= ROUTE_INDEX_THRESHOLD) ? new RouteIndex(compiled) : undefined
+  }
+
+  /** Whether requests are matched through the index (admin and tests). */
+  get indexed (): boolean {
+    return this.index !== undefined
   }
 
   /** Routes in the order they are tried. */
@@ -186,28 +215,126 @@ export class Router {
    */
   match (method: string, hostHeader: string | undefined, path: string, search: string, headers: IncomingHttpHeaders): RouteMatch | undefined {
     const host = hostOf(hostHeader)
-    let query: URLSearchParams | undefined
-    for (const p of this.predicates) {
-      if (p.method !== undefined && !p.method.has(method)) continue
-      if (p.host !== undefined && !p.host(host)) continue
-      let params: RouteParams | undefined
-      if (p.path !== undefined) {
-        const r = p.path(path)
-        if (r === false) continue
-        params = r
+    this.search = search
+    this.query = undefined
+    const predicates = this.predicates
+    if (this.index === undefined) {
+      for (let i = 0; i < predicates.length; i++) {
+        const p = predicates[i]!
+        const params = this.takes(p, method, host, path, headers)
+        if (params !== false) return { route: p.matcher, params, path, search }
       }
-      let ok = true
-      for (const h of p.headers) if (!h(headers)) { ok = false; break }
-      if (!ok) continue
-      if (p.query.length > 0 && this.usesQuery) {
-        query ??= new URLSearchParams(search)
-        for (const t of p.query) if (!t(query)) { ok = false; break }
-        if (!ok) continue
-      }
-      return { route: p.matcher, params, path, search }
+      return undefined
     }
-    return undefined
+    // The first route in precedence order that takes the request is the first among the
+    // candidates the index gives (a superset of the routes that can take it).
+    const best = this.index.first(host, path, (position) => this.takes(predicates[position]!, method, host, path, headers) !== false)
+    if (best === -1) return undefined
+    const p = predicates[best]!
+    const params = p.path !== undefined ? p.path(path) : undefined
+    return { route: p.matcher, params: params === false ? undefined : params, path, search }
   }
+
+  /** The route's parameters (undefined: none) when it takes the request, else false. */
+  private takes (p: Predicate, method: string, host: string, path: string, headers: IncomingHttpHeaders): RouteParams | undefined | false {
+    if (p.method !== undefined && !p.method.has(method)) return false
+    if (p.host !== undefined && !p.host(host)) return false
+    let params: RouteParams | undefined
+    if (p.path !== undefined) {
+      const r = p.path(path)
+      if (r === false) return false
+      params = r
+    }
+    for (let i = 0; i < p.headers.length; i++) if (!p.headers[i]!(headers)) return false
+    if (p.query.length > 0 && this.usesQuery) {
+      this.query ??= new URLSearchParams(this.search)
+      for (let i = 0; i < p.query.length; i++) if (!p.query[i]!(this.query)) return false
+    }
+    return params
+  }
+}
+
+/** Positions (in precedence order) of the routes filed under one host group, by path. */
+class PathIndex {
+  readonly exact = new Map<string, number[]>()
+  /** By segment-aware prefix, `/` for the root prefix. */
+  readonly prefix = new Map<string, number[]>()
+  /** Template, regex or no path condition: candidates for every path. */
+  readonly other: number[] = []
+
+  add (position: number, key: Predicate['pathKey']): void {
+    if (key === undefined) { this.other.push(position); return }
+    const map = key.kind === 'exact' ? this.exact : this.prefix
+    let list = map.get(key.value)
+    if (list === undefined) map.set(key.value, list = [])
+    list.push(position)
+  }
+}
+
+/**
+ * Routes filed by host (exact name, wildcard suffix, or any host), then by path (exact,
+ * prefix, other). A request's candidates are the lists under its host's groups for its
+ * path's exact value and each of its segment prefixes: a route can take the request only
+ * if it is in one of them, so the first in precedence order that takes it is the match.
+ */
+class RouteIndex {
+  private readonly anyHost = new PathIndex()
+  private readonly byHost = new Map<string, PathIndex>()
+  /** By wildcard suffix with its leading dot (`*.example.com` → `.example.com`). */
+  private readonly bySuffix = new Map<string, PathIndex>()
+
+  constructor (predicates: readonly Predicate[]) {
+    const group = (map: Map<string, PathIndex>, key: string): PathIndex => {
+      let g = map.get(key)
+      if (g === undefined) map.set(key, g = new PathIndex())
+      return g
+    }
+    predicates.forEach((p, position) => {
+      if (p.hosts === undefined) { this.anyHost.add(position, p.pathKey); return }
+      for (const h of p.hosts.exact) group(this.byHost, h).add(position, p.pathKey)
+      for (const s of p.hosts.suffixes) group(this.bySuffix, s).add(position, p.pathKey)
+    })
+  }
+
+  /** The smallest position among the candidates for which `takes` holds, or -1. */
+  first (host: string, path: string, takes: (position: number) => boolean): number {
+    let best = this.firstIn(this.anyHost, path, Number.MAX_SAFE_INTEGER, takes)
+    if (host !== '') {
+      const named = this.byHost.get(host)
+      if (named !== undefined) best = this.firstIn(named, path, best, takes)
+      if (this.bySuffix.size > 0) {
+        // A wildcard takes one or more labels before its suffix: every `.` but a leading one.
+        for (let i = host.indexOf('.', 1); i !== -1; i = host.indexOf('.', i + 1)) {
+          const g = this.bySuffix.get(host.slice(i))
+          if (g !== undefined) best = this.firstIn(g, path, best, takes)
+        }
+      }
+    }
+    return best === Number.MAX_SAFE_INTEGER ? -1 : best
+  }
+
+  private firstIn (g: PathIndex, path: string, best: number, takes: (position: number) => boolean): number {
+    best = firstTaking(g.other, best, takes)
+    best = firstTaking(g.exact.get(path), best, takes)
+    if (g.prefix.size > 0) {
+      best = firstTaking(g.prefix.get('/'), best, takes)
+      // A segment-aware prefix is the path itself or the path cut before one of its `/`.
+      for (let i = path.indexOf('/', 1); i !== -1; i = path.indexOf('/', i + 1)) best = firstTaking(g.prefix.get(path.slice(0, i)), best, takes)
+      if (path.length > 1) best = firstTaking(g.prefix.get(path), best, takes)
+    }
+    return best
+  }
+}
+
+/** The first position in `list` (ascending) below `best` that `takes`; else `best`. */
+function firstTaking (list: readonly number[] | undefined, best: number, takes: (position: number) => boolean): number {
+  if (list === undefined) return best
+  for (let i = 0; i < list.length; i++) {
+    const position = list[i]!
+    if (position >= best) return best
+    if (takes(position)) return position
+  }
+  return best
 }
 
 /** Host header without port or trailing dot, lower-cased (`[::1]:80` → `[::1]`). */

@@ -32,7 +32,9 @@ const withJaeger = installed('jaeger-all-in-one')
 /** A base port whose next 100 TCP ports are free on loopback (the script checks again, and fails clearly on a clash). */
 async function freeBase (): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 400) * 100
+    // Below Linux's ephemeral range (32768-60999): other tests' outgoing connections take
+    // ports there at any moment, which made "only this port is in use" checks flaky.
+    const base = 20_000 + Math.floor(Math.random() * 120) * 100
     let free = true
     for (let p = base; p < base + 100 && free; p++) {
       free = await new Promise<boolean>((resolve) => {

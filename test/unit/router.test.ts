@@ -1,7 +1,8 @@
 // The route table: precedence, host/path/method/header/query matching and rewrites, on
 // request targets normalised as every entry does (the normaliser's own specification is
 // test/unit/request-target.test.ts). Routes go through config validation first, so defaults
-// are filled as in use.
+// are filled as in use. Every table is built twice, scanned and indexed (large tables use the
+// index), and every match is asked of both: they must agree, so these tests specify both.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { IncomingHttpHeaders } from 'node:http'
@@ -11,31 +12,45 @@ import { normalizeRequestTarget } from '../../src/gateway/request-target.js'
 
 type RouteInput = Record<string, unknown> & { name: string }
 
-function router (routes: RouteInput[]): Router {
+type AnyRouter = Pick<Router, 'match' | 'ordered'>
+
+function router (routes: RouteInput[]): AnyRouter {
   const doc = {
     discovery: { embedded: { services: { svc: { endpoints: [] } } } },
     routes: routes.map((r) => ({ destination: { service: 'svc' }, ...r }))
   }
-  return new Router(checkConfig(doc, 'router-test', {}).config.routes)
+  const config = checkConfig(doc, 'router-test', {}).config.routes
+  const scanned = new Router(config, { index: false })
+  const indexed = new Router(config, { index: true })
+  return {
+    get ordered () { return scanned.ordered },
+    match (...args: Parameters<Router['match']>) {
+      const a = scanned.match(...args)
+      const b = indexed.match(...args)
+      assert.deepEqual(b === undefined ? undefined : { name: b.route.name, params: b.params, path: b.path, search: b.search },
+        a === undefined ? undefined : { name: a.route.name, params: a.params, path: a.path, search: a.search }, `indexed and scanned agree on ${JSON.stringify(args.slice(0, 4))}`)
+      return a
+    }
+  }
 }
 
-function names (r: Router): string[] {
+function names (r: AnyRouter): string[] {
   return r.ordered.map((m) => m.name)
 }
 
 /** As the gateway does it: normalise the target (null: refused with 400), then match. */
-function matchOf (r: Router, url: string, opts: { method?: string, host?: string, headers?: IncomingHttpHeaders } = {}): RouteMatch | undefined | null {
+function matchOf (r: AnyRouter, url: string, opts: { method?: string, host?: string, headers?: IncomingHttpHeaders } = {}): RouteMatch | undefined | null {
   const t = normalizeRequestTarget(url, 'reject')
   if ('problem' in t) return null
   return r.match(opts.method ?? 'GET', opts.host ?? 'example.com', t.path, t.search, opts.headers ?? {})
 }
 
-function nameOf (r: Router, url: string, opts: { method?: string, host?: string, headers?: IncomingHttpHeaders } = {}): string | undefined {
+function nameOf (r: AnyRouter, url: string, opts: { method?: string, host?: string, headers?: IncomingHttpHeaders } = {}): string | undefined {
   const m = matchOf(r, url, opts)
   return m === null ? 'BAD PATH' : m?.route.name
 }
 
-function rewritten (r: Router, url: string): string | undefined {
+function rewritten (r: AnyRouter, url: string): string | undefined {
   const m = matchOf(r, url)
   return m === null || m === undefined ? undefined : m.route.rewrite(m)
 }
