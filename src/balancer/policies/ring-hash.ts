@@ -2,6 +2,9 @@
 // points per unit of weight on a 32-bit ring; a request goes to the owner of the first point
 // at or after its key's hash. Removing one of N endpoints moves only the keys it owned
 // (about 1/N). Lookup is a binary search over a typed array: O(log points), no allocation.
+// An endpoint set change rebuilds the ring incrementally when it can (the departed endpoints'
+// points filtered out, the newcomers' merged in: linear, no sort of the whole ring), so a
+// discovery change at 1,000 endpoints does not stall the event loop for a full sort.
 import { type Balancer, type BalancedTarget, type PolicyContext, ownerAt, randomUntried } from './types.js'
 import { hash32, type HashKey } from './hash.js'
 import type { PickRequest } from '../types.js'
@@ -11,16 +14,99 @@ const MAX_POINTS = 1 << 21
 /** Owner ranks packed under each point's hash (at most 2^20 endpoints). */
 const RANK_SPAN = 1 << 20
 
+/** What the last build was made of, for the next update to start from. */
+interface RingBuild<T> {
+  readonly minWeight: number
+  readonly scale: number
+  readonly targets: readonly T[]
+  /** Points of each endpoint, by its index in `targets`. */
+  readonly sizes: Int32Array
+  /** Index in `targets` by label (labels are unique in a build that can be merged from). */
+  readonly indexOf: ReadonlyMap<string, number>
+}
+
 export class RingHash<T extends BalancedTarget> implements Balancer<T> {
   private targets: readonly T[] = []
   private points = new Uint32Array(0)
   private owners = new Int32Array(0)
   private pointCache = new Map<string, Uint32Array>()
+  private built: RingBuild<T> | undefined
 
   constructor (private readonly ctx: PolicyContext, private readonly key: HashKey, private readonly virtualNodes: number) {}
 
   update (targets: readonly T[]): void {
+    let minWeight = Infinity
+    for (const t of targets) minWeight = Math.min(minWeight, t.endpoint.weight)
+    if (this.built === undefined || !this.mergeUpdate(targets, minWeight)) this.fullUpdate(targets)
     this.targets = targets
+  }
+
+  /**
+   * The ring of `targets` from the last one: the points of departed (or re-weighted)
+   * endpoints dropped, the newcomers' sorted points merged in, owners re-indexed. Gives the
+   * same ring as a full build (same order, ties by label). False, for a full build instead,
+   * when the smallest weight or the point scaling changed (every endpoint's point count
+   * moves, so nothing would be kept) or two endpoints share a label.
+   */
+  private mergeUpdate (targets: readonly T[], minWeight: number): boolean {
+    const built = this.built!
+    if (minWeight !== built.minWeight) return false
+    const sizes = new Int32Array(targets.length)
+    const indexOf = new Map<string, number>()
+    let total = 0
+    for (let i = 0; i < targets.length; i++) {
+      sizes[i] = Math.max(1, Math.round(this.virtualNodes * targets[i]!.endpoint.weight / minWeight))
+      total += sizes[i]!
+      indexOf.set(targets[i]!.label, i)
+    }
+    if (indexOf.size !== targets.length) return false
+    const scale = total > MAX_POINTS ? MAX_POINTS / total : 1
+    if (scale !== built.scale) return false
+    if (scale !== 1) for (let i = 0; i < sizes.length; i++) sizes[i] = Math.max(1, Math.floor(sizes[i]! * scale))
+
+    // Each old endpoint's new index, or -1: gone, or its point count changed (re-weighted).
+    const moved = new Int32Array(built.targets.length).fill(-1)
+    const fresh: Array<{ hash: number, label: string, owner: number }> = []
+    const cache = new Map<string, Uint32Array>()
+    for (let i = 0; i < targets.length; i++) {
+      const label = targets[i]!.label
+      const hashes = this.pointsOf(label, sizes[i]!)
+      cache.set(`${label}|${sizes[i]!}`, hashes)
+      const old = built.indexOf.get(label)
+      if (old !== undefined && built.sizes[old] === sizes[i]) { moved[old] = i; continue }
+      for (let v = 0; v < hashes.length; v++) fresh.push({ hash: hashes[v]!, label, owner: i })
+    }
+    this.pointCache = cache
+    fresh.sort((a, b) => a.hash - b.hash || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0))
+
+    const oldPoints = this.points
+    const oldOwners = this.owners
+    let kept = 0
+    for (let k = 0; k < oldOwners.length; k++) if (moved[oldOwners[k]!] !== -1) kept++
+    const n = kept + fresh.length
+    const points = new Uint32Array(n)
+    const owners = new Int32Array(n)
+    let k = 0
+    let j = 0
+    for (let o = 0; o <= oldOwners.length; o++) {
+      const owner = o < oldOwners.length ? moved[oldOwners[o]!]! : -2
+      if (owner === -1) continue
+      // Newcomers' points that come before this kept one (or all that are left, at the end).
+      while (j < fresh.length && (owner === -2 || fresh[j]!.hash < oldPoints[o]! || (fresh[j]!.hash === oldPoints[o]! && fresh[j]!.label < targets[owner]!.label))) {
+        points[k] = fresh[j]!.hash
+        owners[k++] = fresh[j++]!.owner
+      }
+      if (owner === -2) break
+      points[k] = oldPoints[o]!
+      owners[k++] = owner
+    }
+    this.points = points
+    this.owners = owners
+    this.built = { minWeight, scale, targets, sizes, indexOf }
+    return true
+  }
+
+  private fullUpdate (targets: readonly T[]): void {
     // Points per endpoint depend on its own weight only (relative to the smallest), so other
     // endpoints joining or leaving never move this one's points.
     let minWeight = Infinity
@@ -53,6 +139,10 @@ export class RingHash<T extends BalancedTarget> implements Balancer<T> {
       this.points[k] = (v - r) / RANK_SPAN
       this.owners[k] = byLabel[r]!
     }
+    const indexOf = new Map<string, number>()
+    targets.forEach((t, i) => { indexOf.set(t.label, i) })
+    // Two endpoints with one label share points: such a ring is not a base for a merge.
+    this.built = indexOf.size === targets.length ? { minWeight, scale, targets, sizes: Int32Array.from(sizes), indexOf } : undefined
   }
 
   /** An endpoint's point hashes, kept from the last update: endpoint churn re-hashes only newcomers. */
