@@ -19,9 +19,10 @@ export class Maglev<T extends BalancedTarget> implements Balancer<T> {
     if (targets.length > 0) {
       // Fill in label order so the table does not depend on discovery's order.
       const order = targets.map((_, i) => i).sort((a, b) => (targets[a]!.label < targets[b]!.label ? -1 : 1))
-      const offset = order.map((i) => hash32(targets[i]!.label, 0x5bd1e995) % m)
-      const skip = order.map((i) => (hash32(targets[i]!.label, 0x1b873593) % (m - 1)) + 1)
-      const next = new Float64Array(order.length)
+      // Each endpoint's permutation is offset, offset + skip, offset + 2·skip, ... (mod m):
+      // `slot` holds where it is, stepped by one addition (no multiply or modulo per probe).
+      const slot = Int32Array.from(order, (i) => hash32(targets[i]!.label, 0x5bd1e995) % m)
+      const skip = Int32Array.from(order, (i) => (hash32(targets[i]!.label, 0x1b873593) % (m - 1)) + 1)
       let maxWeight = 0
       for (const t of targets) maxWeight = Math.max(maxWeight, t.endpoint.weight)
       const share = order.map((i) => targets[i]!.endpoint.weight / maxWeight)
@@ -33,13 +34,15 @@ export class Maglev<T extends BalancedTarget> implements Balancer<T> {
           credit[b]! += share[b]!
           if (credit[b]! < 1) continue
           credit[b]! -= 1
-          let c = (offset[b]! + next[b]! * skip[b]!) % m
+          let c = slot[b]!
+          const step = skip[b]!
           while (table[c] !== -1) {
-            next[b]!++
-            c = (offset[b]! + next[b]! * skip[b]!) % m
+            c += step
+            if (c >= m) c -= m
           }
           table[c] = order[b]!
-          next[b]!++
+          c += step
+          slot[b] = c >= m ? c - m : c
           filled++
         }
       }
