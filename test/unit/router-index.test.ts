@@ -6,25 +6,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { checkConfig } from '../../src/config/load.js'
 import { Router, ROUTE_INDEX_THRESHOLD } from '../../src/gateway/router.js'
-
-/** mulberry32: a small seeded generator, enough to draw tables and requests. */
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from '../../src/balancer/random.js'
 
 const SEGMENTS = ['api', 'v1', 'v2', 'users', 'orders', 'a', 'ab', 'x']
 const HOSTS = ['example.com', 'a.example.com', 'b.a.example.com', 'other.org', '[::1]']
 const ROUTE_HOSTS = ['example.com', 'a.example.com', '*.example.com', '*.a.example.com', 'other.org', '*.org', '[::1]']
 
 function tableAndRequests (seed: number): { routes: Array<Record<string, unknown>>, requests: Array<{ method: string, host: string | undefined, path: string, search: string, headers: Record<string, string> }> } {
-  const rnd = random(seed)
+  const rnd = seededRandom(seed)
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!
   const pathOf = (max: number): string => '/' + Array.from({ length: Math.floor(rnd() * (max + 1)) }, () => pick(SEGMENTS)).join('/')
   const count = 1 + Math.floor(rnd() * 60)
