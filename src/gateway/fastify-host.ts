@@ -28,6 +28,14 @@ function internalUrl (routeName: string): string {
   return ROUTE_URL_PREFIX + Buffer.from(routeName).toString('hex') + '/'
 }
 
+/**
+ * The one context of every route without plugins (it only carries their WebSocket upgrades:
+ * their plain requests take the fast path in src/gateway/entry.ts). Not hex, so no route's
+ * own URL. A context per route costs ~50 KB (a find-my-way handler per HTTP method, hooks, a
+ * schema controller): 50 MB at 1,000 routes, for nothing.
+ */
+const PLAIN_ROUTES_URL = ROUTE_URL_PREFIX + 'plain/'
+
 declare module 'fastify' {
   interface FastifyReply {
     upstreamHeaderEditors: UpstreamHeadersEditor[] | null
@@ -125,6 +133,8 @@ class FaultLogController extends LogController {
 
 export async function buildFastifyHost (opts: FastifyHostOptions): Promise<FastifyHost> {
   let fastifyHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
+  /** Routes without plugins, by name: they share one context (PLAIN_ROUTES_URL). */
+  const plainRoutes = new Map<string, RouteBinding>()
   const app = Fastify<Server, IncomingMessage, ServerResponse>({
     loggerInstance: opts.log.child({ version: opts.version }),
     // The access log is ours; Fastify's per-request child loggers would cost an allocation each.
@@ -152,7 +162,7 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
     // onRequest hook below puts the client's URL back before any plugin runs.
     rewriteUrl (raw) {
       const route = exchangeOf(raw)?.route
-      const url = route !== undefined ? internalUrl(route) : ROUTE_URL_PREFIX
+      const url = route === undefined ? ROUTE_URL_PREFIX : plainRoutes.has(route) ? PLAIN_ROUTES_URL : internalUrl(route)
       const search = matchOf(raw)?.search ?? ''
       // The query stays on, so plugins reading request.query see the client's.
       return search === '' ? url : url + search
@@ -236,8 +246,9 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
   }
 
   try {
-    // Every route has a context (upgrades always take it); plugin-less ones also have a fast path (src/gateway/entry.ts).
+    // A route with plugins has its own context; every request it takes goes through it.
     for (const binding of opts.routes) {
+      if (opts.pluginsOf(binding).length === 0) { plainRoutes.set(binding.name, binding); continue }
       // Each context under its route's internal URL as a prefix: a route a plugin adds itself
       // (@fastify/cors's `OPTIONS *`) stays under it, never clashing with another route's.
       await app.register(async (scope) => {
@@ -249,6 +260,16 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
         }
         scope.route({ method: scope.supportedMethods, url: '', handler: forwardFromFastify(binding) })
       }, { prefix: internalUrl(binding.name) })
+    }
+    // Routes without plugins share one context (upgrades): the route is the one the request was tagged with.
+    if (plainRoutes.size > 0) {
+      await app.register(async (scope) => {
+        scope.route({
+          method: scope.supportedMethods,
+          url: '',
+          handler: async (request, reply) => { await forwardFromFastify(plainRoutes.get(exchangeOf(request.raw)!.route!)!)(request, reply) }
+        })
+      }, { prefix: PLAIN_ROUTES_URL })
     }
     await app.ready()
   } catch (err) {
