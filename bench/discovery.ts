@@ -57,9 +57,44 @@ const { values: opt } = parseArgs({
     routing: { type: 'string', default: 'auto' },
     'poll-interval': { type: 'string', default: '1000' },
     'gateway-node-args': { type: 'string', default: '' },
-    out: { type: 'string', default: path.join(ROOT, 'bench', 'results', 'discovery-latest.json') }
+    out: { type: 'string', default: path.join(ROOT, 'bench', 'results', 'discovery-latest.json') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
 })
+
+if (opt.help) {
+  process.stdout.write(`Usage: npm run bench:discovery [-- options]   (node dist/bench/discovery.js [options])
+
+A fastmesh gateway watching many Consul services on a real \`consul agent -dev\` (loopback):
+registration time, convergence, RSS per watched service, agent connections, and how fast a
+new instance is routed to, under each Consul limit profile.
+
+  --services N            services to register (default 1000)
+  --instances N           instances per service (default 10)
+  --nodes N               Consul nodes the instances spread over (default 100)
+  --profiles LIST         Consul limit profiles, comma-separated: raised (http_max_conns_per_client
+                          4096), default (the agent's own 200) (default raised,default)
+  --trials N              new instances registered under traffic, each timed (default 20)
+  --rate N                paced requests per second of the steady traffic (default 200)
+  --baseline S            seconds of traffic before the trials (default 30)
+  --concurrency N         registrations in flight (default 32)
+  --converge-timeout S    give up waiting for every service to be healthy (default 90)
+  --converge-stall S      ... or once nothing moved this long while watches fail (default 20)
+  --trial-timeout S       one trial's limit (default 35)
+  --trial-gap MS          pause between trials (default 1000)
+  --seed N                random seed of the trials (default 42)
+  --source-address A      loopback address the load comes from (default 127.0.0.2)
+  --routing auto|routes|host  an edge with one route per service, or a node gateway
+                          routing by Host header; auto: routes if the edge starts (default auto)
+  --poll-interval MS      admin polling while converging (default 1000)
+  --gateway-node-args S   extra node flags for the gateway process (e.g. --cpu-prof)
+  --out FILE              results JSON (default bench/results/discovery-latest.json)
+  -h, --help              this text
+
+Every process it starts (agents, gateways, upstreams) is stopped by PID at the end.
+`)
+  process.exit(0)
+}
 
 const SERVICES = Number(opt.services)
 const INSTANCES = Number(opt.instances)
