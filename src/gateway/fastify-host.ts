@@ -133,8 +133,8 @@ class FaultLogController extends LogController {
 
 export async function buildFastifyHost (opts: FastifyHostOptions): Promise<FastifyHost> {
   let fastifyHandler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
-  /** Routes without plugins, by name: they share one context (PLAIN_ROUTES_URL). */
-  const plainRoutes = new Map<string, RouteBinding>()
+  /** The handlers of routes without plugins, by route name: they share one context (PLAIN_ROUTES_URL). */
+  const plainRoutes = new Map<string, (request: FastifyRequest, reply: FastifyReply) => Promise<void>>()
   const app = Fastify<Server, IncomingMessage, ServerResponse>({
     loggerInstance: opts.log.child({ version: opts.version }),
     // The access log is ours; Fastify's per-request child loggers would cost an allocation each.
@@ -248,7 +248,7 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
   try {
     // A route with plugins has its own context; every request it takes goes through it.
     for (const binding of opts.routes) {
-      if (opts.pluginsOf(binding).length === 0) { plainRoutes.set(binding.name, binding); continue }
+      if (opts.pluginsOf(binding).length === 0) { plainRoutes.set(binding.name, forwardFromFastify(binding)); continue }
       // Each context under its route's internal URL as a prefix: a route a plugin adds itself
       // (@fastify/cors's `OPTIONS *`) stays under it, never clashing with another route's.
       await app.register(async (scope) => {
@@ -267,7 +267,7 @@ export async function buildFastifyHost (opts: FastifyHostOptions): Promise<Fasti
         scope.route({
           method: scope.supportedMethods,
           url: '',
-          handler: async (request, reply) => { await forwardFromFastify(plainRoutes.get(exchangeOf(request.raw)!.route!)!)(request, reply) }
+          handler: async (request, reply) => { await plainRoutes.get(exchangeOf(request.raw)!.route!)!(request, reply) }
         })
       }, { prefix: PLAIN_ROUTES_URL })
     }

@@ -141,6 +141,8 @@ function rewriter (route: RouteConfig, prefix: string | undefined): (m: RouteMat
  */
 export const ROUTE_INDEX_THRESHOLD = 8
 
+const NO_HEADERS: IncomingHttpHeaders = {}
+
 export interface RouterOptions {
   /** Index the table (default: when it has ROUTE_INDEX_THRESHOLD routes or more). Tests force both ways. */
   readonly index?: boolean
@@ -150,9 +152,15 @@ export class Router {
   private readonly predicates: Predicate[]
   private readonly usesQuery: boolean
   private readonly index: RouteIndex | undefined
-  // The request being matched, for the lazily parsed query (match is synchronous: never shared).
+  // The request being matched (match is synchronous: never shared), so the index's test of a
+  // candidate is one function made once, not a closure per request; and its lazily parsed query.
+  private method = ''
+  private host = ''
+  private path = ''
+  private headers: IncomingHttpHeaders = NO_HEADERS
   private search = ''
   private query: URLSearchParams | undefined
+  private readonly takesAt = (position: number): boolean => this.takes(this.predicates[position]!, this.method, this.host, this.path, this.headers) !== false
 
   constructor (routes: readonly RouteConfig[], options: RouterOptions = {}) {
     const compiled = routes.map((route, index) => {
@@ -233,7 +241,12 @@ export class Router {
     }
     // The first route in precedence order that takes the request is the first among the
     // candidates the index gives (a superset of the routes that can take it).
-    const best = this.index.first(host, path, (position) => this.takes(predicates[position]!, method, host, path, headers) !== false)
+    this.method = method
+    this.host = host
+    this.path = path
+    this.headers = headers
+    const best = this.index.first(host, path, this.takesAt)
+    this.headers = NO_HEADERS // not kept past the request
     if (best === -1) return undefined
     const p = predicates[best]!
     const params = p.path !== undefined ? p.path(path) : undefined
