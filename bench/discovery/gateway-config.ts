@@ -23,8 +23,8 @@ export function gatewayConfigYaml (p: GatewayConfigParams): string {
       ? { http: loopback(p.trafficPort), admin: loopback(p.adminPort) }
       : { outbound: loopback(p.trafficPort), admin: loopback(p.adminPort) },
     // The gateway keeps its connections to the agent under discovery.consul.maxConnections
-    // (default 128, below Consul's default 200 per client); with the agent's limit raised,
-    // BENCH_CONSUL_MAX_CONNECTIONS lets every watch hold its own connection.
+    // (default 128, below Consul's default 200 per client); discovery itself holds about 8
+    // however many services it watches. BENCH_CONSUL_MAX_CONNECTIONS overrides the cap.
     discovery: { consul: { address: p.consulAddress, registerSelf: false, ...(process.env.BENCH_CONSUL_MAX_CONNECTIONS !== undefined ? { maxConnections: Number(process.env.BENCH_CONSUL_MAX_CONNECTIONS) } : {}) } },
     telemetry: { logging: { level: 'warn', accessLog: false } },
     routes: p.routing === 'routes'

@@ -1,6 +1,6 @@
 // Child processes of the discovery benchmark, tracked and stopped by PID only; and what
 // /proc says about them (resident memory, TCP connections to a port).
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { spawnChild as spawnBase, type Child } from '../children.js'
 
 // Spawning and stopping by PID is bench/children.ts's; this adapts its call shape.
@@ -20,43 +20,8 @@ export function rssMiB (pid: number): number | undefined {
   }
 }
 
-const TCP_STATES: Record<string, string> = {
-  '01': 'ESTABLISHED', '02': 'SYN_SENT', '03': 'SYN_RECV', '04': 'FIN_WAIT1', '05': 'FIN_WAIT2', '06': 'TIME_WAIT',
-  '07': 'CLOSE', '08': 'CLOSE_WAIT', '09': 'LAST_ACK', '0A': 'LISTEN', '0B': 'CLOSING'
-}
-
-/**
- * The TCP sockets process `pid` holds whose remote port is `remotePort`, counted by state
- * (from /proc/<pid>/fd and /proc/<pid>/net/tcp{,6}); undefined without /proc.
- */
-export function socketsTo (pid: number, remotePort: number): Record<string, number> | undefined {
-  try {
-    const inodes = new Set<string>()
-    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-      let target: string
-      try { target = readlinkSync(`/proc/${pid}/fd/${fd}`) } catch { continue }
-      const m = /^socket:\[(\d+)\]$/.exec(target)
-      if (m !== null) inodes.add(m[1]!)
-    }
-    const counts: Record<string, number> = {}
-    const portHex = remotePort.toString(16).toUpperCase().padStart(4, '0')
-    for (const table of ['tcp', 'tcp6']) {
-      let text: string
-      try { text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8') } catch { continue }
-      for (const line of text.split('\n').slice(1)) {
-        const f = line.trim().split(/\s+/)
-        if (f.length < 10) continue
-        const rem = f[2]!
-        if (!rem.endsWith(`:${portHex}`) || !inodes.has(f[9]!)) continue
-        const state = TCP_STATES[f[3]!] ?? f[3]!
-        counts[state] = (counts[state] ?? 0) + 1
-      }
-    }
-    return counts
-  } catch {
-    return undefined
-  }
-}
+// Sockets by state from /proc: the tests' helper, so both count the same way.
+export { socketsTo } from '../../test/helpers/sockets.js'
 
 /** CPU time (user + system, all threads) used so far by `pid`, in ms; undefined without /proc. */
 export function cpuMs (pid: number): number | undefined {

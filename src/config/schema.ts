@@ -99,7 +99,7 @@ export const ConsulDiscoverySchema = strict({
   datacenter: Type.Optional(Type.String({ minLength: 1, description: 'Datacenter to ask (default: the agent\'s).' })),
   includeWarning: Type.Boolean({ default: false, description: 'Also send traffic to instances whose worst check is `warning`.' }),
   wait: dur('30s', 'Longest wait of one blocking query, from `1s` to `10m` (Consul\'s limit); each query waits 75-100% of it, at random. Sent to Consul in milliseconds.'),
-  maxConnections: Type.Integer({ minimum: 8, default: 128, description: 'Connections to the agent at most. Every watched service holds one during its blocking query; keep this under the agent\'s `limits.http_max_conns_per_client` (200 by default), and raise both to watch more services than this without delay.' }),
+  maxConnections: Type.Integer({ minimum: 8, default: 128, description: 'Connections to the agent at most (keep it under the agent\'s `limits.http_max_conns_per_client`, 200 by default). Discovery holds a handful however many services are watched: two blocking queries per datacenter on the whole catalog, and up to 6 re-reads of the services they show changed; Connect certificates and KV watches hold one each.' }),
   registerSelf: Type.Boolean({ default: true, description: 'Register this gateway (name, role, admin address) with a check on its admin `/ready`.' }),
   register: Type.Array(ConsulRegistrationSchema, { default: [], description: 'Local services to register at start and deregister on shutdown.' })
 }, { description: 'Consul as the catalog: services not declared under `embedded` are watched in Consul.' })

@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { validateConfigDocument } from '../../src/config/validate.js'
 import { waitMs, waitParam, waitProblem } from '../../src/config/consul-wait.js'
-import { jitteredWait } from '../../src/discovery/consul/discovery.js'
+import { jitteredWait } from '../../src/discovery/consul/catalog-feed.js'
 
 function withWait (wait: string): unknown {
   return { discovery: { consul: { address: '127.0.0.1:8500', wait } } }

@@ -63,44 +63,36 @@ export class Cancellable extends EventEmitter {
   cancel (): void { this.emit('cancel') }
 }
 
+/**
+ * Connections for discovery's plain re-reads of services: they run back to back, and undici
+ * opens a new connection when the next request is sent before the last one's is released.
+ */
+export const CATALOG_READ_CONNECTIONS = 6
+
 export class ConsulClient {
   readonly consul: Consul
   readonly settings: ResolvedConsul
   // The consul npm client has no Connect endpoints (health/connect, ca/leaf, ca/roots,
-  // authorize) and cannot register `Kind: connect-proxy`; those go through undici here.
-  // Connect watches (health/connect, leaves, roots) get a quarter of the connection budget.
+  // authorize) and cannot register `Kind: connect-proxy`; those, and discovery's catalog
+  // queries, go through undici here. KV and registrations keep the consul client.
   private readonly http: Agent
+  private readonly catalogReads = new Agent({ connections: CATALOG_READ_CONNECTIONS, keepAliveTimeout: 60_000 })
 
   constructor (settings: ResolvedConsul) {
     this.settings = settings
     // Consul (1.8) refuses more than http_max_conns_per_client (200) connections from one
     // address, and resets the ones over it: the budget is capped below that, split between
-    // the catalog/KV client and the Connect client.
-    const connectShare = Math.max(4, Math.floor(settings.maxConnections / 4))
-    const catalogShare = Math.max(4, settings.maxConnections - connectShare)
-    this.http = new Agent({ connections: connectShare, keepAliveTimeout: 60_000 })
+    // the KV/registration client (a quarter) and this one.
+    const kvShare = Math.max(4, Math.floor(settings.maxConnections / 4))
+    const undiciShare = Math.max(4, settings.maxConnections - kvShare)
+    this.http = new Agent({ connections: undiciShare, keepAliveTimeout: 60_000 })
     this.consul = new Consul({
       host: settings.host,
       port: settings.port,
       secure: settings.secure,
-      agent: settings.secure ? new HttpsAgent({ keepAlive: true, maxSockets: catalogShare }) : new HttpAgent({ keepAlive: true, maxSockets: catalogShare }),
+      agent: settings.secure ? new HttpsAgent({ keepAlive: true, maxSockets: kvShare }) : new HttpAgent({ keepAlive: true, maxSockets: kvShare }),
       ...(settings.token !== undefined ? { defaults: { token: settings.token } } : {})
     })
-  }
-
-  /** GET /v1/health/service/:service, blocking on `index` for up to `wait`. */
-  async healthService (service: string, index: bigint, wait: string, datacenter: string | undefined, ctx: Cancellable): Promise<BlockingResult<ConsulHealthEntry[]>> {
-    const opts = {
-      service,
-      index: index.toString(),
-      wait: waitParam(wait),
-      // A little over `wait`: Consul adds up to wait/16 of jitter itself.
-      timeout: waitMs(wait) + Math.max(waitMs(wait) / 8, 1000),
-      ctx,
-      ...(datacenter !== undefined ? { dc: datacenter } : {})
-    }
-    const [res, data] = await (this.consul.health.service as unknown as (o: typeof opts) => Promise<WithResponse<ConsulHealthEntry[]>>)(opts)
-    return { index: parseIndex(res.headers['x-consul-index']), data: data ?? [] }
   }
 
   /** GET /v1/kv/:key (one key), blocking; `data` undefined when the key does not exist. */
@@ -114,7 +106,7 @@ export class ConsulClient {
    * One call to the agent's HTTP API (JSON in and out). With `index`/`wait` it is a blocking
    * query; the result carries X-Consul-Index. Non-2xx answers throw with status and body.
    */
-  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable } = {}): Promise<BlockingResult<T>> {
+  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable, catalogRead?: boolean } = {}): Promise<BlockingResult<T>> {
     const q = new URLSearchParams(opts.query)
     if (opts.index !== undefined) q.set('index', opts.index.toString())
     if (opts.wait !== undefined) q.set('wait', waitParam(opts.wait))
@@ -128,7 +120,7 @@ export class ConsulClient {
     try {
       const res = await request(`${this.settings.url}/v1${path}${qs !== '' ? `?${qs}` : ''}`, {
         method,
-        dispatcher: this.http,
+        dispatcher: opts.catalogRead === true ? this.catalogReads : this.http,
         signal: controller.signal,
         headers: {
           ...(this.settings.token !== undefined ? { 'x-consul-token': this.settings.token } : {}),
@@ -151,6 +143,7 @@ export class ConsulClient {
   close (): void {
     this.consul.destroy()
     void this.http.close()
+    void this.catalogReads.close()
   }
 }
 

@@ -1,0 +1,167 @@
+// What changed in one datacenter's catalog, from two blocking queries however many
+// services are watched: the health of every check (/v1/health/state/any) and the list of
+// services (/v1/catalog/services). A watch per service held one agent connection each, and
+// a default agent allows 200 per client: past that, updates stalled for tens of seconds.
+//
+// Check changes name what they touch exactly (a service, or every service on a node, for a
+// node check). A move of the service table that the list of names does not explain (a
+// re-registration with a new port, an instance without checks) is reported as such; the
+// caller re-reads what it watches.
+import { BlockingLoop } from './blocking-loop.js'
+import { Cancellable, type ConsulClient } from './client.js'
+import { waitMs } from '../../config/consul-wait.js'
+
+/** One entry of /v1/health/state/any. */
+interface ConsulCheck {
+  Node: string
+  CheckID: string
+  ServiceName: string
+  ServiceID: string
+  ModifyIndex: number
+}
+
+export interface CatalogChange {
+  /** Services whose checks changed, appeared or went away. */
+  readonly services: ReadonlySet<string>
+  /** Nodes whose node-level checks changed (every service on them is touched). */
+  readonly nodes: ReadonlySet<string>
+  /** Services added to or removed from the catalog, or whose tags changed. */
+  readonly listed: ReadonlySet<string>
+  /** The service table moved: an instance may have changed in a way only a re-read shows. */
+  readonly serviceTableMoved: boolean
+}
+
+export interface CatalogFeedOptions {
+  readonly client: ConsulClient
+  readonly datacenter: string | undefined
+  /** Blocking wait, e.g. `30s`; each query waits 75-100% of it. */
+  readonly wait: string
+  readonly minIntervalMs?: number
+  readonly backoffMaxMs?: number
+  readonly onChange: (change: CatalogChange) => void
+  /** A query failed (`attempt` counts consecutive failures of that query). */
+  readonly onError: (err: Error, attempt: number) => void
+  /** Both queries answer again after a failure. */
+  readonly onRecover: () => void
+}
+
+/** `wait` shortened by up to a quarter, at random, in whole milliseconds. */
+export function jitteredWait (wait: string, random: () => number = Math.random): string {
+  return `${Math.max(1000, Math.round(waitMs(wait) * (0.75 + random() * 0.25)))}ms`
+}
+
+const NO_NAMES: ReadonlySet<string> = new Set()
+
+export class CatalogFeed {
+  /** Resolves once both queries have answered or failed once: re-reads after it miss nothing. */
+  readonly ready: Promise<void>
+  private readonly checksLoop: BlockingLoop<ConsulCheck[]>
+  private readonly servicesLoop: BlockingLoop<Record<string, string[] | null>>
+  /** `node \0 checkId` → [service name ('' for a node check), ModifyIndex]. */
+  private checks: Map<string, readonly [string, number]> | undefined
+  private listed: Map<string, string> | undefined
+  private failing = new Set<'checks' | 'services'>()
+
+  constructor (private readonly opts: CatalogFeedOptions) {
+    const query = opts.datacenter !== undefined ? { dc: opts.datacenter } : undefined
+    let settle!: () => void
+    let pending = 2
+    this.ready = new Promise<void>((resolve) => { settle = () => { if (--pending === 0) resolve() } })
+    const common = {
+      makeContext: () => new Cancellable(),
+      minIntervalMs: opts.minIntervalMs ?? 100,
+      backoffMaxMs: opts.backoffMaxMs ?? 30_000
+    }
+    let checksSettled = false
+    let servicesSettled = false
+    this.checksLoop = new BlockingLoop<ConsulCheck[]>({
+      ...common,
+      fetch: async (index, ctx) => {
+        const r = await opts.client.agentRequest<ConsulCheck[] | null>('GET', '/health/state/any', { index, wait: jitteredWait(opts.wait), ctx, ...(query !== undefined ? { query } : {}) })
+        return { index: r.index, data: r.data ?? [] }
+      },
+      onChange: (checks) => {
+        this.onChecks(checks)
+        if (!checksSettled) { checksSettled = true; settle() }
+      },
+      onError: (err, attempt) => {
+        this.failing.add('checks')
+        opts.onError(err, attempt)
+        if (!checksSettled) { checksSettled = true; settle() }
+      },
+      onRecover: () => { this.recovered('checks') }
+    })
+    this.servicesLoop = new BlockingLoop<Record<string, string[] | null>>({
+      ...common,
+      fetch: async (index, ctx) => {
+        const r = await opts.client.agentRequest<Record<string, string[] | null> | null>('GET', '/catalog/services', { index, wait: jitteredWait(opts.wait), ctx, ...(query !== undefined ? { query } : {}) })
+        return { index: r.index, data: r.data ?? {} }
+      },
+      onChange: (services) => {
+        this.onServices(services)
+        if (!servicesSettled) { servicesSettled = true; settle() }
+      },
+      onError: (err, attempt) => {
+        this.failing.add('services')
+        opts.onError(err, attempt)
+        if (!servicesSettled) { servicesSettled = true; settle() }
+      },
+      onRecover: () => { this.recovered('services') }
+    })
+  }
+
+  /** Whether both queries answered last time they were asked. */
+  get healthy (): boolean {
+    return this.failing.size === 0
+  }
+
+  start (): void {
+    this.checksLoop.start()
+    this.servicesLoop.start()
+  }
+
+  async stop (): Promise<void> {
+    await Promise.all([this.checksLoop.stop(), this.servicesLoop.stop()])
+  }
+
+  private recovered (which: 'checks' | 'services'): void {
+    this.failing.delete(which)
+    if (this.failing.size === 0) this.opts.onRecover()
+  }
+
+  private onChecks (list: readonly ConsulCheck[]): void {
+    const next = new Map<string, readonly [string, number]>()
+    for (const c of list) next.set(`${c.Node}\u0000${c.CheckID}`, [c.ServiceID === '' ? '' : c.ServiceName, c.ModifyIndex])
+    const prev = this.checks
+    this.checks = next
+    // The first answer is the baseline: re-reads start after it (see `ready`).
+    if (prev === undefined) return
+    const services = new Set<string>()
+    const nodes = new Set<string>()
+    const touch = (key: string, service: string): void => {
+      if (service !== '') services.add(service)
+      else nodes.add(key.slice(0, key.indexOf('\u0000')))
+    }
+    for (const [key, now] of next) {
+      const before = prev.get(key)
+      if (before === undefined || before[1] !== now[1] || before[0] !== now[0]) {
+        touch(key, now[0])
+        if (before !== undefined && before[0] !== now[0]) touch(key, before[0])
+      }
+    }
+    for (const [key, before] of prev) if (!next.has(key)) touch(key, before[0])
+    if (services.size > 0 || nodes.size > 0) this.opts.onChange({ services, nodes, listed: NO_NAMES, serviceTableMoved: false })
+  }
+
+  private onServices (services: Readonly<Record<string, string[] | null>>): void {
+    const next = new Map<string, string>()
+    for (const [name, tags] of Object.entries(services)) next.set(name, (tags ?? []).join('\u0000'))
+    const prev = this.listed
+    this.listed = next
+    if (prev === undefined) return
+    const listed = new Set<string>()
+    for (const [name, tags] of next) if (prev.get(name) !== tags) listed.add(name)
+    for (const name of prev.keys()) if (!next.has(name)) listed.add(name)
+    this.opts.onChange({ services: NO_NAMES, nodes: NO_NAMES, listed, serviceTableMoved: true })
+  }
+}
