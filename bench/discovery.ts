@@ -16,7 +16,9 @@
 //      instances (real upstreams with their own answer) are registered for random
 //      services: time until the gateway routes to the new instance, and until the admin
 //      API lists it.
-// Prints a table and writes bench/results/discovery-latest.json. Every child (agents,
+// Prints a table, then one PASS/FAIL line per target (each profile: converged, change →
+// routed p99 < 1 s, no timeouts, ≤ 16 agent connections, no errors; RSS per watched service
+// ≤ 30 KiB), exits 1 on a FAIL, and writes bench/results/discovery-latest.json. Every child (agents,
 // gateways, upstreams) is stopped by PID at the end, on error and on SIGINT/SIGTERM.
 import os from 'node:os'
 import path from 'node:path'
@@ -67,7 +69,11 @@ if (opt.help) {
 
 A fastmesh gateway watching many Consul services on a real \`consul agent -dev\` (loopback):
 registration time, convergence, RSS per watched service, agent connections, and how fast a
-new instance is routed to, under each Consul limit profile.
+new instance is routed to, under each Consul limit profile. Ends with PASS/FAIL lines:
+per profile, every service converged, change → routed p99 < 1 s with no timeouts (≤ 25 ms
+with one query per service), at most 16 connections to the agent when the gateway follows
+the catalog, no errors in steady traffic; RSS per watched service ≤ 30 KiB.
+Exits 1 when a line fails.
 
   --services N            services to register (default 1000)
   --instances N           instances per service (default 10)
@@ -115,9 +121,11 @@ const SOURCE_ADDRESS = opt['source-address'] === '' ? undefined : opt['source-ad
 /** Hard stop for the whole run: clean up and exit whatever is happening. */
 const WATCHDOG_MS = 420_000
 
-const PROFILES: Record<string, { description: string, args: string[], maxConnsPerClient: number }> = {
+// The gateway is told each agent's limit through discovery.consul.maxConnections: under the
+// default one it must follow the whole catalog; with the raised one, one query per service fits.
+const PROFILES: Record<string, { description: string, args: string[], maxConnsPerClient: number, gatewayMaxConnections?: number }> = {
   default: { description: 'agent defaults (limits.http_max_conns_per_client = 200)', args: [], maxConnsPerClient: 200 },
-  raised: { description: 'limits.http_max_conns_per_client = 4096', args: ['-hcl', 'limits { http_max_conns_per_client = 4096 }'], maxConnsPerClient: 4096 }
+  raised: { description: 'limits.http_max_conns_per_client = 4096', args: ['-hcl', 'limits { http_max_conns_per_client = 4096 }'], maxConnsPerClient: 4096, gatewayMaxConnections: 2048 }
 }
 
 const pad = (n: number, width: number): string => String(n).padStart(width, '0')
@@ -228,10 +236,10 @@ interface GatewayHandle {
   logFile: string
 }
 
-async function startGateway (label: string, routing: Routing, consulAddress: string, services: readonly string[], dir: string): Promise<GatewayHandle> {
+async function startGateway (label: string, routing: Routing, consulAddress: string, services: readonly string[], dir: string, maxConnections?: number): Promise<GatewayHandle> {
   const [httpPort, adminPort] = await freePorts(2)
   const configFile = path.join(dir, `${label}.yaml`)
-  writeFileSync(configFile, gatewayConfigYaml({ routing, consulAddress, trafficPort: httpPort, adminPort, services }))
+  writeFileSync(configFile, gatewayConfigYaml({ routing, consulAddress, trafficPort: httpPort, adminPort, services, ...(maxConnections !== undefined ? { maxConnections } : {}) }))
   const env = { ...process.env }
   for (const k of Object.keys(env)) if (k.startsWith('FASTMESH_') || k.startsWith('CONSUL_HTTP_')) delete env[k]
   const logFile = path.join(dir, `${label}.log`)
@@ -433,7 +441,7 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
     // 2. Idle gateway: same config, no routes.
     if (first) {
       log('idle gateway (no routes) for the memory baseline')
-      const idle = await startGateway(`${name}-idle`, routing, agent.httpAddr, [], dir)
+      const idle = await startGateway(`${name}-idle`, routing, agent.httpAddr, [], dir, profile.gatewayMaxConnections)
       try {
         const readyMs = await waitReady(idle.admin, idle.child, 30_000)
         await sleep(3_000)
@@ -449,7 +457,7 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
     const services = Array.from({ length: SERVICES }, (_, i) => serviceName(i))
     log(routing === 'routes' ? `gateway with ${SERVICES} routes` : `node gateway, services by Host header (${SERVICES} first requests start the watches)`)
     const t0 = nowMs()
-    const gw = await startGateway(`${name}-loaded`, routing, agent.httpAddr, services, dir)
+    const gw = await startGateway(`${name}-loaded`, routing, agent.httpAddr, services, dir, profile.gatewayMaxConnections)
     const gwCpu0 = cpuMs(gw.child.pid) ?? 0
     const agentCpu0 = cpuMs(agent.pid) ?? 0
     try {
@@ -531,6 +539,8 @@ async function runProfile (name: string, first: boolean, routing: Routing, upstr
       const adminServicesCost = { ms: round(nowMs() - c0, 1), bytes: Buffer.byteLength(full.body) }
       const rss = await medianRss(gw.child.pid)
       const sockets = socketsTo(gw.child.pid, agentPort)
+      // The gateway says when it moves from one query per service to the whole catalog.
+      out.watchMode = readFileSync(gw.logFile, 'utf8').includes('following the whole Consul catalog') ? 'catalog' : 'service'
       // Another client on the gateway's own IP (127.0.0.1), as other local tools would be.
       let otherClient: string
       try {
@@ -732,6 +742,7 @@ function printTable (results: Array<Record<string, unknown>>, idle: { rssMiB?: n
   const add = (label: string, f: (r: Record<string, unknown>) => unknown): void => { rows.push([label, ...results.map((r) => fmt(f(r)))]) }
   add('routing', (r) => get(r, 'routing'))
   add('agent http_max_conns_per_client', (r) => get(r, 'agent.httpMaxConnsPerClient'))
+  add('gateway discovery watch', (r) => get(r, 'watchMode'))
   add('registration (s)', (r) => { const ms = get(r, 'registration.ms'); return typeof ms === 'number' ? round(ms / 1000, 2) : null })
   add('registration (instances/s)', (r) => get(r, 'registration.perSecond'))
   add('gateway ready (ms)', (r) => get(r, 'convergence.readyMs'))
@@ -760,6 +771,34 @@ function printTable (results: Array<Record<string, unknown>>, idle: { rssMiB?: n
   const line = (row: Row): string => row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)).join('  ')
   process.stdout.write(`\nDiscovery at scale: ${SERVICES} services × ${INSTANCES} instances, ${TRIALS} change trials, steady ${RATE} req/s\n`)
   process.stdout.write(rows.map(line).join('\n') + '\n')
+}
+
+/** The issue's targets as PASS/FAIL lines; true when every line passes. */
+function printVerdicts (results: Array<Record<string, unknown>>): boolean {
+  const get = (r: Record<string, unknown>, p: string): unknown => p.split('.').reduce<unknown>((o, k) => (o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), r)
+  const num = (v: unknown): number | undefined => typeof v === 'number' ? v : undefined
+  const lines: Array<[boolean, string]> = []
+  for (const r of results) {
+    const profile = String(r.profile)
+    if (r.error !== undefined) {
+      lines.push([false, `${profile}: the profile failed to run`])
+      continue
+    }
+    const complete = get(r, 'convergence.milestonesMs.all') !== undefined
+    const p99 = num(get(r, 'changePropagation.routedToNewInstanceMs.p99'))
+    const timeouts = num(get(r, 'changePropagation.routedTimeouts'))
+    const conns = num((get(r, 'loadedGateway.socketsToAgent') as Record<string, number> | undefined)?.ESTABLISHED)
+    const errors = num(get(r, 'steadyTraffic.duringChanges.errors'))
+    const catalog = r.watchMode === 'catalog'
+    const ok = complete && p99 !== undefined && p99 < 1000 && timeouts === 0 && (!catalog || (conns !== undefined && conns <= 16)) && errors === 0
+    lines.push([ok, `${profile} agent (http_max_conns_per_client ${fmt(get(r, 'agent.httpMaxConnsPerClient'))}, gateway watching ${catalog ? 'the catalog' : 'per service'}): ${complete ? `all ${SERVICES} services converged` : 'NOT converged'}; change → routed p99 ${fmt(p99)} ms (< 1000), ${fmt(timeouts)} timed out (0); ${fmt(conns)} connections to the agent${catalog ? ' (≤ 16)' : ''}; ${fmt(errors)} errors in steady traffic during changes (0)`])
+    // One query per service follows a change in milliseconds (9 ms p99 before the catalog feed).
+    if (!catalog && p99 !== undefined) lines.push([p99 <= 25, `${profile}: per-service watches, change → routed p99 ${p99} ms (≤ 25)`])
+    const perService = num(r.memoryPerServiceKiB)
+    if (perService !== undefined) lines.push([perService <= 30, `${profile}: RSS per watched service ${perService} KiB beyond idle (≤ 30)`])
+  }
+  process.stdout.write('\n' + lines.map(([ok, text]) => `${ok ? 'PASS' : 'FAIL'}  ${text}`).join('\n') + '\n')
+  return lines.every(([ok]) => ok)
 }
 
 async function main (): Promise<void> {
@@ -837,6 +876,7 @@ async function main (): Promise<void> {
   }
   await stopChild(upstream)
   printTable(results, idle)
+  if (!printVerdicts(results)) process.exitCode = 1
   process.stdout.write(`\nwrote ${opt.out}\n`)
 }
 

@@ -13,9 +13,12 @@ export interface GatewayConfigParams {
   readonly trafficPort: number
   readonly adminPort: number
   readonly services: readonly string[]
+  /** discovery.consul.maxConnections (default: the gateway's, 128). */
+  readonly maxConnections?: number
 }
 
 export function gatewayConfigYaml (p: GatewayConfigParams): string {
+  const maxConnections = process.env.BENCH_CONSUL_MAX_CONNECTIONS !== undefined ? Number(process.env.BENCH_CONSUL_MAX_CONNECTIONS) : p.maxConnections
   const loopback = (port: number): { address: string, port: number } => ({ address: '127.0.0.1', port })
   const doc = {
     gateway: { name: 'bench-discovery', mode: p.routing === 'routes' ? 'edge' : 'node' },
@@ -23,9 +26,10 @@ export function gatewayConfigYaml (p: GatewayConfigParams): string {
       ? { http: loopback(p.trafficPort), admin: loopback(p.adminPort) }
       : { outbound: loopback(p.trafficPort), admin: loopback(p.adminPort) },
     // The gateway keeps its connections to the agent under discovery.consul.maxConnections
-    // (default 128, below Consul's default 200 per client); discovery itself holds about 8
-    // however many services it watches. BENCH_CONSUL_MAX_CONNECTIONS overrides the cap.
-    discovery: { consul: { address: p.consulAddress, registerSelf: false, ...(process.env.BENCH_CONSUL_MAX_CONNECTIONS !== undefined ? { maxConnections: Number(process.env.BENCH_CONSUL_MAX_CONNECTIONS) } : {}) } },
+    // (default 128, below Consul's default 200 per client): with `watch: auto` it watches one
+    // query per service while they fit, else the whole catalog (about 8 connections).
+    // BENCH_CONSUL_MAX_CONNECTIONS overrides the profile's value.
+    discovery: { consul: { address: p.consulAddress, registerSelf: false, ...(maxConnections !== undefined ? { maxConnections } : {}) } },
     telemetry: { logging: { level: 'warn', accessLog: false } },
     routes: p.routing === 'routes'
       ? p.services.map((s) => ({ name: s, match: { path: { prefix: `/${s}` } }, destination: { service: s } }))

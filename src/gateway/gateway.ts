@@ -111,7 +111,8 @@ export class Gateway {
         client: this.consul,
         log: this.log.child({ component: 'consul' }),
         includeWarning: consul.includeWarning,
-        wait: consul.wait
+        wait: consul.wait,
+        mode: consul.watch
       })
       this.discovery = new CompositeDiscovery(this.registry, this.consulDiscovery)
     } else {

@@ -94,7 +94,7 @@ describe('Consul discovery: one catalog watch for many services', () => {
       routes
     })
 
-    await t.test('every service converges, through at most 10 connections to the agent', async () => {
+    await t.test('every service converges, through at most 10 connections to the agent (two blocking queries, six reads, a keep-alive one from the start)', async () => {
       await eventually(async () => {
         const s = (await gw.admin('GET', '/services')).json<ServicesBody>()
         const ready = s.services.filter((x) => x.name.startsWith('cw-') && !x.stale && x.endpoints.length === 1 && x.endpoints[0]!.health === 'passing')
@@ -158,5 +158,32 @@ describe('Consul discovery: one catalog watch for many services', () => {
       const established = gatewayConnections()
       assert.ok(established >= 2 && established <= 10, `the gateway's connections to the agent: ${established}`)
     })
+  })
+
+  it('auto: one query per service while they fit the connection budget, the whole catalog from the first that does not', async (t) => {
+    const SWITCH_LOG = 'more watched services than the connection budget allows one each: following the whole Consul catalog instead (discovery.consul.watch, maxConnections)'
+    // maxConnections 16: a quarter for KV, 12 for discovery, 8 of them held back: 4 services.
+    const config = (n: number): Record<string, unknown> => ({
+      discovery: { consul: { address: agent.httpAddr, registerSelf: false, wait: '5s', maxConnections: 16 } },
+      telemetry: { logging: { accessLog: false } },
+      routes: Array.from({ length: n }, (_, i) => ({ name: name(100 + i), match: { path: { prefix: `/${name(100 + i)}` } }, destination: { service: name(100 + i) } }))
+    })
+    const gw = await startGateway(t, config(4))
+    await eventually(async () => same(await instancesOf(gw, name(103), 2), ['a']), 'the fourth service routed', 10_000, 50)
+    assert.equal(gw.logs.withMessage(SWITCH_LOG).length, 0, 'four services: one query each')
+    await register('ext-b', name(101), `${name(101)}-2`, b.port, 'passing')
+    await eventually(async () => same(await instancesOf(gw, name(101), 4), ['a', 'b']), 'a change followed per service', 2_000, 20)
+
+    await gw.writeConfig(config(8))
+    assert.equal((await gw.admin('POST', '/reload')).status, 200)
+    await eventually(() => gw.logs.withMessage(SWITCH_LOG).length === 1, 'the move to the catalog feed', 5_000)
+    await eventually(async () => same(await instancesOf(gw, name(107), 2), ['a']), 'a service added past the budget routed', 10_000, 50)
+    // Services watched per service before the move follow the feed now, both ways.
+    await register('ext-b', name(101), `${name(101)}-2`, b.port, 'critical')
+    await eventually(async () => same(await instancesOf(gw, name(101), 6), ['a']), 'a check change followed by the feed', 3_000, 20)
+    await register('ext-b', name(106), `${name(106)}-2`, b.port, 'passing')
+    await eventually(async () => same(await instancesOf(gw, name(106), 4), ['a', 'b']), 'a new instance followed by the feed', 3_000, 20)
+    await register('ext-b', name(101), `${name(101)}-2`, b.port, 'passing')
+    await eventually(async () => same(await instancesOf(gw, name(101), 4), ['a', 'b']), 'the instance back', 3_000, 20)
   })
 })

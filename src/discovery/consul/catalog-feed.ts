@@ -8,6 +8,7 @@
 // re-registration with a new port, an instance without checks) is reported as such; the
 // caller re-reads what it watches.
 import { BlockingLoop } from './blocking-loop.js'
+import type { Agent } from 'undici'
 import { Cancellable, type ConsulClient } from './client.js'
 import { waitMs } from '../../config/consul-wait.js'
 
@@ -61,9 +62,13 @@ export class CatalogFeed {
   private checks: Map<string, readonly [string, number]> | undefined
   private listed: Map<string, string> | undefined
   private failing = new Set<'checks' | 'services'>()
+  /** One connection per query, so the feed holds two however its queries follow each other. */
+  private readonly connections: Agent
 
   constructor (private readonly opts: CatalogFeedOptions) {
     const query = opts.datacenter !== undefined ? { dc: opts.datacenter } : undefined
+    this.connections = opts.client.dedicatedConnections(2)
+    const dispatcher = this.connections
     let settle!: () => void
     let pending = 2
     this.ready = new Promise<void>((resolve) => { settle = () => { if (--pending === 0) resolve() } })
@@ -77,7 +82,7 @@ export class CatalogFeed {
     this.checksLoop = new BlockingLoop<ConsulCheck[]>({
       ...common,
       fetch: async (index, ctx) => {
-        const r = await opts.client.agentRequest<ConsulCheck[] | null>('GET', '/health/state/any', { index, wait: jitteredWait(opts.wait), ctx, ...(query !== undefined ? { query } : {}) })
+        const r = await opts.client.agentRequest<ConsulCheck[] | null>('GET', '/health/state/any', { index, wait: jitteredWait(opts.wait), ctx, dispatcher, ...(query !== undefined ? { query } : {}) })
         return { index: r.index, data: r.data ?? [] }
       },
       onChange: (checks) => {
@@ -94,7 +99,7 @@ export class CatalogFeed {
     this.servicesLoop = new BlockingLoop<Record<string, string[] | null>>({
       ...common,
       fetch: async (index, ctx) => {
-        const r = await opts.client.agentRequest<Record<string, string[] | null> | null>('GET', '/catalog/services', { index, wait: jitteredWait(opts.wait), ctx, ...(query !== undefined ? { query } : {}) })
+        const r = await opts.client.agentRequest<Record<string, string[] | null> | null>('GET', '/catalog/services', { index, wait: jitteredWait(opts.wait), ctx, dispatcher, ...(query !== undefined ? { query } : {}) })
         return { index: r.index, data: r.data ?? {} }
       },
       onChange: (services) => {
@@ -122,6 +127,7 @@ export class CatalogFeed {
 
   async stop (): Promise<void> {
     await Promise.all([this.checksLoop.stop(), this.servicesLoop.stop()])
+    await this.connections.close()
   }
 
   private recovered (which: 'checks' | 'services'): void {

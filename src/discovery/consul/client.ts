@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import Consul from 'consul'
-import { Agent, request } from 'undici'
+import { Agent, request, type Dispatcher } from 'undici'
 import { waitMs, waitParam } from '../../config/consul-wait.js'
 import { parseConsulAddress } from '../../config/consul-address.js'
 
@@ -63,12 +63,6 @@ export class Cancellable extends EventEmitter {
   cancel (): void { this.emit('cancel') }
 }
 
-/**
- * Connections for discovery's plain re-reads of services: they run back to back, and undici
- * opens a new connection when the next request is sent before the last one's is released.
- */
-export const CATALOG_READ_CONNECTIONS = 6
-
 export class ConsulClient {
   readonly consul: Consul
   readonly settings: ResolvedConsul
@@ -76,7 +70,8 @@ export class ConsulClient {
   // authorize) and cannot register `Kind: connect-proxy`; those, and discovery's catalog
   // queries, go through undici here. KV and registrations keep the consul client.
   private readonly http: Agent
-  private readonly catalogReads = new Agent({ connections: CATALOG_READ_CONNECTIONS, keepAliveTimeout: 60_000 })
+  /** Connections of the undici agent: discovery's blocking queries, Connect watches. */
+  readonly discoveryConnections: number
 
   constructor (settings: ResolvedConsul) {
     this.settings = settings
@@ -85,6 +80,7 @@ export class ConsulClient {
     // the KV/registration client (a quarter) and this one.
     const kvShare = Math.max(4, Math.floor(settings.maxConnections / 4))
     const undiciShare = Math.max(4, settings.maxConnections - kvShare)
+    this.discoveryConnections = undiciShare
     this.http = new Agent({ connections: undiciShare, keepAliveTimeout: 60_000 })
     this.consul = new Consul({
       host: settings.host,
@@ -106,7 +102,7 @@ export class ConsulClient {
    * One call to the agent's HTTP API (JSON in and out). With `index`/`wait` it is a blocking
    * query; the result carries X-Consul-Index. Non-2xx answers throw with status and body.
    */
-  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable, catalogRead?: boolean } = {}): Promise<BlockingResult<T>> {
+  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable, dispatcher?: Dispatcher } = {}): Promise<BlockingResult<T>> {
     const q = new URLSearchParams(opts.query)
     if (opts.index !== undefined) q.set('index', opts.index.toString())
     if (opts.wait !== undefined) q.set('wait', waitParam(opts.wait))
@@ -120,7 +116,7 @@ export class ConsulClient {
     try {
       const res = await request(`${this.settings.url}/v1${path}${qs !== '' ? `?${qs}` : ''}`, {
         method,
-        dispatcher: opts.catalogRead === true ? this.catalogReads : this.http,
+        dispatcher: opts.dispatcher ?? this.http,
         signal: controller.signal,
         headers: {
           ...(this.settings.token !== undefined ? { 'x-consul-token': this.settings.token } : {}),
@@ -140,10 +136,18 @@ export class ConsulClient {
     }
   }
 
+  /**
+   * Connections of their own to the agent, `connections` at most, for requests sent back to
+   * back (undici opens a new connection when the next request goes out before the last one's
+   * is released): the caller closes it.
+   */
+  dedicatedConnections (connections: number): Agent {
+    return new Agent({ connections, keepAliveTimeout: 60_000 })
+  }
+
   close (): void {
     this.consul.destroy()
     void this.http.close()
-    void this.catalogReads.close()
   }
 }
 

@@ -1,13 +1,20 @@
-// Discovery from Consul's catalog. One CatalogFeed per datacenter (two blocking queries,
-// however many services are watched) says what changed; each watched service touched is then
-// re-read with one plain query, a few at a time. When Consul cannot be reached, the last known
-// endpoints keep serving and the snapshots say they are stale.
+// Discovery from Consul's catalog, in one of two ways per datacenter:
+//   service: one blocking query per watched service (a change is followed in a few ms, but
+//            each query holds an agent connection, and a default agent allows 200 per client);
+//   catalog: one CatalogFeed (two blocking queries, however many services) says what changed,
+//            and each watched service touched is read again with one plain query, a few at a time.
+// `auto` watches per service while the services fit the connection budget, and moves the
+// datacenter to the catalog feed from the first one that does not. When Consul cannot be
+// reached, the last known endpoints keep serving and the snapshots say they are stale.
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { Discovery, Endpoint, HealthStatus, ServiceSnapshot, SnapshotListener, WatchOptions } from '../types.js'
-import { backoffDelay } from './blocking-loop.js'
-import { CatalogFeed, type CatalogChange } from './catalog-feed.js'
-import { CATALOG_READ_CONNECTIONS, type ConsulClient, type ConsulHealthEntry } from './client.js'
+import { backoffDelay, BlockingLoop } from './blocking-loop.js'
+import { CatalogFeed, jitteredWait, type CatalogChange } from './catalog-feed.js'
+import type { Agent } from 'undici'
+import { Cancellable, type ConsulClient, type ConsulHealthEntry } from './client.js'
+
+export type ConsulWatchMode = 'auto' | 'service' | 'catalog'
 
 export interface ConsulDiscoveryOptions {
   readonly client: ConsulClient
@@ -16,6 +23,8 @@ export interface ConsulDiscoveryOptions {
   readonly includeWarning: boolean
   /** Blocking wait, e.g. `30s`. */
   readonly wait: string
+  /** Default `auto`. */
+  readonly mode?: ConsulWatchMode
   readonly minIntervalMs?: number
   readonly backoffMaxMs?: number
   /**
@@ -25,18 +34,20 @@ export interface ConsulDiscoveryOptions {
   readonly resyncIntervalMs?: number
 }
 
-/** Re-reads in flight at most: with the feed's two queries, the agent connections discovery holds. */
-const READS_IN_FLIGHT = CATALOG_READ_CONNECTIONS
+/** Plain reads in flight at most (catalog mode), each on a connection of its own. */
+const READS_IN_FLIGHT = 6
 
 interface ServiceWatch {
   readonly key: string
   readonly service: string
   readonly datacenter: string | undefined
   readonly connect: boolean
-  readonly feed: DatacenterFeed
+  readonly dc: DatacenterWatches
   snapshot: ServiceSnapshot | undefined
   lastError: string | undefined
   listeners: number
+  /** Its own blocking query, while its datacenter is watched per service. */
+  loop: BlockingLoop<ConsulHealthEntry[]> | undefined
   /** Catalog services whose checks decide it: itself, or the proxies in front of it (connect). */
   names: ReadonlySet<string>
   /** Nodes its instances run on (a node check touches them). */
@@ -49,12 +60,13 @@ interface ServiceWatch {
   closed: boolean
 }
 
-interface DatacenterFeed {
-  readonly feed: CatalogFeed
+/** The watches of one datacenter, and the catalog feed once it follows them. */
+interface DatacenterWatches {
+  readonly datacenter: string | undefined
   readonly watches: Set<ServiceWatch>
+  feed: CatalogFeed | undefined
   resync: NodeJS.Timeout | undefined
   lastResync: number
-  failures: number
 }
 
 /** The worst status among an instance's checks (no checks: passing, as Consul says). */
@@ -107,20 +119,41 @@ function sameEndpoints (a: readonly Endpoint[], b: readonly Endpoint[]): boolean
 export class ConsulDiscovery implements Discovery {
   /** Failed Consul queries since start (metrics). */
   errors = 0
-  /** Services re-read since start (each is one query to the agent). */
+  /** Plain reads of one service since start (catalog mode). */
   reads = 0
   readonly kind = 'consul'
   private readonly watches = new Map<string, ServiceWatch>()
-  private readonly feeds = new Map<string, DatacenterFeed>()
+  private readonly datacenters = new Map<string, DatacenterWatches>()
   private readonly events = new EventEmitter()
   /** Services a change touched, read before those a full re-read queued. */
   private readonly touched: ServiceWatch[] = []
   private readonly rereads: ServiceWatch[] = []
   private inFlight = 0
+  private readConnections: Agent | undefined
+  /** Services with a blocking query of their own (or about to have one), every datacenter. */
+  private serviceLoops = 0
+  /**
+   * Services whose own query starts on the next turn of the event loop: a config version
+   * watches its services all at once, and past the budget none of them should open one.
+   */
+  private loopsToStart: ServiceWatch[] = []
   private closed = false
+  private warnedBudget = false
 
   constructor (private readonly opts: ConsulDiscoveryOptions) {
     this.events.setMaxListeners(0)
+  }
+
+  /** Blocking queries of their own that services may hold (`auto`). */
+  get perServiceBudget (): number {
+    return Math.max(0, this.opts.client.discoveryConnections - 8)
+  }
+
+  /** How each datacenter is watched now (`''`: the agent's own), for the admin API and tests. */
+  modes (): Record<string, 'service' | 'catalog'> {
+    const out: Record<string, 'service' | 'catalog'> = {}
+    for (const [key, dc] of this.datacenters) out[key] = dc.feed !== undefined ? 'catalog' : 'service'
+    return out
   }
 
   isUsable (endpoint: Endpoint): boolean {
@@ -149,15 +182,23 @@ export class ConsulDiscovery implements Discovery {
 
   async close (): Promise<void> {
     this.closed = true
-    for (const w of this.watches.values()) this.forget(w)
+    const stopping: Array<Promise<void>> = []
+    for (const w of this.watches.values()) {
+      w.closed = true
+      clearTimeout(w.retry)
+      if (w.loop !== undefined) stopping.push(w.loop.stop())
+    }
     this.watches.clear()
     this.touched.length = 0
     this.rereads.length = 0
     this.events.removeAllListeners()
-    const feeds = [...this.feeds.values()]
-    this.feeds.clear()
-    for (const f of feeds) clearTimeout(f.resync)
-    await Promise.all(feeds.map(async (f) => { await f.feed.stop() }))
+    for (const dc of this.datacenters.values()) {
+      clearTimeout(dc.resync)
+      if (dc.feed !== undefined) stopping.push(dc.feed.stop())
+    }
+    this.datacenters.clear()
+    await Promise.all(stopping)
+    await this.readConnections?.close()
     this.opts.client.close()
   }
 
@@ -165,16 +206,17 @@ export class ConsulDiscovery implements Discovery {
     const key = watchKey(service, datacenter, connect)
     const existing = this.watches.get(key)
     if (existing !== undefined) return existing
-    const feed = this.feedFor(datacenter)
+    const dc = this.datacenterFor(datacenter)
     const w: ServiceWatch = {
       key,
       service,
       datacenter,
       connect,
-      feed,
+      dc,
       snapshot: undefined,
       lastError: undefined,
       listeners: 0,
+      loop: undefined,
       names: connect ? new Set() : new Set([service]),
       nodes: new Set(),
       reading: 'idle',
@@ -184,72 +226,154 @@ export class ConsulDiscovery implements Discovery {
       closed: false
     }
     this.watches.set(key, w)
-    feed.watches.add(w)
-    // Read once the feed has its baseline: a change after the read then wakes the feed.
-    void feed.feed.ready.then(() => { this.read(w) })
+    dc.watches.add(w)
+    const mode = this.opts.mode ?? 'auto'
+    if (dc.feed === undefined && (mode === 'catalog' || (mode === 'auto' && this.serviceLoops + 1 > this.perServiceBudget))) this.followCatalog(dc)
+    if (dc.feed !== undefined) {
+      // Read once the feed has its baseline: a change after the read then wakes the feed.
+      const feed = dc.feed
+      void feed.ready.then(() => { if (dc.feed === feed) this.read(w) })
+    } else {
+      this.serviceLoops++
+      if (this.loopsToStart.push(w) === 1) setImmediate(() => { this.startLoops() })
+    }
     return w
   }
 
-  private unwatch (w: ServiceWatch): void {
-    this.forget(w)
-    this.watches.delete(w.key)
-    const f = w.feed
-    f.watches.delete(w)
-    if (f.watches.size === 0) {
-      clearTimeout(f.resync)
-      this.feeds.delete(feedKey(w.datacenter))
-      void f.feed.stop()
+  private startLoops (): void {
+    const due = this.loopsToStart
+    this.loopsToStart = []
+    for (const w of due) {
+      if (w.closed) continue
+      // Its datacenter moved to the catalog feed meanwhile, which reads it.
+      if (w.dc.feed !== undefined) {
+        this.serviceLoops--
+        continue
+      }
+      this.startLoop(w)
     }
   }
 
-  private forget (w: ServiceWatch): void {
+  private unwatch (w: ServiceWatch): void {
     w.closed = true
     clearTimeout(w.retry)
-  }
-
-  private feedFor (datacenter: string | undefined): DatacenterFeed {
-    const key = feedKey(datacenter)
-    const existing = this.feeds.get(key)
-    if (existing !== undefined) return existing
-    const log = this.opts.log
-    const f: DatacenterFeed = {
-      watches: new Set(),
-      resync: undefined,
-      lastResync: 0,
-      failures: 0,
-      feed: new CatalogFeed({
-        client: this.opts.client,
-        datacenter,
-        wait: this.opts.wait,
-        ...(this.opts.minIntervalMs !== undefined ? { minIntervalMs: this.opts.minIntervalMs } : {}),
-        ...(this.opts.backoffMaxMs !== undefined ? { backoffMaxMs: this.opts.backoffMaxMs } : {}),
-        onChange: (change) => { this.changed(f, change) },
-        onError: (err, attempt) => {
-          this.errors++
-          f.failures++
-          // The first failure and then every tenth: an outage must not flood the log.
-          if (attempt === 1 || attempt % 10 === 0) log.warn({ datacenter, attempt, err: err.message }, 'Consul catalog watch failed; routing to the last known endpoints')
-          for (const w of f.watches) this.markStale(w, err.message)
-        },
-        onRecover: () => {
-          log.info({ datacenter }, 'Consul catalog watch resumed')
-          // What changed meanwhile is in the feed's next diff; stale snapshots are read again.
-          for (const w of f.watches) if (w.snapshot === undefined || w.snapshot.stale) this.read(w)
-        }
-      })
+    this.stopLoop(w)
+    this.watches.delete(w.key)
+    const dc = w.dc
+    dc.watches.delete(w)
+    if (dc.watches.size === 0) {
+      clearTimeout(dc.resync)
+      this.datacenters.delete(dcKey(dc.datacenter))
+      if (dc.feed !== undefined) void dc.feed.stop()
     }
-    this.feeds.set(key, f)
-    f.feed.start()
-    return f
   }
 
-  private changed (f: DatacenterFeed, change: CatalogChange): void {
-    for (const w of f.watches) {
+  private datacenterFor (datacenter: string | undefined): DatacenterWatches {
+    const key = dcKey(datacenter)
+    let dc = this.datacenters.get(key)
+    if (dc === undefined) {
+      dc = { datacenter, watches: new Set(), feed: undefined, resync: undefined, lastResync: 0 }
+      this.datacenters.set(key, dc)
+    }
+    return dc
+  }
+
+  // --- per service -------------------------------------------------------------------------
+
+  private startLoop (w: ServiceWatch): void {
+    const log = this.opts.log
+    const budget = this.perServiceBudget
+    if (this.serviceLoops > budget && !this.warnedBudget) {
+      this.warnedBudget = true
+      log.warn({ watches: this.serviceLoops, budget }, 'more Consul watches than connections to the agent allow: some endpoint updates wait for a free connection; use discovery.consul.watch auto or catalog, or raise discovery.consul.maxConnections and the agent\'s limits.http_max_conns_per_client')
+    }
+    const path = `/health/${w.connect ? 'connect' : 'service'}/${encodeURIComponent(w.service)}`
+    const query = w.datacenter !== undefined ? { query: { dc: w.datacenter } } : {}
+    w.loop = new BlockingLoop<ConsulHealthEntry[]>({
+      makeContext: () => new Cancellable(),
+      fetch: async (index, ctx) => {
+        // Each query waits 75-100% of `wait`: watches started together must not all
+        // re-block in the same instant every `wait` (a CPU spike seen at 1,000 services).
+        const r = await this.opts.client.agentRequest<ConsulHealthEntry[] | null>('GET', path, { index, wait: jitteredWait(this.opts.wait), ctx, ...query })
+        return { index: r.index, data: r.data ?? [] }
+      },
+      minIntervalMs: this.opts.minIntervalMs ?? 100,
+      backoffMaxMs: this.opts.backoffMaxMs ?? 30_000,
+      onChange: (entries) => { this.apply(w, entries) },
+      onError: (err, attempt, retryInMs) => {
+        this.errors++
+        // The first failure and then every tenth: an outage must not flood the log.
+        if (attempt === 1 || attempt % 10 === 0) log.warn({ service: w.service, datacenter: w.datacenter, attempt, retryInMs, err: err.message }, 'Consul watch failed; routing to the last known endpoints')
+        this.markStale(w, err.message)
+      },
+      onRecover: () => { log.info({ service: w.service, datacenter: w.datacenter }, 'Consul watch resumed') }
+    })
+    w.loop.start()
+  }
+
+  private stopLoop (w: ServiceWatch): void {
+    if (w.loop === undefined) {
+      // Not started yet: it still counts until startLoops drops it.
+      const i = this.loopsToStart.indexOf(w)
+      if (i >= 0) {
+        this.loopsToStart.splice(i, 1)
+        this.serviceLoops--
+      }
+      return
+    }
+    void w.loop.stop()
+    w.loop = undefined
+    this.serviceLoops--
+  }
+
+  // --- the whole catalog -------------------------------------------------------------------
+
+  /**
+   * From now on the datacenter's services follow the catalog feed. Their own queries keep
+   * running until the feed has its baseline, then each service is read once and its query ends.
+   */
+  private followCatalog (dc: DatacenterWatches): void {
+    const log = this.opts.log
+    const datacenter = dc.datacenter
+    const mode = this.opts.mode ?? 'auto'
+    if (mode === 'auto') log.warn({ datacenter, watched: dc.watches.size, budget: this.perServiceBudget }, 'more watched services than the connection budget allows one each: following the whole Consul catalog instead (discovery.consul.watch, maxConnections)')
+    const feed = new CatalogFeed({
+      client: this.opts.client,
+      datacenter,
+      wait: this.opts.wait,
+      ...(this.opts.minIntervalMs !== undefined ? { minIntervalMs: this.opts.minIntervalMs } : {}),
+      ...(this.opts.backoffMaxMs !== undefined ? { backoffMaxMs: this.opts.backoffMaxMs } : {}),
+      onChange: (change) => { this.changed(dc, change) },
+      onError: (err, attempt) => {
+        this.errors++
+        // The first failure and then every tenth: an outage must not flood the log.
+        if (attempt === 1 || attempt % 10 === 0) log.warn({ datacenter, attempt, err: err.message }, 'Consul catalog watch failed; routing to the last known endpoints')
+        for (const w of dc.watches) if (w.loop === undefined) this.markStale(w, err.message)
+      },
+      onRecover: () => {
+        log.info({ datacenter }, 'Consul catalog watch resumed')
+        // What changed meanwhile is in the feed's next diff; stale snapshots are read again.
+        for (const w of dc.watches) if (w.snapshot === undefined || w.snapshot.stale) this.read(w)
+      }
+    })
+    dc.feed = feed
+    feed.start()
+    void feed.ready.then(() => {
+      if (dc.feed !== feed) return
+      for (const w of dc.watches) {
+        this.stopLoop(w)
+        this.read(w)
+      }
+    })
+  }
+
+  private changed (dc: DatacenterWatches, change: CatalogChange): void {
+    for (const w of dc.watches) {
       if (touches(w.names, change.services) || touches(w.nodes, change.nodes) || touches(w.names, change.listed) ||
         // A new proxy name in front of the service shows only as a new catalog entry.
         (w.connect && change.listed.size > 0)) this.read(w)
     }
-    if (change.serviceTableMoved) this.scheduleResync(f)
+    if (change.serviceTableMoved) this.scheduleResync(dc)
   }
 
   /**
@@ -257,16 +381,16 @@ export class ConsulDiscovery implements Discovery {
    * the move (registrations come in bursts): what a move of the service table changed is not
    * in any list Consul offers, short of one query per service.
    */
-  private scheduleResync (f: DatacenterFeed): void {
-    if (f.resync !== undefined) return
+  private scheduleResync (dc: DatacenterWatches): void {
+    if (dc.resync !== undefined) return
     const interval = this.opts.resyncIntervalMs ?? 5000
-    const delay = Math.max(Math.min(1000, interval), f.lastResync + interval - Date.now())
-    f.resync = setTimeout(() => {
-      f.resync = undefined
-      f.lastResync = Date.now()
-      for (const w of f.watches) this.read(w, false)
+    const delay = Math.max(Math.min(1000, interval), dc.lastResync + interval - Date.now())
+    dc.resync = setTimeout(() => {
+      dc.resync = undefined
+      dc.lastResync = Date.now()
+      for (const w of dc.watches) this.read(w, false)
     }, delay)
-    f.resync.unref()
+    dc.resync.unref()
   }
 
   /**
@@ -274,7 +398,7 @@ export class ConsulDiscovery implements Discovery {
    * `touched`: a change named it, so it goes before a full re-read's queue.
    */
   private read (w: ServiceWatch, touched = true): void {
-    if (w.closed || this.closed) return
+    if (w.closed || this.closed || w.loop !== undefined) return
     if (w.reading === 'reading') {
       w.again = true
       return
@@ -313,7 +437,8 @@ export class ConsulDiscovery implements Discovery {
     let entries: ConsulHealthEntry[]
     try {
       const path = `/health/${w.connect ? 'connect' : 'service'}/${encodeURIComponent(w.service)}`
-      const r = await this.opts.client.agentRequest<ConsulHealthEntry[] | null>('GET', path, { catalogRead: true, ...(w.datacenter !== undefined ? { query: { dc: w.datacenter } } : {}) })
+      this.readConnections ??= this.opts.client.dedicatedConnections(READS_IN_FLIGHT)
+      const r = await this.opts.client.agentRequest<ConsulHealthEntry[] | null>('GET', path, { dispatcher: this.readConnections, ...(w.datacenter !== undefined ? { query: { dc: w.datacenter } } : {}) })
       entries = r.data ?? []
     } catch (err) {
       if (w.closed) return
@@ -322,7 +447,7 @@ export class ConsulDiscovery implements Discovery {
       this.markStale(w, (err as Error).message)
       if (w.failures === 1) this.opts.log.warn({ service: w.service, datacenter: w.datacenter, err: (err as Error).message }, 'Consul read of a service failed; routing to the last known endpoints')
       // While the feed itself fails, its recovery reads every stale service again.
-      if (w.feed.feed.healthy) {
+      if (w.dc.feed?.healthy === true) {
         w.retry = setTimeout(() => { this.read(w) }, backoffDelay(w.failures, 250, this.opts.backoffMaxMs ?? 30_000, Math.random))
         w.retry.unref()
       }
@@ -331,6 +456,12 @@ export class ConsulDiscovery implements Discovery {
     if (w.closed) return
     if (w.failures > 0) this.opts.log.info({ service: w.service, datacenter: w.datacenter }, 'Consul read of a service succeeded again')
     w.failures = 0
+    this.apply(w, entries)
+  }
+
+  // --- both --------------------------------------------------------------------------------
+
+  private apply (w: ServiceWatch, entries: readonly ConsulHealthEntry[]): void {
     w.lastError = undefined
     w.nodes = new Set(entries.map((e) => e.Node.Node))
     if (w.connect) w.names = new Set(entries.map((e) => e.Service.Service))
@@ -355,7 +486,7 @@ export class ConsulDiscovery implements Discovery {
   }
 }
 
-function feedKey (datacenter: string | undefined): string {
+function dcKey (datacenter: string | undefined): string {
   return datacenter ?? ''
 }
 
