@@ -125,6 +125,9 @@ export class ConsulClient {
         ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {})
       })
       const text = await res.body.text()
+      // undici returns the connection to its pool a turn after the body ends: a caller that
+      // sends its next request at once (a blocking loop, queued reads) would open another.
+      await new Promise((resolve) => { setImmediate(resolve) })
       if (res.statusCode < 200 || res.statusCode >= 300) {
         throw Object.assign(new Error(`Consul ${method} ${path}: HTTP ${res.statusCode}: ${text.trim().slice(0, 300)}`), { statusCode: res.statusCode })
       }
