@@ -31,9 +31,16 @@ export interface CircuitSettings {
   readonly pipelining: number
 }
 
+/** The schema's defaults (pipelining 1), made once: every service without a policy shares them. */
+let defaultCircuitSettings: CircuitSettings | undefined
+
 /** Settings from `services.<name>.circuitBreaker`; the schema's defaults when it is absent. */
 export function circuitSettings (config?: CircuitBreakerConfig, pipelining = 1): CircuitSettings {
-  const c = config ?? (Value.Default(CircuitBreakerSchema, {}) as CircuitBreakerConfig)
+  if (config === undefined && pipelining === 1) return (defaultCircuitSettings ??= Object.freeze(settingsOf(Value.Default(CircuitBreakerSchema, {}) as CircuitBreakerConfig, 1)))
+  return settingsOf(config ?? (Value.Default(CircuitBreakerSchema, {}) as CircuitBreakerConfig), pipelining)
+}
+
+function settingsOf (c: CircuitBreakerConfig, pipelining: number): CircuitSettings {
   return { maxConnections: c.maxConnections, maxPendingRequests: c.maxPendingRequests, maxRequests: c.maxRequests, maxRetries: c.maxRetries, pipelining }
 }
 
@@ -86,8 +93,8 @@ export class CircuitLimits {
     readonly service: string,
     readonly settings: CircuitSettings,
     readonly counters: CircuitCounters = new CircuitCounters(),
-    /** Told of every refusal (the gateway's endpoint events). */
-    private readonly onOverflow?: (limit: OverflowLimit) => void
+    /** Told of every refusal (the gateway's endpoint events); one function may serve every destination. */
+    private readonly onOverflow?: (limit: OverflowLimit, service: string) => void
   ) {}
 
   /** Called by the service layer when its usable endpoints change. */
@@ -135,7 +142,7 @@ export class CircuitLimits {
 
   private overflow (limit: OverflowLimit, value: number): OverflowError {
     this.counters.overflows[limit]++
-    this.onOverflow?.(limit)
+    this.onOverflow?.(limit, this.service)
     // A fresh error each time: the route layer may add what was tried to it.
     const err = fastmeshError('OVERFLOW', [this.service, limit, value]) as FastmeshError & { limit: OverflowLimit, headers: Record<string, string> }
     err.limit = limit

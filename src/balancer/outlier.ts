@@ -40,9 +40,16 @@ export interface SuccessRateSettings {
   readonly intervalMs: number
 }
 
+/** The schema's defaults, made once: every service without a policy shares them (thousands of destinations, one object). */
+let defaultOutlierSettings: OutlierSettings | undefined
+
 /** Settings from `services.<name>.outlierDetection`; the schema's defaults when it is absent (a service with no policy). */
 export function outlierSettings (config?: OutlierDetectionConfig): OutlierSettings {
-  const c = config ?? (Value.Default(OutlierDetectionSchema, {}) as OutlierDetectionConfig)
+  if (config === undefined) return (defaultOutlierSettings ??= Object.freeze(settingsOf(Value.Default(OutlierDetectionSchema, {}) as OutlierDetectionConfig)))
+  return settingsOf(config)
+}
+
+function settingsOf (c: OutlierDetectionConfig): OutlierSettings {
   return {
     enabled: c.enabled,
     consecutiveGatewayErrors: c.consecutiveGatewayErrors,

@@ -19,6 +19,23 @@ function inSubset (e: Endpoint, subset: ServiceSelector['subset']): boolean {
   return true
 }
 
+/** `address:port`: the endpoint as metrics, logs and errors name it. */
+export function endpointLabel (e: Endpoint): string {
+  return `${e.address}:${e.port}`
+}
+
+/** The endpoints (`address:port`) of `before` that `after` no longer lists. */
+function leftEndpoints (before: ServiceSnapshot, after: ServiceSnapshot): string[] {
+  if (before.endpoints.length === 0) return []
+  const now = new Set(after.endpoints.map(endpointLabel))
+  const left: string[] = []
+  for (const e of before.endpoints) {
+    const label = endpointLabel(e)
+    if (!now.has(label)) left.push(label)
+  }
+  return left
+}
+
 /** Where a target gets its pool from (the ServiceEndpoints that owns it). */
 interface PoolSource {
   acquire(endpoint: Endpoint): EndpointPool
@@ -34,12 +51,16 @@ interface PoolSource {
  * the next update would chain every older list, with their closed pools, forever.
  */
 class LazyTarget implements BalancedTarget {
-  readonly label: string
   acquired: EndpointPool | undefined
+  /** `label`, made on first use: most endpoints of a large gateway never see a request. */
+  private labelText: string | undefined = undefined
 
   constructor (readonly endpoint: Endpoint, private readonly source: PoolSource, pool?: EndpointPool, readonly stats = new TargetStats()) {
-    this.label = `${endpoint.address}:${endpoint.port}`
     this.acquired = pool
+  }
+
+  get label (): string {
+    return (this.labelText ??= endpointLabel(this.endpoint))
   }
 
   get pool (): EndpointPool {
@@ -68,8 +89,8 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   private localKnown = 0
   private readonly balancer: Balancer<LazyTarget>
   private snapshot: ServiceSnapshot | undefined
-  /** Callers waiting for discovery's first answer (see `known`). */
-  private firstAnswer: Array<() => void> = []
+  /** Callers waiting for discovery's first answer (see `known`); made when one waits. */
+  private firstAnswer: Array<() => void> | undefined
   private readonly unwatch: () => void
   private selectorKeyCache: string | undefined
 
@@ -79,8 +100,8 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   readonly circuit: CircuitLimits
   /** What the balancer was last given: `active` less the ejected endpoints. */
   private balanced: readonly LazyTarget[] = []
-  /** Connect probes of unreachable endpoints under way (destroyed on close). */
-  private readonly probes = new Set<Socket>()
+  /** Connect probes of unreachable endpoints under way (destroyed on close); made with the first. */
+  private probes: Set<Socket> | undefined
 
   constructor (
     readonly selector: ServiceSelector,
@@ -90,7 +111,9 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     private readonly meshConnector?: (caller: string, destination: string, connectTimeoutMs: number) => MeshConnection['connector'],
     readonly balancing: BalancingSettings = DEFAULT_BALANCING,
     context: PolicyContext = defaultContext,
-    resilience?: { readonly outlier: OutlierDetector, readonly circuit: CircuitLimits }
+    resilience?: { readonly outlier: OutlierDetector, readonly circuit: CircuitLimits },
+    /** Told of the endpoints (`address:port`) discovery stopped listing, and of all on close. */
+    private readonly onLeft?: (set: ServiceEndpoints, labels: readonly string[]) => void
   ) {
     this.outlier = resilience?.outlier ?? new OutlierDetector(selector.service, outlierSettings())
     this.circuit = resilience?.circuit ?? new CircuitLimits(selector.service, circuitSettings(undefined, settings.pipelining))
@@ -170,12 +193,13 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   private probe (target: LazyTarget): void {
     const { id, address, port } = target.endpoint
     const socket = createConnection({ host: address, port })
-    this.probes.add(socket)
+    const probes = (this.probes ??= new Set())
+    probes.add(socket)
     let done = false
     const end = (reachable: boolean | undefined): void => {
       if (done) return
       done = true
-      this.probes.delete(socket)
+      probes.delete(socket)
       socket.destroy()
       this.outlier.probed(id, reachable, Date.now())
     }
@@ -215,18 +239,21 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
-        this.firstAnswer = this.firstAnswer.filter((w) => w !== done)
+        this.firstAnswer = this.firstAnswer?.filter((w) => w !== done)
         resolve()
       }
       const timer = setTimeout(done, timeoutMs)
+      this.firstAnswer ??= []
       this.firstAnswer.push(done)
     })
   }
 
   close (): void {
     this.unwatch()
-    for (const socket of [...this.probes]) socket.destroy()
-    for (const w of [...this.firstAnswer]) w()
+    const known = this.snapshot?.endpoints
+    if (known !== undefined && known.length > 0) this.onLeft?.(this, known.map(endpointLabel))
+    for (const socket of [...this.probes ?? []]) socket.destroy()
+    this.answered()
     this.targets = []
     this.active = []
     this.balanced = []
@@ -235,7 +262,12 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   }
 
   private update (snapshot: ServiceSnapshot): void {
+    const before = this.snapshot
     this.snapshot = snapshot
+    if (before !== undefined && this.onLeft !== undefined) {
+      const left = leftEndpoints(before, snapshot)
+      if (left.length > 0) this.onLeft(this, left)
+    }
     const previous = new Map(this.targets.map((t) => [t.endpoint.id, t]))
     const targets: LazyTarget[] = []
     const inUse = new Set<EndpointPool>()
@@ -260,7 +292,15 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.circuit.setEndpointConnections(targets.length * this.settings.connections)
     this.outlier.store.prune(snapshot.endpoints.map((e) => e.id))
     this.pools.retainOnly(this, inUse)
-    for (const w of [...this.firstAnswer]) w()
+    this.answered()
+  }
+
+  /** Wakes the callers of `known`. */
+  private answered (): void {
+    const waiting = this.firstAnswer
+    if (waiting === undefined) return
+    this.firstAnswer = undefined
+    for (const w of waiting) w()
   }
 
   /**

@@ -6,18 +6,22 @@ import type { Discovery } from '../discovery/types.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { EndpointPools, type MeshConnection, type PoolSettings } from '../upstream/endpoint-pool.js'
-import { ServiceEndpoints } from './service-endpoints.js'
+import { endpointLabel, ServiceEndpoints } from './service-endpoints.js'
 import { selectorKey, type ServiceSelector } from '../config/selectors.js'
 import { DEFAULT_BALANCING, EWMA_DECAY, EWMA_DEFAULT_RTT, MAGLEV_TABLE_SIZE, RING_VIRTUAL_NODES, type BalancingSettings, type PolicyContext } from './policies/index.js'
 import { defaultRandom } from './random.js'
-import { OutlierDetector, outlierSettings, outlierStoreKind, type OutlierSettings } from './outlier.js'
-import { CircuitLimits, circuitCountersKind, circuitSettings, type CircuitSettings } from './circuit.js'
-import { StateRegistry } from '../state/registry.js'
+import { OutlierDetector, outlierSettings, outlierStoreKind, type OutlierEvent, type OutlierSettings } from './outlier.js'
+import { CircuitLimits, circuitCountersKind, circuitSettings, type CircuitSettings, type OverflowLimit } from './circuit.js'
+import { endpointStateKey, StateRegistry } from '../state/registry.js'
 import { EndpointEvents } from './events.js'
 import type { Logger } from 'pino'
 
+/** The pool settings of every service without `connectionPool`: one object for all of them. */
+const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({ connections: 128, pipelining: 1, connectTimeoutMs: durationMs('2s'), keepAliveTimeoutMs: durationMs('30s') })
+
 export function poolSettingsFor (config: FastmeshConfig, service: string): PoolSettings {
   const p = config.services[service]?.connectionPool
+  if (p === undefined) return DEFAULT_POOL_SETTINGS
   return {
     connections: p?.connections ?? 128,
     pipelining: p?.pipelining ?? 1,
@@ -32,14 +36,19 @@ export interface ResilienceSettings {
   readonly circuit: CircuitSettings
 }
 
+let sharedDefaultResilience: ResilienceSettings | undefined
+
 function defaultResilience (pool: PoolSettings): ResilienceSettings {
+  if (pool.pipelining === 1) return (sharedDefaultResilience ??= Object.freeze({ outlier: outlierSettings(), circuit: circuitSettings() }))
   return { outlier: outlierSettings(), circuit: circuitSettings(undefined, pool.pipelining) }
 }
 
-/** `services.<name>.outlierDetection` and `.circuitBreaker`, defaults filled. */
+/** `services.<name>.outlierDetection` and `.circuitBreaker`, defaults filled (services without them share one object). */
 export function resilienceFor (config: FastmeshConfig, service: string): ResilienceSettings {
   const policy = config.services[service]
-  return { outlier: outlierSettings(policy?.outlierDetection), circuit: circuitSettings(policy?.circuitBreaker, poolSettingsFor(config, service).pipelining) }
+  const pool = poolSettingsFor(config, service)
+  if (policy?.outlierDetection === undefined && policy?.circuitBreaker === undefined) return defaultResilience(pool)
+  return { outlier: outlierSettings(policy?.outlierDetection), circuit: circuitSettings(policy?.circuitBreaker, pool.pipelining) }
 }
 
 /** The balancing policy of `service` (services.<name>.loadBalancer, gateway.zone). */
@@ -61,16 +70,22 @@ export function balancingFor (config: FastmeshConfig, service: string): Balancin
   }
 }
 
-/**
- * A set per selector, pool settings and balancing policy: sets with other settings never
- * share pools, and a policy change gives a fresh balancer (its statistics start over).
- */
-function tableKey (selector: ServiceSelector, s: PoolSettings, b: BalancingSettings): string {
-  return `${selectorKey(selector)}|${s.connections}/${s.pipelining}/${s.connectTimeoutMs}/${s.keepAliveTimeoutMs}|${JSON.stringify(b)}`
+/** JSON of a settings object, kept while the object lives (shared defaults are written once). */
+const settingsJson = new WeakMap<object, string>()
+
+function jsonOf (settings: object): string {
+  let json = settingsJson.get(settings)
+  if (json === undefined) settingsJson.set(settings, json = JSON.stringify(settings))
+  return json
 }
 
 export class ServiceTable {
   private readonly byKey = new Map<string, ServiceEndpoints>()
+  /**
+   * A number per distinct combination of pool, balancing and resilience settings: a set's
+   * key names its settings by it, so a thousand sets do not each keep their settings' JSON.
+   */
+  private readonly settingsIds = new Map<string, number>()
   readonly pools = new EndpointPools()
   /** Ejections, returns, reachability and circuit overflows of every destination, across versions. */
   readonly events = new EndpointEvents()
@@ -96,17 +111,44 @@ export class ServiceTable {
    * settings make another set (the old one stays with the versions using it until `retain`).
    */
   get (selector: ServiceSelector, settings: PoolSettings, balancing: BalancingSettings = DEFAULT_BALANCING, resilience: ResilienceSettings = defaultResilience(settings)): { key: string, endpoints: ServiceEndpoints } {
-    const key = `${tableKey(selector, settings, balancing)}|${JSON.stringify(resilience)}`
+    // A set per selector and settings: sets with other settings never share pools, and a
+    // policy change gives a fresh balancer (its statistics start over).
+    const json = `${jsonOf(settings)}|${jsonOf(balancing)}|${jsonOf(resilience)}`
+    let settingsId = this.settingsIds.get(json)
+    if (settingsId === undefined) this.settingsIds.set(json, settingsId = this.settingsIds.size)
+    const key = `${selectorKey(selector)}|${settingsId}`
     let s = this.byKey.get(key)
     if (s === undefined) {
       const stateKey = selectorKey(selector)
       s = new ServiceEndpoints(selector, this.discovery, this.pools, settings, this.meshConnector, balancing, this.context, {
-        outlier: new OutlierDetector(selector.service, resilience.outlier, this.state.slot(outlierStoreKind, stateKey), { ...(this.log !== undefined ? { log: this.log } : {}), onChange: (event) => { this.events.emit(event) } }),
-        circuit: new CircuitLimits(selector.service, resilience.circuit, this.state.slot(circuitCountersKind, stateKey), (limit) => { this.events.emit({ type: 'overflow', service: selector.service, limit }) })
-      })
+        outlier: new OutlierDetector(selector.service, resilience.outlier, this.state.slot(outlierStoreKind, stateKey), { ...(this.log !== undefined ? { log: this.log } : {}), onChange: this.emitEvent }),
+        circuit: new CircuitLimits(selector.service, resilience.circuit, this.state.slot(circuitCountersKind, stateKey), this.emitOverflow)
+      }, this.endpointsLeft)
       this.byKey.set(key, s)
     }
     return { key, endpoints: s }
+  }
+
+  private closing = false
+
+  // One of each for every set (not a closure per destination).
+  private readonly emitEvent = (event: OutlierEvent): void => { this.events.emit(event) }
+  private readonly emitOverflow = (limit: OverflowLimit, service: string): void => { this.events.emit({ type: 'overflow', service, limit }) }
+
+  /**
+   * Endpoints one set no longer lists (discovery dropped them, or the set closed): their
+   * endpoint-scoped state goes, unless another open set of the service still lists them.
+   */
+  private readonly endpointsLeft = (set: ServiceEndpoints, labels: readonly string[]): void => {
+    if (this.closing) return
+    let gone = labels
+    for (const other of this.byKey.values()) {
+      if (other === set || other.service !== set.service || other.current === undefined) continue
+      const listed = new Set(other.current.endpoints.map(endpointLabel))
+      gone = gone.filter((l) => !listed.has(l))
+      if (gone.length === 0) return
+    }
+    this.state.forget('endpoint', gone.map((l) => endpointStateKey(set.service, l)))
   }
 
   /** The selector keys (stable across pool settings: state is kept by them) of table `keys`. */
@@ -133,6 +175,8 @@ export class ServiceTable {
   }
 
   async close (): Promise<void> {
+    // The gateway is stopping: its state goes as a whole, not endpoint by endpoint.
+    this.closing = true
     for (const s of this.byKey.values()) s.close()
     this.byKey.clear()
     await this.pools.close()

@@ -126,6 +126,7 @@ export class Gateway {
       configVersion: () => this.current?.version ?? 0,
       certificates: () => this.leafExpiries(),
       events: this.services.events,
+      state: this.state,
       endpointStates: () => {
         const now = Date.now()
         const sets = this.services.all()

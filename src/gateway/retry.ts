@@ -80,10 +80,26 @@ export interface CompiledRetryPolicy {
   readonly budget: { readonly percent: number, readonly minPerSecond: number }
 }
 
+/**
+ * The built-in policies of a config, by the route timeouts they depend on: routes without a
+ * retry policy of their own or their service's share one (a thousand routes, a few policies).
+ */
+const builtInPolicies = new WeakMap<FastmeshConfig, Map<string, CompiledRetryPolicy>>()
+
 /** The route's retry policy: its own, else its service's default, else the built-in one. */
 export function compileRetryPolicy (route: RouteConfig, config: FastmeshConfig): CompiledRetryPolicy {
   const service = route.destination.service !== undefined ? config.services[route.destination.service] : undefined
   const p = route.retries ?? service?.retries
+  if (p !== undefined) return retryPolicy(p, route)
+  let shared = builtInPolicies.get(config)
+  if (shared === undefined) builtInPolicies.set(config, shared = new Map())
+  const key = `${route.timeout}|${route.requestTimeout ?? ''}`
+  let policy = shared.get(key)
+  if (policy === undefined) shared.set(key, policy = retryPolicy(undefined, route))
+  return policy
+}
+
+function retryPolicy (p: RouteConfig['retries'], route: Pick<RouteConfig, 'timeout' | 'requestTimeout'>): CompiledRetryPolicy {
   const on = new Set<string>(p?.retryOn ?? DEFAULT_RETRY_ON)
   const statuses = new Set(p?.retriableStatusCodes ?? [])
   const nonIdempotent = p?.nonIdempotent ?? false

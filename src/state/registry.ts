@@ -1,7 +1,8 @@
 // State layer: per-name state that outlives config versions. Counters and statistics are
-// kept under stable names (route name, service selector key, endpoint id), so a reload that
+// kept under stable names (route name, service selector key, endpoint), so a reload that
 // keeps a name keeps its state; the gateway drops the state of names no live or draining
-// version uses after each swap or retirement.
+// version uses after each swap or retirement, and an endpoint's state when discovery no
+// longer lists it (`forget`).
 
 /**
  * What a state key names; the gateway releases each scope by the names its versions use.
@@ -21,6 +22,14 @@ export interface StateKind<T> {
 
 export function stateKind<T> (name: string, scope: StateScope, create: (key: string) => T, dispose?: (value: T) => void): StateKind<T> {
   return { name, scope, create, ...(dispose !== undefined ? { dispose } : {}) }
+}
+
+/**
+ * The name of an endpoint's state: its service and `address:port` (what metrics and logs call
+ * it). Service names hold no spaces, so the two parts stay apart.
+ */
+export function endpointStateKey (service: string, label: string): string {
+  return `${service} ${label}`
 }
 
 /** The names each scope's state is kept for; a scope left out keeps all of its state. */
@@ -63,6 +72,13 @@ export class StateRegistry {
     return [...(this.table(kind) ?? [])]
   }
 
+  /** Every name with state of some kind of `scope` (admin, tests). */
+  names (scope: StateScope): Set<string> {
+    const out = new Set<string>()
+    for (const [kind, table] of this.tables) if (kind.scope === scope) for (const name of table.keys()) out.add(name)
+    return out
+  }
+
   /** Keeps the state of `kind` for `keys` only; the rest is dropped (and disposed). */
   retain<T> (kind: StateKind<T>, keys: ReadonlySet<string>): void {
     const table = this.table(kind)
@@ -79,6 +95,20 @@ export class StateRegistry {
     for (const kind of this.tables.keys()) {
       const keys = inUse[kind.scope]
       if (keys !== undefined) this.retain(kind, keys)
+    }
+  }
+
+  /** Drops the state of `names` in every kind of `scope` (and disposes it): names that left, such as an endpoint discovery no longer lists. */
+  forget (scope: StateScope, names: readonly string[]): void {
+    if (names.length === 0) return
+    for (const [kind, table] of this.tables) {
+      if (kind.scope !== scope) continue
+      for (const name of names) {
+        const value = table.get(name)
+        if (value === undefined) continue
+        table.delete(name)
+        kind.dispose?.(value)
+      }
     }
   }
 

@@ -12,6 +12,7 @@ import type { Exchange, GatewayPolicy, UpstreamTry } from '../gateway/exchange.j
 import { BY_HOST_ROUTE } from '../gateway/assembly.js'
 import type { EndpointEvents } from '../balancer/events.js'
 import type { EndpointStateCounts } from '../balancer/endpoint-state.js'
+import { endpointStateKey, stateKind, type StateKind, type StateRegistry } from '../state/registry.js'
 
 /** Upper bounds of the duration histogram, in seconds: 0.5 ms to 10 s. */
 export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -94,6 +95,12 @@ class Count {
   constructor (readonly labels: object) {}
 }
 
+/** The try counts of one endpoint of a destination, by try kind × outcome (made on its first try). */
+class EndpointTries {
+  readonly counts: Array<Count | undefined> = new Array<Count | undefined>(TRY_SLOTS).fill(undefined)
+  constructor (readonly service: string, readonly endpoint: string) {}
+}
+
 class TryLabels {
   constructor (readonly role: string, readonly destination: string, readonly endpoint: string, readonly kind: string, readonly outcome: string) {}
 }
@@ -164,6 +171,11 @@ export interface GatewayMetricsOptions {
   readonly discovery?: () => { readonly services: Iterable<{ readonly service: string, readonly stale: boolean }>, readonly errors: number, readonly source: string }
   /** Spans exported to the OTLP collector, and dropped because an export failed, since start. */
   readonly tracing?: () => { readonly exportedSpans: number, readonly failedSpans: number }
+  /**
+   * Where per-endpoint series are kept as endpoint-scoped state, so they go when their
+   * endpoint leaves discovery (without: kept for the gateway's life).
+   */
+  readonly state?: StateRegistry
 }
 
 export class GatewayMetrics {
@@ -174,8 +186,10 @@ export class GatewayMetrics {
   private readonly byRoute = new Map<string, Map<string, Map<string, Array<RequestSeries | undefined>>>>()
   private readonly series: RequestSeries[] = []
   /** destination → endpoint → counts by try kind × outcome. */
-  private readonly tryCounts = new Map<string, Map<string, Array<Count | undefined>>>()
-  private readonly tries: Count[] = []
+  private readonly tryCounts = new Map<string, Map<string, EndpointTries>>()
+  /** The endpoint-scoped state kind of this gateway's try counts (they leave with their endpoint). */
+  private readonly triesKind: StateKind<EndpointTries>
+  private readonly state: StateRegistry | undefined
   /** route → code → count. */
   private readonly errorCounts = new Map<string, Map<string, Count>>()
   private readonly errors: Count[] = []
@@ -188,6 +202,11 @@ export class GatewayMetrics {
 
   constructor (opts: GatewayMetricsOptions) {
     this.role = opts.role
+    this.state = opts.state
+    this.triesKind = stateKind('upstreamTries', 'endpoint', (key) => {
+      const at = key.indexOf(' ')
+      return new EndpointTries(key.slice(0, at), key.slice(at + 1))
+    }, (tries) => { this.forgetTries(tries) })
     // Rendered by the registry from get() at scrape time (its reset and aggregation are not used).
     this.registry.registerMetric({ name: 'fastmesh_requests_total', get: () => this.requestsMetric(), reset: () => {} } as never)
     this.registry.registerMetric({ name: 'fastmesh_request_duration_seconds', get: () => this.durationMetric(), reset: () => {} } as never)
@@ -215,7 +234,7 @@ export class GatewayMetrics {
     }
     this.registerRendered('fastmesh_request_bytes_total', 'Bytes received from clients (request line, headers and body), by the labels of fastmesh_requests_total.', () => this.series.map((s) => ({ value: s.requestBytes, labels: s.labels })))
     this.registerRendered('fastmesh_response_bytes_total', 'Bytes sent to clients (status line, headers and body), by the labels of fastmesh_requests_total.', () => this.series.map((s) => ({ value: s.responseBytes, labels: s.labels })))
-    this.registerRendered('fastmesh_upstream_tries_total', 'Upstream tries by destination service, endpoint, kind (first, retry, mirror) and outcome (the response\'s status class, or connect_error, timeout, reset, error, cancelled).', () => this.tries.map((c) => ({ value: c.value, labels: c.labels })))
+    this.registerRendered('fastmesh_upstream_tries_total', 'Upstream tries by destination service, endpoint, kind (first, retry, mirror) and outcome (the response\'s status class, or connect_error, timeout, reset, error, cancelled).', () => this.triesValues())
     this.registerRendered('fastmesh_gateway_errors_total', 'Answers the gateway made itself, by route and FASTMESH_ERR_* code (rate-limited, shed, unauthenticated, forbidden, no healthy endpoint ...).', () => this.errors.map((c) => ({ value: c.value, labels: c.labels })))
     this.registerRendered('fastmesh_faults_injected_total', 'Faults injected by the fault-injection plugin, by route and kind (delay, abort, response).', () => this.faults.map((c) => ({ value: c.value, labels: c.labels })))
     this.registerRendered('fastmesh_plugin_outcomes_total', 'Outcomes route plugins count themselves (e.g. rate-limit store_fail_open: Redis could not count a request and it went through), by route, plugin and outcome.', () => this.pluginOutcomes.map((c) => ({ value: c.value, labels: c.labels })))
@@ -360,17 +379,38 @@ export class GatewayMetrics {
   recordTry (t: UpstreamTry): void {
     let byEndpoint = this.tryCounts.get(t.service)
     if (byEndpoint === undefined) this.tryCounts.set(t.service, byEndpoint = new Map())
-    let slots = byEndpoint.get(t.endpoint)
-    if (slots === undefined) byEndpoint.set(t.endpoint, slots = new Array<Count | undefined>(TRY_SLOTS).fill(undefined))
+    let tries = byEndpoint.get(t.endpoint)
+    if (tries === undefined) {
+      tries = this.state !== undefined ? this.state.slot(this.triesKind, endpointStateKey(t.service, t.endpoint)) : new EndpointTries(t.service, t.endpoint)
+      byEndpoint.set(t.endpoint, tries)
+    }
+    const slots = tries.counts
     const kind = t.mirror ? 2 : t.attempt > 1 ? 1 : 0
     const slot = kind * TRY_OUTCOMES.length + tryOutcomeSlot(t)
     let c = slots[slot]
     if (c === undefined) {
       c = new Count(new TryLabels(this.role, t.service, t.endpoint, TRY_KINDS[kind]!, TRY_OUTCOMES[slot % TRY_OUTCOMES.length]!))
       slots[slot] = c
-      this.tries.push(c)
     }
     c.value++
+  }
+
+  /** An endpoint left: its try series are no longer rendered. */
+  private forgetTries (tries: EndpointTries): void {
+    const byEndpoint = this.tryCounts.get(tries.service)
+    if (byEndpoint?.get(tries.endpoint) !== tries) return
+    byEndpoint.delete(tries.endpoint)
+    if (byEndpoint.size === 0) this.tryCounts.delete(tries.service)
+  }
+
+  private triesValues (): RenderedValue[] {
+    const values: RenderedValue[] = []
+    for (const byEndpoint of this.tryCounts.values()) {
+      for (const tries of byEndpoint.values()) {
+        for (const c of tries.counts) if (c !== undefined) values.push({ value: c.value, labels: c.labels })
+      }
+    }
+    return values
   }
 
   /** Counts one ended request. No allocation once its label set has been seen. */

@@ -447,6 +447,12 @@ export class EndpointPools {
   private readonly byUser = new WeakMap<object, Set<string>>()
   /** Connection budgets by destination and cap, while a pool uses them. */
   private readonly budgets = new Map<string, ConnectionBudget>()
+  /**
+   * Plain TCP connectors by connect timeout, shared by every pool: a connector takes its
+   * host and port from each call, and each one built carries a TLS session cache (a Map and
+   * a FinalizationRegistry) that plain connections never use.
+   */
+  private readonly connectors = new Map<number, buildConnector.connector>()
 
   /**
    * The pool for `endpoint` under `settings`, registered as used by `user`. With `limit`,
@@ -464,7 +470,7 @@ export class EndpointPools {
         budget = this.budgets.get(budgetKey)
         if (budget === undefined) this.budgets.set(budgetKey, budget = new ConnectionBudget(limit!.maxConnections))
       }
-      const connector = mesh !== undefined ? mesh.connector : buildConnector({ timeout: settings.connectTimeoutMs, noDelay: true })
+      const connector = mesh !== undefined ? mesh.connector : this.plainConnector(settings.connectTimeoutMs)
       entry = { pool: new EndpointPool(origin, settings, connector, budget ?? new ConnectionBudget(Infinity)), users: new Set() }
       this.pools.set(key, entry)
     }
@@ -473,6 +479,12 @@ export class EndpointPools {
     if (keys === undefined) this.byUser.set(user, keys = new Set())
     keys.add(key)
     return entry.pool
+  }
+
+  private plainConnector (timeoutMs: number): buildConnector.connector {
+    let connector = this.connectors.get(timeoutMs)
+    if (connector === undefined) this.connectors.set(timeoutMs, connector = buildConnector({ timeout: timeoutMs, noDelay: true }))
+    return connector
   }
 
   /** Sockets open or opening towards a destination (its budget), for admin. */
