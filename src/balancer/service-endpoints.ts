@@ -100,6 +100,9 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   readonly circuit: CircuitLimits
   /** What the balancer was last given: `active` less the ejected endpoints. */
   private balanced: readonly LazyTarget[] = []
+  private closed = false
+  /** Endpoints discovery stopped listing while tries on them were under way (see `report`). */
+  private departing: Set<LazyTarget> | undefined
   /** Connect probes of unreachable endpoints under way (destroyed on close); made with the first. */
   private probes: Set<Socket> | undefined
 
@@ -156,6 +159,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     // Only this set's own targets come back here (the contract of ServiceLayer).
     const t = target as LazyTarget
     if (t.stats.inFlight > 0) t.stats.inFlight--
+    if (this.departing !== undefined && t.stats.inFlight === 0 && this.departing.delete(t)) this.departed(t)
     this.balancer.observe?.(t, outcome.latencyMs, outcome.gatewayError)
     this.outlier.report(t.endpoint.id, outcome, Date.now())
   }
@@ -250,8 +254,8 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
 
   close (): void {
     this.unwatch()
-    const known = this.snapshot?.endpoints
-    if (known !== undefined && known.length > 0) this.onLeft?.(this, known.map(endpointLabel))
+    this.closed = true
+    this.leave(this.snapshot?.endpoints.map(endpointLabel) ?? [])
     for (const socket of [...this.probes ?? []]) socket.destroy()
     this.answered()
     this.targets = []
@@ -264,10 +268,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   private update (snapshot: ServiceSnapshot): void {
     const before = this.snapshot
     this.snapshot = snapshot
-    if (before !== undefined && this.onLeft !== undefined) {
-      const left = leftEndpoints(before, snapshot)
-      if (left.length > 0) this.onLeft(this, left)
-    }
+    if (before !== undefined) this.leave(leftEndpoints(before, snapshot))
     const previous = new Map(this.targets.map((t) => [t.endpoint.id, t]))
     const targets: LazyTarget[] = []
     const inUse = new Set<EndpointPool>()
@@ -293,6 +294,34 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.outlier.store.prune(snapshot.endpoints.map((e) => e.id))
     this.pools.retainOnly(this, inUse)
     this.answered()
+  }
+
+  /**
+   * Endpoints (`address:port`) this set no longer lists. Tries still under way on one are
+   * counted when they end, so its state goes after the last of them (see `report`).
+   */
+  private leave (labels: readonly string[]): void {
+    if (labels.length === 0 || this.onLeft === undefined) return
+    let now = labels
+    for (const t of this.targets) {
+      if (t.stats.inFlight === 0 || !now.includes(t.label)) continue
+      now = now.filter((l) => l !== t.label)
+      this.departing ??= new Set()
+      this.departing.add(t)
+    }
+    if (now.length > 0) this.onLeft(this, now)
+  }
+
+  /**
+   * The last try on an endpoint that left has ended: its state goes once the try's end has
+   * been counted (the route layer reports to this layer first, then to the policy chain),
+   * unless discovery has listed it again meanwhile.
+   */
+  private departed (t: LazyTarget): void {
+    queueMicrotask(() => {
+      if (!this.closed && this.snapshot?.endpoints.some((e) => endpointLabel(e) === t.label) === true) return
+      this.onLeft?.(this, [t.label])
+    })
   }
 
   /** Wakes the callers of `known`. */

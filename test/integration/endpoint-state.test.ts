@@ -5,7 +5,7 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { startGateway, eventually, type TestGateway } from '../helpers/gateway.js'
-import { meshConfig, startEcho } from '../helpers/upstreams.js'
+import { meshConfig, startEcho, startHeldUpstream } from '../helpers/upstreams.js'
 import { endpointStateKey } from '../../src/state/registry.js'
 
 async function scrape (g: TestGateway): Promise<string> {
@@ -55,6 +55,21 @@ test('an endpoint removed from discovery takes its try series and endpoint state
   assert.deepEqual(triesOf(after, keptLabel), keptBefore, 'the remaining endpoint keeps its series and counts')
   assert.ok(g.gateway.state.names('endpoint').has(endpointStateKey('a', keptLabel)))
   assert.equal((await g.request('/a/x')).status, 200, 'traffic goes on to the endpoint that stayed')
+})
+
+test('a try still under way when its endpoint leaves is counted, and the endpoint\'s state goes after it', async (t) => {
+  const held = await startHeldUpstream(t)
+  const g = await startGateway(t, meshConfig({ a: [], b: [] }, routes))
+  assert.equal((await g.admin('POST', '/services/a/endpoints', { id: 'a-held', address: '127.0.0.1', port: held.port })).status, 201)
+  const label = `127.0.0.1:${held.port}`
+  const answer = g.request('/a/x')
+  await held.waitForArrivals(1)
+  assert.equal((await g.admin('DELETE', '/services/a/endpoints/a-held')).status, 204)
+  held.release()
+  assert.equal((await answer).status, 200, 'the try under way finishes')
+  // Counted at its end, then released with the endpoint: nothing of it stays.
+  await eventually(() => !g.gateway.state.names('endpoint').has(endpointStateKey('a', label)) || undefined, 'the departed endpoint\'s state to go')
+  assert.equal(triesOf(await scrape(g), label).size, 0)
 })
 
 test('a reload that drops the only route to a service releases the endpoint state of its endpoints', async (t) => {
