@@ -2,7 +2,7 @@
 // in use, dropped (and disposed) when the gateway releases names no version uses.
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { StateRegistry, stateKind } from '../../src/state/registry.js'
+import { endpointStateKey, StateRegistry, stateKind } from '../../src/state/registry.js'
 
 class Counter {
   n = 0
@@ -75,4 +75,25 @@ test('clear drops and disposes every state', () => {
   r.clear()
   assert.equal(a.disposed, true)
   assert.equal(r.peek(counters, 'a'), undefined)
+})
+
+test('forget drops (and disposes) the named state of every kind of one scope, and nothing else; a forgotten name starts afresh', () => {
+  const r = new StateRegistry()
+  const perEndpoint = stateKind('perEndpoint', 'endpoint', (key) => new Counter(key), (c) => { c.disposed = true })
+  const alsoPerEndpoint = stateKind('alsoPerEndpoint', 'endpoint', (key) => new Counter(key))
+  const left = r.slot(perEndpoint, endpointStateKey('orders', '10.0.0.1:80'))
+  const stays = r.slot(perEndpoint, endpointStateKey('orders', '10.0.0.2:80'))
+  r.slot(alsoPerEndpoint, endpointStateKey('orders', '10.0.0.1:80'))
+  // The same text as a route name: another scope, untouched.
+  const route = r.slot(counters, endpointStateKey('orders', '10.0.0.1:80'))
+  left.n = 5
+
+  r.forget('endpoint', [endpointStateKey('orders', '10.0.0.1:80')])
+
+  assert.equal(left.disposed, true)
+  assert.deepEqual([...r.names('endpoint')], [endpointStateKey('orders', '10.0.0.2:80')])
+  assert.equal(stays.disposed, false)
+  assert.equal(r.peek(counters, endpointStateKey('orders', '10.0.0.1:80')), route)
+  assert.equal(route.disposed, false)
+  assert.equal(r.slot(perEndpoint, endpointStateKey('orders', '10.0.0.1:80')).n, 0, 'made afresh when the endpoint comes back')
 })
