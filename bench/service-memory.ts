@@ -48,6 +48,7 @@ const { values: opt } = parseArgs({
     endpoints: { type: 'string', default: 'admin' },
     cli: { type: 'string', default: CLI },
     top: { type: 'string', default: '25' },
+    rounds: { type: 'string', default: '1' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(ROOT, 'bench', 'results', 'service-memory-latest.json') },
     help: { type: 'boolean', short: 'h', default: false }
@@ -69,6 +70,8 @@ then traffic reaching every endpoint of \`touched\` services of full.
   --endpoints admin|config  register the endpoints through the admin API once the gateway
                    is up, as discovery would deliver them; or list them in the config
                    file (default admin)
+  --rounds N       run each gateway N times and take the median RSS (default 1; RSS
+                   moves by a few MiB between runs)
   --heap           also run each gateway for heap snapshots, summed by constructor
   --top N          rows of the heap summary (default 25)
   --cli FILE       the fastmesh CLI to start (default this build's; another build's
@@ -87,8 +90,9 @@ const INSTANCES = Number(opt.instances)
 const TOUCHED = Math.min(Number(opt.touched), SERVICES)
 const SETTLE_MS = Number(opt.settle) * 1000
 const TOP = Number(opt.top)
-for (const [name, v] of [['services', SERVICES], ['instances', INSTANCES], ['touched', TOUCHED], ['settle', SETTLE_MS]] as const) {
-  if (!Number.isInteger(v) || v < (name === 'services' || name === 'instances' ? 1 : 0)) throw new Error(`--${name} wants a whole number (got ${String(opt[name])})`)
+const ROUNDS = Number(opt.rounds)
+for (const [name, v] of [['services', SERVICES], ['instances', INSTANCES], ['touched', TOUCHED], ['settle', SETTLE_MS], ['rounds', ROUNDS]] as const) {
+  if (!Number.isInteger(v) || v < (name === 'services' || name === 'instances' || name === 'rounds' ? 1 : 0)) throw new Error(`--${name} wants a whole number (got ${String(opt[name])})`)
 }
 if (opt.endpoints !== 'admin' && opt.endpoints !== 'config') throw new Error(`--endpoints wants admin or config (got ${opt.endpoints})`)
 const ENDPOINTS_IN_CONFIG = opt.endpoints === 'config'
@@ -234,8 +238,7 @@ async function registerEndpoints (admin: string, services: number, instances: nu
 }
 
 async function runGateway (label: string, services: number, instances: number, live: ReadonlyMap<string, number>, touch: number, snapshots: boolean): Promise<GatewayRun> {
-  const dir = path.join(workDir!, `${label}${snapshots ? '-heap' : ''}`)
-  mkdirSync(dir)
+  const dir = mkdtempSync(path.join(workDir!, `${label}${snapshots ? '-heap' : ''}-`))
   const [httpPort, adminPort] = await freePorts(2) as [number, number]
   const configFile = path.join(dir, 'gateway.yaml')
   writeFileSync(configFile, configYaml(services, instances, httpPort, adminPort, live))
@@ -287,6 +290,23 @@ async function runGateway (label: string, services: number, instances: number, l
 
 const kib = (mib: number): number => mib * 1024
 
+function median (values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]!
+}
+
+/** The first run, with each RSS reading the median over all runs of that gateway. */
+function medianRun (all: readonly GatewayRun[]): GatewayRun {
+  const first = all[0]!
+  const rss = (pick: (r: GatewayRun) => Reading | undefined): number => median(all.map((r) => pick(r)!.rssMiB))
+  return {
+    ...first,
+    idle: { ...first.idle, rssMiB: rss((r) => r.idle) },
+    ...(first.warmed !== undefined ? { warmed: { ...first.warmed, rssMiB: rss((r) => r.warmed) } } : {}),
+    ...(first.touched !== undefined ? { touched: { ...first.touched, rssMiB: rss((r) => r.touched) } } : {})
+  }
+}
+
 async function main (): Promise<void> {
   workDir = mkdtempSync(path.join(os.tmpdir(), 'fastmesh-service-memory-'))
   let upstream: Child | undefined
@@ -308,7 +328,11 @@ async function main (): Promise<void> {
       full: await runGateway('full', SERVICES, INSTANCES, live, TOUCHED, snapshots),
       thin: INSTANCES > 1 ? await runGateway('thin', SERVICES, 1, new Map(), 0, snapshots) : undefined
     })
-    const measured = await runs(false)
+    // RSS moves by a few MiB between runs of the same gateway (when V8 last collected):
+    // with several rounds, each reading is the median over them.
+    const rounds: Array<Awaited<ReturnType<typeof runs>>> = []
+    for (let i = 0; i < ROUNDS; i++) rounds.push(await runs(false))
+    const measured = { base: medianRun(rounds.map((r) => r.base)), full: medianRun(rounds.map((r) => r.full)), thin: rounds[0]!.thin !== undefined ? medianRun(rounds.map((r) => r.thin!)) : undefined }
     const heapRuns = opt.heap ? await runs(true) : undefined
     // RSS from the runs without snapshots, heaps from the others.
     const merge = (r: GatewayRun, h: GatewayRun | undefined): GatewayRun => ({
@@ -334,6 +358,7 @@ async function main (): Promise<void> {
       instances: INSTANCES,
       touched: TOUCHED,
       settleSeconds: SETTLE_MS / 1000,
+      rounds: ROUNDS,
       rssMiB: { base: base.idle.rssMiB, full: full.idle.rssMiB, fullTouched: full.touched?.rssMiB ?? null, thin: thin?.idle.rssMiB ?? null },
       heapMiB: {
         base: base.idle.heap !== undefined ? round(base.idle.heap.totalBytes / 1048576, 2) : null,
