@@ -5,11 +5,11 @@
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { AddressInfo } from 'node:net'
-import type { Gateway } from '../gateway/gateway.js'
+import type { AdminHandles } from './handles.js'
 import { fastmeshError, type FastmeshError } from '../errors.js'
 import { errorHeaders, errorPayload } from '../gateway/respond.js'
 import { ENDPOINT_ID_PATTERN, ENDPOINT_ID_RE, ENDPOINT_ID_RULE, SERVICE_NAME_PATTERN } from '../config/names.js'
-import { endpointAddressProblem } from '../config/addresses.js'
+import { endpointAddressProblem, reachableAddress } from '../config/addresses.js'
 import type { FailoverChain } from '../balancer/failover.js'
 import { describeSelector } from '../config/selectors.js'
 import { MirrorStats, mirrorStatsKind } from '../gateway/mirror.js'
@@ -30,7 +30,16 @@ import { loadServiceGraphPage } from './service-graph-page.js'
 
 export interface AdminServer {
   readonly address: AddressInfo
+  /** `host:port` as other hosts reach it (Consul `meta.admin`, peers' `/ui`): a wildcard bind is advertised as this host's reachable address. */
+  readonly advertised: string
   close(): Promise<void>
+}
+
+/** The admin API's `host:port` as registered in Consul (`meta.admin`): a wildcard bind is advertised as this host's reachable address. */
+function advertisedAddress (admin: AddressInfo): string {
+  // Bound to all addresses: one other hosts can reach (Prometheus, other gateways' /ui), not loopback.
+  const host = reachableAddress(admin.address)
+  return `${host.includes(':') ? `[${host}]` : host}:${admin.port}`
 }
 
 const RegistrationBody = Type.Object({
@@ -90,7 +99,7 @@ function refusal (access: AdminAccess, request: FastifyRequest): FastmeshError |
   return undefined
 }
 
-export async function startAdmin (gateway: Gateway, listen: { address: string, port: number, token?: string | undefined, allowedHosts?: readonly string[] }): Promise<AdminServer> {
+export async function startAdmin (gateway: AdminHandles, listen: { address: string, port: number, token?: string | undefined, allowedHosts?: readonly string[] }): Promise<AdminServer> {
   const app = Fastify({
     loggerInstance: gateway.log.child({ component: 'admin' }),
     logController: new LogController({ disableRequestLogging: true }),
@@ -102,6 +111,8 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   // redaction rule: no view can forget it.
   app.setReplySerializer((payload) => redactedJson(payload))
 
+  // Where the admin API itself is bound: replaced by the bound address before any request comes.
+  let bound: AddressInfo = { address: listen.address, family: '', port: listen.port }
   const accessFor = (boundAddress: string) => new AdminAccess({ address: listen.address, boundAddress, token: listen.token, allowedHosts: listen.allowedHosts ?? [] })
   // Replaced once bound: a name bind (`localhost`) then also answers to the address it got.
   let access = accessFor(listen.address)
@@ -323,7 +334,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
       source: gateway.configSource,
       // Restart-only keys (listeners, discovery.consul, mesh, ...) as the gateway started with them.
       config: gateway.config,
-      listening: { ...Object.fromEntries(Object.entries(gateway.boundListeners).map(([name, a]) => [name, address(a)])), admin: address(gateway.adminAddress) },
+      listening: { ...Object.fromEntries(Object.entries(gateway.boundListeners).map(([name, a]) => [name, address(a)])), admin: address(bound) },
       pendingRestart: gateway.pendingRestart,
       lastReload: last === undefined
         ? null
@@ -398,7 +409,7 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
 
   // The mesh: this gateway and every gateway registered in Consul (or this one alone).
   app.get('/ui/graph', async () => {
-    const self = { name: gateway.selfIdentity, role: gateway.config.gateway.mode, admin: gateway.advertisedAdmin, self: true, status: 'ok' as const }
+    const self = { name: gateway.selfIdentity, role: gateway.config.gateway.mode, admin: advertisedAddress(bound), self: true, status: 'ok' as const }
     const answers: GatewayAnswer[] = [{ status: self, graph: ownGraph() }]
     let discoveryError: string | undefined
     const consul = gateway.consul
@@ -418,10 +429,12 @@ export async function startAdmin (gateway: Gateway, listen: { address: string, p
   } catch (cause) {
     throw fastmeshError('LISTEN', [`${listen.address}:${listen.port} (admin)`, (cause as Error).message], cause)
   }
-  const bound = app.server.address() as AddressInfo
+  bound = app.server.address() as AddressInfo
   access = accessFor(bound.address)
+  const address = bound
   return {
-    address: bound,
+    address,
+    get advertised () { return advertisedAddress(address) },
     close: async () => { await app.close() }
   }
 }

@@ -2,8 +2,8 @@
 // layers), the gateway-wide policy chain, the Fastify host of the routes' plugin contexts
 // (src/gateway/fastify-host.ts) and the entry that takes a listener's requests
 // (src/gateway/entry.ts). A version never listens itself: the long-lived listeners hand it
-// requests (src/gateway/gateway.ts). Building is pure: nothing live changes until the
-// gateway swaps the new version in.
+// requests (src/gateway/listener-set.ts). Building is pure: nothing live changes until the
+// version swap (src/gateway/version-swap.ts) puts the new version in.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
