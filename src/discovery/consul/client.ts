@@ -102,7 +102,7 @@ export class ConsulClient {
    * One call to the agent's HTTP API (JSON in and out). With `index`/`wait` it is a blocking
    * query; the result carries X-Consul-Index. Non-2xx answers throw with status and body.
    */
-  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable, dispatcher?: Dispatcher } = {}): Promise<BlockingResult<T>> {
+  async agentRequest<T> (method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, opts: { body?: unknown, index?: bigint, wait?: string, query?: Record<string, string>, ctx?: Cancellable, dispatcher?: Dispatcher, unlessIndex?: bigint } = {}): Promise<BlockingResult<T>> {
     const q = new URLSearchParams(opts.query)
     if (opts.index !== undefined) q.set('index', opts.index.toString())
     if (opts.wait !== undefined) q.set('wait', waitParam(opts.wait))
@@ -131,8 +131,10 @@ export class ConsulClient {
       if (res.statusCode < 200 || res.statusCode >= 300) {
         throw Object.assign(new Error(`Consul ${method} ${path}: HTTP ${res.statusCode}: ${text.trim().slice(0, 300)}`), { statusCode: res.statusCode })
       }
-      const index = res.headers['x-consul-index']
-      return { index: parseIndex(typeof index === 'string' ? index : undefined), data: (text === '' ? null : JSON.parse(text)) as T }
+      const index = parseIndex(typeof res.headers['x-consul-index'] === 'string' ? res.headers['x-consul-index'] : undefined)
+      // The caller has this index's data already: not parsed again.
+      if (opts.unlessIndex !== undefined && index === opts.unlessIndex && index > 0n) return { index, data: undefined as T }
+      return { index, data: (text === '' ? null : JSON.parse(text)) as T }
     } finally {
       clearTimeout(timer)
       opts.ctx?.off('cancel', onCancel)

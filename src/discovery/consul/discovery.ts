@@ -55,6 +55,10 @@ interface ServiceWatch {
   /** `again`: touched while being read, read once more after. */
   reading: 'idle' | 'queued' | 'reading'
   again: boolean
+  /** Queued by a full re-read only (no change named it). */
+  rereadOnly: boolean
+  /** X-Consul-Index of the last plain read (the service's own index in Consul). */
+  index: bigint
   failures: number
   retry: NodeJS.Timeout | undefined
   closed: boolean
@@ -221,6 +225,8 @@ export class ConsulDiscovery implements Discovery {
       nodes: new Set(),
       reading: 'idle',
       again: false,
+      rereadOnly: false,
+      index: 0n,
       failures: 0,
       retry: undefined,
       closed: false
@@ -403,10 +409,12 @@ export class ConsulDiscovery implements Discovery {
       w.again = true
       return
     }
+    if (touched) w.rereadOnly = false
     clearTimeout(w.retry)
     w.retry = undefined
     // Queued already: a touched one is queued again in front; the later entry is skipped.
     if (w.reading === 'queued' && !touched) return
+    w.rereadOnly = !touched && w.reading !== 'queued'
     w.reading = 'queued'
     ;(touched ? this.touched : this.rereads).push(w)
     this.drain()
@@ -438,7 +446,11 @@ export class ConsulDiscovery implements Discovery {
     try {
       const path = `/health/${w.connect ? 'connect' : 'service'}/${encodeURIComponent(w.service)}`
       this.readConnections ??= this.opts.client.dedicatedConnections(READS_IN_FLIGHT)
-      const r = await this.opts.client.agentRequest<ConsulHealthEntry[] | null>('GET', path, { dispatcher: this.readConnections, ...(w.datacenter !== undefined ? { query: { dc: w.datacenter } } : {}) })
+      // A full re-read skips parsing a service whose own index has not moved (most of them).
+      const unchanged = w.rereadOnly && w.snapshot !== undefined && !w.snapshot.stale ? w.index : undefined
+      const r = await this.opts.client.agentRequest<ConsulHealthEntry[] | null | undefined>('GET', path, { dispatcher: this.readConnections, ...(unchanged !== undefined ? { unlessIndex: unchanged } : {}), ...(w.datacenter !== undefined ? { query: { dc: w.datacenter } } : {}) })
+      w.index = r.index
+      if (r.data === undefined) return
       entries = r.data ?? []
     } catch (err) {
       if (w.closed) return
