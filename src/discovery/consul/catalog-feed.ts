@@ -66,52 +66,38 @@ export class CatalogFeed {
   private readonly connections: Agent
 
   constructor (private readonly opts: CatalogFeedOptions) {
-    const query = opts.datacenter !== undefined ? { dc: opts.datacenter } : undefined
     this.connections = opts.client.dedicatedConnections(2)
-    const dispatcher = this.connections
     let settle!: () => void
     let pending = 2
     this.ready = new Promise<void>((resolve) => { settle = () => { if (--pending === 0) resolve() } })
-    const common = {
+    this.checksLoop = this.loop<ConsulCheck[]>('checks', '/health/state/any', [], (checks) => { this.onChecks(checks) }, settle)
+    this.servicesLoop = this.loop<Record<string, string[] | null>>('services', '/catalog/services', {}, (services) => { this.onServices(services) }, settle)
+  }
+
+  /** One of the two blocking queries; `settle` is called once, on its first answer or failure. */
+  private loop<T> (which: 'checks' | 'services', path: string, empty: T, onData: (data: T) => void, settle: () => void): BlockingLoop<T> {
+    const opts = this.opts
+    const query = opts.datacenter !== undefined ? { query: { dc: opts.datacenter } } : {}
+    let settled = false
+    const once = (): void => { if (!settled) { settled = true; settle() } }
+    return new BlockingLoop<T>({
       makeContext: () => new Cancellable(),
       minIntervalMs: opts.minIntervalMs ?? 100,
-      backoffMaxMs: opts.backoffMaxMs ?? 30_000
-    }
-    let checksSettled = false
-    let servicesSettled = false
-    this.checksLoop = new BlockingLoop<ConsulCheck[]>({
-      ...common,
+      backoffMaxMs: opts.backoffMaxMs ?? 30_000,
       fetch: async (index, ctx) => {
-        const r = await opts.client.agentRequest<ConsulCheck[] | null>('GET', '/health/state/any', { index, wait: jitteredWait(opts.wait), ctx, dispatcher, ...(query !== undefined ? { query } : {}) })
-        return { index: r.index, data: r.data ?? [] }
+        const r = await opts.client.agentRequest<T | null>('GET', path, { index, wait: jitteredWait(opts.wait), ctx, dispatcher: this.connections, ...query })
+        return { index: r.index, data: r.data ?? empty }
       },
-      onChange: (checks) => {
-        this.onChecks(checks)
-        if (!checksSettled) { checksSettled = true; settle() }
+      onChange: (data) => {
+        onData(data)
+        once()
       },
       onError: (err, attempt) => {
-        this.failing.add('checks')
+        this.failing.add(which)
         opts.onError(err, attempt)
-        if (!checksSettled) { checksSettled = true; settle() }
+        once()
       },
-      onRecover: () => { this.recovered('checks') }
-    })
-    this.servicesLoop = new BlockingLoop<Record<string, string[] | null>>({
-      ...common,
-      fetch: async (index, ctx) => {
-        const r = await opts.client.agentRequest<Record<string, string[] | null> | null>('GET', '/catalog/services', { index, wait: jitteredWait(opts.wait), ctx, dispatcher, ...(query !== undefined ? { query } : {}) })
-        return { index: r.index, data: r.data ?? {} }
-      },
-      onChange: (services) => {
-        this.onServices(services)
-        if (!servicesSettled) { servicesSettled = true; settle() }
-      },
-      onError: (err, attempt) => {
-        this.failing.add('services')
-        opts.onError(err, attempt)
-        if (!servicesSettled) { servicesSettled = true; settle() }
-      },
-      onRecover: () => { this.recovered('services') }
+      onRecover: () => { this.recovered(which) }
     })
   }
 
