@@ -143,6 +143,8 @@ export interface PacedOptions {
   readonly warmupS: number
   readonly connections: number
   readonly headers?: Readonly<Record<string, string>>
+  /** A header whose value varies per request among `count` values (`k0` ...): hash policies' keys. */
+  readonly varyHeader?: { readonly name: string, readonly count: number }
   /** Called when the client, warmed up, starts pacing (its own warm-up burst is over). */
   readonly onPacedStart?: () => void
 }
@@ -151,7 +153,8 @@ export interface PacedOptions {
 export async function pacedLoad (o: PacedOptions): Promise<PacedResult> {
   const child = spawnChild('paced client', process.execPath, {
     args: [here('./paced.js'), '--url', o.url, '--rate', String(o.rate), '--duration', String(o.durationS),
-      '--warmup', String(o.warmupS), '--connections', String(o.connections), ...headerArgs('--header', o.headers)],
+      '--warmup', String(o.warmupS), '--connections', String(o.connections), ...headerArgs('--header', o.headers),
+      ...(o.varyHeader !== undefined ? ['--vary-header', `${o.varyHeader.name}:${o.varyHeader.count}`] : [])],
     capture: true
   })
   let started = false

@@ -2,6 +2,7 @@
 // rate with exponential (random) gaps whatever the answers do, each timed on a keep-alive
 // undici Pool. Prints one JSON line (see PacedResult in load.ts).
 //   node dist/bench/paced.js --url URL --rate 2000 --duration 8 --warmup 2 --connections 64 [--header 'name: value' ...]
+//     [--vary-header name:count]   (each request carries `name: k<i>`, i drawn from count values: keys for hash policies)
 import { parseArgs } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { once } from 'node:events'
@@ -14,7 +15,8 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '8' },
     warmup: { type: 'string', default: '2' },
     connections: { type: 'string', default: '64' },
-    header: { type: 'string', multiple: true }
+    header: { type: 'string', multiple: true },
+    'vary-header': { type: 'string' }
   }
 })
 const url = new URL(values.url!)
@@ -23,6 +25,15 @@ const durationMs = Number(values.duration) * 1000
 const warmupMs = Number(values.warmup) * 1000
 const path = url.pathname + url.search
 const headers = Object.fromEntries((values.header ?? []).map((h) => [h.slice(0, h.indexOf(':')).trim(), h.slice(h.indexOf(':') + 1).trim()]))
+/** Every request's headers, drawn at random from these (one set when no --vary-header). */
+const headerSets: Array<Record<string, string>> = [headers]
+if (values['vary-header'] !== undefined) {
+  const [name, count] = values['vary-header'].split(':')
+  const n = Number(count)
+  if (name === undefined || name.trim() === '' || !Number.isInteger(n) || n < 1) throw new Error(`--vary-header wants name:count (got "${values['vary-header']}")`)
+  headerSets.length = 0
+  for (let i = 0; i < n; i++) headerSets.push({ ...headers, [name.trim()]: `k${i}` })
+}
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6
 const PREWARM_MS = 1000
 
@@ -64,7 +75,8 @@ function send (scheduled: number, done?: () => void): void {
     },
     onError () { inFlight--; errors++; done?.() }
   }
-  pool.dispatch({ method: 'GET', path, headers, headersTimeout: 10_000, bodyTimeout: 10_000 }, handler)
+  const sendHeaders = headerSets.length === 1 ? headerSets[0]! : headerSets[Math.floor(Math.random() * headerSets.length)]!
+  pool.dispatch({ method: 'GET', path, headers: sendHeaders, headersTimeout: 10_000, bodyTimeout: 10_000 }, handler)
 }
 
 function percentiles (data: Float64Array, n: number): Record<string, number> {
