@@ -60,6 +60,7 @@ const { values: opt } = parseArgs({
     'pool-connections': { type: 'string', default: '4' },
     'gateway-node-args': { type: 'string', default: '' },
     out: { type: 'string', default: path.join(ROOT, 'bench', 'results', 'churn-latest.json') },
+    'keep-logs': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   }
 })
@@ -88,6 +89,8 @@ gateway's event-loop delay (its /metrics) and CPU. A benchmark: no pass/fail.
   --pool-connections N    services.shop.connectionPool.connections (default 4)
   --gateway-node-args=S   extra node flags for the gateway (with '=': --gateway-node-args='--cpu-prof --cpu-prof-dir=DIR')
   --out FILE              results JSON (default bench/results/churn-latest.json)
+  --keep-logs             keep the work directory (gateway configs and logs: with
+                          --gateway-node-args=--trace-gc, the gateway's GC trace)
   -h, --help              this text
 `)
   process.exit(0)
@@ -113,7 +116,8 @@ const o = {
   connections: int('connections', 1),
   poolConnections: int('pool-connections', 1),
   gatewayNodeArgs: opt['gateway-node-args'].split(' ').filter((a) => a !== ''),
-  out: opt.out
+  out: opt.out,
+  keepLogs: opt['keep-logs']
 }
 for (const p of o.policies) if (!POLICIES.includes(p)) throw new Error(`--policies: unknown policy "${p}" (one of ${POLICIES.join(', ')})`)
 if (o.intervalMaxMs < o.intervalMinMs) throw new Error('--interval-max must be at least --interval-min')
@@ -403,7 +407,8 @@ async function main (): Promise<void> {
     results
   }, null, 2) + '\n')
   console.log(`\nwrote ${path.relative(process.cwd(), o.out)}`)
-  rmSync(workDir, { recursive: true, force: true })
+  if (o.keepLogs) console.log(`gateway configs and logs kept in ${workDir}`)
+  else rmSync(workDir, { recursive: true, force: true })
 }
 
 runBenchMain('endpoint-churn', main, () => workDir)

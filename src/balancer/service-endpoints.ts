@@ -7,7 +7,7 @@ import { CircuitLimits, circuitSettings } from './circuit.js'
 import type { Discovery, Endpoint, ServiceSnapshot } from '../discovery/types.js'
 import type { ResponseError } from '../errors.js'
 import type { EndpointPool, EndpointPools, EndpointTarget, MeshConnection, PoolSettings } from '../upstream/endpoint-pool.js'
-import { createBalancer, DEFAULT_BALANCING, TargetStats, wasTried, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
+import { createBalancer, DEFAULT_BALANCING, TargetStats, randomUntried, wasTried, type Balancer, type BalancedTarget, type BalancingSettings, type PolicyContext } from './policies/index.js'
 import { defaultRandom } from './random.js'
 import type { AdmissionKind, AttemptOutcome, PickRequest, ServiceLayer } from './types.js'
 import { selectorKey, type ServiceSelector } from '../config/selectors.js'
@@ -79,6 +79,26 @@ export type LocalityState = 'off' | 'local' | 'spill-over'
 
 const defaultContext: PolicyContext = { random: defaultRandom, now: () => performance.now() }
 
+/**
+ * From this many endpoints, a policy with a stepped `rebuild` (ring_hash, maglev: several ms
+ * at 1,000 endpoints) rebuilds off the request path: in slices of REBUILD_SLICE_MS on later
+ * event-loop turns, serving the previous table meanwhile. Smaller sets rebuild at once.
+ */
+export const SLICED_REBUILD_MIN_TARGETS = 256
+/** Event-loop time one slice of a rebuild takes at most (plus one step), ms. */
+const REBUILD_SLICE_MS = 1
+
+/** A rebuild of the balancer under way in slices (see SLICED_REBUILD_MIN_TARGETS). */
+interface PendingRebuild {
+  /** The newest set: only its endpoints may be picked until it is applied. */
+  targets: readonly LazyTarget[]
+  members: ReadonlySet<LazyTarget>
+  /** The set the rebuild under way applies, and its steps (made at its first slice). */
+  building: readonly LazyTarget[]
+  steps: Generator<void, void, void> | undefined
+  immediate: NodeJS.Immediate
+}
+
 export class ServiceEndpoints implements PoolSource, ServiceLayer {
   /** Usable endpoints in a stable order. */
   private targets: LazyTarget[] = []
@@ -105,6 +125,10 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
   private departing: Set<LazyTarget> | undefined
   /** Connect probes of unreachable endpoints under way (destroyed on close); made with the first. */
   private probes: Set<Socket> | undefined
+  /** What the balancer serves now (its last applied update). */
+  private applied: readonly LazyTarget[] = []
+  private pending: PendingRebuild | undefined
+  private readonly random: () => number
 
   constructor (
     readonly selector: ServiceSelector,
@@ -121,6 +145,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.outlier = resilience?.outlier ?? new OutlierDetector(selector.service, outlierSettings())
     this.circuit = resilience?.circuit ?? new CircuitLimits(selector.service, circuitSettings(undefined, settings.pipelining))
     this.balancer = createBalancer<LazyTarget>(balancing, context)
+    this.random = context.random
     this.circuit.setConnectionGauge(() => this.pools.openConnections(this.connectionLimit))
     this.unwatch = discovery.watch(selector.service, (s) => { this.update(s) }, {
       ...(selector.datacenter !== undefined ? { datacenter: selector.datacenter } : {}),
@@ -147,7 +172,11 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     // The same array while no ejection changed: the balancer is rebuilt only when one did.
     const healthy = this.usableNow(Date.now())
     if (healthy !== this.balanced) this.rebalance(healthy)
-    const t = this.balancer.pick(request)
+    let t = this.balancer.pick(request)
+    // While a rebuild is under way the previous table still names endpoints that left (their
+    // pools closed): those keys go to a random endpoint of the new set until it is applied.
+    const pending = this.pending
+    if (pending !== undefined && (t === undefined || !pending.members.has(t))) t = randomUntried(pending.targets, request, this.random)
     if (t === undefined) return undefined
     if (request?.untriedOnly === true && (wasTried(request, t) || this.outlier.isUnreachable(t.endpoint.id))) return undefined
     t.stats.inFlight++
@@ -261,7 +290,7 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     this.targets = []
     this.active = []
     this.balanced = []
-    this.balancer.update([])
+    this.applyToBalancer([])
     this.pools.retainOnly(this, new Set())
   }
 
@@ -353,7 +382,53 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
         this.localityState = 'spill-over'
       }
     }
-    this.balancer.update(this.active)
+    this.applyToBalancer(this.active)
+  }
+
+  /**
+   * Gives the balancer `targets`: at once, or for a large set of a policy with a stepped
+   * rebuild, in slices on the next event-loop turns. Changes during a rebuild only replace
+   * the set to apply next, so a burst of changes costs at most two rebuilds, and the one
+   * under way always finishes (a steady stream of changes cannot starve it). At once too
+   * when nothing is served yet.
+   */
+  private applyToBalancer (targets: readonly LazyTarget[]): void {
+    const pending = this.pending
+    if (this.balancer.rebuild === undefined || targets.length < SLICED_REBUILD_MIN_TARGETS || this.applied.length === 0) {
+      if (pending !== undefined) clearImmediate(pending.immediate)
+      this.pending = undefined
+      this.balancer.update(targets)
+      this.applied = targets
+      return
+    }
+    if (pending !== undefined) {
+      pending.targets = targets
+      pending.members = new Set(targets)
+      if (pending.steps === undefined) pending.building = targets
+      return
+    }
+    const next: PendingRebuild = { targets, members: new Set(targets), building: targets, steps: undefined, immediate: setImmediate(() => { this.rebuildSlice(next) }) }
+    this.pending = next
+  }
+
+  /** About REBUILD_SLICE_MS of the rebuild; the next slice waits for the next turn. */
+  private rebuildSlice (pending: PendingRebuild): void {
+    if (this.pending !== pending) return
+    const until = performance.now() + REBUILD_SLICE_MS
+    do {
+      pending.steps ??= this.balancer.rebuild!(pending.building)
+      if (pending.steps.next().done === true) {
+        this.applied = pending.building
+        if (pending.building === pending.targets) {
+          this.pending = undefined
+          return
+        }
+        // A newer set came during this rebuild: build it next.
+        pending.building = pending.targets
+        pending.steps = undefined
+      }
+    } while (performance.now() < until)
+    pending.immediate = setImmediate(() => { this.rebuildSlice(pending) })
   }
 
   /** The pool of one of this set's targets (called by the target on first use). */

@@ -4,8 +4,11 @@
 // (about 1/N). Lookup is a binary search over a typed array: O(log points), no allocation.
 // An endpoint set change rebuilds the ring incrementally when it can (the departed endpoints'
 // points filtered out, the newcomers' merged in: linear, no sort of the whole ring), so a
-// discovery change at 1,000 endpoints does not stall the event loop for a full sort.
-import { type Balancer, type BalancedTarget, type PolicyContext, ownerAt, randomUntried } from './types.js'
+// discovery change at 1,000 endpoints does not stall the event loop for a full sort. Even
+// linear, a merge walks every point (128,000 at 1,000 endpoints: a few ms), so `rebuild`
+// does it in steps the service layer spreads over event-loop turns; the first build and a
+// change of the smallest weight (a full build, one native sort) are not split.
+import { type Balancer, type BalancedTarget, type PolicyContext, REBUILD_STEP_WORK, ownerAt, randomUntried } from './types.js'
 import { hash32, type HashKey } from './hash.js'
 import type { PickRequest } from '../types.js'
 
@@ -35,9 +38,15 @@ export class RingHash<T extends BalancedTarget> implements Balancer<T> {
   constructor (private readonly ctx: PolicyContext, private readonly key: HashKey, private readonly virtualNodes: number) {}
 
   update (targets: readonly T[]): void {
+    const steps = this.rebuild(targets)
+    while (steps.next().done !== true);
+  }
+
+  /** The ring of `targets` in steps of about REBUILD_STEP_WORK points; applied by the last. */
+  * rebuild (targets: readonly T[]): Generator<void, void, void> {
     let minWeight = Infinity
     for (const t of targets) minWeight = Math.min(minWeight, t.endpoint.weight)
-    if (this.built === undefined || !this.mergeUpdate(targets, minWeight)) this.fullUpdate(targets)
+    if (this.built === undefined || !(yield * this.mergeUpdate(targets, minWeight))) this.fullUpdate(targets)
     this.targets = targets
   }
 
@@ -46,9 +55,10 @@ export class RingHash<T extends BalancedTarget> implements Balancer<T> {
    * endpoints dropped, the newcomers' sorted points merged in, owners re-indexed. Gives the
    * same ring as a full build (same order, ties by label). False, for a full build instead,
    * when the smallest weight or the point scaling changed (every endpoint's point count
-   * moves, so nothing would be kept) or two endpoints share a label.
+   * moves, so nothing would be kept) or two endpoints share a label. Yields between steps;
+   * the ring changes only after the last.
    */
-  private mergeUpdate (targets: readonly T[], minWeight: number): boolean {
+  private * mergeUpdate (targets: readonly T[], minWeight: number): Generator<void, boolean, void> {
     const built = this.built!
     if (minWeight !== built.minWeight) return false
     const sizes = new Int32Array(targets.length)
@@ -68,27 +78,34 @@ export class RingHash<T extends BalancedTarget> implements Balancer<T> {
     const moved = new Int32Array(built.targets.length).fill(-1)
     const fresh: Array<{ hash: number, label: string, owner: number }> = []
     const cache = new Map<string, Uint32Array>()
+    let work = 0
     for (let i = 0; i < targets.length; i++) {
+      if (work >= REBUILD_STEP_WORK) { work = 0; yield }
       const label = targets[i]!.label
       const hashes = this.pointsOf(label, sizes[i]!)
       cache.set(`${label}|${sizes[i]!}`, hashes)
+      work += 8
       const old = built.indexOf.get(label)
       if (old !== undefined && built.sizes[old] === sizes[i]) { moved[old] = i; continue }
+      work += hashes.length * 4
       for (let v = 0; v < hashes.length; v++) fresh.push({ hash: hashes[v]!, label, owner: i })
     }
-    this.pointCache = cache
     fresh.sort((a, b) => a.hash - b.hash || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0))
 
     const oldPoints = this.points
     const oldOwners = this.owners
     let kept = 0
-    for (let k = 0; k < oldOwners.length; k++) if (moved[oldOwners[k]!] !== -1) kept++
+    for (let k = 0; k < oldOwners.length; k++) {
+      if (moved[oldOwners[k]!] !== -1) kept++
+      if (++work >= REBUILD_STEP_WORK) { work = 0; yield }
+    }
     const n = kept + fresh.length
     const points = new Uint32Array(n)
     const owners = new Int32Array(n)
     let k = 0
     let j = 0
     for (let o = 0; o <= oldOwners.length; o++) {
+      if (++work >= REBUILD_STEP_WORK) { work = 0; yield }
       const owner = o < oldOwners.length ? moved[oldOwners[o]!]! : -2
       if (owner === -1) continue
       // Newcomers' points that come before this kept one (or all that are left, at the end).
@@ -100,6 +117,8 @@ export class RingHash<T extends BalancedTarget> implements Balancer<T> {
       points[k] = oldPoints[o]!
       owners[k++] = owner
     }
+    // Applied at once, after the last step: an abandoned rebuild leaves the ring as it was.
+    this.pointCache = cache
     this.points = points
     this.owners = owners
     this.built = { minWeight, scale, targets, sizes, indexOf }

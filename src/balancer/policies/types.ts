@@ -73,12 +73,25 @@ export interface PolicyContext {
 }
 
 /**
+ * Work units (table probes, ring points) of one step of a `rebuild`: about 0.1-0.3 ms, so the
+ * service layer can bound the event-loop time of one turn to a slice of whole steps.
+ */
+export const REBUILD_STEP_WORK = 16_384
+
+/**
  * One balancing policy over a target list that `update` replaces (rebuilding rings or
  * tables there, never in `pick`). `pick` honours `request.tried`: it returns a target not
  * tried yet when one exists.
  */
 export interface Balancer<T extends BalancedTarget = BalancedTarget> {
   update(targets: readonly T[]): void
+  /**
+   * What `update` does, in steps (policies whose rebuild takes milliseconds at 1,000
+   * endpoints): each `next()` does about REBUILD_STEP_WORK units, and the last applies the
+   * new table at once; until then `pick` serves the previous one. A rebuild abandoned half
+   * way (a newer one replaces it) leaves the policy as it was.
+   */
+  rebuild?(targets: readonly T[]): Generator<void, void, void>
   pick(request: PickRequest | undefined): T | undefined
   /** An attempt on `target` took `latencyMs` (`failed`: the endpoint failed, not the app). */
   observe?(target: T, latencyMs: number, failed: boolean): void
