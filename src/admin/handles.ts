@@ -52,7 +52,7 @@ export interface CertificatesHandle {
 
 /** The tables that outlive versions: discovery, runtime registration, endpoint sets, per-name state. */
 export interface TablesHandle {
-  readonly discovery: Pick<Discovery, 'kind' | 'services' | 'snapshot'>
+  readonly discovery: Pick<Discovery, 'kind' | 'services' | 'snapshot' | 'consulWatch'>
   readonly registry: Pick<EmbeddedRegistry, 'snapshot' | 'register' | 'deregister'>
   readonly services: Pick<ServiceTable, 'all'>
   readonly state: Pick<StateRegistry, 'peek' | 'entries'>

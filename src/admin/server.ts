@@ -231,8 +231,10 @@ export async function startAdmin (gateway: AdminHandles, listen: { address: stri
   app.get('/services', async () => {
     const now = Date.now()
     const sets = gateway.services.all()
+    const consulWatch = gateway.discovery.consulWatch?.()
     return {
       discovery: gateway.discovery.kind,
+      ...(consulWatch !== undefined ? { consulWatch } : {}),
       services: gateway.discovery.services().map((s) => describeService(s, sets, now)),
       failover: failoverChains()
     }

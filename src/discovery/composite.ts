@@ -33,6 +33,10 @@ export class CompositeDiscovery implements Discovery {
     return [...this.embedded.services(), ...(this.consul?.services() ?? [])]
   }
 
+  consulWatch (): Readonly<Record<string, 'service' | 'catalog'>> | undefined {
+    return this.consul?.consulWatch?.()
+  }
+
   async close (): Promise<void> {
     await Promise.all([this.embedded.close(), this.consul?.close()])
   }

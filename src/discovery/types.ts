@@ -54,5 +54,10 @@ export interface Discovery {
   isUsable(endpoint: Endpoint): boolean
   /** Every service this discovery knows or watches, for the admin API. */
   services(): ServiceSnapshot[]
+  /**
+   * How Consul is watched in each datacenter (`default`: the agent's own): one query per
+   * service, or the whole catalog. Undefined without Consul.
+   */
+  consulWatch?(): Readonly<Record<string, 'service' | 'catalog'>> | undefined
   close(): Promise<void>
 }

@@ -171,12 +171,14 @@ describe('Consul discovery: one catalog watch for many services', () => {
     const gw = await startGateway(t, config(4))
     await eventually(async () => same(await instancesOf(gw, name(103), 2), ['a']), 'the fourth service routed', 10_000, 50)
     assert.equal(gw.logs.withMessage(SWITCH_LOG).length, 0, 'four services: one query each')
+    assert.deepEqual((await gw.admin('GET', '/services')).json<{ consulWatch: unknown }>().consulWatch, { default: 'service' })
     await register('ext-b', name(101), `${name(101)}-2`, b.port, 'passing')
     await eventually(async () => same(await instancesOf(gw, name(101), 4), ['a', 'b']), 'a change followed per service', 2_000, 20)
 
     await gw.writeConfig(config(8))
     assert.equal((await gw.admin('POST', '/reload')).status, 200)
     await eventually(() => gw.logs.withMessage(SWITCH_LOG).length === 1, 'the move to the catalog feed', 5_000)
+    assert.deepEqual((await gw.admin('GET', '/services')).json<{ consulWatch: unknown }>().consulWatch, { default: 'catalog' })
     await eventually(async () => same(await instancesOf(gw, name(107), 2), ['a']), 'a service added past the budget routed', 10_000, 50)
     // Services watched per service before the move follow the feed now, both ways.
     await register('ext-b', name(101), `${name(101)}-2`, b.port, 'critical')

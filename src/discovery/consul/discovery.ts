@@ -153,10 +153,9 @@ export class ConsulDiscovery implements Discovery {
     return Math.max(0, this.opts.client.discoveryConnections - 8)
   }
 
-  /** How each datacenter is watched now (`''`: the agent's own), for the admin API and tests. */
-  modes (): Record<string, 'service' | 'catalog'> {
+  consulWatch (): Readonly<Record<string, 'service' | 'catalog'>> {
     const out: Record<string, 'service' | 'catalog'> = {}
-    for (const [key, dc] of this.datacenters) out[key] = dc.feed !== undefined ? 'catalog' : 'service'
+    for (const dc of this.datacenters.values()) out[dc.datacenter ?? 'default'] = dc.feed !== undefined ? 'catalog' : 'service'
     return out
   }
 
