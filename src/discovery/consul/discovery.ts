@@ -123,8 +123,6 @@ function sameEndpoints (a: readonly Endpoint[], b: readonly Endpoint[]): boolean
 export class ConsulDiscovery implements Discovery {
   /** Failed Consul queries since start (metrics). */
   errors = 0
-  /** Plain reads of one service since start (catalog mode). */
-  reads = 0
   readonly kind = 'consul'
   private readonly watches = new Map<string, ServiceWatch>()
   private readonly datacenters = new Map<string, DatacenterWatches>()
@@ -440,7 +438,6 @@ export class ConsulDiscovery implements Discovery {
 
   private async fetch (w: ServiceWatch): Promise<void> {
     if (w.closed) return
-    this.reads++
     let entries: ConsulHealthEntry[]
     try {
       const path = `/health/${w.connect ? 'connect' : 'service'}/${encodeURIComponent(w.service)}`
