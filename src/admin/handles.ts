@@ -14,6 +14,7 @@ import type { ConsulClient } from '../discovery/consul/client.js'
 import type { ServiceTable } from '../balancer/service-table.js'
 import type { StateRegistry } from '../state/registry.js'
 import type { GatewayMetrics } from '../telemetry/metrics.js'
+import type { WorkerReport } from '../workers/pool.js'
 
 /** The serving config version (routes, plugins, failover chains) and readiness (`/ready`, `/routes`). */
 export interface VersionHandle {
@@ -67,5 +68,11 @@ export interface TelemetryHandle {
   readonly faults: Pick<ExchangeFaults, 'count' | 'uncaught' | 'last'>
 }
 
+/** The worker processes (`gateway.workers` > 1): `/workers`, and their share of `/faults`. */
+export interface WorkersHandle {
+  /** Undefined when one process serves alone. */
+  workers(): Promise<WorkerReport[] | undefined>
+}
+
 /** Everything the admin API uses. */
-export type AdminHandles = VersionHandle & ReloadHandle & ListenersHandle & CertificatesHandle & TablesHandle & TelemetryHandle
+export type AdminHandles = VersionHandle & ReloadHandle & ListenersHandle & CertificatesHandle & TablesHandle & TelemetryHandle & WorkersHandle

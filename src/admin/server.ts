@@ -324,7 +324,40 @@ export async function startAdmin (gateway: AdminHandles, listen: { address: stri
   // Exceptions raised while serving requests: each ended its own exchange, the gateway went on.
   app.get('/faults', async () => {
     const f = gateway.faults
-    return { caught: f.count, uncaught: f.uncaught, last: f.last ?? null }
+    let caught = f.count
+    let uncaught = f.uncaught
+    let last = f.last
+    // With workers, the exchanges (and their faults) are theirs.
+    for (const w of await gateway.workers() ?? []) {
+      const wf = w.status?.faults
+      if (wf === undefined) continue
+      caught += wf.count
+      uncaught += wf.uncaught
+      if (wf.last !== undefined && (last === undefined || wf.last.at > last.at)) last = wf.last
+    }
+    return { caught, uncaught, last: last ?? null }
+  })
+
+  app.get('/workers', async () => {
+    const workers = await gateway.workers()
+    if (workers === undefined) return { primary: process.pid, workers: [], note: 'gateway.workers is 1: this process serves' }
+    return {
+      primary: process.pid,
+      version: gateway.version?.version,
+      workers: workers.map((w) => ({
+        index: w.index,
+        pid: w.pid ?? null,
+        state: w.state,
+        startedAt: w.startedAt,
+        restarts: w.restarts,
+        version: w.status?.version ?? null,
+        ready: w.status?.ready ?? false,
+        inFlight: w.status?.inFlight ?? null,
+        rssBytes: w.status?.rssBytes ?? null,
+        heapUsedBytes: w.status?.heapUsedBytes ?? null,
+        faults: w.status !== undefined ? { caught: w.status.faults.count, uncaught: w.status.faults.uncaught } : null
+      }))
+    }
   })
 
   // Secrets never leave through the admin API: the reply serializer redacts (src/config/redact.ts).

@@ -9,6 +9,7 @@ import type { FastmeshConfig } from './validate.js'
 export const RESTART_ONLY: readonly string[] = [
   'gateway.mode',
   'gateway.name',
+  'gateway.workers',
   // Bound sockets; the shared outbound listener's `identity` is read per version.
   'listeners.http',
   'listeners.admin',

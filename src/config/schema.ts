@@ -351,7 +351,11 @@ export const GatewaySchema = strict({
   mode: StringEnum(['edge', 'node'], { default: 'edge', description: '`edge`: north-south gateway; `node`: node-local gateway.' }),
   trustForwardedHeaders: Type.Boolean({ default: false, description: 'Append to a client\'s X-Forwarded-For instead of replacing it. Only behind a trusted proxy.' }),
   escapedSlashes: StringEnum(['reject', 'unescape', 'keep'], { default: 'reject', description: 'What an escaped slash or backslash (`%2F`, `%5C`) in a request path does, on every listener. `reject`: 400; `unescape`: decoded to `/` before `..` is resolved, so routing, authorization and the upstream see the same segments; `keep`: forwarded encoded, not a separator (only for upstreams that never decode it before resolving `..`). See docs/routing.md.' }),
-  zone: Type.Optional(Type.String({ minLength: 1, description: 'The zone this gateway runs in: services prefer endpoints of the same zone (see `services.<name>.loadBalancer.locality`).' }))
+  zone: Type.Optional(Type.String({ minLength: 1, description: 'The zone this gateway runs in: services prefer endpoints of the same zone (see `services.<name>.loadBalancer.locality`).' })),
+  workers: Type.Union([
+    Type.Integer({ minimum: 1, maximum: 64 }),
+    Type.Literal('auto')
+  ], { default: 1, description: 'Processes that serve traffic: `1` (one process does everything), a number, or `auto` (one per available core). With more than one, a primary process keeps discovery, certificates, config watching, Consul registration and the admin API, and forks this many workers that share the listening ports (node:cluster); see docs/workers.md for what each worker keeps on its own. Read at start.' })
 }, { description: 'Who this gateway is and which role it plays.' })
 
 export const InboundListenerSchema = strict({

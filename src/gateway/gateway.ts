@@ -29,6 +29,8 @@ import type { Discovery } from '../discovery/types.js'
 import { CompositeDiscovery } from '../discovery/composite.js'
 import { ConsulClient, resolveConsul } from '../discovery/consul/client.js'
 import { ConsulDiscovery } from '../discovery/consul/discovery.js'
+import { WorkerPool, workerCount, type WorkerReport } from '../workers/pool.js'
+import { ClusterSwap } from '../workers/cluster-swap.js'
 
 export interface GatewayOptions {
   readonly loaded: LoadedConfig
@@ -58,6 +60,8 @@ export class Gateway {
   /** Config versions: the serving one, those draining, the config in effect, reload outcomes. */
   private readonly versions: VersionSwap
   private readonly listeners = new ListenerSet()
+  /** With `gateway.workers` > 1: the processes that listen and serve (this one does not). */
+  private pool: WorkerPool | undefined
   private readonly registration: ConsulRegistration
   private mesh: MeshContext | undefined
   identity: IdentityProvider | undefined
@@ -178,22 +182,29 @@ export class Gateway {
   }
 
   get ready (): boolean {
-    return this.versions.version !== undefined && this.listeners.listening && !this.draining
+    return this.versions.version !== undefined && (this.pool?.ready ?? this.listeners.listening) && !this.draining
   }
 
   /** Where the client-facing listener is bound: edge http, or the node's shared outbound port. */
   get httpAddress (): AddressInfo {
-    return this.listeners.httpAddress
+    if (this.pool === undefined) return this.listeners.httpAddress
+    const bound = this.pool.bound
+    return (bound.http ?? bound.outbound)!
   }
 
-  /** Every bound listener but admin, by name. */
+  /** Every bound listener but admin, by name (with workers: as they bound them, every one alike). */
   get boundListeners (): Record<string, AddressInfo> {
-    return this.listeners.bound
+    return this.pool?.bound ?? this.listeners.bound
   }
 
   /** Where a named listener is bound (`http`, `outbound`, `inbound`, `upstream:<caller>:<service>`). */
   listenerAddress (name: string): AddressInfo | undefined {
-    return this.listeners.address(name)
+    return this.pool !== undefined ? this.pool.bound[name] : this.listeners.address(name)
+  }
+
+  /** Each worker's pid, state, restarts, version and load; undefined when this process serves alone. */
+  async workers (): Promise<WorkerReport[] | undefined> {
+    return await this.pool?.describe()
   }
 
   get meshContext (): MeshContext | undefined {
@@ -219,14 +230,31 @@ export class Gateway {
     this.registry.applyConfig(config.discovery.embedded.services)
     if (config.mesh.mtls !== 'off') await this.startMesh()
     const first = await this.versions.start()
-    const current = (): GatewayVersion => this.versions.version!
-    const mesh = this.mesh !== undefined ? { context: this.mesh, identity: this.identity! } : undefined
-    await this.listeners.open({ config, current, mesh, log: this.log })
+    const workers = workerCount(config.gateway.workers)
+    if (workers > 1) {
+      // This process keeps the control plane; its version serves the admin API's views and
+      // refuses a config before any worker builds it.
+      const pool = this.pool = new WorkerPool({
+        count: workers,
+        log: this.log,
+        discovery: this.discovery,
+        identity: this.identity,
+        identities: meshIdentities(config),
+        current: () => ({ config: this.versions.config, source: this.versions.configSource, version: this.versions.versionNumber }),
+        drainMs: () => durationMs(this.config.limits.drainTimeout)
+      })
+      this.metrics.workerMetrics = async () => await pool.metrics()
+      await pool.start()
+    } else {
+      const current = (): GatewayVersion => this.versions.version!
+      const mesh = this.mesh !== undefined ? { context: this.mesh, identity: this.identity! } : undefined
+      await this.listeners.open({ config, current, mesh, log: this.log })
+    }
     this.admin = await startAdmin(this, config.listeners.admin)
     this.configWatcher.start()
     if (this.options.handleSignals === true) installSignalHandlers({ log: this.log, faults: this.faults, reload: async (reason) => await this.reload(reason), stop: async () => { await this.stop() }, flushAccessLog: () => { this.versions.flushAccessLog() } })
     await this.registration.register()
-    this.log.info({ mode: config.gateway.mode, listeners: this.listeners.bound, admin: this.adminAddress, mtls: config.mesh.mtls, version: first.version, routes: config.routes.length }, 'fastmesh gateway listening')
+    this.log.info({ mode: config.gateway.mode, listeners: this.boundListeners, workers, admin: this.adminAddress, mtls: config.mesh.mtls, version: first.version, routes: config.routes.length }, 'fastmesh gateway listening')
   }
 
   /** Identity, TLS contexts and authorization; leaves for the gateway and each local service. */
@@ -254,7 +282,7 @@ export class Gateway {
       provider: this.options.provider ?? new FileConfigProvider(this.options.loaded.source, { log: this.log }),
       initial: this.options.loaded,
       log: this.log,
-      target: this.versions
+      target: this.pool !== undefined ? new ClusterSwap(this.versions, this.pool) : this.versions
     })
     return this.reconciler
   }
@@ -274,11 +302,15 @@ export class Gateway {
     // for a moment so calls already on their way still land.
     const delay = durationMs(this.config.limits.deregisterGrace)
     if (wasRegistered && delay > 0) await new Promise((r) => setTimeout(r, delay))
-    const closed = this.listeners.stopAccepting()
-    const deadline = Date.now() + durationMs(this.config.limits.drainTimeout)
-    while ((this.versions.version?.inFlight ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-    this.listeners.closeAllConnections()
-    await closed
+    if (this.pool !== undefined) {
+      await this.pool.stop()
+    } else {
+      const closed = this.listeners.stopAccepting()
+      const deadline = Date.now() + durationMs(this.config.limits.drainTimeout)
+      while ((this.versions.version?.inFlight ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+      this.listeners.closeAllConnections()
+      await closed
+    }
     await this.versions.close()
     await this.admin?.close()
     // State outside versions is disposed with the gateway (plugins' connections, timers).

@@ -18,24 +18,7 @@ export interface SignalTarget {
 export function installSignalHandlers (target: SignalTarget): void {
   const log = target.log
   process.on('SIGHUP', () => { void target.reload('SIGHUP') })
-  // The last resort. Every layer guards its own callbacks, so an exception that gets here
-  // came from somewhere no guard reaches (a plugin's own timer, a library's callback): one
-  // request's failure must not end every other request, so it is logged and counted, and
-  // the gateway goes on. Log lines are limited to one a second of each kind (the count is exact).
-  const lastResort = (kind: string): ((err: unknown) => void) => {
-    let lastLogged = 0
-    let unlogged = 0
-    return (err) => {
-      target.faults.uncaught++
-      const now = Date.now()
-      if (now - lastLogged < 1000) { unlogged++; return }
-      lastLogged = now
-      log.error({ err, code: 'FASTMESH_ERR_INTERNAL', kind, suppressed: unlogged, uncaught: target.faults.uncaught }, 'exception outside any request guard; the gateway goes on')
-      unlogged = 0
-    }
-  }
-  process.on('uncaughtException', lastResort('uncaughtException'))
-  process.on('unhandledRejection', lastResort('unhandledRejection'))
+  installLastResort(log, target.faults)
   const shutdown = (signal: string): void => {
     log.info({ signal }, 'shutting down: draining in-flight requests')
     target.stop().then(() => { log.flush(); process.exit(0) }, (err: unknown) => {
@@ -47,4 +30,26 @@ export function installSignalHandlers (target: SignalTarget): void {
   }
   process.once('SIGTERM', () => { shutdown('SIGTERM') })
   process.once('SIGINT', () => { shutdown('SIGINT') })
+}
+
+/** The last resort of a gateway process (one alone, or a worker). */
+export function installLastResort (log: Logger, faults: ExchangeFaults): void {
+  // Every layer guards its own callbacks, so an exception that gets here
+  // came from somewhere no guard reaches (a plugin's own timer, a library's callback): one
+  // request's failure must not end every other request, so it is logged and counted, and
+  // the gateway goes on. Log lines are limited to one a second of each kind (the count is exact).
+  const lastResort = (kind: string): ((err: unknown) => void) => {
+    let lastLogged = 0
+    let unlogged = 0
+    return (err) => {
+      faults.uncaught++
+      const now = Date.now()
+      if (now - lastLogged < 1000) { unlogged++; return }
+      lastLogged = now
+      log.error({ err, code: 'FASTMESH_ERR_INTERNAL', kind, suppressed: unlogged, uncaught: faults.uncaught }, 'exception outside any request guard; the gateway goes on')
+      unlogged = 0
+    }
+  }
+  process.on('uncaughtException', lastResort('uncaughtException'))
+  process.on('unhandledRejection', lastResort('unhandledRejection'))
 }

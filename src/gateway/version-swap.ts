@@ -23,6 +23,15 @@ export interface ReloadReport extends ReloadResult {
   readonly reason: string
 }
 
+/** A version built by `prepare` that does not serve yet. */
+export interface PreparedVersion {
+  readonly built: GatewayVersion
+  /** The config in effect once committed (restart-only keys as at start). */
+  readonly loaded: LoadedConfig
+  /** The config as given. */
+  readonly given: FastmeshConfig
+}
+
 export interface VersionSwapOptions {
   /** The config the gateway starts with. */
   readonly loaded: LoadedConfig
@@ -93,32 +102,56 @@ export class VersionSwap implements ReconcileTarget {
     return this.lastReloadReport
   }
 
-  /** Builds the first version from the config the gateway starts with. */
-  async start (): Promise<GatewayVersion> {
-    this.current = await this.build(this.loaded)
+  /** Builds the first version from the config the gateway starts with (`version`: the number a primary gave it). */
+  async start (version?: number): Promise<GatewayVersion> {
+    this.current = await this.build(this.loaded, version)
     return this.current
   }
 
   async swap (given: LoadedConfig, reason: string): Promise<ReloadResult> {
     if (this.stopping) return { ok: false, version: this.current?.version ?? 0, error: 'shutting down' }
+    let prepared: PreparedVersion
+    try {
+      prepared = await this.prepare(given)
+    } catch (err) {
+      return this.refuse(err, reason)
+    }
+    return this.commit(prepared, reason)
+  }
+
+  /**
+   * The first phase of a swap: builds a version from `given` (restart-only keys held back)
+   * without serving it. Throws what the build threw, having released what it took. A
+   * gateway with workers prepares on every process before any commits; `version` is then
+   * the number the primary gave it, so every process calls a config version the same.
+   */
+  async prepare (given: LoadedConfig, version?: number): Promise<PreparedVersion> {
     // Keys read only at start keep their started values: the version is built, and
     // `config` shows, what actually runs.
     const loaded: LoadedConfig = { config: deepFreeze(configInEffect(this.started, given.config)), source: given.source, customPlugins: given.customPlugins }
-    let next: GatewayVersion
     try {
-      next = await this.build(loaded)
+      return { built: await this.build(loaded, version), loaded, given: given.config }
     } catch (err) {
       this.retainServices()
       this.settleTracing()
-      return this.refuse(err, reason)
+      throw err
     }
-    const pending = pendingRestart(this.started, given.config)
+  }
+
+  /** The second phase: the prepared version serves from now on; the old one drains and retires. */
+  commit (prepared: PreparedVersion, reason: string): ReloadResult {
+    if (this.stopping) {
+      void this.abandon(prepared)
+      return { ok: false, version: this.current?.version ?? 0, error: 'shutting down' }
+    }
+    const { built: next, loaded, given } = prepared
+    const pending = pendingRestart(this.started, given)
     if (pending.length > 0) this.log.warn({ reason, pendingRestart: pending }, 'config keys changed that take effect on restart')
     this.options.registry.applyConfig(loaded.config.discovery.embedded.services)
     const old = this.current
     this.current = next
     this.loaded = loaded
-    this.latest = given.config
+    this.latest = given
     this.recorder.flush()
     this.recorder = accessLogRecorder(this.log, loaded.config.telemetry.logging.accessLog)
     this.log.level = loaded.config.telemetry.logging.level
@@ -129,6 +162,20 @@ export class VersionSwap implements ReconcileTarget {
     this.retainServices()
     this.settleTracing()
     return this.report(reason, { ok: true, version: next.version, ...(pending.length > 0 ? { pendingRestart: pending } : {}) })
+  }
+
+  /** A prepared version that will not serve (another worker refused it): closed, its endpoint sets and state released. */
+  async abandon (prepared: PreparedVersion): Promise<void> {
+    await prepared.built.close().catch((err: unknown) => { this.log.error({ err }, 'closing an abandoned version failed') })
+    if (!this.stopping) {
+      this.retainServices()
+      this.settleTracing()
+    }
+  }
+
+  /** The last accepted config as given (restart-only keys as given too): what a new worker starts from. */
+  get latestGiven (): LoadedConfig {
+    return { config: this.latest, source: this.loaded.source, customPlugins: this.loaded.customPlugins }
   }
 
   refuse (err: unknown, reason: string): ReloadResult {
@@ -157,8 +204,9 @@ export class VersionSwap implements ReconcileTarget {
     return result
   }
 
-  private async build (loaded: LoadedConfig): Promise<GatewayVersion> {
-    const version = ++this.versionCounter
+  private async build (loaded: LoadedConfig, given?: number): Promise<GatewayVersion> {
+    const version = given ?? ++this.versionCounter
+    if (version > this.versionCounter) this.versionCounter = version
     const mesh = this.options.mesh()
     return await buildGatewayVersion({
       compiled: loaded,

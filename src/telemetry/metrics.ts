@@ -7,7 +7,7 @@
 // allocates per request and adds a hidden-class transition per series (docs/architecture.md).
 // Here a request finds its series through nested Maps of config names and an array index,
 // and the registry renders the series only when scraped.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import type { Exchange, GatewayPolicy, UpstreamTry } from '../gateway/exchange.js'
 import { BY_HOST_ROUTE } from '../gateway/assembly.js'
 import type { EndpointEvents } from '../balancer/events.js'
@@ -210,13 +210,13 @@ export class GatewayMetrics {
     // Rendered by the registry from get() at scrape time (its reset and aggregation are not used).
     this.registry.registerMetric({ name: 'fastmesh_requests_total', get: () => this.requestsMetric(), reset: () => {} } as never)
     this.registry.registerMetric({ name: 'fastmesh_request_duration_seconds', get: () => this.durationMetric(), reset: () => {} } as never)
-    this.reloads = new Counter({ name: 'fastmesh_config_reloads_total', help: 'Config reloads by result: success (a new version serves) or failure (refused; the running one stays).', labelNames: ['result'], registers: [this.registry] })
+    this.reloads = new Counter({ name: 'fastmesh_config_reloads_total', help: 'Config reloads by result: success (a new version serves) or failure (refused; the running one stays).', labelNames: ['result'], registers: [this.registry], aggregator: 'max' })
     // Both label values exist from the start, so a rate over failures is 0 rather than absent.
     this.reloads.inc({ result: 'success' }, 0)
     this.reloads.inc({ result: 'failure' }, 0)
     const configVersion = opts.configVersion
     if (configVersion !== undefined) {
-      new Gauge({ name: 'fastmesh_config_version', help: 'The config version serving requests (1 at start, +1 per accepted reload).', registers: [this.registry], collect () { this.set(configVersion()) } })
+      new Gauge({ name: 'fastmesh_config_version', help: 'The config version serving requests (1 at start, +1 per accepted reload).', registers: [this.registry], aggregator: 'max', collect () { this.set(configVersion()) } })
     }
     const certificates = opts.certificates
     if (certificates !== undefined) {
@@ -253,8 +253,17 @@ export class GatewayMetrics {
     return this.registry.contentType
   }
 
+  /**
+   * With workers (src/workers/pool.ts): their metrics, added to this process's when rendered,
+   * each metric by its aggregator (counters summed; versions and endpoint gauges their maximum).
+   */
+  workerMetrics: (() => Promise<unknown[][]>) | undefined = undefined
+
   async render (): Promise<string> {
-    return await this.registry.metrics()
+    if (this.workerMetrics === undefined) return await this.registry.metrics()
+    const own = await this.registry.getMetricsAsJSON()
+    const workers = await this.workerMetrics() as Array<Array<MetricObjectWithValues<MetricValue<string>>>>
+    return await AggregatorRegistry.aggregate([own, ...workers]).metrics()
   }
 
   /** A counter kept by this class and rendered at scrape. */
@@ -301,6 +310,8 @@ export class GatewayMetrics {
         help: 'Endpoints of each destination service by state: healthy (in rotation), unhealthy (failing its health check), ejected (outlier detection, or unreachable).',
         labelNames: ['role', 'destination', 'state'],
         registers: [this.registry],
+        // With workers each process sees the endpoints; ejections are each worker's own.
+        aggregator: 'max',
         collect () {
           this.reset()
           for (const c of endpointStates()) {
@@ -341,6 +352,7 @@ export class GatewayMetrics {
         help: '1 while a watched service is served from its last known endpoints because the discovery source cannot be reached.',
         labelNames: ['role', 'service'],
         registers: [this.registry],
+        aggregator: 'max',
         collect () {
           this.reset()
           for (const s of discovery().services) this.set({ role, service: s.service }, s.stale ? 1 : 0)

@@ -1,0 +1,306 @@
+// The primary's workers (`gateway.workers` > 1): forks them with node:cluster so they share
+// the listening ports, relays discovery snapshots and certificates to them, reloads them all
+// or none (prepare everywhere, then commit), gathers their metrics and status for the admin
+// API, and replaces a worker that dies without disturbing the others.
+import cluster, { type Worker } from 'node:cluster'
+import { availableParallelism } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import type { Discovery } from '../discovery/types.js'
+import type { IdentityProvider } from '../identity/types.js'
+import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
+import type { FromWorker, IdentityState, ToWorker, WorkerStatus } from './messages.js'
+
+/** `gateway.workers` as a count: `auto` is the cores this process may use. */
+export function workerCount (setting: number | 'auto'): number {
+  return setting === 'auto' ? availableParallelism() : setting
+}
+
+/** What a new worker starts from: the config in effect and the serving version's number. */
+export interface PoolConfig {
+  readonly config: FastmeshConfig
+  readonly source: string
+  readonly version: number
+}
+
+export interface WorkerPoolOptions {
+  readonly count: number
+  readonly log: Logger
+  /** The primary's discovery: every worker's watches go through it. */
+  readonly discovery: Discovery
+  /** The primary's started identity provider (undefined with mesh.mtls off). */
+  readonly identity: IdentityProvider | undefined
+  /** The services whose leaves every worker holds (the gateway and its local services). */
+  readonly identities: readonly string[]
+  readonly current: () => PoolConfig
+  /** Longest time a worker given `stop` may drain. */
+  readonly drainMs: () => number
+}
+
+/** A worker's answer to `prepare`; `gone`: it exited meanwhile (its replacement starts from what is committed). */
+type PrepareAnswer = Extract<FromWorker, { t: 'prepared' }> | { readonly t: 'gone' }
+
+interface Slot {
+  /** 1-based, kept by replacements. */
+  readonly index: number
+  worker: Worker
+  state: 'starting' | 'ready' | 'stopping'
+  startedAt: Date
+  /** Replacements of this slot since the gateway started. */
+  restarts: number
+  /** Exits of this slot in a row without reaching `ready` for long: paces replacements. */
+  recentCrashes: number
+  listeners: Record<string, AddressInfo> | undefined
+  /** key → stop watching in the primary's discovery. */
+  readonly watches: Map<string, () => void>
+  /** Requests to this worker waiting for its answer, by id. */
+  readonly pending: Map<number, (answer: FromWorker | { readonly t: 'gone' }) => void>
+}
+
+/** Per-worker detail for admin `GET /workers`. */
+export interface WorkerReport {
+  readonly index: number
+  readonly pid: number | undefined
+  readonly state: Slot['state']
+  readonly startedAt: string
+  readonly restarts: number
+  readonly status: WorkerStatus | undefined
+}
+
+export class WorkerPool {
+  private readonly slots = new Map<number, Slot>()
+  private readonly log: Logger
+  private stopping = false
+  private nextId = 1
+  /** Reloads and replacements run one at a time, so a new worker never misses a commit. */
+  private queue: Promise<unknown> = Promise.resolve()
+  private readonly leafServices: Set<string>
+  private offIdentity: (() => void) | undefined
+
+  constructor (private readonly opts: WorkerPoolOptions) {
+    this.log = opts.log.child({ component: 'workers' })
+    this.leafServices = new Set(opts.identities)
+  }
+
+  /** Forks every worker and resolves once all listen; a worker that fails to start fails the start. */
+  async start (): Promise<void> {
+    cluster.setupPrimary({
+      exec: fileURLToPath(new URL('./worker-main.js', import.meta.url)),
+      serialization: 'advanced'
+    })
+    const identity = this.opts.identity
+    if (identity !== undefined) {
+      this.offIdentity = identity.onChange(() => { this.broadcast({ t: 'identity', identity: this.identityState()! }) })
+    }
+    const starts: Array<Promise<void>> = []
+    for (let i = 1; i <= this.opts.count; i++) starts.push(this.fork(i, 0))
+    await Promise.all(starts)
+    this.log.info({ workers: this.opts.count, schedulingPolicy: cluster.schedulingPolicy === cluster.SCHED_RR ? 'rr' : 'none' }, 'workers listening')
+  }
+
+  /** Runs `task` when no reload or replacement is under way. */
+  exclusive<T> (task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task)
+    this.queue = run.catch(() => {})
+    return run
+  }
+
+  private fork (index: number, restarts: number): Promise<void> {
+    const worker = cluster.fork({ FASTMESH_WORKER: String(index) })
+    const slot: Slot = { index, worker, state: 'starting', startedAt: new Date(), restarts, recentCrashes: this.slots.get(index)?.recentCrashes ?? 0, listeners: undefined, watches: new Map(), pending: new Map() }
+    this.slots.set(index, slot)
+    const { config, source, version } = this.opts.current()
+    return new Promise<void>((resolve, reject) => {
+      let settled = false
+      worker.on('message', (m: FromWorker) => {
+        if (m.t === 'hello') {
+          this.send(slot, { t: 'init', worker: index, config, source, version, identity: this.identityState() })
+          return
+        }
+        if (m.t === 'ready') {
+          slot.state = 'ready'
+          slot.listeners = m.listeners
+          if (!settled) { settled = true; resolve() }
+          return
+        }
+        if (m.t === 'start-failed') {
+          if (!settled) { settled = true; reject(new Error(`worker ${index} could not start: ${m.error}`)) }
+          return
+        }
+        this.receive(slot, m)
+      })
+      worker.on('exit', (code, signal) => {
+        this.forget(slot)
+        if (!settled) { settled = true; reject(new Error(`worker ${index} exited while starting (code ${code ?? '-'}, signal ${signal ?? '-'})`)) }
+        if (this.stopping || this.slots.get(index) !== slot) return
+        this.replace(slot, code, signal)
+      })
+    })
+  }
+
+  /** A worker died: the others go on serving; this slot gets a new worker, paced if it keeps dying. */
+  private replace (slot: Slot, code: number | null, signal: string | null): void {
+    const lived = Date.now() - slot.startedAt.getTime()
+    const crashes = lived < 10_000 ? slot.recentCrashes + 1 : 1
+    const delayMs = Math.min(10_000, 100 * 2 ** (crashes - 1))
+    this.log.error({ worker: slot.index, pid: slot.worker.process.pid, code, signal, restartInMs: delayMs }, 'worker exited; starting a replacement')
+    slot.recentCrashes = crashes
+    setTimeout(() => {
+      if (this.stopping) return
+      void this.exclusive(async () => {
+        if (this.stopping) return
+        await this.fork(slot.index, slot.restarts + 1)
+        this.log.info({ worker: slot.index, pid: this.slots.get(slot.index)?.worker.process.pid }, 'replacement worker listening')
+      }).catch((err: unknown) => { this.log.error({ err, worker: slot.index }, 'replacement worker failed to start') })
+    }, delayMs).unref()
+  }
+
+  /** An exited worker's watches stop, and whoever waits for its answers is told it is gone. */
+  private forget (slot: Slot): void {
+    for (const stop of slot.watches.values()) stop()
+    slot.watches.clear()
+    for (const answer of slot.pending.values()) answer({ t: 'gone' })
+    slot.pending.clear()
+    slot.state = 'stopping'
+  }
+
+  private receive (slot: Slot, m: FromWorker): void {
+    switch (m.t) {
+      case 'watch': {
+        if (slot.watches.has(m.key)) return
+        const key = m.key
+        slot.watches.set(key, this.opts.discovery.watch(m.service, (snapshot) => { this.send(slot, { t: 'snapshot', key, snapshot }) }, m.options))
+        return
+      }
+      case 'unwatch': {
+        slot.watches.get(m.key)?.()
+        slot.watches.delete(m.key)
+        return
+      }
+      case 'ensure': {
+        const identity = this.opts.identity
+        if (identity === undefined) return
+        this.leafServices.add(m.service)
+        identity.ensure(m.service).then(() => { this.broadcast({ t: 'identity', identity: this.identityState()! }) }, (err: unknown) => { this.log.error({ err, service: m.service }, 'a worker asked for a leaf the primary could not get') })
+        return
+      }
+      case 'hello': case 'ready': case 'start-failed': return
+      case 'prepared': case 'committed': case 'status': case 'metrics': {
+        const answer = slot.pending.get(m.id)
+        slot.pending.delete(m.id)
+        answer?.(m)
+      }
+    }
+  }
+
+  private identityState (): IdentityState | undefined {
+    const identity = this.opts.identity
+    if (identity === undefined) return undefined
+    const leaves = []
+    for (const service of this.leafServices) {
+      const leaf = identity.leaf(service)
+      if (leaf !== undefined) leaves.push(leaf)
+    }
+    return { kind: identity.kind, roots: identity.roots(), leaves }
+  }
+
+  private send (slot: Slot, m: ToWorker): void {
+    if (slot.worker.isConnected()) slot.worker.send(m)
+  }
+
+  private broadcast (m: ToWorker): void {
+    for (const slot of this.slots.values()) if (slot.state !== 'stopping') this.send(slot, m)
+  }
+
+  /** Asks every live worker and gathers their answers (`gone` for one that exits meanwhile; undefined after `timeoutMs`). */
+  private async ask (make: (id: number) => ToWorker, timeoutMs: number, only?: readonly Slot[]): Promise<Array<{ slot: Slot, answer: FromWorker | { readonly t: 'gone' } | undefined }>> {
+    const id = this.nextId++
+    const asked = only ?? [...this.slots.values()].filter((s) => s.state === 'ready')
+    return await Promise.all(asked.map(async (slot) => {
+      const answer = await new Promise<FromWorker | { readonly t: 'gone' } | undefined>((resolve) => {
+        const timer = setTimeout(() => { slot.pending.delete(id); resolve(undefined) }, timeoutMs)
+        slot.pending.set(id, (a) => { clearTimeout(timer); resolve(a) })
+        this.send(slot, make(id))
+      })
+      return { slot, answer }
+    }))
+  }
+
+  /**
+   * Phase one of a reload (call inside `exclusive`): every ready worker builds the version.
+   * Resolves with `commit` and `abandon` for phase two, or the first worker's refusal.
+   */
+  async prepare (config: FastmeshConfig, source: string, version: number, timeoutMs: number): Promise<{ ok: true, commit: (reason: string) => Promise<void> } | { ok: false, error: string, problems?: readonly ConfigProblem[] }> {
+    let id = 0
+    const answers = await this.ask((i) => { id = i; return { t: 'prepare', id: i, config, source, version } }, timeoutMs)
+    const asked = answers.map((a) => a.slot)
+    for (const { slot, answer } of answers) {
+      const a = answer as PrepareAnswer | undefined
+      if (a === undefined || (a.t === 'prepared' && !a.ok)) {
+        for (const s of asked) this.send(s, { t: 'abandon', id })
+        const why = a === undefined ? `no answer within ${timeoutMs} ms` : a.error ?? 'refused'
+        return { ok: false, error: `worker ${slot.index} (pid ${slot.worker.process.pid ?? '-'}) could not build version ${version}: ${why}`, ...(a?.t === 'prepared' && a.problems !== undefined ? { problems: a.problems } : {}) }
+      }
+    }
+    return {
+      ok: true,
+      commit: async (reason) => {
+        const live = asked.filter((s) => s.state === 'ready')
+        // Waits for each worker to serve it, so a reload's answer means every worker serves it.
+        await this.ask(() => ({ t: 'commit', id, reason }), timeoutMs, live.map((s) => s))
+      }
+    }
+  }
+
+  /** True while at least one worker serves and none is starting for the first time. */
+  get ready (): boolean {
+    const slots = [...this.slots.values()]
+    return slots.length === this.opts.count && slots.some((s) => s.state === 'ready')
+  }
+
+  /** Where the workers' listeners are bound (every worker binds the same). */
+  get bound (): Record<string, AddressInfo> {
+    for (const slot of this.slots.values()) if (slot.listeners !== undefined) return slot.listeners
+    return {}
+  }
+
+  /** Every ready worker's metrics as prom-client JSON (a worker that does not answer in 2 s is left out). */
+  async metrics (): Promise<unknown[][]> {
+    const answers = await this.ask((id) => ({ t: 'metrics', id }), 2000)
+    return answers.flatMap(({ answer }) => answer?.t === 'metrics' ? [answer.metrics] : [])
+  }
+
+  /** Each worker: pid, state, restarts and what it reports of itself. */
+  async describe (): Promise<WorkerReport[]> {
+    const answers = new Map((await this.ask((id) => ({ t: 'status', id }), 2000)).map(({ slot, answer }) => [slot, answer]))
+    return [...this.slots.values()].sort((a, b) => a.index - b.index).map((slot) => {
+      const answer = answers.get(slot)
+      return {
+        index: slot.index,
+        pid: slot.worker.process.pid,
+        state: slot.state,
+        startedAt: slot.startedAt.toISOString(),
+        restarts: slot.restarts,
+        status: answer?.t === 'status' ? answer.status : undefined
+      }
+    })
+  }
+
+  /** Every worker stops accepting and drains (at most the drain time, then it is killed). */
+  async stop (): Promise<void> {
+    this.stopping = true
+    this.offIdentity?.()
+    const drainMs = this.opts.drainMs()
+    await Promise.all([...this.slots.values()].map(async (slot) => {
+      const worker = slot.worker
+      if (worker.isDead()) return
+      const exited = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
+      this.send(slot, { t: 'stop', drainMs })
+      const timer = setTimeout(() => { worker.process.kill('SIGKILL') }, drainMs + 5000)
+      await exited
+      clearTimeout(timer)
+    }))
+    for (const slot of this.slots.values()) this.forget(slot)
+  }
+}
