@@ -95,7 +95,7 @@ export const catalogue = {
     'An admin change would silently replace or remove what the config file owns (an endpoint declared under `discovery.embedded.services`); change the config instead, or register under another id.'),
   LISTEN: entry('FASTMESH_ERR_LISTEN', 500, 'Cannot listen on %s: %s',
     'A listener address is in use or not permitted.'),
-  WORKER_REFUSED: entry('FASTMESH_ERR_WORKER_REFUSED', 500, 'Reload refused: %s',
+  WORKER_REFUSED: entry('FASTMESH_ERR_WORKER_REFUSED', 500, 'Not every worker could build the new version: %s',
     'With `gateway.workers` above 1 a reload is all or nothing: a worker could not build the new config version (or did not answer in 30 s), so no worker serves it and every worker keeps the running one; the worker\'s error follows.'),
   IDENTITY_UNAVAILABLE: entry('FASTMESH_ERR_IDENTITY_UNAVAILABLE', 503, 'No certificate for %s from the %s identity provider: %s',
     'The gateway has no leaf certificate (or CA roots) for an identity it needs; with Consul, check the agent and Connect.'),

@@ -30,10 +30,10 @@ export type ToWorker =
   | { readonly t: 'init', readonly worker: number, readonly config: FastmeshConfig, readonly source: string, readonly version: number, readonly identity: IdentityState | undefined }
   /** Build a version of this config, do not serve it yet (phase one of a reload). */
   | { readonly t: 'prepare', readonly id: number, readonly config: FastmeshConfig, readonly source: string, readonly version: number }
-  /** Serve the prepared version (phase two). */
-  | { readonly t: 'commit', readonly id: number, readonly reason: string }
-  /** Another process refused it: close the prepared version. */
-  | { readonly t: 'abandon', readonly id: number }
+  /** Serve the version prepared as `prepared` (phase two); answered with `committed` and this `id`. */
+  | { readonly t: 'commit', readonly id: number, readonly prepared: number, readonly reason: string }
+  /** Another process refused it: close the version prepared as `prepared`. */
+  | { readonly t: 'abandon', readonly prepared: number }
   | { readonly t: 'snapshot', readonly key: string, readonly snapshot: ServiceSnapshot }
   | { readonly t: 'identity', readonly identity: IdentityState }
   | { readonly t: 'status', readonly id: number }

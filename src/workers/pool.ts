@@ -232,13 +232,13 @@ export class WorkerPool {
    * Resolves with `commit` and `abandon` for phase two, or the first worker's refusal.
    */
   async prepare (config: FastmeshConfig, source: string, version: number, timeoutMs: number): Promise<{ ok: true, commit: (reason: string) => Promise<void> } | { ok: false, error: string, problems?: readonly ConfigProblem[] }> {
-    let id = 0
-    const answers = await this.ask((i) => { id = i; return { t: 'prepare', id: i, config, source, version } }, timeoutMs)
+    let prepared = 0
+    const answers = await this.ask((id) => { prepared = id; return { t: 'prepare', id, config, source, version } }, timeoutMs)
     const asked = answers.map((a) => a.slot)
     for (const { slot, answer } of answers) {
       const a = answer as PrepareAnswer | undefined
       if (a === undefined || (a.t === 'prepared' && !a.ok)) {
-        for (const s of asked) this.send(s, { t: 'abandon', id })
+        for (const s of asked) this.send(s, { t: 'abandon', prepared })
         const why = a === undefined ? `no answer within ${timeoutMs} ms` : a.error ?? 'refused'
         return { ok: false, error: `worker ${slot.index} (pid ${slot.worker.process.pid ?? '-'}) could not build version ${version}: ${why}`, ...(a?.t === 'prepared' && a.problems !== undefined ? { problems: a.problems } : {}) }
       }
@@ -248,7 +248,7 @@ export class WorkerPool {
       commit: async (reason) => {
         const live = asked.filter((s) => s.state === 'ready')
         // Waits for each worker to serve it, so a reload's answer means every worker serves it.
-        await this.ask(() => ({ t: 'commit', id, reason }), timeoutMs, live.map((s) => s))
+        await this.ask((id) => ({ t: 'commit', id, prepared, reason }), timeoutMs, live)
       }
     }
   }

@@ -103,15 +103,15 @@ export class WorkerGateway {
       case 'identity': this.identity?.receive(m.identity); return
       case 'prepare': await this.prepare(m); return
       case 'commit': {
-        const p = this.prepared.get(m.id)
-        this.prepared.delete(m.id)
+        const p = this.prepared.get(m.prepared)
+        this.prepared.delete(m.prepared)
         if (p !== undefined) this.versions!.commit(p, m.reason)
         this.send({ t: 'committed', id: m.id })
         return
       }
       case 'abandon': {
-        const p = this.prepared.get(m.id)
-        this.prepared.delete(m.id)
+        const p = this.prepared.get(m.prepared)
+        this.prepared.delete(m.prepared)
         if (p !== undefined) await this.versions!.abandon(p)
         return
       }
