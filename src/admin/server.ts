@@ -355,6 +355,7 @@ export async function startAdmin (gateway: AdminHandles, listen: { address: stri
         inFlight: w.status?.inFlight ?? null,
         rssBytes: w.status?.rssBytes ?? null,
         heapUsedBytes: w.status?.heapUsedBytes ?? null,
+        ejected: w.status?.ejected.map((e) => ({ service: e.service, endpoint: e.endpoint, ...(e.reason !== undefined ? { reason: e.reason } : {}), ...(e.until !== undefined ? { until: new Date(e.until).toISOString() } : {}) })) ?? null,
         faults: w.status !== undefined ? { caught: w.status.faults.count, uncaught: w.status.faults.uncaught } : null
       }))
     }

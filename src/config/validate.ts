@@ -715,6 +715,25 @@ function disablePluginWarnings (config: FastmeshConfig): ConfigProblem[] {
 }
 
 /**
+ * A `rate-limit` without `store.redis` on a gateway with workers: each worker counts its own
+ * connections' requests, so the gateway as a whole lets up to `workers` × `max` through.
+ */
+function workerWarnings (config: FastmeshConfig): ConfigProblem[] {
+  const workers = config.gateway.workers
+  if (workers === 1) return []
+  const warnings: ConfigProblem[] = []
+  const check = (uses: FastmeshConfig['plugins'], at: string): void => {
+    uses.forEach((use, j) => {
+      if (use.name !== 'rate-limit' || (use.options as { store?: { redis?: unknown } } | undefined)?.store?.redis !== undefined) return
+      warnings.push({ path: `${at}[${j}]`, message: `counts in each worker's memory: with gateway.workers ${String(workers)}, the gateway as a whole admits up to ${workers === 'auto' ? 'one `max` per core' : `${workers} × max`} per window`, hint: 'set store.redis for one count across workers (and gateways), or divide max by the workers (docs/workers.md)' })
+    })
+  }
+  check(config.plugins, '$.plugins')
+  config.routes.forEach((route, i) => { check(route.plugins, `$.routes[${i}].plugins`) })
+  return warnings
+}
+
+/**
  * Validates a parsed document (defaults are filled in place, so pass a copy you own).
  * Returns every problem; `config` only when there are none. Plugin options are checked for
  * the plugins in `plugins` (the built-ins unless told); src/config/compile.ts adds the custom
@@ -735,7 +754,7 @@ export function validateConfigDocument (doc: unknown, plugins: ReadonlyMap<strin
   const config = doc
   const problems = redactProblems(semanticProblems(config, Object.keys(config.customPlugins), plugins))
   if (problems.length > 0) return { problems }
-  const warnings = [...mirrorWarnings(config), ...disablePluginWarnings(config)]
+  const warnings = [...mirrorWarnings(config), ...disablePluginWarnings(config), ...workerWarnings(config)]
   return warnings.length > 0 ? { config, problems, warnings } : { config, problems }
 }
 

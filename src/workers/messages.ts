@@ -21,6 +21,8 @@ export interface WorkerStatus {
   readonly inFlight: number
   readonly ready: boolean
   readonly faults: { readonly count: number, readonly uncaught: number, readonly last: ExchangeFaults['last'] }
+  /** Endpoints this worker's outlier detection has out of rotation (each worker ejects on what it sees). */
+  readonly ejected: ReadonlyArray<{ readonly service: string, readonly endpoint: string, readonly reason: string | undefined, readonly until: number | undefined }>
   readonly rssBytes: number
   readonly heapUsedBytes: number
 }

@@ -10,7 +10,7 @@ import { VersionSwap, type PreparedVersion } from '../gateway/version-swap.js'
 import { meshContextFor } from '../gateway/mesh-identity.js'
 import { retryBudgetKind } from '../gateway/retry.js'
 import { ServiceTable } from '../balancer/service-table.js'
-import { countEndpointStates } from '../balancer/endpoint-state.js'
+import { countEndpointStates, ejectionOf } from '../balancer/endpoint-state.js'
 import { StateRegistry } from '../state/registry.js'
 import { compileConfig, ConfigError, type LoadedConfig } from '../config/load.js'
 import { ConsulClient, resolveConsul } from '../discovery/consul/client.js'
@@ -138,7 +138,18 @@ export class WorkerGateway {
   private status (): WorkerStatus {
     const v = this.versions?.version
     const mem = process.memoryUsage()
+    const now = Date.now()
+    const sets = this.services.all()
+    const ejected: Array<WorkerStatus['ejected'][number]> = []
+    for (const s of this.discovery.services()) {
+      const layers = sets.filter((set) => set.service === s.service)
+      for (const e of s.endpoints) {
+        const v = ejectionOf(e, layers, now)
+        if (v !== undefined) ejected.push({ service: s.service, endpoint: e.id, reason: v.reason, until: v.until })
+      }
+    }
     return {
+      ejected,
       version: v?.version ?? 0,
       inFlight: v?.inFlight ?? 0,
       ready: v !== undefined && this.listeners.listening && !this.stopping,

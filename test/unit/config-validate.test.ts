@@ -739,3 +739,23 @@ test('listeners.outbound.identity names a local service of a node gateway with t
   assert.equal(meshOff.path, '$.listeners.outbound.identity')
   assert.match(meshOff.message, /needs the mesh on/)
 })
+
+test('gateway.workers takes 1-64 or auto (default 1); a rate-limit counting in memory warns that each worker counts its own share', () => {
+  assert.equal(load(base()).config.gateway.workers, 1)
+  assert.equal(load(base({ gateway: { workers: 'auto' } })).config.gateway.workers, 'auto')
+  assert.deepEqual(paths(base({ gateway: { workers: 0 } })), ['$.gateway.workers'])
+  assert.deepEqual(paths(base({ gateway: { workers: 'all' } })), ['$.gateway.workers'])
+  const limited = (workers: unknown): Record<string, unknown> => base({
+    gateway: { workers },
+    plugins: [{ name: 'rate-limit', options: { max: 100 } }],
+    routes: [
+      route('local', { plugins: [{ name: 'rate-limit', options: { max: 10 } }] }),
+      route('shared', { plugins: [{ name: 'rate-limit', options: { max: 10, store: { redis: { url: 'redis://127.0.0.1:6379' } } } }] })
+    ]
+  })
+  assert.equal(validateConfigDocument(limited(1)).warnings, undefined)
+  const result = validateConfigDocument(limited(4))
+  assert.deepEqual(result.warnings?.map((w) => w.path), ['$.plugins[0]', '$.routes[0].plugins[0]'])
+  assert.match(result.warnings![0]!.message, /with gateway.workers 4, the gateway as a whole admits up to 4 × max per window/)
+  assert.match(validateConfigDocument(limited('auto')).warnings![0]!.message, /one `max` per core/)
+})
