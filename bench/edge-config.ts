@@ -35,6 +35,8 @@ export interface EdgeConfigOptions {
    * table; default: none (14 routes).
    */
   readonly totalRoutes?: number
+  /** `gateway.workers`; default: none (1, one process serves). */
+  readonly workers?: number
 }
 
 /** The routes of the table without extras. */
@@ -45,7 +47,7 @@ export function edgeConfigYaml (o: EdgeConfigOptions): string {
     o.upstreamPorts.map((port, i) => ({ id: `${service}-${i + 1}`, address: '127.0.0.1', port }))
   const services = ['catalog', 'orders', 'users', 'shop']
   const config = {
-    gateway: { name: 'bench-edge', mode: 'edge' },
+    gateway: { name: 'bench-edge', mode: 'edge', ...(o.workers !== undefined ? { workers: o.workers } : {}) },
     listeners: {
       http: { address: '127.0.0.1', port: o.httpPort },
       admin: { address: '127.0.0.1', port: o.adminPort }

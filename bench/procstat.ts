@@ -42,6 +42,36 @@ export function rssMb (pid: number): number | undefined {
   }
 }
 
+/** True while `pid` runs (exists and is not a zombie waiting for its parent to reap it). */
+export function isLive (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const state = stat[stat.lastIndexOf(')') + 2]
+    return state !== 'Z' && state !== 'X'
+  } catch {
+    return false
+  }
+}
+
+/** The command line of `pid`, arguments joined by spaces; undefined once it is gone. */
+export function commandLine (pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim()
+  } catch {
+    return undefined
+  }
+}
+
+/** The CPUs `pid` may run on (`Cpus_allowed_list`, e.g. "0-1"); undefined without /proc. */
+export function cpusAllowed (pid: number): string | undefined {
+  try {
+    const m = /^Cpus_allowed_list:\s+(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m === null ? undefined : m[1]
+  } catch {
+    return undefined
+  }
+}
+
 /** Whole-machine CPU counters from /proc/stat (ticks): busy and total over all CPUs. */
 export function systemTicks (): { busy: number, total: number } | undefined {
   try {

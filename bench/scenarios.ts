@@ -9,6 +9,7 @@ import { request } from 'undici'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { freePort, freePorts } from '../test/helpers/ports.js'
 import { spawnChild, stopChild, waitForHttp } from './children.js'
+import { commandLine, cpusAllowed, isLive } from './procstat.js'
 import { edgeConfigYaml, EDGE_BENCH_PATH, EDGE_BENCH_ROUTE, type EdgeConfigOptions } from './edge-config.js'
 import { nodeToNodeScenario } from './mesh-scenario.js'
 
@@ -25,6 +26,10 @@ export interface BenchContext {
   readonly round: number
   /** Extra node flags for the proxy processes of scenario `name` (e.g. --cpu-prof). */
   nodeArgs(name: string): string[]
+  /** `gateway.workers` of the edge_workers scenario (bench --workers); undefined: not measured. */
+  readonly gatewayWorkers?: number
+  /** NODE_CLUSTER_SCHED_POLICY for a gateway with workers (bench --sched); undefined: Node's default. */
+  readonly clusterSchedPolicy?: 'rr' | 'none'
 }
 
 export interface RunningScenario {
@@ -36,6 +41,11 @@ export interface RunningScenario {
   readonly headers?: Readonly<Record<string, string>>
   /** More processes of the system under test (a second gateway): their CPU and RSS are added. */
   readonly extraPids?: readonly number[]
+  /**
+   * The serving workers of a gateway whose primary is `measuredPid`: their CPU and RSS are
+   * added, and their CPU is also reported apart from the primary's.
+   */
+  readonly workerPids?: readonly number[]
   stop(): Promise<void>
   /** Facts gathered once stopped (e.g. access-log lines the gateway wrote and flushed). */
   afterStop?(): Promise<Record<string, unknown>>
@@ -46,16 +56,31 @@ export interface ScenarioDefinition {
   readonly description: string
   /** Scenarios whose req/s this one is given as a ratio of (`ratio_to_<name>`). */
   readonly compareTo: readonly string[]
+  /** The same system in one process (in compareTo): req/s as a ratio of it is the scaling factor. */
+  readonly singleProcess?: string
   start(ctx: BenchContext): Promise<RunningScenario>
 }
 
 const dist = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
 
+interface AccessLogCounts {
+  accessLines: number
+  routeLines: number
+  logBytes: number
+  /** Access lines by the pid that wrote them (with workers: requests each worker served). */
+  byPid: Map<number, number>
+  /** `schedulingPolicy` of the primary's "workers listening" line, when it has workers. */
+  schedulingPolicy: string | undefined
+}
+
 /** Counts access-log lines, and those of `route`, in a gateway log file (streamed). */
-async function accessLogCounts (file: string, route: string): Promise<{ accessLines: number, routeLines: number, logBytes: number }> {
+async function accessLogCounts (file: string, route: string): Promise<AccessLogCounts> {
   const size = (await stat(file)).size
   const needle = '"log":"access"'
   const routeNeedle = `"route":"${route}"`
+  const pidPattern = /"pid":(\d+)/
+  const byPid = new Map<number, number>()
+  let schedulingPolicy: string | undefined
   let accessLines = 0
   let routeLines = 0
   let carry = ''
@@ -63,12 +88,57 @@ async function accessLogCounts (file: string, route: string): Promise<{ accessLi
     const lines = (carry + (chunk as string)).split('\n')
     carry = lines.pop() ?? ''
     for (const l of lines) {
-      if (!l.includes(needle)) continue
+      if (!l.includes(needle)) {
+        if (l.includes('"msg":"workers listening"')) schedulingPolicy = (JSON.parse(l) as { schedulingPolicy?: string }).schedulingPolicy
+        continue
+      }
       accessLines++
       if (l.includes(routeNeedle)) routeLines++
+      const pid = Number(pidPattern.exec(l)?.[1])
+      byPid.set(pid, (byPid.get(pid) ?? 0) + 1)
     }
   }
-  return { accessLines, routeLines, logBytes: size }
+  return { accessLines, routeLines, logBytes: size, byPid, schedulingPolicy }
+}
+
+interface WorkersView {
+  primary: number
+  workers: Array<{ index: number, pid: number | null, state: string, restarts: number }>
+}
+
+async function workersView (adminUrl: string): Promise<WorkersView> {
+  const res = await request(`${adminUrl}/workers`)
+  if (res.statusCode !== 200) throw new Error(`GET /workers answered ${res.statusCode}: ${await res.body.text()}`)
+  return await res.body.json() as WorkersView
+}
+
+/**
+ * The pids of the `count` workers of the gateway whose primary is `primaryPid`, every one
+ * ready (admin GET /workers); fails otherwise, since their CPU would be missing.
+ */
+async function readyWorkerPids (adminUrl: string, primaryPid: number, count: number): Promise<number[]> {
+  const view = await workersView(adminUrl)
+  if (view.primary !== primaryPid) throw new Error(`GET /workers names primary ${view.primary}, the bench started ${primaryPid}`)
+  const ready = view.workers.filter((w) => w.state === 'ready' && w.pid !== null)
+  if (ready.length !== count) throw new Error(`${ready.length} of ${count} workers ready: ${JSON.stringify(view.workers)}`)
+  return ready.map((w) => w.pid!)
+}
+
+/**
+ * Worker processes still running once their primary has stopped: they should have drained
+ * and exited before it did. Each is waited for up to `graceMs`, then killed by its pid (if
+ * that pid is still a worker-main process) and reported.
+ */
+async function killOrphanWorkers (pids: readonly number[], graceMs = 6000): Promise<number[]> {
+  const deadline = Date.now() + graceMs
+  let left = pids.filter(isLive)
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => { setTimeout(resolve, 100) })
+    left = left.filter(isLive)
+  }
+  const orphans = left.filter((pid) => commandLine(pid)?.includes('worker-main') === true)
+  for (const pid of orphans) { try { process.kill(pid, 'SIGKILL') } catch { /* gone meanwhile */ } }
+  return orphans
 }
 
 /** The retries of the `edge_retries` scenario: on, with nothing to retry. */
@@ -78,39 +148,78 @@ export const EDGE_BENCH_RETRIES = { attempts: 3, retryOn: ['gateway-error'] }
  * A fastmesh edge over `ctx.upstreamPorts` with the benchmark config (plus `extra`), ready
  * (admin /ready and the benchmarked URL answer); its access log is counted once stopped.
  */
-export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics' | 'tracing' | 'totalRoutes'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
+export async function startEdge (ctx: BenchContext, name: string, extra: Pick<EdgeConfigOptions, 'shopLoadBalancer' | 'shopRetries' | 'shopMirror' | 'shopPlugins' | 'customPlugins' | 'metrics' | 'tracing' | 'totalRoutes' | 'workers'>, headers?: Readonly<Record<string, string>>): Promise<RunningScenario> {
   const [httpPort, adminPort] = await freePorts(2)
+  const workers = extra.workers
   const configFile = join(ctx.workDir, `${name}.yaml`)
   const logFile = join(ctx.workDir, `${name}-round${ctx.round}.log`)
   await writeFile(configFile, edgeConfigYaml({ upstreamPorts: ctx.upstreamPorts, httpPort, adminPort, poolConnections: ctx.poolConnections, ...extra }))
   const child = spawnChild(`fastmesh ${name}`, process.execPath, {
     args: [...ctx.nodeArgs(name), dist('../src/cli/index.js'), 'start', '--config', configFile],
-    env: { ...process.env, FASTMESH_HTTP_PORT: String(httpPort), FASTMESH_ADMIN_PORT: String(adminPort) },
+    env: {
+      ...process.env,
+      FASTMESH_HTTP_PORT: String(httpPort),
+      FASTMESH_ADMIN_PORT: String(adminPort),
+      // Read by node:cluster in the primary when it first forks.
+      ...(workers !== undefined && ctx.clusterSchedPolicy !== undefined ? { NODE_CLUSTER_SCHED_POLICY: ctx.clusterSchedPolicy } : {})
+    },
     logFile,
     proxy: true
   })
   const url = `http://127.0.0.1:${httpPort}${EDGE_BENCH_PATH}`
+  const adminUrl = `http://127.0.0.1:${adminPort}`
   let position = ''
+  let workerPids: number[] = []
   try {
-    await waitForHttp(`http://127.0.0.1:${adminPort}/ready`, child)
+    await waitForHttp(`${adminUrl}/ready`, child)
     await waitForHttp(url, child, undefined, undefined, headers)
-    const res = await request(`http://127.0.0.1:${adminPort}/routes`)
+    const res = await request(`${adminUrl}/routes`)
     const { routes } = await res.body.json() as { routes: Array<{ name: string }> }
     position = `#${routes.findIndex((r) => r.name === EDGE_BENCH_ROUTE) + 1} of ${routes.length} in match order`
+    if (workers !== undefined) workerPids = await readyWorkerPids(adminUrl, child.pid, workers)
   } catch (err) {
     await stopChild(child)
+    if (workers !== undefined) await killOrphanWorkers(workerPids)
     throw new Error(`${(err as Error).message} (gateway log: ${logFile})`)
   }
+  // With workers: where they may run (pinning reaches them through fork), and what happened to them.
+  const workerFacts: Record<string, unknown> = workers === undefined
+    ? {}
+    : { workers, gatewayCpus: [...new Set([child.pid, ...workerPids].map((pid) => cpusAllowed(pid) ?? '?'))].join(' | ') }
   return {
     url,
     ...(headers !== undefined ? { headers } : {}),
     measuredPid: child.pid,
-    async stop () { await stopChild(child) },
+    ...(workers !== undefined ? { workerPids } : {}),
+    async stop () {
+      if (workers !== undefined) {
+        // A worker replaced during the run took its CPU time with it: the figures miss it.
+        try {
+          const view = await workersView(adminUrl)
+          workerFacts.workerRestarts = view.workers.reduce((n, w) => n + w.restarts, 0)
+        } catch (err) {
+          workerFacts.workerRestarts = `unknown: ${(err as Error).message}`
+        }
+      }
+      await stopChild(child)
+      if (workers !== undefined) {
+        const orphans = await killOrphanWorkers(workerPids)
+        if (orphans.length > 0) workerFacts.orphanWorkersKilled = orphans
+      }
+    },
     async afterStop () {
-      const counts = await accessLogCounts(logFile, EDGE_BENCH_ROUTE)
+      const { byPid, schedulingPolicy, ...counts } = await accessLogCounts(logFile, EDGE_BENCH_ROUTE)
       // Large (a line per request): counted, not kept.
       await rm(logFile, { force: true })
-      return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts }
+      if (workers !== undefined) {
+        workerFacts.schedulingPolicy = schedulingPolicy ?? 'not logged'
+        // Requests each worker served over the whole run (warm-up, closed and paced loads), in
+        // percent of access lines, in worker order. Keep-alive clients stay on the worker that accepted them.
+        workerFacts.requestsByWorkerPct = workerPids.map((pid) => Number((100 * (byPid.get(pid) ?? 0) / Math.max(1, counts.accessLines)).toFixed(1)))
+        const others = [...byPid.keys()].filter((pid) => !workerPids.includes(pid))
+        if (others.length > 0) workerFacts.accessLinesOfOtherPids = others.map((pid) => `${pid}: ${byPid.get(pid)}`).join(', ')
+      }
+      return { route: EDGE_BENCH_ROUTE, routePosition: position, ...counts, ...workerFacts }
     }
   }
 }
@@ -209,6 +318,16 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
     description: `load generator → fastmesh edge (14 routes, access log on, route "${EDGE_BENCH_ROUTE}") → upstream`,
     compareTo: ['direct', 'node_ceiling'],
     async start (ctx) { return await startEdge(ctx, 'edge', {}) }
+  },
+  {
+    name: 'edge_workers',
+    description: 'the edge scenario with gateway.workers: N (bench --workers N): a primary (config, discovery, admin) and N node:cluster workers sharing the port and serving',
+    compareTo: ['direct', 'node_ceiling', 'edge'],
+    singleProcess: 'edge',
+    async start (ctx) {
+      if (ctx.gatewayWorkers === undefined) throw new Error('edge_workers needs a worker count: --workers N')
+      return await startEdge(ctx, 'edge_workers', { workers: ctx.gatewayWorkers })
+    }
   },
   {
     name: 'fastify_http_proxy',
