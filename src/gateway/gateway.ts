@@ -244,6 +244,7 @@ export class Gateway {
         drainMs: () => durationMs(this.config.limits.drainTimeout)
       })
       this.metrics.workerMetrics = async () => await pool.metrics()
+      this.metrics.workerSnapshot = () => pool.requestSnapshot()
       await pool.start()
     } else {
       const current = (): GatewayVersion => this.versions.version!

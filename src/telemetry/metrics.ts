@@ -478,8 +478,12 @@ export class GatewayMetrics {
     }
   }
 
+  /** With workers: their request series (this process serves none), for `snapshot()`. */
+  workerSnapshot: (() => MetricsSnapshot) | undefined = undefined
+
   /** A copy of every request series and error count so far (read-only; for the admin service graph). */
   snapshot (): MetricsSnapshot {
+    if (this.workerSnapshot !== undefined) return this.workerSnapshot()
     const byCode = new Map<string, number>()
     for (const c of this.errors) {
       const code = (c.labels as RouteCodeLabels).code

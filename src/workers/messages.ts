@@ -4,6 +4,7 @@
 // listeners and config versions, and learns everything else from these.
 import type { AddressInfo } from 'node:net'
 import type { ExchangeFaults } from '../gateway/exchange.js'
+import type { MetricsSnapshot } from '../telemetry/metrics.js'
 import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
 import type { ServiceSnapshot, WatchOptions } from '../discovery/types.js'
 import type { LeafCertificate, TrustBundle } from '../identity/types.js'
@@ -40,6 +41,8 @@ export type ToWorker =
   | { readonly t: 'identity', readonly identity: IdentityState }
   | { readonly t: 'status', readonly id: number }
   | { readonly t: 'metrics', readonly id: number }
+  /** The request series so far (the admin service graph's rates). */
+  | { readonly t: 'requests', readonly id: number }
   /** Stop accepting, drain, exit. */
   | { readonly t: 'stop', readonly drainMs: number }
 
@@ -55,6 +58,7 @@ export type FromWorker =
   | { readonly t: 'ensure', readonly service: string }
   | { readonly t: 'status', readonly id: number, readonly status: WorkerStatus }
   | { readonly t: 'metrics', readonly id: number, readonly metrics: unknown[] }
+  | { readonly t: 'requests', readonly id: number, readonly snapshot: MetricsSnapshot }
 
 /** One key per watched (service, datacenter, connect) triple. */
 export function watchKey (service: string, options: WatchOptions | undefined): string {

@@ -11,6 +11,8 @@ import type { Discovery } from '../discovery/types.js'
 import type { IdentityProvider } from '../identity/types.js'
 import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
 import type { FromWorker, IdentityState, ToWorker, WorkerStatus } from './messages.js'
+import type { MetricsSnapshot } from '../telemetry/metrics.js'
+import { WorkerSnapshots } from './worker-snapshots.js'
 
 /** `gateway.workers` as a count: `auto` is the cores this process may use. */
 export function workerCount (setting: number | 'auto'): number {
@@ -77,6 +79,8 @@ export class WorkerPool {
   private queue: Promise<unknown> = Promise.resolve()
   private readonly leafServices: Set<string>
   private offIdentity: (() => void) | undefined
+  private readonly requests = new WorkerSnapshots()
+  private requestsTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly opts: WorkerPoolOptions) {
     this.log = opts.log.child({ component: 'workers' })
@@ -96,6 +100,9 @@ export class WorkerPool {
     const starts: Array<Promise<void>> = []
     for (let i = 1; i <= this.opts.count; i++) starts.push(this.fork(i, 0))
     await Promise.all(starts)
+    // As often as the admin's request window samples (src/telemetry/request-window.ts).
+    this.requestsTimer = setInterval(() => { void this.refreshRequests() }, 5000)
+    this.requestsTimer.unref()
     this.log.info({ workers: this.opts.count, schedulingPolicy: cluster.schedulingPolicy === cluster.SCHED_RR ? 'rr' : 'none' }, 'workers listening')
   }
 
@@ -186,7 +193,7 @@ export class WorkerPool {
         return
       }
       case 'hello': case 'ready': case 'start-failed': return
-      case 'prepared': case 'committed': case 'status': case 'metrics': {
+      case 'prepared': case 'committed': case 'status': case 'metrics': case 'requests': {
         const answer = slot.pending.get(m.id)
         slot.pending.delete(m.id)
         answer?.(m)
@@ -271,6 +278,18 @@ export class WorkerPool {
     return answers.flatMap(({ answer }) => answer?.t === 'metrics' ? [answer.metrics] : [])
   }
 
+  /** Asks every worker for its request series (the service graph's rates read the last answers). */
+  async refreshRequests (): Promise<void> {
+    for (const { slot, answer } of await this.ask((id) => ({ t: 'requests', id }), 2000)) {
+      if (answer?.t === 'requests') this.requests.update(slot.index, slot.worker.process.pid ?? 0, answer.snapshot)
+    }
+  }
+
+  /** Every worker's request series added up, as of the last refresh (at most 5 s old). */
+  requestSnapshot (): MetricsSnapshot {
+    return this.requests.merged()
+  }
+
   /** Each worker: pid, state, restarts and what it reports of itself. */
   async describe (): Promise<WorkerReport[]> {
     const answers = new Map((await this.ask((id) => ({ t: 'status', id }), 2000)).map(({ slot, answer }) => [slot, answer]))
@@ -291,6 +310,7 @@ export class WorkerPool {
   async stop (): Promise<void> {
     this.stopping = true
     this.offIdentity?.()
+    clearInterval(this.requestsTimer)
     const drainMs = this.opts.drainMs()
     await Promise.all([...this.slots.values()].map(async (slot) => {
       const worker = slot.worker

@@ -117,6 +117,7 @@ export class WorkerGateway {
       }
       case 'status': this.send({ t: 'status', id: m.id, status: this.status() }); return
       case 'metrics': this.send({ t: 'metrics', id: m.id, metrics: await this.metrics.registry.getMetricsAsJSON() }); return
+      case 'requests': this.send({ t: 'requests', id: m.id, snapshot: this.metrics.snapshot() }); return
       case 'stop': await this.stop(m.drainMs); return
       case 'init': return
     }

@@ -79,7 +79,11 @@ test('two workers share the port and both serve; /metrics counts every request o
   assert.deepEqual(new Set(byPid.keys()), pids, 'only the workers served, and both did')
   for (const [pid, n] of byPid) assert.ok(n >= total / 4, `worker ${pid} served ${n} of ${total}`)
   assert.equal(await requestsCounted(g), total, 'fastmesh_requests_total sums the workers')
-  // The primary's own admin requests are not among them, and it holds the single Consul-free discovery.
+  // The service graph counts the workers' requests too (refreshed every 5 s).
+  await eventually(async () => {
+    const graph = await (await request(`${g.adminUrl}/ui/graph/local`)).body.json() as { edges: Array<{ destination: string, total: number }> }
+    return graph.edges.find((e) => e.destination === 'up')?.total === total ? true : undefined
+  }, 'the graph to count every request', 15_000)
   const ready = await request(`${g.adminUrl}/ready`)
   assert.equal(ready.statusCode, 200)
   await ready.body.dump()
