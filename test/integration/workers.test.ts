@@ -197,3 +197,41 @@ test('a killed worker is replaced; only the connections it held see errors, none
   assert.equal(survivorRow.restarts, 0)
   assert.ok(g.logs().some((e) => e.msg === 'worker exited; starting a replacement'), 'the exit is logged')
 })
+
+test('reloads under load lose nothing with workers: every request is answered 200 while versions change on both', async (t) => {
+  const up = await startUpstream(t, (req, res) => { req.resume(); req.on('end', () => { res.end('ok') }) })
+  const { g, file } = await startWorkersGateway(t, configDoc(up.port))
+  const clients = Array.from({ length: 8 }, () => new Agent({ connections: 1, keepAliveTimeout: 60_000 }))
+  t.after(async () => { await Promise.all(clients.map(async (c) => { await c.close() })) })
+  const statuses = new Map<number, number>()
+  let running = true
+  const loops = clients.map(async (dispatcher, i) => {
+    let n = 0
+    while (running) {
+      // Every fourth request on a fresh connection, so new connections land mid-reload too.
+      const fresh = n++ % 4 === 3
+      let status = 0
+      try {
+        const res = await request(`${g.url}/a/${i}`, { dispatcher, method: n % 2 === 0 ? 'GET' : 'POST', body: n % 2 === 0 ? undefined : 'x'.repeat(2048), headers: fresh ? { connection: 'close' } : {} })
+        await res.body.dump()
+        status = res.statusCode
+      } catch { status = 0 }
+      statuses.set(status, (statuses.get(status) ?? 0) + 1)
+    }
+  })
+  for (let v = 2; v <= 6; v++) {
+    // Alternate between two route sets that both serve /a.
+    await writeFile(file, JSON.stringify(configDoc(up.port, { prefix: v % 2 === 0 ? '/a' : '/' })))
+    const res = await request(`${g.adminUrl}/reload`, { method: 'POST' })
+    const body = await res.body.json() as { version: number }
+    assert.equal(res.statusCode, 200)
+    assert.ok(body.version >= v, `version ${body.version}`)
+    for (const row of (await workers(g)).workers) assert.equal(row.version, body.version)
+    await new Promise((r) => setTimeout(r, 150))
+  }
+  running = false
+  await Promise.all(loops)
+  const total = [...statuses.values()].reduce((a, b) => a + b, 0)
+  assert.ok(total >= 100, `${total} requests`)
+  assert.deepEqual([...statuses.keys()], [200], `every answer 200: ${JSON.stringify(Object.fromEntries(statuses))}`)
+})
