@@ -233,6 +233,36 @@ export class OutlierDetector {
     if (reason !== undefined) this.eject(endpointId, r, reason, now)
   }
 
+  /**
+   * Another process of this gateway (a worker) ejected `endpointId` until `until`: it leaves
+   * rotation here too, within the same max ejection share, without an event (the ejecting
+   * process counted and reported it). Returns whether it was ejected here.
+   */
+  adopt (endpointId: string, until: number, reason: string, now: number): boolean {
+    const s = this.settings
+    if (!s.enabled || until <= now) return false
+    const store = this.store
+    if (now >= store.nextExpiry) this.sweep(now)
+    let r = store.records.get(endpointId)
+    if (r === undefined) {
+      r = newRecord()
+      store.records.set(endpointId, r)
+    }
+    if (r.until > now) return false
+    const allowed = s.maxEjectionPercent === 0 ? 0 : Math.max(1, Math.floor(store.hostCount * s.maxEjectionPercent / 100))
+    if (store.ejected.size >= allowed) return false
+    r.ejections++
+    r.until = until
+    r.reason = reason
+    r.consecutive5xx = 0
+    r.consecutiveGatewayErrors = 0
+    store.ejected.add(endpointId)
+    if (until < store.nextExpiry) store.nextExpiry = until
+    store.version++
+    this.options.log?.info({ service: this.service, endpoint: endpointId, reason, until: new Date(until).toISOString() }, 'outlier detection: endpoint ejected by another worker')
+    return true
+  }
+
   isEjected (endpointId: string, now: number): boolean {
     const r = this.store.records.get(endpointId)
     if (r === undefined || r.until === 0) return false

@@ -153,6 +153,11 @@ export class ServiceEndpoints implements PoolSource, ServiceLayer {
     })
   }
 
+  /** Whether discovery lists `endpointId` in this set now. */
+  hasEndpoint (endpointId: string): boolean {
+    return this.targets.some((t) => t.endpoint.id === endpointId)
+  }
+
   get service (): string {
     return this.selector.service
   }

@@ -170,6 +170,14 @@ export class ServiceTable {
     }
   }
 
+  /** Another worker ejected `endpointId` of `service`: every endpoint set of the service that has it ejects it too, until the same time. */
+  adoptEjection (service: string, endpointId: string, until: number, reason: string): void {
+    const now = Date.now()
+    for (const set of this.byKey.values()) {
+      if (set.service === service && set.hasEndpoint(endpointId)) set.outlier.adopt(endpointId, until, reason, now)
+    }
+  }
+
   all (): ServiceEndpoints[] {
     return [...this.byKey.values()]
   }

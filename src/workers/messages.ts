@@ -43,6 +43,8 @@ export type ToWorker =
   | { readonly t: 'metrics', readonly id: number }
   /** The request series so far (the admin service graph's rates). */
   | { readonly t: 'requests', readonly id: number }
+  /** Another worker's outlier detection ejected this endpoint: eject it here too. */
+  | { readonly t: 'eject', readonly service: string, readonly endpoint: string, readonly until: number, readonly reason: string }
   /** Stop accepting, drain, exit. */
   | { readonly t: 'stop', readonly drainMs: number }
 
@@ -56,6 +58,8 @@ export type FromWorker =
   | { readonly t: 'watch', readonly key: string, readonly service: string, readonly options: WatchOptions | undefined }
   | { readonly t: 'unwatch', readonly key: string }
   | { readonly t: 'ensure', readonly service: string }
+  /** This worker's outlier detection ejected an endpoint (the primary tells the others). */
+  | { readonly t: 'ejected', readonly service: string, readonly endpoint: string, readonly until: number, readonly reason: string }
   | { readonly t: 'status', readonly id: number, readonly status: WorkerStatus }
   | { readonly t: 'metrics', readonly id: number, readonly metrics: unknown[] }
   | { readonly t: 'requests', readonly id: number, readonly snapshot: MetricsSnapshot }

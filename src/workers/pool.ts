@@ -192,6 +192,11 @@ export class WorkerPool {
         identity.ensure(m.service).then(() => { this.broadcast({ t: 'identity', identity: this.identityState()! }) }, (err: unknown) => { this.log.error({ err, service: m.service }, 'a worker asked for a leaf the primary could not get') })
         return
       }
+      case 'ejected': {
+        const reason = `${m.reason}, seen by worker ${slot.index}`
+        for (const other of this.slots.values()) if (other !== slot && other.state === 'ready') this.send(other, { t: 'eject', service: m.service, endpoint: m.endpoint, until: m.until, reason })
+        return
+      }
       case 'hello': case 'ready': case 'start-failed': return
       case 'prepared': case 'committed': case 'status': case 'metrics': case 'requests': {
         const answer = slot.pending.get(m.id)

@@ -58,6 +58,11 @@ export class WorkerGateway {
       authorization: () => this.mesh?.authorizer.countRows() ?? [],
       tracing: () => this.tracing.totals
     })
+    // Ejections are shared: the others stop sending to an endpoint one worker found failing,
+    // instead of each paying the failures to find it out (docs/workers.md).
+    this.services.events.on((e) => {
+      if (e.type === 'ejected' && e.until !== undefined) send({ t: 'ejected', service: e.service, endpoint: e.endpointId, until: e.until, reason: e.reason ?? 'ejected' })
+    })
     this.tracing = new GatewayTracing({
       gatewayName: config.gateway.name,
       role: config.gateway.mode,
@@ -101,6 +106,7 @@ export class WorkerGateway {
     switch (m.t) {
       case 'snapshot': this.discovery.receive(m.key, m.snapshot); return
       case 'identity': this.identity?.receive(m.identity); return
+      case 'eject': this.services.adoptEjection(m.service, m.endpoint, m.until, m.reason); return
       case 'prepare': await this.prepare(m); return
       case 'commit': {
         const p = this.prepared.get(m.prepared)

@@ -235,3 +235,41 @@ test('reloads under load lose nothing with workers: every request is answered 20
   assert.ok(total >= 100, `${total} requests`)
   assert.deepEqual([...statuses.keys()], [200], `every answer 200: ${JSON.stringify(Object.fromEntries(statuses))}`)
 })
+
+test('an endpoint one worker ejects leaves every worker\'s rotation: ejections are shared', async (t) => {
+  const good = await startUpstream(t, (_req, res) => { res.end('good') })
+  const bad = await startUpstream(t, (_req, res) => { res.statusCode = 503; res.end('bad') })
+  const doc = configDoc(good.port)
+  const dir = await tempDir(t)
+  const file = join(dir, 'gateway.json')
+  await writeFile(file, JSON.stringify({
+    ...doc,
+    discovery: { embedded: { services: { up: { endpoints: [{ id: 'good', address: '127.0.0.1', port: good.port }, { id: 'bad', address: '127.0.0.1', port: bad.port }] } } } },
+    services: { up: { outlierDetection: { consecutiveGatewayErrors: 3, baseEjectionTime: '60s' } } }
+  }))
+  const g = await startGatewayProcess(t, ['--config', file], { NODE_CLUSTER_SCHED_POLICY: 'rr' })
+  interface Row { index: number, ejected: Array<{ service: string, endpoint: string, reason?: string }> }
+  const ejections = async (): Promise<Row[]> => ((await (await request(`${g.adminUrl}/workers`)).body.json()) as { workers: Row[] }).workers
+  // One request at a time on fresh connections, until one worker has ejected `bad`.
+  let first: Row | undefined
+  for (let i = 0; i < 200 && first === undefined; i++) {
+    const res = await request(`${g.url}/x`, { headers: { connection: 'close' } })
+    await res.body.dump()
+    first = (await ejections()).find((w) => w.ejected.some((e) => e.endpoint === 'bad'))
+  }
+  assert.ok(first !== undefined, 'a worker ejected the failing endpoint')
+  const own = first.ejected.find((e) => e.endpoint === 'bad')!
+  assert.equal(own.reason, '3 consecutive gateway errors')
+  // The other worker ejects it on the first one's word, not on failures of its own.
+  const rows = await eventually(async () => {
+    const all = await ejections()
+    return all.every((w) => w.ejected.some((e) => e.endpoint === 'bad')) ? all : undefined
+  }, 'every worker to eject the endpoint', 5_000)
+  const other = rows.find((w) => w.index !== first!.index)!
+  assert.equal(other.ejected.find((e) => e.endpoint === 'bad')!.reason, `3 consecutive gateway errors, seen by worker ${first.index}`)
+  // From now on no worker sends to it.
+  for (let i = 0; i < 20; i++) {
+    const res = await request(`${g.url}/x`, { headers: { connection: 'close' } })
+    assert.equal(await res.body.text(), 'good')
+  }
+})

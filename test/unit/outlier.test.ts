@@ -505,3 +505,24 @@ test('unreachable marks survive a reload (same stored state) and prune forgets t
   v2.store.prune(['e1', 'e2'])
   assert.equal(v2.isUnreachable('e0'), false)
 })
+
+test('adopt: an ejection made by another worker takes the endpoint out until the same time, without an event, within the max ejection share', () => {
+  const { d, events, ts } = detector({ maxEjectionPercent: 20 }, 10)
+  assert.equal(d.adopt('e1', 5_000, '5 consecutive gateway errors, seen by worker 2', 100), true)
+  assert.deepEqual(events, [], 'the worker that ejected it counted it')
+  assert.equal(d.isEjected('e1', 4_999), true)
+  assert.equal(d.view('e1', 200).reason, '5 consecutive gateway errors, seen by worker 2')
+  assert.ok(!ids(d.usable(ts, 200)).includes('e1'))
+  // Already ejected here: nothing changes.
+  assert.equal(d.adopt('e1', 9_000, 'again', 200), false)
+  assert.equal(d.view('e1', 200).until, 5_000)
+  // 20% of 10: a second one, not a third.
+  assert.equal(d.adopt('e2', 5_000, 'x', 300), true)
+  assert.equal(d.adopt('e3', 5_000, 'x', 300), false)
+  // A time already past, or detection off, ejects nothing.
+  assert.equal(d.adopt('e4', 300, 'x', 300), false)
+  assert.equal(detector({ enabled: false }).d.adopt('e1', 5_000, 'x', 0), false)
+  // Back at `until`, and its own failures count from zero.
+  assert.equal(d.isEjected('e1', 5_000), false)
+  assert.ok(ids(d.usable(ts, 5_000)).includes('e1'))
+})
