@@ -21,8 +21,7 @@ import { ConfigReconciler, type ReloadResult } from '../config/reconciler.js'
 import type { FastmeshConfig } from '../config/validate.js'
 import { durationMs } from '../config/duration.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
-import { countEndpointStates } from '../balancer/endpoint-state.js'
-import { retryBudgetKind } from './retry.js'
+import { servingMetricSources } from './metric-sources.js'
 import { GatewayTracing } from '../telemetry/tracing.js'
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import type { Discovery } from '../discovery/types.js'
@@ -99,21 +98,12 @@ export class Gateway {
       role: config.gateway.mode,
       configVersion: () => this.versions.versionNumber,
       certificates: () => this.leafExpiries(),
-      events: this.services.events,
-      state: this.state,
-      endpointStates: () => {
-        const now = Date.now()
-        const sets = this.services.all()
-        return this.discovery.services().map((s) => countEndpointStates(s, sets, now))
-      },
-      retryBudgets: () => this.state.entries(retryBudgetKind).map(([route, budget]) => ({ route, exhausted: budget.exhausted })),
-      authorization: () => this.meshContext?.authorizer.countRows() ?? [],
+      ...servingMetricSources({ services: this.services, discovery: this.discovery, state: this.state, mesh: () => this.mesh, tracing: () => this.tracing }),
       discovery: () => ({
         services: this.discovery.services(),
         errors: this.consulDiscovery?.errors ?? 0,
         source: this.consulDiscovery !== undefined ? 'consul' : 'embedded'
-      }),
-      tracing: () => this.tracing.totals
+      })
     })
     this.tracing = new GatewayTracing({
       gatewayName: config.gateway.name,

@@ -8,9 +8,9 @@ import { ExchangeFaults } from '../gateway/exchange.js'
 import { ListenerSet } from '../gateway/listener-set.js'
 import { VersionSwap, type PreparedVersion } from '../gateway/version-swap.js'
 import { meshContextFor } from '../gateway/mesh-identity.js'
-import { retryBudgetKind } from '../gateway/retry.js'
+import { servingMetricSources } from '../gateway/metric-sources.js'
 import { ServiceTable } from '../balancer/service-table.js'
-import { countEndpointStates, ejectionOf } from '../balancer/endpoint-state.js'
+import { ejectionOf } from '../balancer/endpoint-state.js'
 import { StateRegistry } from '../state/registry.js'
 import { compileConfig, ConfigError, type LoadedConfig } from '../config/load.js'
 import { ConsulClient, resolveConsul } from '../discovery/consul/client.js'
@@ -47,16 +47,7 @@ export class WorkerGateway {
     this.metrics = new GatewayMetrics({
       role: config.gateway.mode,
       configVersion: () => this.versions?.versionNumber ?? 0,
-      events: this.services.events,
-      state: this.state,
-      endpointStates: () => {
-        const now = Date.now()
-        const sets = this.services.all()
-        return this.discovery.services().map((s) => countEndpointStates(s, sets, now))
-      },
-      retryBudgets: () => this.state.entries(retryBudgetKind).map(([route, budget]) => ({ route, exhausted: budget.exhausted })),
-      authorization: () => this.mesh?.authorizer.countRows() ?? [],
-      tracing: () => this.tracing.totals
+      ...servingMetricSources({ services: this.services, discovery: this.discovery, state: this.state, mesh: () => this.mesh, tracing: () => this.tracing })
     })
     // Ejections are shared: the others stop sending to an endpoint one worker found failing,
     // instead of each paying the failures to find it out (docs/workers.md).
