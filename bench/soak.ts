@@ -3,6 +3,8 @@
 //
 //   npm run bench:soak                      (= npm run build && node dist/bench/soak.js)
 //   node dist/bench/soak.js --minutes 5 --reload-every 3 --flip-every 4
+//   node dist/bench/soak.js --workers 2     (gateway.workers: errors, reloads and flips
+//                                            cover the workers; heap and fds the primary)
 //
 // The gateway runs as a child (`fastmesh start`, with --expose-gc and bench/soak-gc.ts
 // preloaded); three upstreams run in this process on 127.0.0.1, each answering plain
@@ -45,6 +47,7 @@ const { values: opt } = parseArgs({
     'probe-interval': { type: 'string', default: '1000' },
     'health-delay': { type: 'string', default: '150' },
     concurrency: { type: 'string', default: '8' },
+    workers: { type: 'string', default: '1' },
     out: { type: 'string', default: path.join(ROOT, 'bench', 'results', 'soak-latest.json') }
   }
 })
@@ -57,6 +60,7 @@ const o = {
   probeIntervalMs: Number(opt['probe-interval']),
   healthDelayMs: Number(opt['health-delay']),
   concurrency: Number(opt.concurrency),
+  workers: Number(opt.workers),
   out: opt.out
 }
 for (const [k, v] of Object.entries(o)) if (typeof v === 'number' && !(Number.isFinite(v) && v > 0)) throw new Error(`--${k}: a positive number is needed`)
@@ -114,7 +118,7 @@ async function closeUpstream (u: SoakUpstream): Promise<void> {
 
 function configYaml (httpPort: number, adminPort: number, ups: readonly SoakUpstream[]): string {
   return stringify({
-    gateway: { name: 'bench-soak', mode: 'edge' },
+    gateway: { name: 'bench-soak', mode: 'edge', workers: o.workers },
     listeners: { http: { address: '127.0.0.1', port: httpPort }, admin: { address: '127.0.0.1', port: adminPort } },
     discovery: {
       embedded: {
@@ -376,6 +380,7 @@ async function main (): Promise<void> {
     for (const p of phases) {
       console.log(`${p.kind.padEnd(6)} ${String(p.seconds).padStart(7)}  ${String(p.exchanges).padStart(9)}  ${String(p.errors).padStart(6)}  ${`${f(p.heapStartMiB, 2)} -> ${f(p.heapEndMiB, 2)}`.padStart(21)}  ${f(p.heapSlopeKiBPerMin).padStart(12)}  ${`${p.fdStart} -> ${p.fdEnd}`.padStart(16)}  ${f(p.fdSlopePerMin).padStart(7)}  ${String(p.samples).padStart(7)}`)
     }
+    if (o.workers > 1) console.log(`\nworkers: ${o.workers}; heap and fds above are the primary's (discovery, config, admin), not the workers'`)
     console.log(`\nreloads: ${reloads.ok} ok, ${reloads.failed} failed`)
     console.log(`health flips: ${flips.flips}, missed (not in /services within ${2 * o.probeIntervalMs} ms): ${flips.missed}, never seen: ${flips.neverSeen}, slowest seen: ${flips.worstMs} ms`)
     console.log(`gateway log: ${healthChanges} health changes logged, ${unexpected} unexpected probe failures`)
