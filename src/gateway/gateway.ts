@@ -126,7 +126,7 @@ export class Gateway {
       client: this.consul,
       config: () => this.config,
       log: this.log,
-      listenerAddress: (name) => this.listeners.address(name),
+      listenerAddress: (name) => this.listenerAddress(name),
       httpAddress: () => this.httpAddress,
       admin: () => ({ address: this.adminAddress, advertised: this.advertisedAdmin })
     })
@@ -284,6 +284,8 @@ export class Gateway {
     this.draining = true
     this.versions.halt()
     this.registration.halt()
+    // Workers that exit from here on (a SIGTERM to the whole process group) are not replaced.
+    this.pool?.halt()
     await this.reconciler?.close()
     // Leave the catalog before closing listeners: peers stop picking this gateway while it
     // still answers, instead of meeting a closed port until the deregistration reaches them.

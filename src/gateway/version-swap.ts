@@ -173,11 +173,6 @@ export class VersionSwap implements ReconcileTarget {
     }
   }
 
-  /** The last accepted config as given (restart-only keys as given too): what a new worker starts from. */
-  get latestGiven (): LoadedConfig {
-    return { config: this.latest, source: this.loaded.source, customPlugins: this.loaded.customPlugins }
-  }
-
   refuse (err: unknown, reason: string): ReloadResult {
     this.reloads.failed++
     this.options.metrics.reloads.inc({ result: 'failure' })
@@ -257,6 +252,11 @@ export class VersionSwap implements ReconcileTarget {
     })()
     this.retiring.add(p)
     void p.finally(() => this.retiring.delete(p))
+  }
+
+  /** After `halt()`: the gateway is stopping. */
+  get halted (): boolean {
+    return this.stopping
   }
 
   /** Refuses further swaps (they answer "shutting down"); retiring versions stop releasing state. */

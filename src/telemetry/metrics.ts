@@ -261,7 +261,8 @@ export class GatewayMetrics {
 
   async render (): Promise<string> {
     if (this.workerMetrics === undefined) return await this.registry.metrics()
-    const own = await this.registry.getMetricsAsJSON()
+    // The primary serves nothing and ejects nothing: its endpoint states would always win `max`.
+    const own = (await this.registry.getMetricsAsJSON()).filter((m) => m.name !== 'fastmesh_endpoints')
     const workers = await this.workerMetrics() as Array<Array<MetricObjectWithValues<MetricValue<string>>>>
     return await AggregatorRegistry.aggregate([own, ...workers]).metrics()
   }

@@ -19,6 +19,7 @@ export class ClusterSwap implements ReconcileTarget {
 
   async swap (given: LoadedConfig, reason: string): Promise<ReloadResult> {
     return await this.pool.exclusive(async () => {
+      if (this.versions.halted) return { ok: false, version: this.versions.versionNumber, error: 'shutting down' }
       let prepared: PreparedVersion
       try {
         prepared = await this.versions.prepare(given)

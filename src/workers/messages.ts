@@ -54,7 +54,7 @@ export type FromWorker =
   | { readonly t: 'ready', readonly listeners: Record<string, AddressInfo> }
   | { readonly t: 'start-failed', readonly error: string }
   | { readonly t: 'prepared', readonly id: number, readonly ok: boolean, readonly error?: string, readonly problems?: readonly ConfigProblem[] }
-  | { readonly t: 'committed', readonly id: number }
+  | { readonly t: 'committed', readonly id: number, readonly ok: boolean }
   | { readonly t: 'watch', readonly key: string, readonly service: string, readonly options: WatchOptions | undefined }
   | { readonly t: 'unwatch', readonly key: string }
   | { readonly t: 'ensure', readonly service: string }

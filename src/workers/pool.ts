@@ -3,6 +3,7 @@
 // or none (prepare everywhere, then commit), gathers their metrics and status for the admin
 // API, and replaces a worker that dies without disturbing the others.
 import cluster, { type Worker } from 'node:cluster'
+import { AggregatorRegistry } from 'prom-client'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
@@ -13,6 +14,9 @@ import type { ConfigProblem, FastmeshConfig } from '../config/validate.js'
 import type { FromWorker, IdentityState, ToWorker, WorkerStatus } from './messages.js'
 import type { MetricsSnapshot } from '../telemetry/metrics.js'
 import { WorkerSnapshots } from './worker-snapshots.js'
+
+/** Longest time a worker may take from fork to listening. */
+const START_TIMEOUT_MS = 60_000
 
 /** `gateway.workers` as a count: `auto` is the cores this process may use. */
 export function workerCount (setting: number | 'auto'): number {
@@ -79,7 +83,13 @@ export class WorkerPool {
   private queue: Promise<unknown> = Promise.resolve()
   private readonly leafServices: Set<string>
   private offIdentity: (() => void) | undefined
+  /** Workers forked and not yet started (or failed): `stop()` waits for them. */
+  private readonly forking = new Set<Promise<void>>()
   private readonly requests = new WorkerSnapshots()
+  /** Each slot's last metrics answer, with the pid that gave it. */
+  private readonly lastMetrics = new Map<number, { pid: number, metrics: unknown[] }>()
+  /** Counters and histograms of worker processes that are gone, added up. */
+  private retiredCounters: unknown[] | undefined
   private requestsTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly opts: WorkerPoolOptions) {
@@ -118,40 +128,63 @@ export class WorkerPool {
     const slot: Slot = { index, worker, state: 'starting', startedAt: new Date(), restarts, recentCrashes: this.slots.get(index)?.recentCrashes ?? 0, listeners: undefined, watches: new Map(), pending: new Map() }
     this.slots.set(index, slot)
     const { config, source, version } = this.opts.current()
-    return new Promise<void>((resolve, reject) => {
+    const started = new Promise<void>((resolve, reject) => {
       let settled = false
+      const settle = (err?: Error): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(startTimer)
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      // A start that hangs (a plugin awaiting the network forever) must not hold reloads and
+      // replacements, which wait their turn behind it.
+      const startTimer = setTimeout(() => {
+        settle(new Error(`worker ${index} did not start within ${START_TIMEOUT_MS / 1000} s`))
+        worker.process.kill('SIGKILL')
+      }, START_TIMEOUT_MS)
+      // The IPC channel's errors (a send racing an exit) come here; unheard, they would end the primary.
+      worker.on('error', (err) => { this.log.warn({ err, worker: index }, 'worker channel error') })
       worker.on('message', (m: FromWorker) => {
         if (m.t === 'hello') {
-          this.send(slot, { t: 'init', worker: index, config, source, version, identity: this.identityState() })
+          // A stop sent before the worker listened for messages was lost: say it again.
+          if (this.stopping) this.send(slot, { t: 'stop', drainMs: this.opts.drainMs() })
+          else this.send(slot, { t: 'init', worker: index, config, source, version, identity: this.identityState() })
           return
         }
         if (m.t === 'ready') {
           slot.state = 'ready'
           slot.listeners = m.listeners
-          if (!settled) { settled = true; resolve() }
+          settle()
           return
         }
         if (m.t === 'start-failed') {
-          if (!settled) { settled = true; reject(new Error(`worker ${index} could not start: ${m.error}`)) }
+          settle(new Error(`worker ${index} could not start: ${m.error}`))
           return
         }
         this.receive(slot, m)
       })
       worker.on('exit', (code, signal) => {
         this.forget(slot)
-        if (!settled) { settled = true; reject(new Error(`worker ${index} exited while starting (code ${code ?? '-'}, signal ${signal ?? '-'})`)) }
+        settle(new Error(`worker ${index} exited while starting (code ${code ?? '-'}, signal ${signal ?? '-'})`))
         if (this.stopping || this.slots.get(index) !== slot) return
         this.replace(slot, code, signal)
       })
     })
+    this.forking.add(started)
+    void started.catch(() => {}).finally(() => this.forking.delete(started))
+    return started
   }
 
   /** A worker died: the others go on serving; this slot gets a new worker, paced if it keeps dying. */
   private replace (slot: Slot, code: number | null, signal: string | null): void {
+    // Exit code 0 without a signal: it was told to stop (a SIGTERM to that worker) and drained.
+    const drained = code === 0 && signal === null
     const lived = Date.now() - slot.startedAt.getTime()
-    const crashes = lived < 10_000 ? slot.recentCrashes + 1 : 1
-    const delayMs = Math.min(10_000, 100 * 2 ** (crashes - 1))
-    this.log.error({ worker: slot.index, pid: slot.worker.process.pid, code, signal, restartInMs: delayMs }, 'worker exited; starting a replacement')
+    const crashes = drained ? 0 : lived < 10_000 ? slot.recentCrashes + 1 : 1
+    const delayMs = crashes === 0 ? 0 : Math.min(10_000, 100 * 2 ** (crashes - 1))
+    if (drained) this.log.info({ worker: slot.index, pid: slot.worker.process.pid }, 'worker stopped; starting a replacement')
+    else this.log.error({ worker: slot.index, pid: slot.worker.process.pid, code, signal, restartInMs: delayMs }, 'worker exited; starting a replacement')
     slot.recentCrashes = crashes
     setTimeout(() => {
       if (this.stopping) return
@@ -260,7 +293,14 @@ export class WorkerPool {
       commit: async (reason) => {
         const live = asked.filter((s) => s.state === 'ready')
         // Waits for each worker to serve it, so a reload's answer means every worker serves it.
-        await this.ask((id) => ({ t: 'commit', id, prepared, reason }), timeoutMs, live)
+        // One that does not confirm cannot be trusted to serve it: it is replaced, and its
+        // replacement starts from this version (replacements wait for this reload to finish).
+        for (const { slot, answer } of await this.ask((id) => ({ t: 'commit', id, prepared, reason }), timeoutMs, live)) {
+          if (answer === undefined || (answer.t === 'committed' && !answer.ok)) {
+            this.log.error({ worker: slot.index, pid: slot.worker.process.pid, version }, 'worker did not confirm the new version; replacing it')
+            slot.worker.process.kill('SIGKILL')
+          }
+        }
       }
     }
   }
@@ -277,10 +317,27 @@ export class WorkerPool {
     return {}
   }
 
-  /** Every ready worker's metrics as prom-client JSON (a worker that does not answer in 2 s is left out). */
+  /**
+   * Every worker's metrics as prom-client JSON, for the admin API to add up. Counters must
+   * not go back: a worker that does not answer within 2 s counts with its last answer, and
+   * the counters of worker processes that are gone stay in `retiredCounters`.
+   */
   async metrics (): Promise<unknown[][]> {
-    const answers = await this.ask((id) => ({ t: 'metrics', id }), 2000)
-    return answers.flatMap(({ answer }) => answer?.t === 'metrics' ? [answer.metrics] : [])
+    for (const { slot, answer } of await this.ask((id) => ({ t: 'metrics', id }), 2000)) {
+      if (answer?.t !== 'metrics') continue
+      const pid = slot.worker.process.pid ?? 0
+      const before = this.lastMetrics.get(slot.index)
+      if (before !== undefined && before.pid !== pid) await this.retire(before.metrics)
+      this.lastMetrics.set(slot.index, { pid, metrics: answer.metrics })
+    }
+    return [...(this.retiredCounters !== undefined ? [this.retiredCounters] : []), ...[...this.lastMetrics.values()].map((m) => m.metrics)]
+  }
+
+  /** Keeps the counters and histograms of a worker process that is gone, added to those kept before. */
+  private async retire (metrics: unknown[]): Promise<void> {
+    const counting = (metrics as Array<{ type: string }>).filter((m) => m.type === 'counter' || m.type === 'histogram')
+    const kept = this.retiredCounters !== undefined ? [this.retiredCounters, counting] : [counting]
+    this.retiredCounters = await AggregatorRegistry.aggregate(kept as Parameters<typeof AggregatorRegistry.aggregate>[0]).getMetricsAsJSON()
   }
 
   /** Asks every worker for its request series (the service graph's rates read the last answers). */
@@ -311,11 +368,18 @@ export class WorkerPool {
     })
   }
 
+  /** From now on a worker that exits is not replaced (the gateway is stopping). */
+  halt (): void {
+    this.stopping = true
+  }
+
   /** Every worker stops accepting and drains (at most the drain time, then it is killed). */
   async stop (): Promise<void> {
     this.stopping = true
     this.offIdentity?.()
     clearInterval(this.requestsTimer)
+    // A worker being forked is told to stop when it says hello; wait until it is up or gone.
+    await Promise.allSettled([...this.forking])
     const drainMs = this.opts.drainMs()
     await Promise.all([...this.slots.values()].map(async (slot) => {
       const worker = slot.worker

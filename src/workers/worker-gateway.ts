@@ -36,11 +36,15 @@ export class WorkerGateway {
   private versions: VersionSwap | undefined
   /** Versions built by `prepare` and waiting for the primary's commit or abandon. */
   private readonly prepared = new Map<number, PreparedVersion>()
-  private stopping = false
+  /** Prepares the primary gave up on before this worker finished building them. */
+  private readonly abandoned = new Set<number>()
+  private stopped: Promise<void> | undefined
 
   constructor (private readonly init: Init, private readonly log: Logger, private readonly send: (m: FromWorker) => void) {
     const config = init.config
     this.discovery = new RelayedDiscovery(send, config.discovery.consul?.includeWarning ?? false)
+    // Made now, so a certificate change sent while the config compiles is not lost.
+    if (init.identity !== undefined) this.identity = new RelayedIdentityProvider(init.identity, send)
     this.services = new ServiceTable(this.discovery, undefined, this.state, log.child({ component: 'outlier' }))
     // What only the primary knows (certificates, discovery errors) it counts itself; the
     // admin API adds each worker's series to the primary's (src/workers/pool.ts).
@@ -66,8 +70,7 @@ export class WorkerGateway {
     const loaded = await compileConfig(this.init.config, this.init.source)
     const config = loaded.config
     if (config.mesh.mtls !== 'off') {
-      if (this.init.identity === undefined) throw new Error('the primary sent no mesh identity')
-      this.identity = new RelayedIdentityProvider(this.init.identity, this.send)
+      if (this.identity === undefined) throw new Error('the primary sent no mesh identity')
       // Consul intentions are asked by each worker (cached per worker); endpoints and leaves are not.
       const consul = config.discovery.consul !== undefined ? new ConsulClient(resolveConsul(config.discovery.consul)) : undefined
       const mesh = meshContextFor(config, this.identity, consul, this.log)
@@ -102,14 +105,20 @@ export class WorkerGateway {
       case 'commit': {
         const p = this.prepared.get(m.prepared)
         this.prepared.delete(m.prepared)
-        if (p !== undefined) this.versions!.commit(p, m.reason)
-        this.send({ t: 'committed', id: m.id })
+        let ok = false
+        try {
+          if (p !== undefined) ok = this.versions!.commit(p, m.reason).ok
+        } finally {
+          this.send({ t: 'committed', id: m.id, ok })
+        }
         return
       }
       case 'abandon': {
         const p = this.prepared.get(m.prepared)
         this.prepared.delete(m.prepared)
         if (p !== undefined) await this.versions!.abandon(p)
+        // Still building (the primary stopped waiting): closed when the build ends.
+        else this.abandoned.add(m.prepared)
         return
       }
       case 'status': this.send({ t: 'status', id: m.id, status: this.status() }); return
@@ -124,7 +133,12 @@ export class WorkerGateway {
     let given: LoadedConfig
     try {
       given = await compileConfig(m.config, m.source)
-      this.prepared.set(m.id, await this.versions!.prepare(given, m.version))
+      const prepared = await this.versions!.prepare(given, m.version)
+      if (this.abandoned.delete(m.id)) {
+        await this.versions!.abandon(prepared)
+        return
+      }
+      this.prepared.set(m.id, prepared)
       this.send({ t: 'prepared', id: m.id, ok: true })
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : undefined
@@ -150,17 +164,20 @@ export class WorkerGateway {
       ejected,
       version: v?.version ?? 0,
       inFlight: v?.inFlight ?? 0,
-      ready: v !== undefined && this.listeners.listening && !this.stopping,
+      ready: v !== undefined && this.listeners.listening && this.stopped === undefined,
       faults: { count: this.faults.count, uncaught: this.faults.uncaught, last: this.faults.last },
       rssBytes: mem.rss,
       heapUsedBytes: mem.heapUsed
     }
   }
 
-  /** Stops accepting, lets requests in flight finish (at most `drainMs`), closes everything. */
+  /** Stops accepting, lets requests in flight finish (at most `drainMs`), closes everything; a second call waits for the first. */
   async stop (drainMs: number): Promise<void> {
-    if (this.stopping) return
-    this.stopping = true
+    this.stopped ??= this.drainAndClose(drainMs)
+    await this.stopped
+  }
+
+  private async drainAndClose (drainMs: number): Promise<void> {
     this.versions?.halt()
     const closed = this.listeners.stopAccepting()
     const deadline = Date.now() + drainMs

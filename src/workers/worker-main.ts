@@ -45,6 +45,8 @@ process.on('message', (m: ToWorker) => {
 // The primary coordinates shutdown: a terminal's Ctrl-C reaches every process of the group,
 // and only the primary's stop deregisters first and drains in order.
 process.on('SIGINT', () => {})
+// SIGHUP means "reload" to the primary (a `pkill -HUP` may reach workers too); a worker has nothing to reload on its own.
+process.on('SIGHUP', () => {})
 // SIGTERM to one worker drains that worker; the primary starts a replacement.
 process.once('SIGTERM', () => { stop(drainMs) })
 // The primary is gone: nobody will relay discovery or certificates any more.

@@ -130,3 +130,34 @@ test('with Consul, the primary watches once for all workers: no worker opens a c
   }
   assert.ok((socketsTo(g.pid, agentPort)?.ESTABLISHED ?? 0) >= 1, 'the primary holds the watch')
 })
+
+test('a node gateway with workers registers itself and its local services\' proxies in Consul on the workers\' inbound port', async (t) => {
+  const consul: ConsulAgent = await startConsul()
+  t.after(async () => { await consul.stop() })
+  const dir = await tempDir(t)
+  await createLocalCa(dir, { trustDomain: 'workers.test' })
+  for (const s of ['node-r', 'orders']) await issueLeaf(dir, s)
+  const orders = await startEcho(t, 'orders')
+  const any = { address: '127.0.0.1', port: 0 }
+  const file = join(dir, 'node-r.json')
+  await writeFile(file, JSON.stringify({
+    gateway: { name: 'node-r', mode: 'node', workers: 2 },
+    listeners: { outbound: any, inbound: any, admin: any },
+    discovery: { consul: { address: consul.httpAddr } },
+    mesh: { mtls: 'strict', identity: { provider: 'files', dir, selfIssue: false }, authorization: { provider: 'rules', defaultAction: 'deny' } },
+    localServices: [{ name: 'orders', port: orders.port }]
+  }))
+  const g = await startGatewayProcess(t, ['--config', file])
+  const inbound = listenerPort(g, 'inbound')
+  const services = await eventually(async () => {
+    const all = await (await request(`${consul.url}/v1/agent/services`)).body.json() as Record<string, { Service: string, Port: number, Kind?: string, Proxy?: { DestinationServiceName?: string } }>
+    const list = Object.values(all)
+    return list.some((s) => s.Kind === 'connect-proxy') ? list : undefined
+  }, 'the connect-proxy registration', 10_000)
+  const proxy = services.find((s) => s.Kind === 'connect-proxy')!
+  assert.equal(proxy.Service, 'orders-fastmesh-proxy')
+  assert.equal(proxy.Proxy?.DestinationServiceName, 'orders')
+  assert.equal(proxy.Port, inbound, 'the proxy points at the inbound port the workers share')
+  const self = services.find((s) => s.Service === 'node-r')
+  assert.equal(self?.Port, inbound, 'the gateway registers on its inbound port, as with one process')
+})

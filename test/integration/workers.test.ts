@@ -84,6 +84,16 @@ test('two workers share the port and both serve; /metrics counts every request o
     const graph = await (await request(`${g.adminUrl}/ui/graph/local`)).body.json() as { edges: Array<{ destination: string, total: number }> }
     return graph.edges.find((e) => e.destination === 'up')?.total === total ? true : undefined
   }, 'the graph to count every request', 15_000)
+  // SIGHUP is the primary's reload signal; one reaching a worker (pkill -HUP) must not kill it.
+  for (const pid of pids) process.kill(pid, 'SIGHUP')
+  for (let i = 0; i < 10; i++) {
+    const res = await request(`${g.url}/h${i}`, { headers: { connection: 'close' } })
+    assert.equal(res.statusCode, 200)
+    await res.body.dump()
+  }
+  const after = await workers(g)
+  assert.deepEqual(new Set(after.workers.map((x) => x.pid)), pids, 'no worker was replaced')
+  assert.ok(!g.logs().some((e) => e.msg === 'worker exited; starting a replacement'))
   const ready = await request(`${g.adminUrl}/ready`)
   assert.equal(ready.statusCode, 200)
   await ready.body.dump()
@@ -165,6 +175,8 @@ test('a killed worker is replaced; only the connections it held see errors, none
   const running = { on: true }
   const loops = clients.map(async (_, i) => { while (running.on) await one(i) })
   await eventually(() => sent.length >= 200 ? true : undefined, '200 requests before the kill', 20_000)
+  const countedBefore = await requestsCounted(g)
+  assert.ok(countedBefore >= 150, `${countedBefore} counted before the kill`)
   phase = 'during'
   process.kill(victim.pid, 'SIGKILL')
   const replaced = await eventually(async () => {
@@ -196,6 +208,8 @@ test('a killed worker is replaced; only the connections it held see errors, none
   assert.equal(survivorRow.pid, survivor.pid, 'the other worker was not restarted')
   assert.equal(survivorRow.restarts, 0)
   assert.ok(g.logs().some((e) => e.msg === 'worker exited; starting a replacement'), 'the exit is logged')
+  // The killed worker's requests stay counted: the counter does not go back (a reset to rate()).
+  assert.ok(await requestsCounted(g) >= countedBefore + 200, 'fastmesh_requests_total keeps the killed worker\'s count')
 })
 
 test('reloads under load lose nothing with workers: every request is answered 200 while versions change on both', async (t) => {
@@ -258,18 +272,45 @@ test('an endpoint one worker ejects leaves every worker\'s rotation: ejections a
     first = (await ejections()).find((w) => w.ejected.some((e) => e.endpoint === 'bad'))
   }
   assert.ok(first !== undefined, 'a worker ejected the failing endpoint')
-  const own = first.ejected.find((e) => e.endpoint === 'bad')!
-  assert.equal(own.reason, '3 consecutive gateway errors')
-  // The other worker ejects it on the first one's word, not on failures of its own.
+  // One worker ejected it on its own failures; the other on the first one's word.
   const rows = await eventually(async () => {
     const all = await ejections()
     return all.every((w) => w.ejected.some((e) => e.endpoint === 'bad')) ? all : undefined
   }, 'every worker to eject the endpoint', 5_000)
-  const other = rows.find((w) => w.index !== first!.index)!
-  assert.equal(other.ejected.find((e) => e.endpoint === 'bad')!.reason, `3 consecutive gateway errors, seen by worker ${first.index}`)
+  const reasons = rows.map((w) => ({ index: w.index, reason: w.ejected.find((e) => e.endpoint === 'bad')!.reason }))
+  const owner = reasons.find((r) => r.reason === '3 consecutive gateway errors')
+  assert.ok(owner !== undefined, JSON.stringify(reasons))
+  const other = reasons.find((r) => r.index !== owner.index)!
+  assert.equal(other.reason, `3 consecutive gateway errors, seen by worker ${owner.index}`)
+  // The gauge is the workers' view (the primary, which serves nothing, ejects nothing).
+  const text = await (await request(`${g.adminUrl}/metrics`)).body.text()
+  const gauge = (state: string): number => Number(text.split('\n').find((l) => l.startsWith('fastmesh_endpoints{') && l.includes('destination="up"') && l.includes(`state="${state}"`))?.split(' ').at(-1))
+  assert.equal(gauge('ejected'), 1)
+  assert.equal(gauge('healthy'), 1)
   // From now on no worker sends to it.
   for (let i = 0; i < 20; i++) {
     const res = await request(`${g.url}/x`, { headers: { connection: 'close' } })
     assert.equal(await res.body.text(), 'good')
   }
+})
+
+test('stopping the gateway while workers already drain (a SIGTERM to every process, as systemd sends) lets requests in flight finish', async (t) => {
+  const up = await startUpstream(t, (_req, res) => { setTimeout(() => { res.end('slow') }, 1500) })
+  const { g } = await startWorkersGateway(t, configDoc(up.port))
+  const pids = (await workers(g)).workers.map((w) => w.pid)
+  const inFlight = Array.from({ length: 4 }, async (_, i) => {
+    try {
+      const res = await request(`${g.url}/s${i}`, { headers: { connection: 'close' } })
+      return `${res.statusCode} ${await res.body.text()}`
+    } catch (err) {
+      return (err as Error).message
+    }
+  })
+  await eventually(async () => (((await (await request(`${g.adminUrl}/workers`)).body.json()) as { workers: Array<{ inFlight: number }> }).workers.reduce((n, w) => n + w.inFlight, 0) === 4 ? true : undefined), 'four requests in flight', 5_000)
+  for (const pid of pids) process.kill(pid, 'SIGTERM')
+  await new Promise((r) => setTimeout(r, 200))
+  g.signal('SIGTERM')
+  assert.deepEqual(await Promise.all(inFlight), ['200 slow', '200 slow', '200 slow', '200 slow'])
+  await eventually(() => g.exited ? true : undefined, 'the gateway to exit', 15_000)
+  assert.ok(!g.logs().some((e) => e.msg === 'replacement worker listening'), 'no worker is replaced while the gateway stops')
 })
