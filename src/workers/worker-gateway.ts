@@ -38,6 +38,7 @@ export class WorkerGateway {
   private readonly prepared = new Map<number, PreparedVersion>()
   /** Prepares the primary gave up on before this worker finished building them. */
   private readonly abandoned = new Set<number>()
+  private readonly building = new Set<number>()
   private stopped: Promise<void> | undefined
 
   constructor (private readonly init: Init, private readonly log: Logger, private readonly send: (m: FromWorker) => void) {
@@ -118,7 +119,7 @@ export class WorkerGateway {
         this.prepared.delete(m.prepared)
         if (p !== undefined) await this.versions!.abandon(p)
         // Still building (the primary stopped waiting): closed when the build ends.
-        else this.abandoned.add(m.prepared)
+        else if (this.building.has(m.prepared)) this.abandoned.add(m.prepared)
         return
       }
       case 'status': this.send({ t: 'status', id: m.id, status: this.status() }); return
@@ -131,6 +132,7 @@ export class WorkerGateway {
 
   private async prepare (m: Extract<ToWorker, { t: 'prepare' }>): Promise<void> {
     let given: LoadedConfig
+    this.building.add(m.id)
     try {
       given = await compileConfig(m.config, m.source)
       const prepared = await this.versions!.prepare(given, m.version)
@@ -144,6 +146,9 @@ export class WorkerGateway {
       const problems = err instanceof ConfigError ? err.problems : undefined
       this.log.error({ err: err instanceof ConfigError ? { code: err.code, message: err.message } : err, version: m.version }, 'this worker could not build the new config version; no worker will serve it')
       this.send({ t: 'prepared', id: m.id, ok: false, error: redactText((err as Error).message), ...(problems !== undefined ? { problems } : {}) })
+    } finally {
+      this.building.delete(m.id)
+      this.abandoned.delete(m.id)
     }
   }
 
