@@ -231,7 +231,9 @@ export class Gateway {
         identity: this.identity,
         identities: meshIdentities(config),
         current: () => ({ config: this.versions.config, source: this.versions.configSource, version: this.versions.versionNumber }),
-        drainMs: () => durationMs(this.config.limits.drainTimeout)
+        drainMs: () => durationMs(this.config.limits.drainTimeout),
+        // `/services` then shows what the workers route around.
+        onEjected: (service, endpoint, until, reason) => { this.services.adoptEjection(service, endpoint, until, reason) }
       })
       this.metrics.workerMetrics = async () => await pool.metrics()
       this.metrics.workerSnapshot = () => pool.requestSnapshot()

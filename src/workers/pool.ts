@@ -42,6 +42,8 @@ export interface WorkerPoolOptions {
   readonly current: () => PoolConfig
   /** Longest time a worker given `stop` may drain. */
   readonly drainMs: () => number
+  /** A worker ejected an endpoint (the primary's own tables take it too, for `/services`). */
+  readonly onEjected?: (service: string, endpoint: string, until: number, reason: string) => void
 }
 
 /** A worker's answer to `prepare`; `gone`: it exited meanwhile (its replacement starts from what is committed). */
@@ -227,6 +229,7 @@ export class WorkerPool {
       }
       case 'ejected': {
         const reason = `${m.reason}, seen by worker ${slot.index}`
+        this.opts.onEjected?.(m.service, m.endpoint, m.until, reason)
         for (const other of this.slots.values()) if (other !== slot && other.state === 'ready') this.send(other, { t: 'eject', service: m.service, endpoint: m.endpoint, until: m.until, reason })
         return
       }

@@ -282,7 +282,12 @@ test('an endpoint one worker ejects leaves every worker\'s rotation: ejections a
   assert.ok(owner !== undefined, JSON.stringify(reasons))
   const other = reasons.find((r) => r.index !== owner.index)!
   assert.equal(other.reason, `3 consecutive gateway errors, seen by worker ${owner.index}`)
-  // The gauge is the workers' view (the primary, which serves nothing, ejects nothing).
+  // /services (the primary's tables) shows it ejected too.
+  const services = await (await request(`${g.adminUrl}/services/up`)).body.json() as { endpoints: Array<{ id: string, state: string, ejectionReason?: string }> }
+  const shown = services.endpoints.find((e) => e.id === 'bad')!
+  assert.equal(shown.state, 'ejected')
+  assert.equal(shown.ejectionReason, `3 consecutive gateway errors, seen by worker ${owner.index}`)
+  // The gauge is the workers' view (the primary, which serves nothing, ejects nothing of its own).
   const text = await (await request(`${g.adminUrl}/metrics`)).body.text()
   const gauge = (state: string): number => Number(text.split('\n').find((l) => l.startsWith('fastmesh_endpoints{') && l.includes('destination="up"') && l.includes(`state="${state}"`))?.split(' ').at(-1))
   assert.equal(gauge('ejected'), 1)
