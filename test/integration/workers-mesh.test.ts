@@ -1,14 +1,14 @@
 // gateway.workers with the parts only the primary holds: mesh certificates (files provider)
 // relayed to workers that terminate mTLS, a rotated leaf served by every worker without a
 // restart; and Consul discovery watched once, by the primary, however many workers route.
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { connect, type PeerCertificate } from 'node:tls'
 import { request } from 'undici'
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js'
-import { startEcho } from '../helpers/upstreams.js'
+import { startEcho, type EchoUpstream } from '../helpers/upstreams.js'
 import { startGateway, tempDir, eventually, type LogEntry } from '../helpers/gateway.js'
 import { startConsul, type ConsulAgent } from '../helpers/consul.js'
 import { socketsTo } from '../helpers/sockets.js'
@@ -41,19 +41,33 @@ async function servedLeaf (port: number, dir: string, caller: string): Promise<P
   })
 }
 
-test('workers terminate mesh mTLS with the primary\'s certificates; a reissued leaf is served by every worker without a restart', async (t) => {
+/**
+ * A node gateway `name` with two workers, strict mTLS from a fresh local CA (leaves for
+ * `leaves`) and one local service, `orders` (an echo upstream); `extra` merged into its config.
+ */
+async function nodeWithWorkers (t: TestContext, name: string, leaves: readonly string[], extra: Record<string, unknown>): Promise<{ dir: string, orders: EchoUpstream, file: string }> {
   const dir = await tempDir(t)
   await createLocalCa(dir, { trustDomain: 'workers.test' })
-  for (const s of ['node-a', 'node-b', 'orders']) await issueLeaf(dir, s)
+  for (const s of leaves) await issueLeaf(dir, s)
   const orders = await startEcho(t, 'orders')
   const any = { address: '127.0.0.1', port: 0 }
-  const file = join(dir, 'node-b.json')
+  const file = join(dir, `${name}.json`)
+  const authorization = (extra.authorization as Record<string, unknown> | undefined) ?? {}
+  const rest = { ...extra }
+  delete rest.authorization
   await writeFile(file, JSON.stringify({
-    gateway: { name: 'node-b', mode: 'node', workers: 2 },
+    gateway: { name, mode: 'node', workers: 2 },
     listeners: { outbound: any, inbound: any, admin: any },
-    mesh: { mtls: 'strict', identity: { provider: 'files', dir, selfIssue: false }, authorization: { provider: 'rules', defaultAction: 'deny', rules: [{ source: 'node-a', destination: 'orders', action: 'allow' }] } },
-    localServices: [{ name: 'orders', port: orders.port }]
+    mesh: { mtls: 'strict', identity: { provider: 'files', dir, selfIssue: false }, authorization: { provider: 'rules', defaultAction: 'deny', ...authorization } },
+    localServices: [{ name: 'orders', port: orders.port }],
+    ...rest
   }))
+  return { dir, orders, file }
+}
+
+test('workers terminate mesh mTLS with the primary\'s certificates; a reissued leaf is served by every worker without a restart', async (t) => {
+  const { dir, orders, file } = await nodeWithWorkers(t, 'node-b', ['node-a', 'node-b', 'orders'], { authorization: { rules: [{ source: 'node-a', destination: 'orders', action: 'allow' }] } })
+  const any = { address: '127.0.0.1', port: 0 }
   const nodeB = await startGatewayProcess(t, ['--config', file], { NODE_CLUSTER_SCHED_POLICY: 'rr' })
   const pids = await workerPids(nodeB)
   const inbound = listenerPort(nodeB, 'inbound')
@@ -134,19 +148,7 @@ test('with Consul, the primary watches once for all workers: no worker opens a c
 test('a node gateway with workers registers itself and its local services\' proxies in Consul on the workers\' inbound port', async (t) => {
   const consul: ConsulAgent = await startConsul()
   t.after(async () => { await consul.stop() })
-  const dir = await tempDir(t)
-  await createLocalCa(dir, { trustDomain: 'workers.test' })
-  for (const s of ['node-r', 'orders']) await issueLeaf(dir, s)
-  const orders = await startEcho(t, 'orders')
-  const any = { address: '127.0.0.1', port: 0 }
-  const file = join(dir, 'node-r.json')
-  await writeFile(file, JSON.stringify({
-    gateway: { name: 'node-r', mode: 'node', workers: 2 },
-    listeners: { outbound: any, inbound: any, admin: any },
-    discovery: { consul: { address: consul.httpAddr } },
-    mesh: { mtls: 'strict', identity: { provider: 'files', dir, selfIssue: false }, authorization: { provider: 'rules', defaultAction: 'deny' } },
-    localServices: [{ name: 'orders', port: orders.port }]
-  }))
+  const { file } = await nodeWithWorkers(t, 'node-r', ['node-r', 'orders'], { discovery: { consul: { address: consul.httpAddr } } })
   const g = await startGatewayProcess(t, ['--config', file])
   const inbound = listenerPort(g, 'inbound')
   const services = await eventually(async () => {
